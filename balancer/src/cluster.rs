@@ -1,0 +1,403 @@
+//! Clusters: a named group of endpoints with a pick policy, a per-endpoint
+//! stream limit with a bounded FIFO wait queue, and the send path that
+//! fails over to another endpoint when no request byte reached the first.
+
+use std::{
+    collections::HashMap,
+    net::{SocketAddr, ToSocketAddrs},
+    pin::pin,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering::Relaxed},
+    },
+    time::{Duration, Instant},
+};
+
+use http::{Request, Response, Uri, uri::Authority};
+use hyper::body::Incoming;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use crate::{
+    body::UpstreamBody,
+    config::{
+        ClusterConfig, ClusterName, ConfigError, DEFAULT_MAX_RECONNECT_BACKOFF_MS,
+        DEFAULT_RECONNECT_BACKOFF_MS, HealthCheckConfig, LbPolicy,
+    },
+    endpoint::Endpoint,
+    error::BalancerError,
+    health,
+    pick::{Pick, pick},
+    upstream::Connector,
+};
+
+/// A cluster of endpoints.
+pub struct Cluster {
+    name: ClusterName,
+    policy: LbPolicy,
+    endpoints: Vec<Arc<Endpoint>>,
+    connector: Connector,
+    cursor: AtomicUsize,
+    limit: Option<u32>,
+    max_queue: usize,
+    queue_timeout: Duration,
+    waiting: AtomicUsize,
+    slot_freed: Notify,
+    max_attempts: u32,
+    health_check: Option<HealthCheckConfig>,
+}
+
+/// A taken slot on an endpoint; dropping it frees the slot. Keep it for as
+/// long as the stream lives (until the response body ends).
+pub struct Lease {
+    cluster: Arc<Cluster>,
+    index: usize,
+}
+
+/// Where the time before the response went.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Timings {
+    /// Waiting for a free slot (HAProxy `Tw`).
+    pub queue: Duration,
+    /// Opening a connection, when one was opened (HAProxy `Tc`).
+    pub connect: Option<Duration>,
+    /// From sending the request to the response head (HAProxy `Tr`).
+    pub response: Duration,
+}
+
+/// A response head from an endpoint, with its stream's slot.
+pub struct UpstreamResponse {
+    /// The response; its body streams from the endpoint.
+    pub response: Response<Incoming>,
+    /// The slot; drop it when the body is done.
+    pub lease: Lease,
+    /// Time spent per phase.
+    pub timings: Timings,
+    /// Attempts made (1 = no failover).
+    pub attempts: u32,
+}
+
+// === impl Lease ===
+
+impl Lease {
+    /// The endpoint serving the request.
+    pub fn endpoint(&self) -> &Arc<Endpoint> {
+        &self.cluster.endpoints[self.index]
+    }
+
+    /// The cluster.
+    pub fn cluster(&self) -> &ClusterName {
+        &self.cluster.name
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.cluster.endpoints[self.index].release();
+        if self.cluster.waiting.load(Relaxed) > 0 {
+            self.cluster.slot_freed.notify_one();
+        }
+    }
+}
+
+// === impl Cluster ===
+
+impl Cluster {
+    /// Builds a cluster from validated config; `at` is its field path.
+    pub fn new(cfg: &ClusterConfig, at: &str) -> Result<Self, ConfigError> {
+        cfg.validate(at)?;
+        let connector = Connector::new(cfg, at)?;
+        let mut endpoints = Vec::with_capacity(cfg.endpoints.len());
+        for (i, ep) in cfg.endpoints.iter().enumerate() {
+            let field = format!("{at}.endpoints[{i}].address");
+            let addr: SocketAddr = match ep.address.parse() {
+                Ok(a) => a,
+                Err(_) => ep
+                    .address
+                    .to_socket_addrs()
+                    .map_err(|e| {
+                        ConfigError::new(&field, format!("cannot resolve `{}`: {e}", ep.address))
+                    })?
+                    .next()
+                    .ok_or_else(|| {
+                        ConfigError::new(&field, format!("`{}` resolves to nothing", ep.address))
+                    })?,
+            };
+            let host = ep
+                .address
+                .rsplit_once(':')
+                .map(|(h, _)| h.trim_start_matches('[').trim_end_matches(']').to_string())
+                .unwrap_or_default();
+            let name = ep.name.clone().unwrap_or_else(|| ep.address.clone());
+            endpoints.push(Arc::new(Endpoint::new(name, addr, host, ep.weight)));
+        }
+        Ok(Self {
+            name: cfg.name.clone(),
+            policy: cfg.lb,
+            endpoints,
+            connector,
+            cursor: AtomicUsize::new(0),
+            limit: cfg.max_requests_per_endpoint,
+            max_queue: cfg.max_queue,
+            queue_timeout: Duration::from_millis(cfg.queue_timeout_ms),
+            waiting: AtomicUsize::new(0),
+            slot_freed: Notify::new(),
+            max_attempts: cfg.max_connect_attempts,
+            health_check: cfg.health_check.clone(),
+        })
+    }
+
+    /// The cluster's name.
+    pub fn name(&self) -> &ClusterName {
+        &self.name
+    }
+
+    /// The endpoints, in configuration order.
+    pub fn endpoints(&self) -> &[Arc<Endpoint>] {
+        &self.endpoints
+    }
+
+    /// Requests waiting for a slot now.
+    pub fn queued(&self) -> usize {
+        self.waiting.load(Relaxed)
+    }
+
+    pub(crate) fn connector(&self) -> &Connector {
+        &self.connector
+    }
+
+    /// Takes a slot on an eligible endpoint not in `skip`, waiting in the
+    /// bounded queue when all are full.
+    async fn acquire(self: &Arc<Self>, skip: &[usize]) -> Result<Lease, BalancerError> {
+        let lease = |index| Lease {
+            cluster: self.clone(),
+            index,
+        };
+        let no_healthy = || BalancerError::NoHealthyEndpoint {
+            cluster: self.name.clone(),
+        };
+        match pick(self.policy, &self.endpoints, &self.cursor, self.limit, skip) {
+            Pick::Picked(i) => return Ok(lease(i)),
+            Pick::NoneEligible => return Err(no_healthy()),
+            Pick::AllFull => {}
+        }
+        if self.waiting.fetch_add(1, Relaxed) >= self.max_queue {
+            self.waiting.fetch_sub(1, Relaxed);
+            return Err(BalancerError::QueueFull {
+                cluster: self.name.clone(),
+            });
+        }
+        let _waiting = WaitingGuard(&self.waiting);
+        let start = Instant::now();
+        let deadline = tokio::time::Instant::from_std(start + self.queue_timeout);
+        loop {
+            // Register for a wake-up before looking, so a slot freed in
+            // between is not missed.
+            let mut freed = pin!(self.slot_freed.notified());
+            freed.as_mut().enable();
+            match pick(self.policy, &self.endpoints, &self.cursor, self.limit, skip) {
+                Pick::Picked(i) => return Ok(lease(i)),
+                Pick::NoneEligible => return Err(no_healthy()),
+                Pick::AllFull => {}
+            }
+            if tokio::time::timeout_at(deadline, freed).await.is_err() {
+                return Err(BalancerError::QueueTimeout {
+                    cluster: self.name.clone(),
+                    waited: start.elapsed(),
+                });
+            }
+        }
+    }
+
+    /// Sends `req` to an endpoint and waits for the response head. A
+    /// request that never reached an endpoint (connect refused or timed
+    /// out, connection closed before sending) is tried on another one, up
+    /// to `max_connect_attempts`. The request's URI gets the endpoint's
+    /// scheme; its authority is kept, or set to the endpoint's address.
+    pub async fn send(
+        self: &Arc<Self>,
+        mut req: Request<UpstreamBody>,
+    ) -> Result<UpstreamResponse, BalancerError> {
+        let mut tried: Vec<usize> = Vec::new();
+        let mut timings = Timings::default();
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            let queued_at = Instant::now();
+            let lease = self.acquire(&tried).await?;
+            timings.queue += queued_at.elapsed();
+            let ep = lease.endpoint().clone();
+            let connect_start = Instant::now();
+            let got = ep.pool.get(&self.connector, ep.addr, &ep.host).await;
+            let mut sender = match got {
+                Ok((sender, opened)) => {
+                    if opened {
+                        timings.connect = Some(connect_start.elapsed());
+                        ep.record_connect_success();
+                    }
+                    sender
+                }
+                Err(error) => {
+                    let backoff = ep.record_connect_failure(
+                        Duration::from_millis(DEFAULT_RECONNECT_BACKOFF_MS),
+                        Duration::from_millis(DEFAULT_MAX_RECONNECT_BACKOFF_MS),
+                    );
+                    warn!(cluster = %self.name, endpoint = %ep.name, error = %ErrorChain(&error), ?backoff, "Upstream connect failed; endpoint out of rotation");
+                    tried.push(lease.index);
+                    if attempt < self.max_attempts && tried.len() < self.endpoints.len() {
+                        continue;
+                    }
+                    return Err(error);
+                }
+            };
+            set_uri(&mut req, &self.connector.scheme, ep.addr)?;
+            ep.record_sent();
+            let sent_at = Instant::now();
+            match sender.try_send_request(req).await {
+                Ok(response) => {
+                    timings.response = sent_at.elapsed();
+                    return Ok(UpstreamResponse {
+                        response,
+                        lease,
+                        timings,
+                        attempts: attempt,
+                    });
+                }
+                Err(mut e) => {
+                    ep.record_failure();
+                    match e.take_message() {
+                        Some(back) if attempt < self.max_attempts => {
+                            // Never sent: the connection was closing. Retry,
+                            // on this endpoint too (a new connection).
+                            debug!(cluster = %self.name, endpoint = %ep.name, error = %e.error(), "Connection closed before send; retrying");
+                            ep.pool.invalidate();
+                            req = back;
+                        }
+                        Some(_) => {
+                            return Err(BalancerError::NotSent {
+                                addr: ep.addr,
+                                source: e.into_error(),
+                            });
+                        }
+                        None => {
+                            return Err(BalancerError::Upstream {
+                                addr: ep.addr,
+                                source: e.into_error(),
+                            });
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn set_uri(
+    req: &mut Request<UpstreamBody>,
+    scheme: &http::uri::Scheme,
+    addr: SocketAddr,
+) -> Result<(), BalancerError> {
+    let uri = req.uri();
+    if uri.scheme() == Some(scheme) && uri.authority().is_some() {
+        return Ok(());
+    }
+    let authority = match uri.authority() {
+        Some(a) => a.clone(),
+        None => Authority::try_from(addr.to_string())
+            .map_err(|e| BalancerError::BadRequest(e.to_string()))?,
+    };
+    let mut parts = std::mem::take(req.uri_mut()).into_parts();
+    parts.scheme = Some(scheme.clone());
+    parts.authority = Some(authority);
+    if parts.path_and_query.is_none() {
+        parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+    }
+    *req.uri_mut() =
+        Uri::from_parts(parts).map_err(|e| BalancerError::BadRequest(e.to_string()))?;
+    Ok(())
+}
+
+struct WaitingGuard<'a>(&'a AtomicUsize);
+
+impl Drop for WaitingGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Relaxed);
+    }
+}
+
+/// Displays an error with all its sources: `a: b: c`.
+pub struct ErrorChain<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(s) = source {
+            write!(f, ": {s}")?;
+            source = s.source();
+        }
+        Ok(())
+    }
+}
+
+/// All clusters, by name.
+#[derive(Clone, Default)]
+pub struct Clusters {
+    by_name: HashMap<ClusterName, Arc<Cluster>>,
+    order: Vec<Arc<Cluster>>,
+}
+
+// === impl Clusters ===
+
+impl Clusters {
+    /// Builds every cluster; names must be unique.
+    pub fn new(configs: &[ClusterConfig]) -> Result<Self, ConfigError> {
+        let mut out = Self::default();
+        for (i, cfg) in configs.iter().enumerate() {
+            let at = format!("clusters[{i}]");
+            if out.by_name.contains_key(&cfg.name) {
+                return Err(ConfigError::new(
+                    format!("{at}.name"),
+                    format!("duplicate cluster `{}`", cfg.name),
+                ));
+            }
+            let c = Arc::new(Cluster::new(cfg, &at)?);
+            out.by_name.insert(cfg.name.clone(), c.clone());
+            out.order.push(c);
+        }
+        Ok(out)
+    }
+
+    /// The cluster named `name`.
+    pub fn get(&self, name: &ClusterName) -> Option<&Arc<Cluster>> {
+        self.by_name.get(name)
+    }
+
+    /// Whether a cluster of that name exists.
+    pub fn contains(&self, name: &ClusterName) -> bool {
+        self.by_name.contains_key(name)
+    }
+
+    /// All clusters in configuration order.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Cluster>> {
+        self.order.iter()
+    }
+
+    /// Starts the active health checks of every cluster that has them;
+    /// they stop when `shutdown` is cancelled.
+    pub fn start_health_checks(&self, shutdown: &CancellationToken) {
+        for c in &self.order {
+            if let Some(hc) = &c.health_check {
+                for (i, _) in c.endpoints.iter().enumerate() {
+                    tokio::spawn(health::run(
+                        c.clone(),
+                        i,
+                        hc.clone(),
+                        shutdown.child_token(),
+                    ));
+                }
+            }
+        }
+    }
+}

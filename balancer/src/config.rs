@@ -1,0 +1,336 @@
+//! Typed configuration of clusters, endpoints and routes. Parsed by serde
+//! (from the gateway's TOML file), then checked by `validate`.
+
+use std::{fmt, path::PathBuf, sync::Arc};
+
+use serde::Deserialize;
+
+/// Default time to open a TCP (and TLS) connection to an endpoint.
+pub const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 1_000;
+/// Default time a request may wait for a free endpoint slot (`maxconn`).
+pub const DEFAULT_QUEUE_TIMEOUT_MS: u64 = 1_000;
+/// Default number of requests that may wait for a slot per cluster.
+pub const DEFAULT_MAX_QUEUE: usize = 1_024;
+/// Default first back-off after a failed connect; doubles up to the max.
+pub const DEFAULT_RECONNECT_BACKOFF_MS: u64 = 250;
+/// Default cap on the reconnect back-off.
+pub const DEFAULT_MAX_RECONNECT_BACKOFF_MS: u64 = 5_000;
+/// Default HTTP/2 keep-alive PING interval on upstream connections.
+pub const DEFAULT_KEEPALIVE_INTERVAL_MS: u64 = 30_000;
+/// Default health check interval (HAProxy `inter`).
+pub const DEFAULT_HEALTH_INTERVAL_MS: u64 = 2_000;
+/// Default health check timeout.
+pub const DEFAULT_HEALTH_TIMEOUT_MS: u64 = 1_000;
+/// Default consecutive successes to mark a server up (HAProxy `rise`).
+pub const DEFAULT_RISE: u32 = 2;
+/// Default consecutive failures to mark a server down (HAProxy `fall`).
+pub const DEFAULT_FALL: u32 = 3;
+/// Default attempts for a request whose bytes never reached an endpoint.
+pub const DEFAULT_MAX_CONNECT_ATTEMPTS: u32 = 3;
+
+/// Name of a cluster, unique in the configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize)]
+#[serde(transparent)]
+pub struct ClusterName(Arc<str>);
+
+impl ClusterName {
+    /// Makes a cluster name.
+    pub fn new(name: &str) -> Self {
+        Self(name.into())
+    }
+
+    /// The name as a string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ClusterName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A named group of endpoints with a pick policy (HAProxy `backend`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Unique name; routes refer to it.
+    pub name: ClusterName,
+    /// The servers.
+    pub endpoints: Vec<EndpointConfig>,
+    /// How an endpoint is picked.
+    #[serde(default)]
+    pub lb: LbPolicy,
+    /// Time to open a connection, TLS included.
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// Streams in flight per endpoint (HAProxy `maxconn`); none = no limit.
+    #[serde(default)]
+    pub max_requests_per_endpoint: Option<u32>,
+    /// Requests that may wait for a slot when every endpoint is full.
+    #[serde(default = "default_max_queue")]
+    pub max_queue: usize,
+    /// How long a request may wait in that queue.
+    #[serde(default = "default_queue_timeout_ms")]
+    pub queue_timeout_ms: u64,
+    /// Attempts on distinct endpoints for a request that never reached one.
+    #[serde(default = "default_max_connect_attempts")]
+    pub max_connect_attempts: u32,
+    /// HTTP/2 PING interval on idle upstream connections; 0 disables.
+    #[serde(default = "default_keepalive_interval_ms")]
+    pub keepalive_interval_ms: u64,
+    /// Active health checks (HAProxy `check`); none = passive only.
+    #[serde(default)]
+    pub health_check: Option<HealthCheckConfig>,
+    /// TLS to the endpoints; none = cleartext HTTP/2 (h2c).
+    #[serde(default)]
+    pub tls: Option<UpstreamTlsConfig>,
+}
+
+/// One server of a cluster.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointConfig {
+    /// `ip:port` (a host name is resolved once at start).
+    pub address: String,
+    /// Name shown in logs; defaults to the address.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Relative weight (reserved for weighted policies).
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+}
+
+/// How a cluster picks an endpoint.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LbPolicy {
+    /// Each healthy endpoint in turn.
+    #[default]
+    RoundRobin,
+    /// Uniformly at random among healthy endpoints.
+    Random,
+    /// Power of two choices on in-flight streams.
+    LeastRequest,
+}
+
+/// Active health checking of a cluster's endpoints.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckConfig {
+    /// What a check does.
+    #[serde(default)]
+    pub kind: HealthCheckKind,
+    /// For `grpc`: the service name asked about ("" = the whole server).
+    #[serde(default)]
+    pub service: String,
+    /// Time between checks.
+    #[serde(default = "default_health_interval_ms")]
+    pub interval_ms: u64,
+    /// Time one check may take.
+    #[serde(default = "default_health_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Consecutive successes that mark a down server up.
+    #[serde(default = "default_rise")]
+    pub rise: u32,
+    /// Consecutive failures that mark an up server down.
+    #[serde(default = "default_fall")]
+    pub fall: u32,
+}
+
+/// Kind of active health check.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthCheckKind {
+    /// `grpc.health.v1.Health/Check`; anything but SERVING is down.
+    #[default]
+    Grpc,
+    /// A TCP connect (and TLS handshake when the cluster uses TLS).
+    Tcp,
+}
+
+/// TLS settings for upstream connections (HAProxy `ssl ca-file`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTlsConfig {
+    /// PEM file of the CA certificates that sign the servers' certificates.
+    pub ca_file: PathBuf,
+    /// Name to verify in the server certificate (and send as SNI);
+    /// defaults to the endpoint's host.
+    #[serde(default)]
+    pub server_name: Option<String>,
+}
+
+fn default_connect_timeout_ms() -> u64 {
+    DEFAULT_CONNECT_TIMEOUT_MS
+}
+fn default_queue_timeout_ms() -> u64 {
+    DEFAULT_QUEUE_TIMEOUT_MS
+}
+fn default_max_queue() -> usize {
+    DEFAULT_MAX_QUEUE
+}
+fn default_max_connect_attempts() -> u32 {
+    DEFAULT_MAX_CONNECT_ATTEMPTS
+}
+fn default_keepalive_interval_ms() -> u64 {
+    DEFAULT_KEEPALIVE_INTERVAL_MS
+}
+fn default_weight() -> u32 {
+    1
+}
+fn default_health_interval_ms() -> u64 {
+    DEFAULT_HEALTH_INTERVAL_MS
+}
+fn default_health_timeout_ms() -> u64 {
+    DEFAULT_HEALTH_TIMEOUT_MS
+}
+fn default_rise() -> u32 {
+    DEFAULT_RISE
+}
+fn default_fall() -> u32 {
+    DEFAULT_FALL
+}
+
+/// A configuration mistake, naming the field.
+#[derive(Debug, thiserror::Error)]
+#[error("{field}: {problem}")]
+pub struct ConfigError {
+    /// Path of the offending field, e.g. `clusters[1].endpoints`.
+    pub field: String,
+    /// What is wrong with it.
+    pub problem: String,
+}
+
+impl ConfigError {
+    /// Makes an error for `field`.
+    pub fn new(field: impl Into<String>, problem: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            problem: problem.into(),
+        }
+    }
+}
+
+impl ClusterConfig {
+    /// Checks the values serde cannot; `at` is this cluster's field path.
+    pub fn validate(&self, at: &str) -> Result<(), ConfigError> {
+        if self.name.as_str().is_empty() {
+            return Err(ConfigError::new(format!("{at}.name"), "must not be empty"));
+        }
+        if self.endpoints.is_empty() {
+            return Err(ConfigError::new(
+                format!("{at}.endpoints"),
+                "a cluster needs at least one endpoint",
+            ));
+        }
+        for (i, ep) in self.endpoints.iter().enumerate() {
+            if !ep.address.contains(':') {
+                return Err(ConfigError::new(
+                    format!("{at}.endpoints[{i}].address"),
+                    format!("`{}` is not host:port", ep.address),
+                ));
+            }
+            if ep.weight == 0 {
+                return Err(ConfigError::new(
+                    format!("{at}.endpoints[{i}].weight"),
+                    "must be at least 1",
+                ));
+            }
+        }
+        if self.connect_timeout_ms == 0 {
+            return Err(ConfigError::new(
+                format!("{at}.connect_timeout_ms"),
+                "must be greater than 0",
+            ));
+        }
+        if self.max_requests_per_endpoint == Some(0) {
+            return Err(ConfigError::new(
+                format!("{at}.max_requests_per_endpoint"),
+                "must be at least 1 (omit it for no limit)",
+            ));
+        }
+        if self.max_connect_attempts == 0 {
+            return Err(ConfigError::new(
+                format!("{at}.max_connect_attempts"),
+                "must be at least 1",
+            ));
+        }
+        if let Some(hc) = &self.health_check {
+            if hc.interval_ms == 0 || hc.timeout_ms == 0 {
+                return Err(ConfigError::new(
+                    format!("{at}.health_check"),
+                    "interval_ms and timeout_ms must be greater than 0",
+                ));
+            }
+            if hc.rise == 0 || hc.fall == 0 {
+                return Err(ConfigError::new(
+                    format!("{at}.health_check"),
+                    "rise and fall must be at least 1",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One routing rule: a match on the request head, and the cluster it sends to.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Name shown in logs; defaults to `route<N>`.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// What the request must look like; an empty match takes everything.
+    #[serde(default, rename = "match")]
+    pub matcher: RouteMatchConfig,
+    /// Where matching requests go.
+    pub cluster: ClusterName,
+    /// Deny (PERMISSION_DENIED / 403) unless every one of these matches
+    /// (HAProxy `http-request deny unless { req.hdr(..) -m str .. }`).
+    #[serde(default)]
+    pub deny_unless: Vec<HeaderMatchConfig>,
+    /// Upper bound on the whole call; none = only the client's deadline.
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+}
+
+/// The request-head conditions of a route; all given ones must hold.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteMatchConfig {
+    /// The path equals this (HAProxy `path`).
+    #[serde(default)]
+    pub path: Option<String>,
+    /// The path starts with this (HAProxy `path_beg`).
+    #[serde(default)]
+    pub path_prefix: Option<String>,
+    /// The gRPC service (`package.Service`, the path's first segment).
+    #[serde(default)]
+    pub service: Option<String>,
+    /// The gRPC method name (the path's last segment).
+    #[serde(default)]
+    pub method: Option<String>,
+    /// Header conditions (HAProxy `req.hdr`).
+    #[serde(default)]
+    pub headers: Vec<HeaderMatchConfig>,
+}
+
+/// A condition on one request header; give exactly one of `exact`,
+/// `prefix`, `present`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderMatchConfig {
+    /// Header name (case-insensitive).
+    pub name: String,
+    /// The value equals this (HAProxy `-m str`).
+    #[serde(default)]
+    pub exact: Option<String>,
+    /// The value starts with this (HAProxy `-m beg`).
+    #[serde(default)]
+    pub prefix: Option<String>,
+    /// The header is present (`true`) or absent (`false`).
+    #[serde(default)]
+    pub present: Option<bool>,
+}

@@ -1,0 +1,138 @@
+//! One upstream server: its address, connection pool and live state
+//! (health, back-off after failed connects, in-flight streams, totals).
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        OnceLock,
+        atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed},
+    },
+    time::{Duration, Instant},
+};
+
+use crate::upstream::ConnPool;
+
+/// A server of a cluster.
+pub struct Endpoint {
+    /// Name in logs (HAProxy's server name).
+    pub name: String,
+    /// Resolved address.
+    pub addr: SocketAddr,
+    /// Host part of the configured address (TLS name by default).
+    pub host: String,
+    /// Relative weight.
+    pub weight: u32,
+    pub(crate) pool: ConnPool,
+    in_flight: AtomicU32,
+    total: AtomicU64,
+    failures: AtomicU64,
+    /// State from active health checks (true until a check says otherwise).
+    healthy: AtomicBool,
+    /// Out of rotation until this time (ms on the process clock) after a
+    /// failed connect.
+    down_until_ms: AtomicU64,
+    connect_failures: AtomicU32,
+}
+
+/// Milliseconds since the first call, on a monotonic clock.
+pub(crate) fn now_ms() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_millis() as u64
+}
+
+// === impl Endpoint ===
+
+impl Endpoint {
+    /// Makes an endpoint in the up state.
+    pub fn new(name: String, addr: SocketAddr, host: String, weight: u32) -> Self {
+        Self {
+            name,
+            addr,
+            host,
+            weight,
+            pool: ConnPool::new(),
+            in_flight: AtomicU32::new(0),
+            total: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+            healthy: AtomicBool::new(true),
+            down_until_ms: AtomicU64::new(0),
+            connect_failures: AtomicU32::new(0),
+        }
+    }
+
+    /// Whether new requests may go here now.
+    pub fn is_eligible(&self) -> bool {
+        self.healthy.load(Relaxed) && now_ms() >= self.down_until_ms.load(Relaxed)
+    }
+
+    /// Health-check state.
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Relaxed)
+    }
+
+    /// Sets the health-check state; returns the previous one.
+    pub fn set_healthy(&self, up: bool) -> bool {
+        self.healthy.swap(up, Relaxed)
+    }
+
+    /// Streams in flight now.
+    pub fn in_flight(&self) -> u32 {
+        self.in_flight.load(Relaxed)
+    }
+
+    /// Requests sent here since start.
+    pub fn total(&self) -> u64 {
+        self.total.load(Relaxed)
+    }
+
+    /// Failed attempts (connect or exchange) since start.
+    pub fn failures(&self) -> u64 {
+        self.failures.load(Relaxed)
+    }
+
+    /// Takes a slot if fewer than `limit` streams are in flight.
+    pub(crate) fn try_acquire(&self, limit: Option<u32>) -> bool {
+        match limit {
+            None => {
+                self.in_flight.fetch_add(1, Relaxed);
+                true
+            }
+            Some(max) => self
+                .in_flight
+                .fetch_update(Relaxed, Relaxed, |n| (n < max).then_some(n + 1))
+                .is_ok(),
+        }
+    }
+
+    pub(crate) fn release(&self) {
+        self.in_flight.fetch_sub(1, Relaxed);
+    }
+
+    pub(crate) fn record_sent(&self) {
+        self.total.fetch_add(1, Relaxed);
+    }
+
+    /// Takes the endpoint out of rotation for a back-off that doubles with
+    /// each consecutive failed connect, from `base` up to `max`.
+    pub(crate) fn record_connect_failure(&self, base: Duration, max: Duration) -> Duration {
+        self.failures.fetch_add(1, Relaxed);
+        self.pool.invalidate();
+        let n = self.connect_failures.fetch_add(1, Relaxed).min(16);
+        let backoff = base.saturating_mul(1 << n).min(max);
+        self.down_until_ms
+            .store(now_ms() + backoff.as_millis() as u64, Relaxed);
+        backoff
+    }
+
+    pub(crate) fn record_failure(&self) {
+        self.failures.fetch_add(1, Relaxed);
+    }
+
+    /// A connection worked: clear the back-off.
+    pub(crate) fn record_connect_success(&self) {
+        if self.connect_failures.load(Relaxed) != 0 {
+            self.connect_failures.store(0, Relaxed);
+            self.down_until_ms.store(0, Relaxed);
+        }
+    }
+}

@@ -1,0 +1,146 @@
+//! Errors of the balancer, each saying who is at fault and whether a retry
+//! on another endpoint is safe.
+
+use std::{io, net::SocketAddr, time::Duration};
+
+use crate::config::ClusterName;
+
+/// Who caused an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// The client (downstream) did something wrong or went away.
+    Downstream,
+    /// The upstream server failed or is unreachable.
+    Upstream,
+    /// A time limit ran out.
+    Timeout,
+    /// Capacity: every slot is taken.
+    Overload,
+    /// A bug or misconfiguration on our side.
+    Internal,
+}
+
+/// A failure to get a request answered by an upstream endpoint.
+#[derive(Debug, thiserror::Error)]
+pub enum BalancerError {
+    /// No endpoint of the cluster is eligible (all down or ejected).
+    #[error("cluster {cluster}: no healthy endpoint")]
+    NoHealthyEndpoint {
+        /// The cluster.
+        cluster: ClusterName,
+    },
+    /// Every endpoint is at its limit and the wait queue is full.
+    #[error("cluster {cluster}: queue full")]
+    QueueFull {
+        /// The cluster.
+        cluster: ClusterName,
+    },
+    /// Waited for a free endpoint longer than the queue timeout.
+    #[error("cluster {cluster}: queue timeout after {waited:?}")]
+    QueueTimeout {
+        /// The cluster.
+        cluster: ClusterName,
+        /// How long the request waited.
+        waited: Duration,
+    },
+    /// TCP connect failed.
+    #[error("connect to {addr}")]
+    Connect {
+        /// The endpoint.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// Connect (TCP + TLS + h2 handshake) took too long.
+    #[error("connect to {addr}: timed out after {after:?}")]
+    ConnectTimeout {
+        /// The endpoint.
+        addr: SocketAddr,
+        /// The limit.
+        after: Duration,
+    },
+    /// TLS handshake with the endpoint failed (bad certificate, ...).
+    #[error("TLS handshake with {addr}")]
+    Tls {
+        /// The endpoint.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// HTTP/2 handshake with the endpoint failed.
+    #[error("HTTP/2 handshake with {addr}")]
+    Handshake {
+        /// The endpoint.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: hyper::Error,
+    },
+    /// The connection closed before the request was sent; safe to retry.
+    #[error("connection to {addr} closed before the request was sent")]
+    NotSent {
+        /// The endpoint.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: hyper::Error,
+    },
+    /// The request was sent and the exchange failed (reset, GOAWAY, I/O).
+    #[error("upstream {addr} failed the request")]
+    Upstream {
+        /// The endpoint.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: hyper::Error,
+    },
+    /// The downstream request could not be turned into an upstream one.
+    #[error("bad upstream request: {0}")]
+    BadRequest(String),
+}
+
+impl BalancerError {
+    /// Who is at fault.
+    pub fn fault(&self) -> Fault {
+        match self {
+            Self::NoHealthyEndpoint { .. }
+            | Self::Connect { .. }
+            | Self::Tls { .. }
+            | Self::Handshake { .. }
+            | Self::NotSent { .. }
+            | Self::Upstream { .. } => Fault::Upstream,
+            Self::QueueFull { .. } => Fault::Overload,
+            Self::QueueTimeout { .. } | Self::ConnectTimeout { .. } => Fault::Timeout,
+            Self::BadRequest(_) => Fault::Internal,
+        }
+    }
+
+    /// True only when no request byte reached the endpoint, so another
+    /// endpoint may be tried.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Connect { .. }
+            | Self::ConnectTimeout { .. }
+            | Self::Tls { .. }
+            | Self::Handshake { .. }
+            | Self::NotSent { .. } => true,
+            Self::Upstream { source, .. } => is_refused_stream(source),
+            _ => false,
+        }
+    }
+}
+
+/// Whether the server refused the stream (REFUSED_STREAM): it did not
+/// process it, so a retry is safe (RFC 9113 section 8.7).
+pub fn is_refused_stream(err: &hyper::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = source {
+        if let Some(h2) = e.downcast_ref::<h2::Error>() {
+            return h2.reason() == Some(h2::Reason::REFUSED_STREAM);
+        }
+        source = e.source();
+    }
+    false
+}

@@ -1,0 +1,18 @@
+//! The HTTP/2 load balancer: routes pick a cluster, a cluster picks a
+//! healthy endpoint, and the endpoint's multiplexed h2 connections carry the
+//! request upstream. It knows nothing of JSON or of the downstream protocol.
+
+pub mod body;
+pub mod cluster;
+pub mod config;
+pub mod endpoint;
+pub mod error;
+pub mod health;
+pub mod pick;
+pub mod route;
+pub mod upstream;
+
+pub use cluster::{Cluster, Clusters, Lease, Timings, UpstreamResponse};
+pub use config::{ClusterConfig, ClusterName, EndpointConfig, LbPolicy};
+pub use error::{BalancerError, Fault};
+pub use route::{HeaderMatch, Route, RouteTable};

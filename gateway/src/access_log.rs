@@ -1,0 +1,383 @@
+//! The access log: one line per request, HAProxy `option httplog`-like text
+//! or JSON, written by a background task fed through a bounded queue, so
+//! the request path never waits on disk (a full queue drops and counts).
+
+use std::{
+    fmt::Write as _,
+    net::SocketAddr,
+    path::PathBuf,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering::Relaxed},
+    },
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use http::{HeaderMap, HeaderName, Method, Version};
+use tokio::{io::AsyncWriteExt, sync::mpsc};
+use tracing::{info, warn};
+
+use crate::config::{AccessLogConfig, CaptureConfig, LogFormat};
+
+/// Lines waiting to be written before new ones are dropped.
+const QUEUE_LINES: usize = 16 * 1024;
+
+/// Handle used by the request path to emit lines.
+#[derive(Clone)]
+pub struct AccessLog {
+    tx: Option<mpsc::Sender<String>>,
+    format: LogFormat,
+    /// Log all headers and trailers (debug switch).
+    pub debug_headers: bool,
+    dropped: Arc<AtomicU64>,
+}
+
+/// When a line is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// At the response head (`log_at_start`).
+    Start,
+    /// When the exchange is over.
+    End,
+}
+
+/// Everything a line says about one request.
+#[derive(Debug, Clone)]
+pub struct LogRecord {
+    /// Downstream address.
+    pub client: SocketAddr,
+    /// When the request was received.
+    pub accepted: SystemTime,
+    /// Listener name.
+    pub listener: Arc<str>,
+    /// Cluster chosen, if any.
+    pub cluster: Option<String>,
+    /// Endpoint chosen, if any.
+    pub server: Option<String>,
+    /// Queue wait.
+    pub queue: Duration,
+    /// Connect time, when a connection was opened.
+    pub connect: Option<Duration>,
+    /// Time to the response head.
+    pub response: Option<Duration>,
+    /// Total time so far.
+    pub total: Duration,
+    /// HTTP status sent.
+    pub status: u16,
+    /// Final gRPC status (trailers, or trailers-only headers).
+    pub grpc_status: Option<i32>,
+    /// Response body bytes sent downstream.
+    pub bytes: u64,
+    /// Captured request headers.
+    pub request_captures: Vec<String>,
+    /// Captured response headers.
+    pub response_captures: Vec<String>,
+    /// HAProxy-style termination state (two letters).
+    pub termination: &'static str,
+    /// Request method.
+    pub method: Method,
+    /// Path and query.
+    pub path: String,
+    /// HTTP version.
+    pub version: Version,
+    /// Downstream protocol.
+    pub protocol: &'static str,
+    /// Extra attempts on other endpoints.
+    pub retries: u32,
+    /// Active streams on the chosen endpoint at the response head.
+    pub server_in_flight: u32,
+    /// Requests waiting in the cluster's queue at the response head.
+    pub cluster_queued: usize,
+}
+
+// === impl AccessLog ===
+
+impl AccessLog {
+    /// Starts the writer task; `None` path = standard output.
+    pub async fn start(cfg: &AccessLogConfig) -> std::io::Result<Self> {
+        let dropped = Arc::new(AtomicU64::new(0));
+        if !cfg.enabled {
+            return Ok(Self {
+                tx: None,
+                format: cfg.format,
+                debug_headers: cfg.debug_headers,
+                dropped,
+            });
+        }
+        let (tx, rx) = mpsc::channel(QUEUE_LINES);
+        let out: Box<dyn tokio::io::AsyncWrite + Send + Unpin> = match &cfg.path {
+            None => Box::new(tokio::io::stdout()),
+            Some(p) => Box::new(open_append(p).await?),
+        };
+        tokio::spawn(write_lines(rx, out, cfg.path.clone()));
+        Ok(Self {
+            tx: Some(tx),
+            format: cfg.format,
+            debug_headers: cfg.debug_headers,
+            dropped,
+        })
+    }
+
+    /// A log that writes nothing.
+    pub fn disabled() -> Self {
+        Self {
+            tx: None,
+            format: LogFormat::Httplog,
+            debug_headers: false,
+            dropped: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// Whether lines are written at all.
+    pub fn is_enabled(&self) -> bool {
+        self.tx.is_some()
+    }
+
+    /// Formats and queues a line; never waits.
+    pub fn emit(&self, r: &LogRecord, phase: Phase) {
+        let Some(tx) = &self.tx else { return };
+        let line = match self.format {
+            LogFormat::Httplog => httplog(r, phase),
+            LogFormat::Json => json(r, phase),
+        };
+        if tx.try_send(line).is_err() {
+            let n = self.dropped.fetch_add(1, Relaxed);
+            if n.is_power_of_two() {
+                warn!(dropped = n + 1, "Access log queue full; lines dropped");
+            }
+        }
+    }
+
+    /// Logs all headers (debug switch), redacting credentials.
+    pub fn debug_headers(&self, what: &str, headers: &HeaderMap) {
+        if !self.debug_headers {
+            return;
+        }
+        let mut s = String::new();
+        for (k, v) in headers {
+            let v = if is_secret(k) {
+                "<redacted>"
+            } else {
+                v.to_str().unwrap_or("<binary>")
+            };
+            let _ = write!(s, "{k}: {v}; ");
+        }
+        info!(target: "gateway::headers", "{what}: {s}");
+    }
+}
+
+fn is_secret(k: &HeaderName) -> bool {
+    matches!(
+        k.as_str(),
+        "authorization" | "proxy-authorization" | "cookie" | "set-cookie"
+    )
+}
+
+async fn open_append(p: &PathBuf) -> std::io::Result<tokio::fs::File> {
+    tokio::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(p)
+        .await
+}
+
+async fn write_lines(
+    mut rx: mpsc::Receiver<String>,
+    mut out: Box<dyn tokio::io::AsyncWrite + Send + Unpin>,
+    path: Option<PathBuf>,
+) {
+    let mut buf = Vec::with_capacity(64 * 1024);
+    while let Some(line) = rx.recv().await {
+        buf.extend_from_slice(line.as_bytes());
+        buf.push(b'\n');
+        while buf.len() < 256 * 1024 {
+            match rx.try_recv() {
+                Ok(l) => {
+                    buf.extend_from_slice(l.as_bytes());
+                    buf.push(b'\n');
+                }
+                Err(_) => break,
+            }
+        }
+        if let Err(error) = async {
+            out.write_all(&buf).await?;
+            out.flush().await
+        }
+        .await
+        {
+            warn!(%error, path = ?path, "Cannot write access log");
+        }
+        buf.clear();
+    }
+}
+
+/// Captures the configured headers' values, cut to their length.
+pub fn capture(headers: &HeaderMap, list: &[(HeaderName, usize)]) -> Vec<String> {
+    list.iter()
+        .map(|(name, len)| {
+            let v = headers
+                .get(name)
+                .map(|v| String::from_utf8_lossy(v.as_bytes()))
+                .unwrap_or_default();
+            let mut v = v.into_owned();
+            if v.len() > *len {
+                let mut cut = *len;
+                while !v.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                v.truncate(cut);
+            }
+            v
+        })
+        .collect()
+}
+
+/// Compiles capture settings.
+pub fn capture_list(cfg: &[CaptureConfig]) -> Vec<(HeaderName, usize)> {
+    cfg.iter()
+        .filter_map(|c| {
+            HeaderName::try_from(c.name.as_str())
+                .ok()
+                .map(|n| (n, c.len))
+        })
+        .collect()
+}
+
+fn ms(d: Duration) -> u128 {
+    d.as_millis()
+}
+
+fn version(v: Version) -> &'static str {
+    match v {
+        Version::HTTP_09 => "HTTP/0.9",
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_11 => "HTTP/1.1",
+        Version::HTTP_2 => "HTTP/2.0",
+        Version::HTTP_3 => "HTTP/3.0",
+        _ => "HTTP/?",
+    }
+}
+
+/// `127.0.0.1:5000 [26/Nov/2026:14:30:00.123] fe be/srv 0/0/1/2/3 200 95 - - ---- 0/0/0/1/0 0/0 {cap} "POST /p HTTP/2.0" grpc-status=0`
+fn httplog(r: &LogRecord, phase: Phase) -> String {
+    let plus = if phase == Phase::Start { "+" } else { "" };
+    let mut s = String::with_capacity(256);
+    let _ = write!(
+        s,
+        "{} [{}] {} {}/{} 0/{}/{}/{}/{plus}{} {} {plus}{} - - {}-- 0/0/0/{}/{} 0/{} ",
+        r.client,
+        haproxy_date(r.accepted),
+        r.listener,
+        r.cluster.as_deref().unwrap_or("<NOSRV>"),
+        r.server.as_deref().unwrap_or("<NOSRV>"),
+        ms(r.queue),
+        r.connect.map_or(0, ms),
+        r.response.map_or(-1, |d| ms(d) as i128),
+        ms(r.total),
+        r.status,
+        r.bytes,
+        r.termination,
+        r.server_in_flight,
+        r.retries,
+        r.cluster_queued,
+    );
+    if !r.request_captures.is_empty() {
+        let _ = write!(s, "{{{}}} ", r.request_captures.join("|"));
+    }
+    if !r.response_captures.is_empty() {
+        let _ = write!(s, "{{{}}} ", r.response_captures.join("|"));
+    }
+    let _ = write!(s, "\"{} {} {}\"", r.method, r.path, version(r.version));
+    match r.grpc_status {
+        Some(code) => {
+            let _ = write!(s, " grpc-status={code}");
+        }
+        None if r.protocol != "http" => s.push_str(" grpc-status=-"),
+        None => {}
+    }
+    s
+}
+
+fn json(r: &LogRecord, phase: Phase) -> String {
+    serde_json::json!({
+        "time": haproxy_date(r.accepted),
+        "phase": if phase == Phase::Start { "start" } else { "end" },
+        "client": r.client.to_string(),
+        "listener": &*r.listener,
+        "cluster": r.cluster,
+        "server": r.server,
+        "queue_ms": ms(r.queue) as u64,
+        "connect_ms": r.connect.map(|d| ms(d) as u64),
+        "response_ms": r.response.map(|d| ms(d) as u64),
+        "total_ms": ms(r.total) as u64,
+        "status": r.status,
+        "grpc_status": r.grpc_status,
+        "bytes": r.bytes,
+        "termination": r.termination,
+        "retries": r.retries,
+        "request_headers": r.request_captures,
+        "response_headers": r.response_captures,
+        "method": r.method.as_str(),
+        "path": r.path,
+        "version": version(r.version),
+        "protocol": r.protocol,
+    })
+    .to_string()
+}
+
+/// `26/Nov/2026:14:30:00.123` in UTC.
+pub fn haproxy_date(t: SystemTime) -> String {
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs();
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{:02}/{}/{}:{:02}:{:02}:{:02}.{:03}",
+        day,
+        MONTHS[(month - 1) as usize],
+        year,
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        d.subsec_millis()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn date() {
+        let t = UNIX_EPOCH + Duration::from_millis(1_795_703_400_123);
+        assert_eq!(haproxy_date(t), "26/Nov/2026:14:30:00.123");
+        assert_eq!(haproxy_date(UNIX_EPOCH), "01/Jan/1970:00:00:00.000");
+    }
+
+    #[test]
+    fn capture_cuts_on_char_boundary() {
+        let mut h = HeaderMap::new();
+        h.insert("x", "abcdef".parse().expect("value"));
+        let got = capture(
+            &h,
+            &[
+                (HeaderName::from_static("x"), 3),
+                (HeaderName::from_static("y"), 3),
+            ],
+        );
+        assert_eq!(got, ["abc", ""]);
+    }
+}

@@ -1,0 +1,293 @@
+//! The gateway's configuration file (TOML): typed structs, parsed once and
+//! validated at start, with errors that name the field and the problem.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
+
+use balancer::config::{ClusterConfig, HeaderMatchConfig, RouteConfig};
+use serde::Deserialize;
+
+/// Default time in-flight requests get to finish after SIGINT/SIGTERM.
+pub const DEFAULT_DRAIN_TIMEOUT_MS: u64 = 30_000;
+/// Default cap on concurrent downstream connections per listener.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Default cap on concurrent HTTP/2 streams per downstream connection.
+pub const DEFAULT_MAX_CONCURRENT_STREAMS: u32 = 1_024;
+/// Default time a TLS handshake may take.
+pub const DEFAULT_TLS_HANDSHAKE_TIMEOUT_MS: u64 = 10_000;
+/// Default time to receive an HTTP/1.1 request head.
+pub const DEFAULT_HEADER_READ_TIMEOUT_MS: u64 = 30_000;
+/// Default HTTP/2 keep-alive PING interval to downstream clients.
+pub const DEFAULT_KEEPALIVE_INTERVAL_MS: u64 = 60_000;
+/// Default captured header length (HAProxy `len`).
+pub const DEFAULT_CAPTURE_LEN: usize = 64;
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// Front listeners (HAProxy `frontend`/`bind`).
+    #[serde(default)]
+    pub listeners: Vec<ListenerConfig>,
+    /// Backend clusters (HAProxy `backend`).
+    #[serde(default)]
+    pub clusters: Vec<ClusterConfig>,
+    /// Ordered routing rules; the first match wins (HAProxy `use_backend`).
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+    /// The access log.
+    #[serde(default)]
+    pub access_log: AccessLogConfig,
+    /// Time in-flight requests get to finish on shutdown.
+    #[serde(default = "default_drain_timeout_ms")]
+    pub drain_timeout_ms: u64,
+}
+
+/// One bound address.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    /// Name in logs (HAProxy frontend name).
+    pub name: String,
+    /// `ip:port` to bind; port 0 picks a free port.
+    pub address: SocketAddr,
+    /// Serve TLS (ALPN `h2`, `http/1.1`); none = cleartext HTTP/1.1 and
+    /// HTTP/2 with prior knowledge on the same port.
+    #[serde(default)]
+    pub tls: Option<ListenerTlsConfig>,
+    /// Deny every request unless all these header conditions hold
+    /// (HAProxy `http-request deny unless ...`).
+    #[serde(default)]
+    pub deny_unless: Vec<HeaderMatchConfig>,
+    /// Request headers copied into the access log (HAProxy `capture request header`).
+    #[serde(default)]
+    pub capture_request_headers: Vec<CaptureConfig>,
+    /// Response headers copied into the access log.
+    #[serde(default)]
+    pub capture_response_headers: Vec<CaptureConfig>,
+    /// Log a request when its response starts, and again when it ends
+    /// (HAProxy `option logasap`, for long streams).
+    #[serde(default)]
+    pub log_at_start: bool,
+    /// Concurrent downstream connections.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Concurrent streams per HTTP/2 connection.
+    #[serde(default = "default_max_concurrent_streams")]
+    pub max_concurrent_streams: u32,
+    /// TLS handshake timeout.
+    #[serde(default = "default_tls_handshake_timeout_ms")]
+    pub tls_handshake_timeout_ms: u64,
+    /// HTTP/1.1 request head timeout.
+    #[serde(default = "default_header_read_timeout_ms")]
+    pub header_read_timeout_ms: u64,
+    /// HTTP/2 PING interval; 0 disables.
+    #[serde(default = "default_keepalive_interval_ms")]
+    pub keepalive_interval_ms: u64,
+}
+
+/// Server certificate of a TLS listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerTlsConfig {
+    /// PEM certificate chain.
+    pub cert_file: PathBuf,
+    /// PEM private key.
+    pub key_file: PathBuf,
+}
+
+/// A header captured into the access log.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaptureConfig {
+    /// Header name.
+    pub name: String,
+    /// Longest value kept, in bytes.
+    #[serde(default = "default_capture_len")]
+    pub len: usize,
+}
+
+/// Access log settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessLogConfig {
+    /// Write the access log at all.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Line format.
+    #[serde(default)]
+    pub format: LogFormat,
+    /// File to append to; none = standard output.
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    /// Log every request's and response's headers and trailers (debug aid;
+    /// `authorization` and cookies are redacted).
+    #[serde(default)]
+    pub debug_headers: bool,
+}
+
+/// Access log line format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// HAProxy `option httplog`-like text.
+    #[default]
+    Httplog,
+    /// One JSON object a line.
+    Json,
+}
+
+impl Default for AccessLogConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            format: LogFormat::default(),
+            path: None,
+            debug_headers: false,
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_drain_timeout_ms() -> u64 {
+    DEFAULT_DRAIN_TIMEOUT_MS
+}
+fn default_max_connections() -> usize {
+    DEFAULT_MAX_CONNECTIONS
+}
+fn default_max_concurrent_streams() -> u32 {
+    DEFAULT_MAX_CONCURRENT_STREAMS
+}
+fn default_tls_handshake_timeout_ms() -> u64 {
+    DEFAULT_TLS_HANDSHAKE_TIMEOUT_MS
+}
+fn default_header_read_timeout_ms() -> u64 {
+    DEFAULT_HEADER_READ_TIMEOUT_MS
+}
+fn default_keepalive_interval_ms() -> u64 {
+    DEFAULT_KEEPALIVE_INTERVAL_MS
+}
+fn default_capture_len() -> usize {
+    DEFAULT_CAPTURE_LEN
+}
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Not valid TOML, or a field of the wrong type, or an unknown field.
+    #[error("invalid config: {0}")]
+    Parse(String),
+    /// Well-formed, but a value is not acceptable.
+    #[error("invalid config: {0}")]
+    Invalid(#[from] balancer::config::ConfigError),
+}
+
+// === impl GatewayConfig ===
+
+impl GatewayConfig {
+    /// Parses and validates TOML text.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let cfg: Self = toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Reads, parses and validates a file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_toml(&text)
+    }
+
+    /// Checks what serde cannot. Cluster and route checks that need the
+    /// compiled objects run when the gateway is built.
+    pub fn validate(&self) -> Result<(), balancer::config::ConfigError> {
+        use balancer::config::ConfigError as E;
+        if self.listeners.is_empty() {
+            return Err(E::new("listeners", "at least one listener is needed"));
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, l) in self.listeners.iter().enumerate() {
+            let at = format!("listeners[{i}]");
+            if l.name.is_empty() || !names.insert(l.name.as_str()) {
+                return Err(E::new(
+                    format!("{at}.name"),
+                    format!("`{}` is empty or not unique", l.name),
+                ));
+            }
+            if l.max_connections == 0 {
+                return Err(E::new(
+                    format!("{at}.max_connections"),
+                    "must be at least 1",
+                ));
+            }
+            if l.max_concurrent_streams == 0 {
+                return Err(E::new(
+                    format!("{at}.max_concurrent_streams"),
+                    "must be at least 1",
+                ));
+            }
+            for (k, c) in l
+                .capture_request_headers
+                .iter()
+                .chain(&l.capture_response_headers)
+                .enumerate()
+            {
+                if http::HeaderName::try_from(c.name.as_str()).is_err() {
+                    return Err(E::new(
+                        format!("{at}.capture_*_headers[{k}].name"),
+                        format!("`{}` is not a header name", c.name),
+                    ));
+                }
+            }
+        }
+        for (i, c) in self.clusters.iter().enumerate() {
+            c.validate(&format!("clusters[{i}]"))?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_name_the_field() {
+        let cases = [
+            ("", "listeners: at least one listener is needed"),
+            (
+                "[[listeners]]\nname='a'\naddress='127.0.0.1:0'\nbogus=1\n",
+                "unknown field `bogus`",
+            ),
+            ("[[listeners]]\nname='a'\naddress='nope'\n", "address"),
+            (
+                "[[listeners]]\nname='a'\naddress='127.0.0.1:0'\n[[clusters]]\nname='c'\nendpoints=[]\n",
+                "clusters[0].endpoints: a cluster needs at least one endpoint",
+            ),
+            (
+                "[[listeners]]\nname='a'\naddress='127.0.0.1:0'\n[[clusters]]\nname='c'\nlb='fastest'\nendpoints=[{address='127.0.0.1:1'}]\n",
+                "unknown variant `fastest`",
+            ),
+        ];
+        for (text, want) in cases {
+            let err = GatewayConfig::from_toml(text).expect_err(text).to_string();
+            assert!(err.contains(want), "{err:?} should contain {want:?}");
+        }
+    }
+}

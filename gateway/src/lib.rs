@@ -1,0 +1,143 @@
+//! The gateway: listeners, classification, routing, the gRPC pass-through
+//! path and the access log. `Gateway::start` runs one from a validated
+//! configuration; `main.rs` only parses arguments and waits for a signal.
+
+pub mod access_log;
+pub mod classify;
+pub mod config;
+pub mod demo;
+pub mod grpc_timeout;
+pub mod listener;
+pub mod proxy;
+pub mod respond;
+pub mod telemetry;
+pub mod tls;
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use balancer::{Clusters, RouteTable, route::compile_headers};
+use tokio::{net::TcpListener, task::JoinSet};
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use crate::{
+    access_log::{AccessLog, capture_list},
+    config::{ConfigError, GatewayConfig},
+    proxy::{ListenerCtx, Shared},
+};
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A listener address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The access log could not be opened.
+    #[error("cannot open access log: {0}")]
+    AccessLog(#[source] std::io::Error),
+}
+
+/// A running gateway.
+pub struct Gateway {
+    addrs: Vec<(String, SocketAddr)>,
+    shutdown: CancellationToken,
+    accept_loops: JoinSet<()>,
+    drain_timeout: Duration,
+}
+
+impl Gateway {
+    /// Validates `cfg`, binds every listener, starts health checks and the
+    /// accept loops.
+    pub async fn start(cfg: GatewayConfig) -> Result<Self, StartError> {
+        cfg.validate().map_err(ConfigError::from)?;
+        let clusters = Clusters::new(&cfg.clusters).map_err(ConfigError::from)?;
+        let routes = RouteTable::compile(&cfg.routes, |c| clusters.contains(c))
+            .map_err(ConfigError::from)?;
+        let mut prepared = Vec::new();
+        for (i, l) in cfg.listeners.iter().enumerate() {
+            let at = format!("listeners[{i}]");
+            let tls = match &l.tls {
+                Some(t) => Some(tokio_rustls::TlsAcceptor::from(
+                    tls::server_config(t, &at).map_err(ConfigError::from)?,
+                )),
+                None => None,
+            };
+            let ctx = Arc::new(ListenerCtx {
+                name: l.name.as_str().into(),
+                deny_unless: compile_headers(&l.deny_unless, &format!("{at}.deny_unless"))
+                    .map_err(ConfigError::from)?,
+                capture_request: capture_list(&l.capture_request_headers),
+                capture_response: capture_list(&l.capture_response_headers),
+                log_at_start: l.log_at_start,
+            });
+            prepared.push((l.clone(), tls, ctx));
+        }
+        let access_log = AccessLog::start(&cfg.access_log)
+            .await
+            .map_err(StartError::AccessLog)?;
+        let shared = Arc::new(Shared {
+            routes,
+            clusters,
+            access_log,
+        });
+        let shutdown = CancellationToken::new();
+        let mut accept_loops = JoinSet::new();
+        let mut addrs = Vec::new();
+        let drain_timeout = Duration::from_millis(cfg.drain_timeout_ms);
+        for (cfg, tls, ctx) in prepared {
+            let tcp = TcpListener::bind(cfg.address)
+                .await
+                .map_err(|source| StartError::Bind {
+                    addr: cfg.address,
+                    source,
+                })?;
+            let addr = tcp.local_addr().map_err(|source| StartError::Bind {
+                addr: cfg.address,
+                source,
+            })?;
+            info!(listener = %cfg.name, %addr, tls = tls.is_some(), "Listening");
+            addrs.push((cfg.name.clone(), addr));
+            let l = listener::Listener { tcp, tls, cfg, ctx };
+            accept_loops.spawn(listener::run(
+                l,
+                shared.clone(),
+                drain_timeout,
+                shutdown.clone(),
+            ));
+        }
+        shared.clusters.start_health_checks(&shutdown);
+        Ok(Self {
+            addrs,
+            shutdown,
+            accept_loops,
+            drain_timeout,
+        })
+    }
+
+    /// The bound address of the listener named `name`.
+    pub fn addr(&self, name: &str) -> Option<SocketAddr> {
+        self.addrs.iter().find(|(n, _)| n == name).map(|(_, a)| *a)
+    }
+
+    /// The bound address of the first listener.
+    pub fn first_addr(&self) -> SocketAddr {
+        self.addrs[0].1
+    }
+
+    /// Stops accepting, sends GOAWAY on every connection, and waits for
+    /// in-flight requests up to the drain timeout.
+    pub async fn shutdown(mut self) {
+        info!(timeout = ?self.drain_timeout, "Shutting down; draining connections");
+        self.shutdown.cancel();
+        while self.accept_loops.join_next().await.is_some() {}
+    }
+}

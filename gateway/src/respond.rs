@@ -1,0 +1,238 @@
+//! The one place that turns gateway errors into downstream responses: a
+//! gRPC trailers-only response (HTTP 200 + `grpc-status`) for gRPC callers,
+//! a JSON `google.rpc.Status`-shaped body with the mapped HTTP status for
+//! everyone else.
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full};
+
+use balancer::{BalancerError, body::BoxError};
+
+use crate::classify::Protocol;
+
+/// Body of every downstream response.
+pub type ResponseBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
+
+/// gRPC status codes (`google/rpc/code.proto`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub enum Code {
+    Ok = 0,
+    Cancelled = 1,
+    Unknown = 2,
+    InvalidArgument = 3,
+    DeadlineExceeded = 4,
+    NotFound = 5,
+    AlreadyExists = 6,
+    PermissionDenied = 7,
+    ResourceExhausted = 8,
+    FailedPrecondition = 9,
+    Aborted = 10,
+    OutOfRange = 11,
+    Unimplemented = 12,
+    Internal = 13,
+    Unavailable = 14,
+    DataLoss = 15,
+    Unauthenticated = 16,
+}
+
+impl Code {
+    /// The HTTP status a JSON caller gets for this code (grpc-gateway's and
+    /// Envoy's mapping).
+    pub fn http_status(self) -> StatusCode {
+        match self {
+            Self::Ok => StatusCode::OK,
+            Self::InvalidArgument | Self::FailedPrecondition | Self::OutOfRange => {
+                StatusCode::BAD_REQUEST
+            }
+            Self::Unauthenticated => StatusCode::UNAUTHORIZED,
+            Self::PermissionDenied => StatusCode::FORBIDDEN,
+            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::AlreadyExists | Self::Aborted => StatusCode::CONFLICT,
+            Self::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
+            Self::Cancelled => StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
+            Self::Unimplemented => StatusCode::NOT_IMPLEMENTED,
+            Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
+            Self::Unknown | Self::Internal | Self::DataLoss => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+/// An error the gateway answers itself.
+#[derive(Debug, Clone)]
+pub struct GatewayError {
+    /// gRPC status code.
+    pub code: Code,
+    /// Client-facing message (no internal detail).
+    pub message: String,
+    /// Overrides the HTTP status derived from `code` for non-gRPC callers.
+    pub http_status: Option<StatusCode>,
+    /// Termination flags for the access log (HAProxy's two letters).
+    pub termination: &'static str,
+}
+
+impl GatewayError {
+    /// Makes an error.
+    pub fn new(code: Code, message: impl Into<String>, termination: &'static str) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            http_status: None,
+            termination,
+        }
+    }
+
+    /// Maps a balancer failure, without exposing its internal text.
+    pub fn from_balancer(e: &BalancerError) -> Self {
+        use BalancerError as B;
+        match e {
+            B::NoHealthyEndpoint { cluster } => Self::new(
+                Code::Unavailable,
+                format!("no healthy upstream in cluster {cluster}"),
+                "SC",
+            ),
+            B::QueueFull { .. } => {
+                Self::new(Code::ResourceExhausted, "too many requests queued", "sQ")
+            }
+            B::QueueTimeout { .. } => Self::new(
+                Code::ResourceExhausted,
+                "timed out waiting for a free upstream",
+                "sQ",
+            ),
+            B::Connect { .. }
+            | B::ConnectTimeout { .. }
+            | B::Handshake { .. }
+            | B::NotSent { .. } => {
+                let mut e = Self::new(Code::Unavailable, "upstream connect error", "SC");
+                e.http_status = Some(StatusCode::BAD_GATEWAY);
+                e
+            }
+            B::Tls { .. } => {
+                let mut e = Self::new(Code::Unavailable, "upstream TLS handshake failed", "SC");
+                e.http_status = Some(StatusCode::BAD_GATEWAY);
+                e
+            }
+            B::Upstream { .. } => {
+                let mut e = Self::new(Code::Unavailable, "upstream reset the stream", "SH");
+                e.http_status = Some(StatusCode::BAD_GATEWAY);
+                e
+            }
+            B::BadRequest(_) => Self::new(Code::Internal, "internal error", "PR"),
+        }
+    }
+
+    /// The downstream response for a caller of `protocol`.
+    pub fn into_response(self, protocol: Protocol) -> Response<ResponseBody> {
+        match protocol {
+            Protocol::Grpc | Protocol::GrpcWeb { .. } => {
+                grpc_status_response(self.code, &self.message, protocol)
+            }
+            Protocol::Http => {
+                let status = self.http_status.unwrap_or_else(|| self.code.http_status());
+                json_error(status, self.code, &self.message)
+            }
+        }
+    }
+}
+
+/// A gRPC trailers-only response: HTTP 200, status in the headers.
+pub fn grpc_status_response(
+    code: Code,
+    message: &str,
+    protocol: Protocol,
+) -> Response<ResponseBody> {
+    let ct = match protocol {
+        Protocol::GrpcWeb { text: true } => "application/grpc-web-text+proto",
+        Protocol::GrpcWeb { text: false } => "application/grpc-web+proto",
+        _ => "application/grpc",
+    };
+    let mut resp = Response::new(empty());
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
+    h.insert("grpc-status", HeaderValue::from(code as i32));
+    if !message.is_empty() {
+        if let Ok(v) = HeaderValue::from_str(&percent_encode(message)) {
+            h.insert("grpc-message", v);
+        }
+    }
+    resp
+}
+
+/// A JSON error in the shape of `google.rpc.Status`.
+pub fn json_error(status: StatusCode, code: Code, message: &str) -> Response<ResponseBody> {
+    let body = serde_json::json!({ "code": code as i32, "message": message, "details": [] });
+    let mut resp = Response::new(full(Bytes::from(body.to_string())));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+/// Percent-encodes a `grpc-message` (spec: bytes outside 0x20..=0x7E and `%`).
+pub fn percent_encode(msg: &str) -> String {
+    let mut out = String::with_capacity(msg.len());
+    for b in msg.bytes() {
+        if (0x20..=0x7e).contains(&b) && b != b'%' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// An empty response body.
+pub fn empty() -> ResponseBody {
+    http_body_util::Empty::new()
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+/// A one-chunk response body.
+pub fn full(b: Bytes) -> ResponseBody {
+    Full::new(b).map_err(|never| match never {}).boxed_unsync()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_table() {
+        let cases = [
+            (Code::InvalidArgument, 400),
+            (Code::FailedPrecondition, 400),
+            (Code::OutOfRange, 400),
+            (Code::Unauthenticated, 401),
+            (Code::PermissionDenied, 403),
+            (Code::NotFound, 404),
+            (Code::AlreadyExists, 409),
+            (Code::Aborted, 409),
+            (Code::ResourceExhausted, 429),
+            (Code::Cancelled, 499),
+            (Code::Unimplemented, 501),
+            (Code::Unavailable, 503),
+            (Code::DeadlineExceeded, 504),
+            (Code::Internal, 500),
+            (Code::Unknown, 500),
+            (Code::DataLoss, 500),
+        ];
+        for (code, http) in cases {
+            assert_eq!(code.http_status().as_u16(), http, "{code:?}");
+        }
+    }
+
+    #[test]
+    fn grpc_error_is_trailers_only() {
+        let r = GatewayError::new(Code::PermissionDenied, "denied: 100%", "PR")
+            .into_response(Protocol::Grpc);
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["grpc-status"], "7");
+        assert_eq!(r.headers()["grpc-message"], "denied: 100%25");
+        assert_eq!(percent_encode("héllo"), "h%C3%A9llo");
+    }
+}

@@ -1,0 +1,231 @@
+//! Harness for the integration tests: sample backends, a gateway from a
+//! TOML snippet, gRPC clients, test certificates and captured logs. Every
+//! socket is on 127.0.0.1 with an ephemeral port bound before use.
+
+use std::{
+    io::Write,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex, OnceLock},
+    time::Duration,
+};
+
+use gateway::{Gateway, config::GatewayConfig};
+pub use sample_services::{SampleServer, ServerOptions, TlsPem};
+use tonic::transport::{Channel, Endpoint};
+
+/// A loopback address with an ephemeral port.
+pub fn loopback() -> SocketAddr {
+    ([127, 0, 0, 1], 0).into()
+}
+
+/// Starts a sample server (CodenameCreator + Echo + health + reflection).
+pub async fn spawn_sample(id: &str) -> SampleServer {
+    spawn_sample_with(ServerOptions::new(id)).await
+}
+
+/// Starts a sample server with options.
+pub async fn spawn_sample_with(opts: ServerOptions) -> SampleServer {
+    sample_services::spawn_on(loopback(), opts)
+        .await
+        .expect("start sample server")
+}
+
+/// Starts a gateway from TOML text (listener addresses should be
+/// `127.0.0.1:0`).
+pub async fn spawn_gateway(toml: &str) -> Gateway {
+    capture_logs();
+    let cfg = GatewayConfig::from_toml(toml).unwrap_or_else(|e| panic!("config: {e}\n{toml}"));
+    Gateway::start(cfg).await.expect("start gateway")
+}
+
+/// A config with one cleartext listener `front`, one cluster `backend`
+/// over `servers` (names `s0`, `s1`, ...), and one catch-all route, plus
+/// `extra` TOML appended (more clusters, routes after the catch-all do not
+/// match; put specific routes in `extra_routes_first`).
+pub fn simple_config(servers: &[&SampleServer], extra: &str) -> String {
+    format!(
+        "{}\n[[routes]]\ncluster = \"backend\"\n{extra}",
+        base_config(servers)
+    )
+}
+
+/// Listener `front` and cluster `backend`, no routes.
+pub fn base_config(servers: &[&SampleServer]) -> String {
+    let eps: Vec<String> = servers
+        .iter()
+        .map(|s| format!("{{ name = \"{}\", address = \"{}\" }}", s.id, s.addr))
+        .collect();
+    format!(
+        "[[listeners]]\nname = \"front\"\naddress = \"127.0.0.1:0\"\n\n\
+         [[clusters]]\nname = \"backend\"\nendpoints = [{}]\n",
+        eps.join(", ")
+    )
+}
+
+/// An h2c channel to `addr`.
+pub async fn channel(addr: SocketAddr) -> Channel {
+    Endpoint::from_shared(format!("http://{addr}"))
+        .expect("uri")
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .expect("connect")
+}
+
+/// Reads a text file, or "" when missing.
+pub fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+/// Waits (polling a file, up to 5 s) until `path` contains `needle`;
+/// returns the content. The access log is written by a background task.
+pub async fn wait_for_text(path: &Path, needle: &str) -> String {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let text = read(path);
+        if text.contains(needle) || tokio::time::Instant::now() > deadline {
+            return text;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Diagnostic log lines captured from every gateway in this process.
+static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+
+#[derive(Clone)]
+struct LogWriter(Arc<Mutex<Vec<u8>>>);
+
+impl Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if let Ok(mut v) = self.0.lock() {
+            v.extend_from_slice(buf);
+        }
+        let _ = std::io::stderr().write_all(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Installs (once) a global tracing subscriber that keeps what it logs.
+pub fn capture_logs() {
+    LOGS.get_or_init(|| {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let writer = LogWriter(buf.clone());
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .try_init();
+        buf
+    });
+}
+
+/// Everything logged so far.
+pub fn logs() -> String {
+    LOGS.get()
+        .and_then(|b| {
+            b.lock()
+                .ok()
+                .map(|v| String::from_utf8_lossy(&v).into_owned())
+        })
+        .unwrap_or_default()
+}
+
+/// Waits (up to 5 s) for a log line containing all of `needles`.
+pub async fn wait_for_log(needles: &[&str]) -> Option<String> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        if let Some(line) = logs()
+            .lines()
+            .find(|l| needles.iter().all(|n| l.contains(n)))
+        {
+            return Some(line.to_string());
+        }
+        if tokio::time::Instant::now() > deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A test certificate authority and files in a temporary directory.
+pub struct TestPki {
+    /// Holds the files.
+    pub dir: tempfile::TempDir,
+    /// CA certificate (PEM file).
+    pub ca_file: PathBuf,
+    /// The server certificate and key, for `localhost` and 127.0.0.1.
+    pub server: TlsPem,
+    /// Server certificate (PEM file).
+    pub cert_file: PathBuf,
+    /// Server key (PEM file).
+    pub key_file: PathBuf,
+}
+
+impl TestPki {
+    /// A fresh CA and a server certificate it signs.
+    pub fn new() -> Self {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair, SanType};
+        let ca_key = KeyPair::generate().expect("ca key");
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "gateway test CA");
+        let ca_cert = ca_params.self_signed(&ca_key).expect("ca cert");
+        let key = KeyPair::generate().expect("server key");
+        let mut params = CertificateParams::new(vec!["localhost".to_string()]).expect("params");
+        params
+            .subject_alt_names
+            .push(SanType::IpAddress(std::net::IpAddr::from([127, 0, 0, 1])));
+        let issuer = rcgen::Issuer::from_params(&ca_params, &ca_key);
+        let cert = params.signed_by(&key, &issuer).expect("server cert");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let write = |name: &str, data: &str| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, data).expect("write pem");
+            p
+        };
+        let ca_file = write("ca.pem", &ca_cert.pem());
+        let cert_file = write("server.pem", &cert.pem());
+        let key_file = write("server.key", &key.serialize_pem());
+        Self {
+            server: TlsPem {
+                cert_pem: cert.pem().into_bytes(),
+                key_pem: key.serialize_pem().into_bytes(),
+            },
+            dir,
+            ca_file,
+            cert_file,
+            key_file,
+        }
+    }
+}
+
+impl Default for TestPki {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Runs `fut` with a time limit, failing the test with `what` on timeout.
+pub async fn within<T>(secs: u64, what: &str, fut: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(secs), fut)
+        .await
+        .unwrap_or_else(|_| panic!("timed out: {what}"))
+}
+
+/// Path to a file in the repository (tests run from the `tests` crate).
+pub fn repo_path(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)
+}
+
+/// Result alias for tests.
+pub type TestResult = anyhow::Result<()>;
+
+/// Context helper re-export.
+pub use anyhow::Context as _;

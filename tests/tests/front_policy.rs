@@ -1,0 +1,360 @@
+//! Front-end policy and plumbing: deny rules, captured headers and the
+//! access log, TLS on both sides, HTTP/1.1 + h2c on one port, config
+//! errors, graceful shutdown.
+
+use std::sync::Arc;
+
+use rustls::pki_types::pem::PemObject;
+
+use futures_util::StreamExt;
+use sample_services::{
+    codename::{NameRequest, codename_creator_client::CodenameCreatorClient},
+    echo::{EchoRequest, echo_client::EchoClient},
+};
+use tests::*;
+use tonic::{
+    Code, Request,
+    transport::{Certificate, ClientTlsConfig, Endpoint},
+};
+
+fn access_log_toml(path: &std::path::Path, extra: &str) -> String {
+    format!("[access_log]\npath = \"{}\"\n{extra}\n", path.display())
+}
+
+#[tokio::test]
+async fn deny_rule_with_and_without_header_and_capture_in_log() {
+    let s = spawn_sample("s0").await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let log = dir.path().join("access.log");
+    let toml = format!(
+        "[[listeners]]\nname = \"fe_proxy\"\naddress = \"127.0.0.1:0\"\n\
+         deny_unless = [{{ name = \"mysecretpassphrase\", exact = \"abc123\" }}]\n\
+         capture_request_headers = [{{ name = \"mysecretpassphrase\", len = 100 }}]\n\
+         [[clusters]]\nname = \"be_codenameservers\"\nendpoints = [{{ name = \"codenamesvc1\", address = \"{}\" }}]\n\
+         [[routes]]\ncluster = \"be_codenameservers\"\n{}",
+        s.addr,
+        access_log_toml(&log, "")
+    );
+    let gw = spawn_gateway(&toml).await;
+    let mut client = CodenameCreatorClient::new(channel(gw.first_addr()).await);
+
+    let err = client
+        .get_codename(NameRequest::default())
+        .await
+        .expect_err("denied");
+    assert_eq!(err.code(), Code::PermissionDenied);
+    let mut wrong = Request::new(NameRequest::default());
+    wrong
+        .metadata_mut()
+        .insert("mysecretpassphrase", "nope".parse().expect("v"));
+    assert_eq!(
+        client.get_codename(wrong).await.expect_err("denied").code(),
+        Code::PermissionDenied
+    );
+    assert_eq!(
+        s.stats.requests(),
+        0,
+        "denied calls never reach the backend"
+    );
+
+    let mut ok = Request::new(NameRequest::default());
+    ok.metadata_mut()
+        .insert("mysecretpassphrase", "abc123".parse().expect("v"));
+    client.get_codename(ok).await.expect("allowed");
+
+    let text = wait_for_text(&log, "{abc123}").await;
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    let allowed = lines
+        .iter()
+        .find(|l| l.contains("{abc123}"))
+        .expect("captured header in log");
+    for part in [
+        " fe_proxy be_codenameservers/codenamesvc1 ",
+        " 200 ",
+        "\"POST /CodenameCreator/GetCodename HTTP/2.0\"",
+        "grpc-status=0",
+        "127.0.0.1:",
+    ] {
+        assert!(allowed.contains(part), "{part:?} missing in {allowed}");
+    }
+    let denied: Vec<_> = lines
+        .iter()
+        .filter(|l| l.contains("grpc-status=7"))
+        .collect();
+    assert_eq!(denied.len(), 2, "{text}");
+    assert!(
+        denied
+            .iter()
+            .all(|l| l.contains("PR--") && l.contains("<NOSRV>")),
+        "{text}"
+    );
+    assert!(denied.iter().any(|l| l.contains("{nope}")), "{text}");
+}
+
+#[tokio::test]
+async fn log_at_start_logs_long_streams_twice_and_json_format() {
+    let s = spawn_sample("s0").await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let log = dir.path().join("access.log");
+    let toml = format!(
+        "[[listeners]]\nname = \"front\"\naddress = \"127.0.0.1:0\"\nlog_at_start = true\n\
+         [[clusters]]\nname = \"backend\"\nendpoints = [{{ address = \"{}\" }}]\n\
+         [[routes]]\ncluster = \"backend\"\n{}",
+        s.addr,
+        access_log_toml(&log, "format = \"json\"")
+    );
+    let gw = spawn_gateway(&toml).await;
+    let mut echo = EchoClient::new(channel(gw.first_addr()).await);
+    let mut stream = echo
+        .server_stream(EchoRequest {
+            count: 3,
+            interval_ms: 300,
+            ..Default::default()
+        })
+        .await
+        .expect("open")
+        .into_inner();
+    stream.next().await.expect("first").expect("ok");
+    // The stream is still open, and its start is already logged.
+    let text = wait_for_text(&log, "\"phase\":\"start\"").await;
+    assert_eq!(text.lines().count(), 1, "{text}");
+    let start: serde_json::Value =
+        serde_json::from_str(text.lines().next().expect("line")).expect("json line");
+    assert_eq!(start["path"], "/sample.echo.v1.Echo/ServerStream");
+    assert_eq!(start["grpc_status"], serde_json::Value::Null);
+    while let Some(m) = stream.next().await {
+        m.expect("ok");
+    }
+    let text = wait_for_text(&log, "\"phase\":\"end\"").await;
+    let end: serde_json::Value =
+        serde_json::from_str(text.lines().nth(1).expect("end line")).expect("json");
+    assert_eq!(end["grpc_status"], 0);
+    assert_eq!(end["status"], 200);
+    assert!(end["total_ms"].as_u64().expect("total") >= 500, "{end}");
+    assert!(end["bytes"].as_u64().expect("bytes") > 0);
+}
+
+#[tokio::test]
+async fn tls_front_negotiates_h2_and_http11() {
+    let pki = TestPki::new();
+    let s = spawn_sample("s0").await;
+    let toml = format!(
+        "[[listeners]]\nname = \"tls\"\naddress = \"127.0.0.1:0\"\ntls = {{ cert_file = \"{}\", key_file = \"{}\" }}\n\
+         [[clusters]]\nname = \"backend\"\nendpoints = [{{ address = \"{}\" }}]\n[[routes]]\ncluster = \"backend\"\n",
+        pki.cert_file.display(),
+        pki.key_file.display(),
+        s.addr
+    );
+    let gw = spawn_gateway(&toml).await;
+    let addr = gw.first_addr();
+
+    // ALPN as a raw TLS client sees it.
+    let ca = std::fs::read(&pki.ca_file).expect("ca");
+    for (offer, want) in [
+        (vec!["h2", "http/1.1"], "h2"),
+        (vec!["http/1.1"], "http/1.1"),
+    ] {
+        let mut roots = rustls::RootCertStore::empty();
+        for c in rustls::pki_types::CertificateDer::pem_slice_iter(&ca) {
+            roots.add(c.expect("pem")).expect("root");
+        }
+        let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        cfg.alpn_protocols = offer.iter().map(|p| p.as_bytes().to_vec()).collect();
+        let tcp = tokio::net::TcpStream::connect(addr).await.expect("tcp");
+        let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+        let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+            .connect(name, tcp)
+            .await
+            .expect("handshake");
+        assert_eq!(tls.get_ref().1.alpn_protocol(), Some(want.as_bytes()));
+    }
+
+    // A real gRPC client over TLS.
+    let channel = Endpoint::from_shared(format!("https://localhost:{}", addr.port()))
+        .expect("uri")
+        .tls_config(
+            ClientTlsConfig::new()
+                .ca_certificate(Certificate::from_pem(&ca))
+                .domain_name("localhost"),
+        )
+        .expect("tls")
+        .connect()
+        .await
+        .expect("connect over TLS");
+    let r = CodenameCreatorClient::new(channel)
+        .get_codename(NameRequest::default())
+        .await
+        .expect("call");
+    assert_eq!(r.metadata().get("x-server-id").expect("id"), "s0");
+}
+
+fn tls_upstream_toml(s: &SampleServer, ca_file: &std::path::Path) -> String {
+    format!(
+        "[[listeners]]\nname = \"front\"\naddress = \"127.0.0.1:0\"\n\
+         [[clusters]]\nname = \"secure\"\nendpoints = [{{ name = \"tls-server\", address = \"{}\" }}]\n\
+         tls = {{ ca_file = \"{}\", server_name = \"localhost\" }}\n[[routes]]\ncluster = \"secure\"\n",
+        s.addr,
+        ca_file.display()
+    )
+}
+
+#[tokio::test]
+async fn tls_upstream_verified_with_ca_file() {
+    let pki = TestPki::new();
+    let mut opts = ServerOptions::new("tls-backend");
+    opts.tls = Some(pki.server.clone());
+    let s = spawn_sample_with(opts).await;
+    let gw = spawn_gateway(&tls_upstream_toml(&s, &pki.ca_file)).await;
+    let mut echo = EchoClient::new(channel(gw.first_addr()).await);
+    for _ in 0..3 {
+        let r = echo
+            .unary(EchoRequest {
+                message: "over tls".into(),
+                ..Default::default()
+            })
+            .await
+            .expect("call");
+        assert_eq!(r.into_inner().server_id, "tls-backend");
+    }
+}
+
+#[tokio::test]
+async fn tls_upstream_wrong_ca_is_unavailable_and_logged() {
+    let pki = TestPki::new();
+    let other = TestPki::new();
+    let mut opts = ServerOptions::new("tls-backend");
+    opts.tls = Some(pki.server.clone());
+    let s = spawn_sample_with(opts).await;
+    let gw = spawn_gateway(&tls_upstream_toml(&s, &other.ca_file)).await;
+    let mut echo = EchoClient::new(channel(gw.first_addr()).await);
+    let err = echo
+        .unary(EchoRequest::default())
+        .await
+        .expect_err("bad CA");
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    assert!(
+        !err.message().contains("certificate"),
+        "no internal detail to the client"
+    );
+    let line = wait_for_log(&[
+        "Upstream connect failed",
+        "tls-server",
+        "invalid peer certificate",
+    ])
+    .await;
+    assert!(line.is_some(), "log should say why:\n{}", logs());
+    assert_eq!(s.stats.requests(), 0);
+}
+
+#[tokio::test]
+async fn http11_and_h2c_share_the_cleartext_port() {
+    let s = spawn_sample("s0").await;
+    let gw = spawn_gateway(&simple_config(&[&s], "")).await;
+    let addr = gw.first_addr();
+    // HTTP/1.1: a plain request gets an HTTP answer (JSON error shape).
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("tcp");
+    let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+        .await
+        .expect("h1");
+    tokio::spawn(conn);
+    let req = http::Request::get("/nothing/here")
+        .header("host", "localhost")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .expect("req");
+    let resp = send.send_request(req).await.expect("h1 response");
+    assert_eq!(resp.version(), http::Version::HTTP_11);
+    assert_eq!(resp.status(), 404);
+    assert_eq!(resp.headers()["content-type"], "application/json");
+    // h2c prior knowledge on the same port.
+    let r = CodenameCreatorClient::new(channel(addr).await)
+        .get_codename(NameRequest::default())
+        .await;
+    assert!(r.is_ok());
+}
+
+#[tokio::test]
+async fn invalid_configs_are_rejected_with_a_clear_message() {
+    let cases = [
+        (
+            "[[listeners]]\nname = \"a\"\naddress = \"127.0.0.1:0\"\n[[routes]]\ncluster = \"ghost\"\n",
+            "routes[0].cluster: unknown cluster `ghost`",
+        ),
+        (
+            "[[listeners]]\nname = \"a\"\naddress = \"127.0.0.1:0\"\n[[clusters]]\nname = \"c\"\nendpoints = [{ address = \"127.0.0.1:1\" }]\ntls = { ca_file = \"/no/such/ca.pem\" }\n",
+            "clusters[0].tls.ca_file: cannot read `/no/such/ca.pem`",
+        ),
+        (
+            "[[listeners]]\nname = \"a\"\naddress = \"127.0.0.1:0\"\n[[clusters]]\nname = \"c\"\nendpoints = [{ address = \"nocolon\" }]\n",
+            "clusters[0].endpoints[0].address: `nocolon` is not host:port",
+        ),
+        (
+            "[[listeners]]\nname = \"a\"\naddress = \"127.0.0.1:0\"\ndeny_unless = [{ name = \"x\", exact = \"1\", prefix = \"2\" }]\n",
+            "listeners[0].deny_unless[0]: give exactly one of `exact`, `prefix` or `present`",
+        ),
+        (
+            "[[listeners]]\nname = \"a\"\nadress = \"127.0.0.1:0\"\n",
+            "unknown field `adress`",
+        ),
+    ];
+    for (toml, want) in cases {
+        let err = match gateway::config::GatewayConfig::from_toml(toml) {
+            Err(e) => e.to_string(),
+            Ok(cfg) => match gateway::Gateway::start(cfg).await {
+                Err(e) => e.to_string(),
+                Ok(_) => panic!("accepted: {toml}"),
+            },
+        };
+        assert!(err.contains(want), "{err:?} should contain {want:?}");
+    }
+    // The shipped examples are valid.
+    for file in ["examples/haproxy-demo.toml", "examples/minimal.toml"] {
+        gateway::config::GatewayConfig::load(&repo_path(file))
+            .unwrap_or_else(|e| panic!("{file}: {e}"));
+    }
+}
+
+#[tokio::test]
+async fn graceful_shutdown_lets_in_flight_calls_finish() {
+    let s = spawn_sample("s0").await;
+    let gw = spawn_gateway(&format!(
+        "drain_timeout_ms = 5000\n{}",
+        simple_config(&[&s], "")
+    ))
+    .await;
+    let addr = gw.first_addr();
+    let mut echo = EchoClient::new(channel(addr).await);
+    let call = tokio::spawn(async move {
+        echo.slow(EchoRequest {
+            interval_ms: 500,
+            message: "slow".into(),
+            ..Default::default()
+        })
+        .await
+    });
+    within(
+        5,
+        "call in flight",
+        s.stats.wait_until(|s| s.in_flight() == 1),
+    )
+    .await;
+    let shutdown = tokio::spawn(gw.shutdown());
+    let r = within(5, "in-flight call", call)
+        .await
+        .expect("join")
+        .expect("finishes OK");
+    assert_eq!(r.into_inner().message, "slow");
+    within(5, "shutdown completes", shutdown)
+        .await
+        .expect("join");
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "no longer accepting"
+    );
+}
