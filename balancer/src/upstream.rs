@@ -173,16 +173,16 @@ impl Connector {
     }
 }
 
-fn spawn_conn<T>(
-    res: Result<
-        (
-            Sender,
-            http2::Connection<TokioIo<T>, UpstreamBody, TokioExecutor>,
-        ),
-        hyper::Error,
-    >,
-    addr: SocketAddr,
-) -> Result<Sender, BalancerError>
+/// What an h2 handshake returns.
+type Handshake<T> = Result<
+    (
+        Sender,
+        http2::Connection<TokioIo<T>, UpstreamBody, TokioExecutor>,
+    ),
+    hyper::Error,
+>;
+
+fn spawn_conn<T>(res: Handshake<T>, addr: SocketAddr) -> Result<Sender, BalancerError>
 where
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {

@@ -46,10 +46,10 @@ pub fn classify(headers: &HeaderMap) -> Protocol {
         if web.is_empty() || web[0] == b'+' {
             return Protocol::GrpcWeb { text: false };
         }
-        if let Some(t) = strip_prefix_ci(web, b"-text") {
-            if t.is_empty() || t[0] == b'+' {
-                return Protocol::GrpcWeb { text: true };
-            }
+        if let Some(t) = strip_prefix_ci(web, b"-text")
+            && (t.is_empty() || t[0] == b'+')
+        {
+            return Protocol::GrpcWeb { text: true };
         }
     }
     Protocol::Http

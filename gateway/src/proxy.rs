@@ -262,11 +262,11 @@ async fn forward(
 /// Removes connection-specific headers (RFC 9110 section 7.6.1) and
 /// anything the `connection` header names; `te: trailers` stays.
 fn strip_hop_by_hop(h: &mut HeaderMap) {
-    if let Some(conn) = h.remove(header::CONNECTION) {
-        if let Ok(s) = conn.to_str() {
-            for name in s.split(',') {
-                h.remove(name.trim());
-            }
+    if let Some(conn) = h.remove(header::CONNECTION)
+        && let Ok(s) = conn.to_str()
+    {
+        for name in s.split(',') {
+            h.remove(name.trim());
         }
     }
     for name in [
@@ -357,14 +357,14 @@ impl Body for ObservedBody {
             }
             State::Done => return Poll::Ready(None),
         }
-        if let Some(d) = &mut this.deadline {
-            if d.as_mut().poll(cx).is_ready() {
-                // Past the deadline mid-stream: end it for the client; the
-                // upstream stream is reset when `inner` is dropped.
-                this.inner = None;
-                let t = this.synthetic_trailers(Code::DeadlineExceeded, "deadline exceeded", "sD");
-                return Poll::Ready(Some(Ok(t)));
-            }
+        if let Some(d) = &mut this.deadline
+            && d.as_mut().poll(cx).is_ready()
+        {
+            // Past the deadline mid-stream: end it for the client; the
+            // upstream stream is reset when `inner` is dropped.
+            this.inner = None;
+            let t = this.synthetic_trailers(Code::DeadlineExceeded, "deadline exceeded", "sD");
+            return Poll::Ready(Some(Ok(t)));
         }
         let Some(inner) = &mut this.inner else {
             this.finish("--");

@@ -152,10 +152,10 @@ pub fn grpc_status_response(
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
     h.insert("grpc-status", HeaderValue::from(code as i32));
-    if !message.is_empty() {
-        if let Ok(v) = HeaderValue::from_str(&percent_encode(message)) {
-            h.insert("grpc-message", v);
-        }
+    if !message.is_empty()
+        && let Ok(v) = HeaderValue::from_str(&percent_encode(message))
+    {
+        h.insert("grpc-message", v);
     }
     resp
 }

@@ -1,0 +1,72 @@
+//! A gRPC implementation other than tonic (Python grpcio) through the
+//! gateway: unary and bidi. `.ci/run` installs grpcio and grpcio-tools.
+
+use std::{process::Command, time::Duration};
+
+use tests::*;
+
+#[tokio::test]
+async fn python_grpcio_unary_and_bidi_through_gateway() {
+    let check = Command::new("python3")
+        .args(["-c", "import grpc, grpc_tools"])
+        .output();
+    match check {
+        Ok(o) if o.status.success() => {}
+        _ => panic!(
+            "python3 with grpcio and grpcio-tools is required: pip install grpcio grpcio-tools (see .ci/run)"
+        ),
+    }
+    let mut opts = ServerOptions::new("py-backend");
+    opts.codename_interval = Duration::from_millis(50);
+    let s = spawn_sample_with(opts).await;
+    let gw = spawn_gateway(&simple_config(&[&s], "")).await;
+    let addr = gw.first_addr().to_string();
+    let script = repo_path("tests/python/grpcio_client.py");
+    let protos = repo_path("sample-services/proto");
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("python3")
+            .arg(script)
+            .arg(addr)
+            .arg(protos)
+            .output()
+    })
+    .await
+    .expect("join")
+    .expect("run python");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "python client failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_str(stdout.trim()).expect("json output");
+    assert_eq!(v["unary_server"], "py-backend");
+    assert_eq!(v["unary"].as_str().expect("name").split(' ').count(), 2);
+    let names: Vec<&str> = v["stream"]
+        .as_array()
+        .expect("stream")
+        .iter()
+        .filter_map(|n| n.as_str())
+        .collect();
+    assert_eq!(names.len(), 8, "{names:?}");
+    // After the switch to "space", the last names use space adjectives.
+    const SPACE: [&str; 10] = [
+        "Astral",
+        "Celestial",
+        "Cosmic",
+        "Galactic",
+        "Interstellar",
+        "Lunar",
+        "Nebular",
+        "Orbital",
+        "Solar",
+        "Stellar",
+    ];
+    assert!(
+        names[..3]
+            .iter()
+            .all(|n| !SPACE.iter().any(|a| n.starts_with(a))),
+        "{names:?}"
+    );
+    assert!(SPACE.iter().any(|a| names[7].starts_with(a)), "{names:?}");
+}
