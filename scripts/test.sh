@@ -1,16 +1,28 @@
 #!/usr/bin/env bash
-# The test command: installs what the tests need beyond Rust (Python grpcio
-# for the cross-implementation test), then runs the whole suite.
+# The test command: installs what the tests need beyond Rust, then runs the
+# whole suite, the browser test included.
+#   - Python grpcio + grpcio-tools: the cross-implementation gRPC test
+#   - Chromium (Debian package): the browser test (needs root for apt-get)
+#   - cargo-nextest, if missing
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if ! python3 -c 'import grpc, grpc_tools' 2>/dev/null; then
-  echo "== installing Python grpcio and grpcio-tools (cross-implementation test)"
+  echo "== installing Python grpcio and grpcio-tools"
   python3 -m pip install --quiet --disable-pip-version-check grpcio grpcio-tools
+fi
+if ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "== installing chromium (browser test)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else
+    echo "!! chromium missing and not root: the browser test will fail; install the chromium package" >&2
+  fi
 fi
 if ! command -v cargo-nextest >/dev/null 2>&1; then
   echo "== installing cargo-nextest"
   cargo install --locked cargo-nextest
 fi
 
-cargo nextest run --workspace --no-fail-fast "$@"
+cargo nextest run --workspace --no-fail-fast --run-ignored all "$@"

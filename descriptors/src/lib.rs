@@ -1,2 +1,33 @@
-//! Descriptor registry: named descriptor sets, the gRPC method index built
-//! from them, and (later) the JSON <-> protobuf codec.
+//! Descriptor registry and JSON ⇄ protobuf codec for the gateway.
+//!
+//! - [`registry`]: named descriptor sets uploaded by operators, validated and
+//!   swapped in atomically as immutable [`Snapshot`]s.
+//! - [`index`]: `/pkg.Service/Method` → [`MethodInfo`].
+//! - [`http_rule`] and [`template`]: `google.api.http` rules and their path
+//!   templates (google/api/http.proto), matched by [`Snapshot::match_http`].
+//! - [`json`]: the proto3 JSON mapping (via prost-reflect), the HTTP request
+//!   mapping and `google.rpc.Status` rendering.
+//!
+//! This crate knows nothing of sockets or async runtimes: everything is plain,
+//! synchronous computation over byte slices.
+#![warn(missing_docs)]
+
+pub mod error;
+pub mod http_rule;
+pub mod index;
+pub mod json;
+pub mod registry;
+pub mod template;
+
+pub use error::{DescriptorError, ErrorKind};
+pub use http_rule::{BodySpec, HttpBinding, HttpMatch};
+pub use index::MethodInfo;
+pub use json::JsonOptions;
+pub use registry::{PutOutcome, Registry, SetInfo, Snapshot};
+
+/// Encoded `google.protobuf.FileDescriptorSet` of the protos every snapshot
+/// knows: google/rpc/{status,error_details,code}.proto,
+/// google/api/{annotations,http,httpbody}.proto and the protobuf well-known
+/// types (google/protobuf/*.proto), compiled by build.rs with protox.
+pub const BUNDLED_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/bundled_descriptor_set.bin"));

@@ -211,6 +211,50 @@ async fn write_lines(
     }
 }
 
+/// Owns a request's log record until the exchange is over; logs it once,
+/// at `finish` or, if never finished, on drop (the client went away).
+pub struct LogGuard {
+    /// The record, filled in as the exchange goes.
+    pub rec: LogRecord,
+    log: AccessLog,
+    started: std::time::Instant,
+    done: bool,
+}
+
+impl LogGuard {
+    /// Starts guarding `rec`.
+    pub fn new(rec: LogRecord, log: AccessLog, started: std::time::Instant) -> Self {
+        Self {
+            rec,
+            log,
+            started,
+            done: false,
+        }
+    }
+
+    /// Logs the end of the exchange (once).
+    pub fn finish(&mut self, termination: &'static str) {
+        if self.done {
+            return;
+        }
+        self.done = true;
+        self.rec.termination = termination;
+        self.rec.total = self.started.elapsed();
+        self.log.emit(&self.rec, Phase::End);
+    }
+
+    /// The access log (for header debugging).
+    pub fn log(&self) -> &AccessLog {
+        &self.log
+    }
+}
+
+impl Drop for LogGuard {
+    fn drop(&mut self) {
+        self.finish("CD");
+    }
+}
+
 /// Captures the configured headers' values, cut to their length.
 pub fn capture(headers: &HeaderMap, list: &[(HeaderName, usize)]) -> Vec<String> {
     list.iter()

@@ -40,9 +40,29 @@ pub struct GatewayConfig {
     /// The access log.
     #[serde(default)]
     pub access_log: AccessLogConfig,
+    /// Descriptor sets to register at start.
+    #[serde(default)]
+    pub registry: RegistryConfig,
+    /// JSON transcoding.
+    #[serde(default)]
+    pub transcoding: crate::transcode::TranscodeConfig,
+    /// CORS for HTTP callers; none = no CORS headers.
+    #[serde(default)]
+    pub cors: Option<crate::cors::CorsConfig>,
     /// Time in-flight requests get to finish on shutdown.
     #[serde(default = "default_drain_timeout_ms")]
     pub drain_timeout_ms: u64,
+}
+
+/// `[registry]`: descriptor sets.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryConfig {
+    /// Binary FileDescriptorSet files (`protoc --include_imports
+    /// --descriptor_set_out`, `buf build -o`), registered under their file
+    /// stem.
+    #[serde(default)]
+    pub preload: Vec<PathBuf>,
 }
 
 /// One bound address.

@@ -13,6 +13,10 @@ use crate::{Gateway, config::GatewayConfig};
 const DEMO_CONFIG: &str = r#"
 drain_timeout_ms = 5000
 
+[cors]
+allowed_origins = ["*"]
+exposed_headers = ["x-server-id"]
+
 [[listeners]]
 name = "fe_proxy"
 address = "{listen}"
@@ -35,9 +39,9 @@ cluster = "be_codenameservers"
 match = { path_prefix = "/CodenameCreator/" }
 
 [[routes]]
-name = "echo"
+name = "samples"
 cluster = "be_codenameservers"
-match = { service = "sample.echo.v1.Echo" }
+match = { path_prefix = "/sample." }
 "#;
 
 /// The demo config for a listener and two servers.
@@ -65,14 +69,28 @@ pub async fn run(listen: SocketAddr, shutdown: impl Future<Output = ()>) -> anyh
     let gw = Gateway::start(config(listen, s1.addr, s2.addr)?)
         .await
         .with_context(|| format!("start the gateway on {listen}"))?;
+    gw.registry()
+        .put("samples", sample_services::FILE_DESCRIPTOR_SET)
+        .context("register the sample descriptor set")?;
     let addr = gw.first_addr();
     println!(
-        "\nDemo running: gateway on {addr} -> CodenameCreator servers codenamesvc1 ({}) and codenamesvc2 ({}), round robin.\n\
+        "\nDemo running: gateway on {addr} -> CodenameCreator servers codenamesvc1 ({s1}) and codenamesvc2 ({s2}), round robin.\n\
          Access log lines go to standard output; press Ctrl-C to stop.\n\n\
          Try it (in another terminal):\n\n  \
          # the HAProxy demo's client: one unary call, then a bidi stream switching category every 10 s\n  \
-         cargo run --release -p sample-services --bin codename-client -- --server {addr} --metadata mysecretpassphrase=abc123\n",
-        s1.addr, s2.addr
+         cargo run --release -p sample-services --bin codename-client -- --server {addr} --metadata mysecretpassphrase=abc123\n\n  \
+         # the same service as JSON, over HTTP/1.1 (default route POST /<package.Service>/<Method>)\n  \
+         curl -s -X POST http://{addr}/CodenameCreator/GetCodename -H 'content-type: application/json' -d '{{\"category\":\"space\"}}'\n\n  \
+         # REST routes from google.api.http annotations\n  \
+         curl -s http://{addr}/v1/shelves/1\n  \
+         curl -s -X POST 'http://{addr}/v1/shelves/1/books?bookId=dune' -d '{{\"title\":\"Dune\",\"pages\":412}}'\n\n  \
+         # a server stream as NDJSON, then as server-sent events\n  \
+         curl -sN 'http://{addr}/v1/shelves/1:watch?count=5&intervalMs=500'\n  \
+         curl -sN -H 'accept: text/event-stream' 'http://{addr}/v1/shelves/1:watch?count=5&intervalMs=500'\n\n  \
+         # errors are JSON with the mapped HTTP status\n  \
+         curl -si -X POST http://{addr}/v1/fail -d '{{\"code\":5,\"message\":\"no such shelf\",\"withDetails\":true}}'\n",
+        s1 = s1.addr,
+        s2 = s2.addr
     );
     shutdown.await;
     gw.shutdown().await;

@@ -5,13 +5,16 @@
 pub mod access_log;
 pub mod classify;
 pub mod config;
+pub mod cors;
 pub mod demo;
+pub mod grpc_frame;
 pub mod grpc_timeout;
 pub mod listener;
 pub mod proxy;
 pub mod respond;
 pub mod telemetry;
 pub mod tls;
+pub mod transcode;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
@@ -20,10 +23,14 @@ use tokio::{net::TcpListener, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
+use descriptors::Registry;
+
 use crate::{
     access_log::{AccessLog, capture_list},
     config::{ConfigError, GatewayConfig},
+    cors::Cors,
     proxy::{ListenerCtx, Shared},
+    transcode::TranscodeSettings,
 };
 
 /// Why the gateway could not start.
@@ -41,6 +48,14 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
+    /// A preloaded descriptor set could not be read or registered.
+    #[error("cannot load descriptor set {path}: {reason}")]
+    Preload {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        reason: String,
+    },
     /// The access log could not be opened.
     #[error("cannot open access log: {0}")]
     AccessLog(#[source] std::io::Error),
@@ -48,6 +63,7 @@ pub enum StartError {
 
 /// A running gateway.
 pub struct Gateway {
+    registry: Arc<Registry>,
     addrs: Vec<(String, SocketAddr)>,
     shutdown: CancellationToken,
     accept_loops: JoinSet<()>,
@@ -81,6 +97,34 @@ impl Gateway {
             });
             prepared.push((l.clone(), tls, ctx));
         }
+        let transcode = TranscodeSettings::new(&cfg.transcoding).map_err(ConfigError::from)?;
+        let cors = cfg
+            .cors
+            .as_ref()
+            .map(Cors::new)
+            .transpose()
+            .map_err(ConfigError::from)?;
+        let registry = Arc::new(Registry::new());
+        for path in &cfg.registry.preload {
+            let bytes = tokio::fs::read(path)
+                .await
+                .map_err(|e| StartError::Preload {
+                    path: path.clone(),
+                    reason: e.to_string(),
+                })?;
+            let name = path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .unwrap_or("preload")
+                .to_string();
+            let outcome = registry
+                .put(&name, &bytes)
+                .map_err(|e| StartError::Preload {
+                    path: path.clone(),
+                    reason: e.to_string(),
+                })?;
+            info!(set = %name, services = outcome.set.services.len(), methods = outcome.set.methods.len(), "Descriptor set loaded");
+        }
         let access_log = AccessLog::start(&cfg.access_log)
             .await
             .map_err(StartError::AccessLog)?;
@@ -88,6 +132,9 @@ impl Gateway {
             routes,
             clusters,
             access_log,
+            registry: registry.clone(),
+            transcode,
+            cors,
         });
         let shutdown = CancellationToken::new();
         let mut accept_loops = JoinSet::new();
@@ -116,11 +163,17 @@ impl Gateway {
         }
         shared.clusters.start_health_checks(&shutdown);
         Ok(Self {
+            registry,
             addrs,
             shutdown,
             accept_loops,
             drain_timeout,
         })
+    }
+
+    /// The descriptor registry (shared with the request path).
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
     }
 
     /// The bound address of the listener named `name`.

@@ -1,30 +1,38 @@
 //! The request service: classify -> deny rules -> route -> forward through
 //! the cluster -> stream the response back, frame by frame, with trailers.
-//! Everything the gateway answers itself goes through `respond`.
+//! JSON requests take the same route selection and cluster after
+//! `transcode` has turned them into gRPC calls. Everything the gateway
+//! answers itself goes through `respond`.
 
 use std::{
     net::SocketAddr,
     pin::Pin,
     sync::Arc,
     task::{Context, Poll, ready},
-    time::{Instant, SystemTime},
+    time::{Duration, Instant, SystemTime},
 };
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, Version, header};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Version, header};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::time::Sleep;
 use tracing::debug;
 
-use balancer::{Clusters, HeaderMatch, Lease, RouteTable, body::BoxError, cluster::ErrorChain};
+use balancer::{
+    Cluster, Clusters, HeaderMatch, Lease, Route, RouteTable, UpstreamResponse, body::BoxError,
+    body::UpstreamBody, cluster::ErrorChain,
+};
+use descriptors::Registry;
 
 use crate::{
-    access_log::{AccessLog, LogRecord, Phase, capture},
+    access_log::{AccessLog, LogGuard, LogRecord, Phase, capture},
     classify::{Protocol, classify},
+    cors::Cors,
     grpc_timeout,
     respond::{Code, GatewayError, ResponseBody},
+    transcode::{self, TranscodeSettings},
 };
 
 /// State shared by every connection of every listener.
@@ -35,6 +43,12 @@ pub struct Shared {
     pub clusters: Clusters,
     /// Access log.
     pub access_log: AccessLog,
+    /// Registered descriptor sets (JSON transcoding).
+    pub registry: Arc<Registry>,
+    /// JSON transcoding settings.
+    pub transcode: TranscodeSettings,
+    /// CORS policy for HTTP callers, if any.
+    pub cors: Option<Cors>,
 }
 
 /// Per-listener policy.
@@ -67,16 +81,17 @@ pub async fn handle(conn: Arc<ConnCtx>, req: Request<Incoming>) -> Response<Resp
     let protocol = classify(req.headers());
     let log = &conn.shared.access_log;
     log.debug_headers("request headers", req.headers());
+    let origin = req.headers().get(header::ORIGIN).cloned();
     let mut rec = LogRecord {
         client: conn.peer,
         accepted: SystemTime::now(),
         listener: conn.listener.name.clone(),
         cluster: None,
         server: None,
-        queue: Default::default(),
+        queue: Duration::ZERO,
         connect: None,
         response: None,
-        total: Default::default(),
+        total: Duration::ZERO,
         status: 0,
         grpc_status: None,
         bytes: 0,
@@ -94,60 +109,60 @@ pub async fn handle(conn: Arc<ConnCtx>, req: Request<Incoming>) -> Response<Resp
         server_in_flight: 0,
         cluster_queued: 0,
     };
-    match forward(&conn, req, protocol, &mut rec, started).await {
+    let result = match protocol {
+        Protocol::Grpc => forward_grpc(&conn, req, &mut rec, started).await,
+        Protocol::GrpcWeb { .. } => Err(GatewayError::new(
+            Code::Unimplemented,
+            "gRPC-Web is not enabled",
+            "PR",
+        )),
+        Protocol::Http => {
+            if let Some(cors) = &conn.shared.cors
+                && req.method() == Method::OPTIONS
+                && let Some(resp) = cors.preflight(req.headers())
+            {
+                rec.status = resp.status().as_u16();
+                rec.total = started.elapsed();
+                log.emit(&rec, Phase::End);
+                return resp;
+            }
+            transcode::forward_json(&conn, req, &mut rec, started).await
+        }
+    };
+    let mut resp = match result {
         Ok(resp) => resp,
         Err(err) => {
             debug!(code = ?err.code, message = %err.message, "Answered by the gateway");
-            rec.termination = err.termination;
             let resp = err.clone().into_response(protocol);
+            rec.termination = err.termination;
             rec.status = resp.status().as_u16();
-            if protocol != Protocol::Http {
-                rec.grpc_status = Some(err.code as i32);
-            }
+            rec.grpc_status = Some(err.code as i32);
             rec.total = started.elapsed();
             log.debug_headers("response headers", resp.headers());
             log.emit(&rec, Phase::End);
             resp
         }
+    };
+    if protocol == Protocol::Http
+        && let (Some(cors), Some(origin)) = (&conn.shared.cors, origin)
+    {
+        cors.apply(&origin, resp.headers_mut());
     }
+    resp
 }
 
-async fn forward(
-    conn: &ConnCtx,
-    req: Request<Incoming>,
-    protocol: Protocol,
+/// The route and cluster for a gRPC method path, after deny rules.
+pub(crate) fn select_route<'a>(
+    conn: &'a ConnCtx,
+    grpc_path: &str,
+    headers: &HeaderMap,
     rec: &mut LogRecord,
-    started: Instant,
-) -> Result<Response<ResponseBody>, GatewayError> {
-    match protocol {
-        Protocol::Grpc => {}
-        Protocol::GrpcWeb { .. } => {
-            return Err(GatewayError::new(
-                Code::Unimplemented,
-                "gRPC-Web is not enabled",
-                "PR",
-            ));
-        }
-        Protocol::Http => {
-            return Err(GatewayError::new(
-                Code::NotFound,
-                format!("no route for {} {}", req.method(), req.uri().path()),
-                "PR",
-            ));
-        }
-    }
-    if req.version() != Version::HTTP_2 {
-        return Err(GatewayError::new(
-            Code::Internal,
-            "gRPC requires HTTP/2",
-            "PR",
-        ));
-    }
+) -> Result<(&'a Route, &'a Arc<Cluster>), GatewayError> {
     if let Some(m) = conn
         .listener
         .deny_unless
         .iter()
-        .find(|m| !m.matches(req.headers()))
+        .find(|m| !m.matches(headers))
     {
         debug!(header = %m.name(), "Denied by listener rule");
         return Err(GatewayError::new(
@@ -157,15 +172,14 @@ async fn forward(
         ));
     }
     let shared = &conn.shared;
-    let path = req.uri().path();
-    let Some(route) = shared.routes.route(path, req.headers()) else {
+    let Some(route) = shared.routes.route(grpc_path, headers) else {
         return Err(GatewayError::new(
             Code::Unimplemented,
-            format!("unknown method {path}"),
+            format!("unknown method {grpc_path}"),
             "PR",
         ));
     };
-    if let Some(m) = route.denied_by(req.headers()) {
+    if let Some(m) = route.denied_by(headers) {
         debug!(route = %route.name, header = %m.name(), "Denied by route rule");
         return Err(GatewayError::new(
             Code::PermissionDenied,
@@ -177,34 +191,42 @@ async fn forward(
     let Some(cluster) = shared.clusters.get(&route.cluster) else {
         return Err(GatewayError::new(Code::Internal, "internal error", "PR"));
     };
+    Ok((route, cluster))
+}
 
-    let (mut parts, body) = req.into_parts();
-    // The call's deadline: the client's grpc-timeout, capped by the route's.
-    let client_timeout = parts
-        .headers
+/// The call's deadline: the request's `grpc-timeout` (or `default`), capped
+/// by the route's timeout; rewrites the header to what goes upstream.
+pub(crate) fn deadline(
+    headers: &mut HeaderMap,
+    route: &Route,
+    default: Option<Duration>,
+    started: Instant,
+) -> Option<tokio::time::Instant> {
+    let client = headers
         .get("grpc-timeout")
-        .and_then(grpc_timeout::parse);
-    let timeout = match (client_timeout, route.timeout) {
-        (Some(c), Some(r)) if r < c => {
-            parts
-                .headers
-                .insert("grpc-timeout", grpc_timeout::encode(r));
-            Some(r)
-        }
-        (None, Some(r)) => {
-            parts
-                .headers
-                .insert("grpc-timeout", grpc_timeout::encode(r));
-            Some(r)
-        }
-        (c, _) => c,
+        .and_then(grpc_timeout::parse)
+        .or(default);
+    let timeout = match (client, route.timeout) {
+        (Some(c), Some(r)) => Some(c.min(r)),
+        (c, r) => c.or(r),
     };
-    let deadline = timeout.map(|t| tokio::time::Instant::from_std(started + t));
-    strip_hop_by_hop(&mut parts.headers);
-    parts.version = Version::HTTP_2;
-    let upstream_req = Request::from_parts(parts, balancer::body::boxed(body));
+    if let Some(t) = timeout {
+        // What is left after the time already spent here.
+        headers.insert(
+            "grpc-timeout",
+            grpc_timeout::encode(t.saturating_sub(started.elapsed())),
+        );
+    }
+    timeout.map(|t| tokio::time::Instant::from_std(started + t))
+}
 
-    let send = cluster.send(upstream_req);
+/// Sends through the cluster within the deadline.
+pub(crate) async fn send(
+    cluster: &Arc<Cluster>,
+    req: Request<UpstreamBody>,
+    deadline: Option<tokio::time::Instant>,
+) -> Result<UpstreamResponse, GatewayError> {
+    let send = cluster.send(req);
     let result = match deadline {
         Some(d) => match tokio::time::timeout_at(d, send).await {
             Ok(r) => r,
@@ -218,50 +240,84 @@ async fn forward(
         },
         None => send.await,
     };
-    let up = match result {
-        Ok(up) => up,
-        Err(e) => {
-            debug!(cluster = %route.cluster, error = %ErrorChain(&e), "Upstream request failed");
-            return Err(GatewayError::from_balancer(&e));
-        }
-    };
+    result.map_err(|e| {
+        debug!(cluster = %cluster.name(), error = %ErrorChain(&e), "Upstream request failed");
+        GatewayError::from_balancer(&e)
+    })
+}
 
-    let (mut parts, body) = up.response.into_parts();
-    strip_hop_by_hop(&mut parts.headers);
+/// Fills the log record from the upstream response head.
+pub(crate) fn record_response(
+    rec: &mut LogRecord,
+    up: &UpstreamResponse,
+    cluster: &Cluster,
+    started: Instant,
+) {
     let ep = up.lease.endpoint();
     rec.server = Some(ep.name.clone());
     rec.queue = up.timings.queue;
     rec.connect = up.timings.connect;
     rec.response = Some(started.elapsed());
     rec.retries = up.attempts.saturating_sub(1);
-    rec.status = parts.status.as_u16();
+    rec.status = up.response.status().as_u16();
     rec.server_in_flight = ep.in_flight();
     rec.cluster_queued = cluster.queued();
-    rec.grpc_status = grpc_status(&parts.headers);
+    rec.grpc_status = grpc_status(up.response.headers());
+}
+
+async fn forward_grpc(
+    conn: &ConnCtx,
+    req: Request<Incoming>,
+    rec: &mut LogRecord,
+    started: Instant,
+) -> Result<Response<ResponseBody>, GatewayError> {
+    if req.version() != Version::HTTP_2 {
+        return Err(GatewayError::new(
+            Code::Internal,
+            "gRPC requires HTTP/2",
+            "PR",
+        ));
+    }
+    let (route, cluster) = select_route(conn, req.uri().path(), req.headers(), rec)?;
+    let (mut parts, body) = req.into_parts();
+    let deadline = deadline(&mut parts.headers, route, None, started);
+    strip_hop_by_hop(&mut parts.headers);
+    parts.version = Version::HTTP_2;
+    let up = send(
+        cluster,
+        Request::from_parts(parts, balancer::body::boxed(body)),
+        deadline,
+    )
+    .await?;
+    record_response(rec, &up, cluster, started);
+    let (mut parts, body) = up.response.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
     rec.response_captures = capture(&parts.headers, &conn.listener.capture_response);
-    shared
-        .access_log
-        .debug_headers("response headers", &parts.headers);
+    let log = &conn.shared.access_log;
+    log.debug_headers("response headers", &parts.headers);
     if conn.listener.log_at_start {
         rec.total = started.elapsed();
-        shared.access_log.emit(rec, Phase::Start);
+        log.emit(rec, Phase::Start);
     }
-    let body = ObservedBody {
+    let ended = body.is_end_stream();
+    let mut body = ObservedBody {
         inner: Some(body),
         lease: Some(up.lease),
-        rec: rec.clone(),
-        log: shared.access_log.clone(),
-        started,
+        guard: LogGuard::new(rec.clone(), log.clone(), started),
         deadline: deadline.map(|d| Box::pin(tokio::time::sleep_until(d))),
         state: State::Streaming,
-        logged: false,
     };
+    if ended {
+        // Trailers-only: hyper sends the head with END_STREAM and never
+        // polls the body.
+        body.finish("--");
+    }
     Ok(Response::from_parts(parts, body.boxed_unsync()))
 }
 
 /// Removes connection-specific headers (RFC 9110 section 7.6.1) and
 /// anything the `connection` header names; `te: trailers` stays.
-fn strip_hop_by_hop(h: &mut HeaderMap) {
+pub(crate) fn strip_hop_by_hop(h: &mut HeaderMap) {
     if let Some(conn) = h.remove(header::CONNECTION)
         && let Ok(s) = conn.to_str()
     {
@@ -282,13 +338,14 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
     }
 }
 
-fn grpc_status(h: &HeaderMap) -> Option<i32> {
+/// The `grpc-status` of a header or trailer map.
+pub(crate) fn grpc_status(h: &HeaderMap) -> Option<i32> {
     h.get("grpc-status")?.to_str().ok()?.parse().ok()
 }
 
 enum State {
     Streaming,
-    /// Sent synthetic trailers; next poll ends the stream.
+    /// Sent the final trailers; next poll ends the stream.
     Ending,
     Done,
 }
@@ -301,25 +358,17 @@ enum State {
 struct ObservedBody {
     inner: Option<Incoming>,
     lease: Option<Lease>,
-    rec: LogRecord,
-    log: AccessLog,
-    started: Instant,
+    guard: LogGuard,
     deadline: Option<Pin<Box<Sleep>>>,
     state: State,
-    logged: bool,
 }
 
 impl ObservedBody {
     fn finish(&mut self, termination: &'static str) {
-        if self.logged {
-            return;
-        }
-        self.logged = true;
-        self.state = State::Done;
         self.lease = None;
-        self.rec.termination = termination;
-        self.rec.total = self.started.elapsed();
-        self.log.emit(&self.rec, Phase::End);
+        self.inner = None;
+        self.guard.finish(termination);
+        self.state = State::Ending;
     }
 
     fn synthetic_trailers(
@@ -333,9 +382,8 @@ impl ObservedBody {
         if let Ok(v) = HeaderValue::from_str(message) {
             t.insert("grpc-message", v);
         }
-        self.rec.grpc_status = Some(code as i32);
+        self.guard.rec.grpc_status = Some(code as i32);
         self.finish(termination);
-        self.state = State::Ending;
         Frame::trailers(t)
     }
 }
@@ -360,9 +408,8 @@ impl Body for ObservedBody {
         if let Some(d) = &mut this.deadline
             && d.as_mut().poll(cx).is_ready()
         {
-            // Past the deadline mid-stream: end it for the client; the
-            // upstream stream is reset when `inner` is dropped.
-            this.inner = None;
+            // Past the deadline mid-stream: end it for the client; dropping
+            // `inner` resets the upstream stream.
             let t = this.synthetic_trailers(Code::DeadlineExceeded, "deadline exceeded", "sD");
             return Poll::Ready(Some(Ok(t)));
         }
@@ -373,15 +420,14 @@ impl Body for ObservedBody {
         match ready!(Pin::new(inner).poll_frame(cx)) {
             Some(Ok(frame)) => {
                 if let Some(data) = frame.data_ref() {
-                    this.rec.bytes += data.len() as u64;
+                    this.guard.rec.bytes += data.len() as u64;
                 } else if let Some(t) = frame.trailers_ref() {
-                    this.log.debug_headers("response trailers", t);
+                    this.guard.log().debug_headers("response trailers", t);
                     if let Some(code) = grpc_status(t) {
-                        this.rec.grpc_status = Some(code);
+                        this.guard.rec.grpc_status = Some(code);
                     }
                     // Trailers end the stream; hyper may not poll again.
                     this.finish("--");
-                    this.state = State::Ending;
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
@@ -392,31 +438,24 @@ impl Body for ObservedBody {
             }
             None => {
                 this.finish("--");
+                this.state = State::Done;
                 Poll::Ready(None)
             }
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        matches!(self.state, State::Done)
-            || (matches!(self.state, State::Streaming)
-                && self.inner.as_ref().is_none_or(Body::is_end_stream))
+        match self.state {
+            State::Done => true,
+            State::Ending => false,
+            State::Streaming => self.inner.as_ref().is_none_or(Body::is_end_stream),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        match self.state {
-            State::Streaming => self
-                .inner
-                .as_ref()
-                .map_or_else(|| SizeHint::with_exact(0), Body::size_hint),
+        match (&self.state, &self.inner) {
+            (State::Streaming, Some(inner)) => inner.size_hint(),
             _ => SizeHint::with_exact(0),
         }
-    }
-}
-
-impl Drop for ObservedBody {
-    fn drop(&mut self) {
-        // Dropped before the end: the client went away (or reset).
-        self.finish("CD");
     }
 }

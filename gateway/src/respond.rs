@@ -38,6 +38,47 @@ pub enum Code {
 }
 
 impl Code {
+    /// The code for a `grpc-status` number; unknown numbers are `Unknown`.
+    pub fn from_i32(n: i32) -> Self {
+        const ALL: [Code; 17] = [
+            Code::Ok,
+            Code::Cancelled,
+            Code::Unknown,
+            Code::InvalidArgument,
+            Code::DeadlineExceeded,
+            Code::NotFound,
+            Code::AlreadyExists,
+            Code::PermissionDenied,
+            Code::ResourceExhausted,
+            Code::FailedPrecondition,
+            Code::Aborted,
+            Code::OutOfRange,
+            Code::Unimplemented,
+            Code::Internal,
+            Code::Unavailable,
+            Code::DataLoss,
+            Code::Unauthenticated,
+        ];
+        usize::try_from(n)
+            .ok()
+            .and_then(|i| ALL.get(i))
+            .copied()
+            .unwrap_or(Code::Unknown)
+    }
+
+    /// The gRPC code for an upstream HTTP status that came without a
+    /// `grpc-status` (gRPC's http-grpc-status-mapping.md).
+    pub fn from_http(status: StatusCode) -> Self {
+        match status.as_u16() {
+            400 => Self::Internal,
+            401 => Self::Unauthenticated,
+            403 => Self::PermissionDenied,
+            404 => Self::Unimplemented,
+            429 | 502 | 503 | 504 => Self::Unavailable,
+            _ => Self::Unknown,
+        }
+    }
+
     /// The HTTP status a JSON caller gets for this code (grpc-gateway's and
     /// Envoy's mapping).
     pub fn http_status(self) -> StatusCode {
@@ -172,6 +213,25 @@ pub fn json_error(status: StatusCode, code: Code, message: &str) -> Response<Res
     resp
 }
 
+/// Decodes a percent-encoded `grpc-message` (invalid escapes kept as is).
+pub fn percent_decode(msg: &[u8]) -> String {
+    let mut out = Vec::with_capacity(msg.len());
+    let mut i = 0;
+    while i < msg.len() {
+        if msg[i] == b'%' && i + 2 < msg.len() {
+            let hex = |b: u8| (b as char).to_digit(16);
+            if let (Some(h), Some(l)) = (hex(msg[i + 1]), hex(msg[i + 2])) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(msg[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// Percent-encodes a `grpc-message` (spec: bytes outside 0x20..=0x7E and `%`).
 pub fn percent_encode(msg: &str) -> String {
     let mut out = String::with_capacity(msg.len());
@@ -234,5 +294,11 @@ mod tests {
         assert_eq!(r.headers()["grpc-status"], "7");
         assert_eq!(r.headers()["grpc-message"], "denied: 100%25");
         assert_eq!(percent_encode("héllo"), "h%C3%A9llo");
+        assert_eq!(
+            percent_decode(b"h%C3%A9llo 100%25 %zz %"),
+            "héllo 100% %zz %"
+        );
+        assert_eq!(Code::from_i32(7), Code::PermissionDenied);
+        assert_eq!(Code::from_i32(99), Code::Unknown);
     }
 }

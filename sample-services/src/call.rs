@@ -2,12 +2,12 @@
 //!
 //! For every request it:
 //! - adds `x-server-id` to the response headers (trailers-only error responses included);
-//! - for CodenameCreator and Echo, accounts the call in [`Stats`] until the response body ended
-//!   or was dropped (a drop before the end is a client cancel);
+//! - for CodenameCreator, Echo and LibraryService, accounts the call in [`Stats`] until the
+//!   response body ended or was dropped (a drop before the end is a client cancel);
 //! - stores the `grpc-timeout` deadline as a [`Deadline`] request extension;
-//! - for Echo, copies request `x-*` metadata into the response headers and, as `trailer-x-*`,
-//!   into the trailers (into the headers for trailers-only responses, where they are the
-//!   trailers).
+//! - for Echo and LibraryService, copies request `x-*` metadata into the response headers and,
+//!   as `trailer-x-*`, into the trailers (into the headers for trailers-only responses, where
+//!   they are the trailers).
 
 use std::{
     future::Future,
@@ -26,7 +26,7 @@ use tokio::time::Instant;
 use tower::{Layer, Service};
 
 use crate::{
-    CODENAME_SERVICE, ECHO_SERVICE, SERVER_ID_HEADER, parse_grpc_timeout,
+    CODENAME_SERVICE, ECHO_SERVICE, LIBRARY_SERVICE, SERVER_ID_HEADER, parse_grpc_timeout,
     stats::{CallGuard, Stats},
 };
 
@@ -59,6 +59,7 @@ pub(crate) struct Deadline(pub(crate) Instant);
 enum Target {
     Codename,
     Echo,
+    Library,
     /// Health, reflection, or an unknown path: not counted.
     Other,
 }
@@ -72,6 +73,7 @@ impl Target {
         match service {
             Some(CODENAME_SERVICE) => Self::Codename,
             Some(ECHO_SERVICE) => Self::Echo,
+            Some(LIBRARY_SERVICE) => Self::Library,
             _ => Self::Other,
         }
     }
@@ -138,11 +140,13 @@ where
                 .insert(Deadline(deadline(Instant::now(), timeout)));
         }
         let echoed = match target {
-            Target::Echo => echoed_metadata(req.headers()),
+            Target::Echo | Target::Library => echoed_metadata(req.headers()),
             Target::Codename | Target::Other => Vec::new(),
         };
         let mut guard = match target {
-            Target::Codename | Target::Echo => Some(CallGuard::start(self.stats.clone())),
+            Target::Codename | Target::Echo | Target::Library => {
+                Some(CallGuard::start(self.stats.clone()))
+            }
             Target::Other => None,
         };
         let server_id = self.server_id.clone();
@@ -294,6 +298,10 @@ mod tests {
     fn target_from_path() {
         assert_eq!(Target::of("/CodenameCreator/GetCodename"), Target::Codename);
         assert_eq!(Target::of("/sample.echo.v1.Echo/Slow"), Target::Echo);
+        assert_eq!(
+            Target::of("/sample.library.v1.LibraryService/Watch"),
+            Target::Library
+        );
         assert_eq!(Target::of("/grpc.health.v1.Health/Check"), Target::Other);
         assert_eq!(Target::of("/sample.echo.v1.Echo"), Target::Other);
         assert_eq!(Target::of("sample.echo.v1.Echo/Slow"), Target::Other);

@@ -1,6 +1,6 @@
 //! Sample gRPC services for demos and tests of the gateway.
 //!
-//! Two application services run on one listener:
+//! Three application services run on one listener:
 //!
 //! - `CodenameCreator` (package-less, from the HAProxy gRPC demo): a unary `GetCodename` and a
 //!   bidi `KeepGettingCodenames` that streams a codename every [`ServerOptions::codename_interval`]
@@ -8,6 +8,10 @@
 //! - `sample.echo.v1.Echo`: every streaming kind, chosen status codes, large payloads, metadata
 //!   echo (headers and `trailer-`-prefixed trailers), deadlines and cancellation (see
 //!   `proto/echo.proto`).
+//! - `sample.library.v1.LibraryService`: for JSON transcoding; `google.api.http` rules of every
+//!   kind, every streaming kind, every field and well-known type (`AllTypes`), and statuses with
+//!   `google.rpc` error details (see `proto/library.proto`). Its `x-*` metadata is echoed like
+//!   Echo's.
 //!
 //! Beside them: `grpc.health.v1.Health` (tonic-health) and server reflection v1 and v1alpha
 //! (tonic-reflection, built from [`FILE_DESCRIPTOR_SET`]). Every response carries
@@ -28,6 +32,7 @@ mod call;
 mod codename_service;
 mod conn;
 mod echo_service;
+mod library_service;
 mod stats;
 mod timeout;
 
@@ -46,8 +51,23 @@ pub mod echo {
     tonic::include_proto!("sample.echo.v1");
 }
 
-/// Encoded `FileDescriptorSet` of `codename.proto` and `echo.proto` (with their imports), as
-/// users would upload it to the gateway; it also feeds the reflection service.
+/// Types and tonic client/server generated from `proto/library.proto` (`sample.library.v1`).
+#[allow(clippy::all, missing_docs)]
+pub mod library {
+    tonic::include_proto!("sample.library.v1");
+}
+
+/// The `google.rpc` error model (`Status`, `BadRequest`, `ErrorInfo`, …) from the bundled
+/// `google/rpc/status.proto` and `error_details.proto`, to decode `grpc-status-details-bin`.
+#[allow(clippy::all, missing_docs)]
+pub mod google_rpc {
+    tonic::include_proto!("google.rpc");
+}
+
+/// Encoded `FileDescriptorSet` of `codename.proto`, `echo.proto` and `library.proto` with all
+/// their imports (`google/api/annotations.proto`, `google/api/http.proto`,
+/// `google/protobuf/*.proto`), like `protoc --include_imports`, as users would upload it to the
+/// gateway; it also feeds the reflection service.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/sample_descriptor.bin"));
 
@@ -55,6 +75,8 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
 pub const CODENAME_SERVICE: &str = codename::codename_creator_server::SERVICE_NAME;
 /// Full name of the echo service.
 pub const ECHO_SERVICE: &str = echo::echo_server::SERVICE_NAME;
+/// Full name of the library service.
+pub const LIBRARY_SERVICE: &str = library::library_service_server::SERVICE_NAME;
 /// Response header (and metadata key) naming the server that answered.
 pub const SERVER_ID_HEADER: &str = "x-server-id";
 
@@ -64,7 +86,7 @@ pub const DEFAULT_CODENAME_INTERVAL: Duration = Duration::from_secs(1);
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Health-check names set by [`SampleServer::set_serving`]: overall (`""`) and each service.
-const HEALTH_NAMES: [&str; 3] = ["", CODENAME_SERVICE, ECHO_SERVICE];
+const HEALTH_NAMES: [&str; 4] = ["", CODENAME_SERVICE, ECHO_SERVICE, LIBRARY_SERVICE];
 
 /// PEM-encoded certificate chain and private key for serving TLS.
 #[derive(Clone)]
@@ -190,8 +212,8 @@ pub async fn spawn_on(addr: SocketAddr, opts: ServerOptions) -> anyhow::Result<S
     spawn(listener, opts).await
 }
 
-/// Serves CodenameCreator, Echo, health and reflection on an already bound `listener` in a
-/// background task; returns once the server is accepting.
+/// Serves CodenameCreator, Echo, LibraryService, health and reflection on an already bound
+/// `listener` in a background task; returns once the server is accepting.
 pub async fn spawn(listener: TcpListener, opts: ServerOptions) -> anyhow::Result<SampleServer> {
     let addr = listener.local_addr().context("listener address")?;
     let server_id = HeaderValue::from_str(&opts.id)
@@ -223,13 +245,15 @@ pub async fn spawn(listener: TcpListener, opts: ServerOptions) -> anyhow::Result
     }
     let router = builder
         // One layer for every service: adds x-server-id, counts application calls, records the
-        // deadline and echoes Echo's x-* metadata into headers and trailers.
+        // deadline and echoes Echo's and LibraryService's x-* metadata into headers and
+        // trailers.
         .layer(call::CallLayer::new(server_id, stats.clone()))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(codename_service::server(opts.codename_interval))
-        .add_service(echo_service::server(opts.id.clone(), stats.clone()));
+        .add_service(echo_service::server(opts.id.clone(), stats.clone()))
+        .add_service(library_service::server());
 
     // Accepted sockets get TCP_NODELAY as tonic's own listener would set (a failure to set it is
     // an accept error, which tonic logs and skips), and can be cut off by `kill`.
@@ -256,4 +280,54 @@ pub async fn spawn(listener: TcpListener, opts: ServerOptions) -> anyhow::Result
         kill,
         task: Some(task),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use prost::Message as _;
+
+    use super::*;
+
+    #[test]
+    fn descriptor_set_holds_the_services_and_their_imports() {
+        let set = prost_types::FileDescriptorSet::decode(FILE_DESCRIPTOR_SET).unwrap();
+        let names: Vec<_> = set.file.iter().map(|file| file.name()).collect();
+        for name in [
+            "codename.proto",
+            "echo.proto",
+            "library.proto",
+            "google/api/annotations.proto",
+            "google/api/http.proto",
+            "google/protobuf/descriptor.proto",
+            "google/protobuf/timestamp.proto",
+            "google/protobuf/struct.proto",
+        ] {
+            assert!(names.contains(&name), "{name} missing from {names:?}");
+        }
+        let mut unique = names.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), names.len(), "{names:?}");
+        // The error model is compiled to Rust only.
+        assert!(!names.contains(&"google/rpc/status.proto"));
+        // Each file once, dependencies before their dependents (as protoc writes them).
+        for (i, file) in set.file.iter().enumerate() {
+            for dependency in &file.dependency {
+                let at = names.iter().position(|name| name == dependency);
+                assert!(
+                    at.is_some_and(|at| at < i),
+                    "{dependency} of {}",
+                    file.name()
+                );
+            }
+        }
+        let library = set
+            .file
+            .iter()
+            .find(|file| file.name() == "library.proto")
+            .unwrap();
+        assert_eq!(library.package(), "sample.library.v1");
+        assert_eq!(library.service[0].name(), "LibraryService");
+        assert_eq!(LIBRARY_SERVICE, "sample.library.v1.LibraryService");
+    }
 }

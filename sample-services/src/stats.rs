@@ -1,5 +1,5 @@
-//! Counters of the application services' calls (CodenameCreator and Echo; health and
-//! reflection are not counted, so background health checks don't disturb tests).
+//! Counters of the application services' calls (CodenameCreator, Echo and LibraryService;
+//! health and reflection are not counted, so background health checks don't disturb tests).
 
 use std::{
     pin::pin,
@@ -11,7 +11,8 @@ use std::{
 
 use tokio::sync::Notify;
 
-/// Live counters of a [`SampleServer`](crate::SampleServer)'s CodenameCreator and Echo calls.
+/// Live counters of a [`SampleServer`](crate::SampleServer)'s CodenameCreator, Echo and
+/// LibraryService calls.
 ///
 /// A call lasts from the moment the server starts handling its request until its response
 /// stream ended (trailers sent) or was dropped.

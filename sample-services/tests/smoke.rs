@@ -153,7 +153,12 @@ async fn smoke() -> anyhow::Result<()> {
 
     // grpc.health.v1: overall and per service, then flipped.
     let mut health = HealthClient::new(channel.clone());
-    for service in ["", "CodenameCreator", "sample.echo.v1.Echo"] {
+    for service in [
+        "",
+        "CodenameCreator",
+        "sample.echo.v1.Echo",
+        "sample.library.v1.LibraryService",
+    ] {
         let response = health
             .check(HealthCheckRequest {
                 service: service.into(),
@@ -196,7 +201,8 @@ async fn smoke() -> anyhow::Result<()> {
             "CodenameCreator",
             "grpc.health.v1.Health",
             "grpc.reflection.v1.ServerReflection",
-            "sample.echo.v1.Echo"
+            "sample.echo.v1.Echo",
+            "sample.library.v1.LibraryService"
         ]
     );
     let request = v1alpha::ServerReflectionRequest {

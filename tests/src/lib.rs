@@ -229,3 +229,156 @@ pub type TestResult = anyhow::Result<()>;
 
 /// Context helper re-export.
 pub use anyhow::Context as _;
+
+/// A whole HTTP response.
+#[derive(Debug)]
+pub struct HttpResponse {
+    /// Status.
+    pub status: http::StatusCode,
+    /// Version it came over.
+    pub version: http::Version,
+    /// Headers.
+    pub headers: http::HeaderMap,
+    /// Body.
+    pub body: bytes::Bytes,
+    /// Trailers, if any.
+    pub trailers: Option<http::HeaderMap>,
+}
+
+impl HttpResponse {
+    /// The body as JSON (panics with the body text when it is not).
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", String::from_utf8_lossy(&self.body)))
+    }
+
+    /// The body as text.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// A header as text ("" when missing).
+    pub fn header(&self, name: &str) -> String {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string()
+    }
+}
+
+/// Request body for the HTTP helpers.
+pub type ReqBody = http_body_util::combinators::BoxBody<bytes::Bytes, std::convert::Infallible>;
+
+/// A request body of one chunk.
+pub fn body(b: impl Into<bytes::Bytes>) -> ReqBody {
+    use http_body_util::BodyExt;
+    http_body_util::Full::new(b.into()).boxed()
+}
+
+/// A request body fed chunk by chunk through the returned sender
+/// (chunked on HTTP/1.1).
+pub fn channel_body() -> (tokio::sync::mpsc::Sender<bytes::Bytes>, ReqBody) {
+    use http_body_util::BodyExt;
+    let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(16);
+    let stream = tokio_stream::wrappers::ReceiverStream::new(rx)
+        .map(|b| Ok::<_, std::convert::Infallible>(http_body::Frame::data(b)));
+    (tx, http_body_util::StreamBody::new(stream).boxed())
+}
+
+use tokio_stream::StreamExt as _;
+
+/// Which HTTP version a helper speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpVersion {
+    /// HTTP/1.1 (keep-alive, chunked bodies).
+    H1,
+    /// HTTP/2 with prior knowledge (cleartext).
+    H2,
+}
+
+/// Sends one request on a new connection and returns the response head
+/// and its streaming body.
+pub async fn http_send(
+    addr: SocketAddr,
+    v: HttpVersion,
+    mut req: http::Request<ReqBody>,
+) -> http::Response<hyper::body::Incoming> {
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let io = hyper_util::rt::TokioIo::new(tcp);
+    if !req.headers().contains_key(http::header::HOST) {
+        req.headers_mut()
+            .insert(http::header::HOST, addr.to_string().parse().expect("host"));
+    }
+    match v {
+        HttpVersion::H1 => {
+            let (mut send, conn) = hyper::client::conn::http1::handshake(io)
+                .await
+                .expect("h1 handshake");
+            tokio::spawn(conn);
+            send.send_request(req).await.expect("h1 response")
+        }
+        HttpVersion::H2 => {
+            let (mut send, conn) =
+                hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
+                    .await
+                    .expect("h2 handshake");
+            tokio::spawn(conn);
+            req.headers_mut().remove(http::header::HOST);
+            let uri = format!(
+                "http://{addr}{}",
+                req.uri().path_and_query().map_or("/", |p| p.as_str())
+            );
+            *req.uri_mut() = uri.parse().expect("uri");
+            send.send_request(req).await.expect("h2 response")
+        }
+    }
+}
+
+/// Sends one request and reads the whole response.
+pub async fn http_call(
+    addr: SocketAddr,
+    v: HttpVersion,
+    req: http::Request<ReqBody>,
+) -> HttpResponse {
+    use http_body_util::BodyExt;
+    let resp = http_send(addr, v, req).await;
+    let (parts, b) = resp.into_parts();
+    let collected = within(20, "response body", b.collect())
+        .await
+        .expect("body");
+    HttpResponse {
+        status: parts.status,
+        version: parts.version,
+        headers: parts.headers,
+        trailers: collected.trailers().cloned(),
+        body: collected.to_bytes(),
+    }
+}
+
+/// Reads a streaming body chunk by chunk, with the time each arrived.
+pub async fn timed_chunks(body: hyper::body::Incoming) -> Vec<(std::time::Instant, bytes::Bytes)> {
+    use http_body_util::BodyExt;
+    let mut body = body;
+    let mut out = Vec::new();
+    while let Some(frame) = within(20, "next chunk", body.frame()).await {
+        let frame = frame.expect("frame");
+        // (An HTTP/2 stream may end with an empty DATA frame.)
+        if let Ok(data) = frame.into_data()
+            && !data.is_empty()
+        {
+            out.push((std::time::Instant::now(), data));
+        }
+    }
+    out
+}
+
+/// A JSON request.
+pub fn json_request(method: &str, path: &str, json: &str) -> http::Request<ReqBody> {
+    http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("content-type", "application/json")
+        .body(body(json.to_string()))
+        .expect("request")
+}

@@ -1,5 +1,5 @@
-//! Runs the sample services (CodenameCreator, Echo, health, reflection) until Ctrl-C or
-//! SIGTERM.
+//! Runs the sample services (CodenameCreator, Echo, LibraryService, health, reflection) until
+//! Ctrl-C or SIGTERM.
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 

@@ -1,0 +1,780 @@
+//! JSON ⇄ protobuf following the proto3 JSON mapping
+//! (<https://protobuf.dev/programming-guides/proto3/#json>), via prost-reflect,
+//! plus the `google.api.http` request mapping (path, query and body, see
+//! google/api/http.proto) and `google.rpc.Status` rendering.
+//!
+//! Input accepts lowerCamelCase and original field names, int64 as numbers or
+//! strings, bytes in standard or URL-safe base64, enums by name or number, and
+//! every well-known type in its JSON form (`Any` resolved through the snapshot
+//! pool of the message descriptor). Output is compact; see [`JsonOptions`].
+//!
+//! All functions append to the caller's `out` buffer and leave it as it was on
+//! error.
+
+use std::collections::HashSet;
+
+use base64::Engine as _;
+use prost::Message as _;
+use prost_reflect::{
+    DescriptorPool, DeserializeOptions, DynamicMessage, FieldDescriptor, Kind, MessageDescriptor,
+    ReflectMessage as _, SerializeOptions, Value,
+};
+use serde::{
+    Serialize,
+    de::{self, DeserializeSeed, MapAccess, Visitor},
+};
+use serde_path_to_error::{Path, Segment, Track};
+
+use crate::{
+    error::DescriptorError,
+    http_rule::{BodySpec, HttpBinding, HttpMatch},
+    index::MethodInfo,
+    template::percent_decode,
+};
+
+/// Default for [`JsonOptions::max_depth`]: nesting levels of objects/arrays.
+pub const DEFAULT_MAX_DEPTH: usize = 64;
+
+/// How JSON is read and written. Deserializable from config (unknown keys are errors).
+#[derive(Clone, Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JsonOptions {
+    /// Output fields that hold their default value (`0`, `""`, `[]`, ...). Default false.
+    pub emit_unpopulated: bool,
+    /// Output `snake_case` proto field names instead of lowerCamelCase. Default false.
+    pub preserve_proto_field_names: bool,
+    /// Output enums as numbers instead of names. Default false.
+    pub enums_as_ints: bool,
+    /// Accept (and drop) unknown JSON fields, unknown enum names and unknown
+    /// query parameters instead of rejecting the request. Default false.
+    pub ignore_unknown_fields: bool,
+    /// Reject request JSON nested deeper than this many objects/arrays
+    /// ([`DescriptorError::TooDeep`]). Default [`DEFAULT_MAX_DEPTH`].
+    pub max_depth: usize,
+}
+
+impl Default for JsonOptions {
+    fn default() -> Self {
+        Self {
+            emit_unpopulated: false,
+            preserve_proto_field_names: false,
+            enums_as_ints: false,
+            ignore_unknown_fields: false,
+            max_depth: DEFAULT_MAX_DEPTH,
+        }
+    }
+}
+
+// === impl JsonOptions ===
+
+impl JsonOptions {
+    fn serialize_options(&self) -> SerializeOptions {
+        SerializeOptions::new()
+            .skip_default_fields(!self.emit_unpopulated)
+            .use_proto_field_name(self.preserve_proto_field_names)
+            .use_enum_numbers(self.enums_as_ints)
+    }
+
+    fn deserialize_options(&self) -> DeserializeOptions {
+        DeserializeOptions::new().deny_unknown_fields(!self.ignore_unknown_fields)
+    }
+}
+
+/// Parses `json` as a `desc` message and appends its protobuf encoding to `out`.
+///
+/// The whole body is the message; an empty or all-whitespace body is the empty message.
+pub fn json_to_proto(
+    desc: &MessageDescriptor,
+    json: &[u8],
+    opts: &JsonOptions,
+    out: &mut Vec<u8>,
+) -> Result<(), DescriptorError> {
+    if is_blank(json) {
+        return Ok(());
+    }
+    let message = parse_message(desc, json, opts, None)?;
+    encode(&message, out)
+}
+
+/// Builds the request message of an HTTP match and appends its protobuf encoding to `out`.
+///
+/// Per google/api/http.proto: the body is mapped first (`body: "*"` → the whole
+/// message, `body: "f"` → the value of field `f`, no `body` → ignored; an
+/// empty body is `{}`), then path parameters are set (overriding the body),
+/// then, unless `body: "*"`, query parameters: `a.b=1&tags=x&tags=y`, nested
+/// fields by dots, repeated fields by repeating the key, values converted by
+/// field type (numbers, bools `true|false|1|0`, enums by name or number,
+/// bytes as base64, Timestamp/Duration/FieldMask and wrappers in their JSON
+/// string forms). Query parameters naming a field bound by the path or the
+/// body are ignored; unknown ones are [`DescriptorError::InvalidPath`] unless
+/// `opts.ignore_unknown_fields`.
+pub fn build_request(
+    m: &HttpMatch,
+    body: &[u8],
+    query: Option<&str>,
+    opts: &JsonOptions,
+    out: &mut Vec<u8>,
+) -> Result<(), DescriptorError> {
+    let binding = &*m.binding;
+    let desc = &m.method.input;
+    let query = query.filter(|q| !q.is_empty() && binding.body != BodySpec::Whole);
+    if m.path_params.is_empty() && query.is_none() && binding.body == BodySpec::Whole {
+        return json_to_proto(desc, body, opts, out);
+    }
+
+    let mut message = match &binding.body {
+        BodySpec::Whole if !is_blank(body) => parse_message(desc, body, opts, None)?,
+        BodySpec::Field(field) if !is_blank(body) => parse_message(desc, body, opts, Some(field))?,
+        _ => DynamicMessage::new(desc.clone()),
+    };
+
+    for (path, value) in &m.path_params {
+        let chain = match binding.path_fields.iter().find(|(p, _)| p == path) {
+            Some((_, chain)) => chain.clone(),
+            None => resolve_chain(desc, path)?
+                .ok_or_else(|| DescriptorError::invalid_path(path, "no such field"))?,
+        };
+        set_from_str(&mut message, &chain, path, value)?;
+    }
+
+    if let Some(query) = query {
+        apply_query(&mut message, binding, query, opts)?;
+    }
+    encode(&message, out)
+}
+
+/// Decodes `proto` as a `desc` message and appends it as compact JSON to `out`.
+pub fn proto_to_json(
+    desc: &MessageDescriptor,
+    proto: &[u8],
+    opts: &JsonOptions,
+    out: &mut Vec<u8>,
+) -> Result<(), DescriptorError> {
+    let message = decode(desc, proto)?;
+    write_json(&message, &opts.serialize_options(), out)
+}
+
+/// Like [`proto_to_json`] for `method`'s response, honouring the binding's
+/// `response_body` (then only that field's value is written).
+pub fn response_to_json(
+    method: &MethodInfo,
+    binding: Option<&HttpBinding>,
+    proto: &[u8],
+    opts: &JsonOptions,
+    out: &mut Vec<u8>,
+) -> Result<(), DescriptorError> {
+    let Some(field) = binding.and_then(|b| b.response_field.as_ref()) else {
+        return proto_to_json(&method.output, proto, opts, out);
+    };
+    let mut message = decode(&method.output, proto)?;
+    let options = opts.serialize_options();
+    if let (Kind::Message(sub_desc), false) = (field.kind(), field.is_list() || field.is_map()) {
+        let sub = match message.take_field(field) {
+            Some(Value::Message(sub)) => sub,
+            _ => DynamicMessage::new(sub_desc),
+        };
+        return write_json(&sub, &options, out);
+    }
+
+    // Scalars, lists and maps: render a message holding only that field and
+    // lift the field's JSON out of it.
+    let mut only = DynamicMessage::new(method.output.clone());
+    if let Some(value) = message.take_field(field) {
+        only.try_set_field(field, value)
+            .map_err(|e| DescriptorError::InvalidProto(e.to_string()))?;
+    }
+    let key = if opts.preserve_proto_field_names {
+        field.name()
+    } else {
+        field.json_name()
+    };
+    let to_value = |options: &SerializeOptions| {
+        serde_json::to_value(WithOptions(&only, options))
+            .map_err(|e| DescriptorError::InvalidProto(e.to_string()))
+    };
+    let mut rendered = to_value(&options)?;
+    if rendered.get(key).is_none() {
+        // Default value: render it anyway (the field is the whole response).
+        rendered = to_value(&options.clone().skip_default_fields(false))?;
+    }
+    let value = rendered.get(key).unwrap_or(&serde_json::Value::Null);
+    serde_json::to_writer(&mut *out, value)
+        .map_err(|e| DescriptorError::InvalidProto(e.to_string()))
+}
+
+/// Renders a gRPC status as `{"code":..,"message":..,"details":[...]}`.
+///
+/// `details_bin` is the already base64-decoded `grpc-status-details-bin`
+/// (a `google.rpc.Status`); each of its `Any` details is rendered in proto3
+/// JSON as `{"@type": url, ...fields}` (or `{"@type": url, "value": ...}` for
+/// well-known types), resolving the type by the part of the URL after the
+/// last `/`, whatever the prefix. A detail whose type is unknown is rendered
+/// as `{"@type": url, "value": "<base64>"}`; undecodable bytes give
+/// `"details": []`. Never fails.
+pub fn status_to_json(
+    pool: &DescriptorPool,
+    code: i32,
+    message: &str,
+    details_bin: Option<&[u8]>,
+) -> serde_json::Value {
+    let details = details_bin
+        .map(|bytes| status_details(pool, bytes))
+        .unwrap_or_default();
+    serde_json::json!({
+        "code": code,
+        "message": message,
+        "details": details,
+    })
+}
+
+// === helpers: parsing ===
+
+fn is_blank(json: &[u8]) -> bool {
+    json.iter().all(u8::is_ascii_whitespace)
+}
+
+/// Rejects JSON nested deeper than `max` objects/arrays, by a byte scan that
+/// skips strings (cheap compared to parsing, and bounds the parser's recursion).
+fn check_depth(json: &[u8], max: usize) -> Result<(), DescriptorError> {
+    if json.len() <= max {
+        return Ok(()); // each level needs at least one byte
+    }
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for &b in json {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > max {
+                    return Err(DescriptorError::TooDeep { max });
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Parses a whole JSON document as a `desc` message; with `field`, the
+/// document is the value of that field instead (`body: "field"`).
+///
+/// The document is parsed without path tracking first; only when that fails is
+/// it parsed again with `serde_path_to_error` to find where (errors are rare,
+/// tracking costs on every key).
+fn parse_message(
+    desc: &MessageDescriptor,
+    json: &[u8],
+    opts: &JsonOptions,
+    field: Option<&str>,
+) -> Result<DynamicMessage, DescriptorError> {
+    check_depth(json, opts.max_depth)?;
+    let options = opts.deserialize_options();
+    let seed = || MessageSeed {
+        desc,
+        options: &options,
+    };
+    let mut de = serde_json::Deserializer::from_slice(json);
+    let result = match field {
+        None => seed().deserialize(&mut de),
+        Some(key) => seed().deserialize(SingleField {
+            key,
+            inner: &mut de,
+        }),
+    };
+    match result.and_then(|message| de.end().map(|()| message)) {
+        Ok(message) => Ok(message),
+        Err(_) => Err(locate_error(json, field, seed())),
+    }
+}
+
+/// Re-parses a document known to be invalid, tracking the path of the error.
+fn locate_error(json: &[u8], field: Option<&str>, seed: MessageSeed<'_>) -> DescriptorError {
+    let mut de = serde_json::Deserializer::from_slice(json);
+    let mut track = Track::new();
+    let result = match field {
+        None => seed.deserialize(serde_path_to_error::Deserializer::new(&mut de, &mut track)),
+        Some(key) => seed.deserialize(serde_path_to_error::Deserializer::new(
+            SingleField {
+                key,
+                inner: &mut de,
+            },
+            &mut track,
+        )),
+    };
+    match result {
+        Err(e) => json_error(&track.path(), &e),
+        Ok(_) => match de.end() {
+            Err(e) => json_error(&Track::new().path(), &e),
+            // Unreachable in practice: the first parse failed on the same input.
+            Ok(()) => DescriptorError::InvalidJson {
+                path: String::new(),
+                message: "invalid JSON".to_owned(),
+            },
+        },
+    }
+}
+
+fn json_error(path: &Path, err: &serde_json::Error) -> DescriptorError {
+    let message = err.to_string();
+    let mut rendered = String::new();
+    for segment in path {
+        match segment {
+            Segment::Map { key } => {
+                if !rendered.is_empty() {
+                    rendered.push('.');
+                }
+                rendered.push_str(key);
+            }
+            Segment::Seq { index } => {
+                rendered.push('[');
+                rendered.push_str(&index.to_string());
+                rendered.push(']');
+            }
+            Segment::Enum { variant } => rendered.push_str(variant),
+            Segment::Unknown => rendered.push('?'),
+        }
+    }
+    // prost-reflect rejects an unknown key after reading it, so the tracked path
+    // stops at the enclosing object: add the key.
+    if let Some(rest) = message.strip_prefix("unrecognized field name '") {
+        let end = rest.rfind("' at line ").or_else(|| rest.rfind('\''));
+        if let Some(key) = end.map(|end| &rest[..end]) {
+            if !rendered.is_empty() {
+                rendered.push('.');
+            }
+            rendered.push_str(key);
+        }
+    }
+    DescriptorError::InvalidJson {
+        path: rendered,
+        message,
+    }
+}
+
+struct MessageSeed<'a> {
+    desc: &'a MessageDescriptor,
+    options: &'a DeserializeOptions,
+}
+
+impl<'de> DeserializeSeed<'de> for MessageSeed<'_> {
+    type Value = DynamicMessage;
+
+    fn deserialize<D: de::Deserializer<'de>>(
+        self,
+        deserializer: D,
+    ) -> Result<Self::Value, D::Error> {
+        DynamicMessage::deserialize_with_options(self.desc.clone(), deserializer, self.options)
+    }
+}
+
+/// A deserializer presenting `{key: <inner document>}` without copying the
+/// document (a textual wrapper would let a body like `{}, "other": 1` set
+/// other fields).
+struct SingleField<'a, D> {
+    key: &'a str,
+    inner: D,
+}
+
+impl<'de, D: de::Deserializer<'de>> de::Deserializer<'de> for SingleField<'_, D> {
+    type Error = D::Error;
+
+    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, D::Error> {
+        visitor.visit_map(SingleEntry {
+            key: Some(self.key),
+            value: Some(self.inner),
+        })
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+        bytes byte_buf option unit unit_struct newtype_struct seq tuple
+        tuple_struct map struct enum identifier ignored_any
+    }
+}
+
+struct SingleEntry<'a, D> {
+    key: Option<&'a str>,
+    value: Option<D>,
+}
+
+impl<'de, D: de::Deserializer<'de>> MapAccess<'de> for SingleEntry<'_, D> {
+    type Error = D::Error;
+
+    fn next_key_seed<K: DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, D::Error> {
+        match self.key.take() {
+            Some(key) => seed
+                .deserialize(de::value::StrDeserializer::<D::Error>::new(key))
+                .map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, D::Error> {
+        match self.value.take() {
+            Some(inner) => seed.deserialize(inner),
+            None => Err(de::Error::custom("value requested twice")),
+        }
+    }
+
+    fn size_hint(&self) -> Option<usize> {
+        Some(usize::from(self.key.is_some()))
+    }
+}
+
+// === helpers: encoding ===
+
+fn encode(message: &DynamicMessage, out: &mut Vec<u8>) -> Result<(), DescriptorError> {
+    out.reserve(message.encoded_len());
+    message
+        .encode(out)
+        .map_err(|e| DescriptorError::InvalidProto(e.to_string()))
+}
+
+fn decode(desc: &MessageDescriptor, proto: &[u8]) -> Result<DynamicMessage, DescriptorError> {
+    DynamicMessage::decode(desc.clone(), proto)
+        .map_err(|e| DescriptorError::InvalidProto(e.to_string()))
+}
+
+fn write_json(
+    message: &DynamicMessage,
+    options: &SerializeOptions,
+    out: &mut Vec<u8>,
+) -> Result<(), DescriptorError> {
+    let start = out.len();
+    let result = {
+        let mut serializer = serde_json::Serializer::new(&mut *out);
+        message.serialize_with_options(&mut serializer, options)
+    };
+    result.map_err(|e| {
+        out.truncate(start);
+        DescriptorError::InvalidProto(e.to_string())
+    })
+}
+
+/// `Serialize` for a message with explicit options.
+struct WithOptions<'a>(&'a DynamicMessage, &'a SerializeOptions);
+
+impl Serialize for WithOptions<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize_with_options(serializer, self.1)
+    }
+}
+
+// === helpers: path and query parameters ===
+
+/// Resolves a dotted field path by proto or JSON names. `Ok(None)` when a
+/// component does not exist; an error when it exists but cannot be traversed.
+fn resolve_chain(
+    desc: &MessageDescriptor,
+    path: &str,
+) -> Result<Option<Vec<FieldDescriptor>>, DescriptorError> {
+    let mut chain = Vec::new();
+    let mut current = desc.clone();
+    let mut parts = path.split('.').peekable();
+    while let Some(name) = parts.next() {
+        let Some(field) = current
+            .get_field_by_name(name)
+            .or_else(|| current.get_field_by_json_name(name))
+        else {
+            return Ok(None);
+        };
+        if parts.peek().is_some() {
+            match field.kind() {
+                Kind::Message(m) if !field.is_list() && !field.is_map() && !is_wkt(&m) => {
+                    current = m;
+                }
+                _ => {
+                    return Err(DescriptorError::invalid_path(
+                        path,
+                        format!("`{name}` is not a singular message field"),
+                    ));
+                }
+            }
+        }
+        chain.push(field);
+    }
+    Ok(Some(chain))
+}
+
+/// Sets the field at the end of `chain` (creating parents) from a string.
+fn set_from_str(
+    message: &mut DynamicMessage,
+    chain: &[FieldDescriptor],
+    path: &str,
+    value: &str,
+) -> Result<(), DescriptorError> {
+    let Some((leaf, parents)) = chain.split_last() else {
+        return Err(DescriptorError::invalid_path(path, "empty field path"));
+    };
+    let target = parent_mut(message, parents, path)?;
+    let value = parse_value(&leaf.kind(), value)
+        .map_err(|message| DescriptorError::invalid_path(path, message))?;
+    if leaf.is_list() {
+        match target.get_field_mut(leaf).as_list_mut() {
+            Some(list) => list.push(value),
+            None => return Err(DescriptorError::invalid_path(path, "not a list")),
+        }
+        return Ok(());
+    }
+    target
+        .try_set_field(leaf, value)
+        .map_err(|e| DescriptorError::invalid_path(path, e.to_string()))
+}
+
+fn parent_mut<'m>(
+    message: &'m mut DynamicMessage,
+    parents: &[FieldDescriptor],
+    path: &str,
+) -> Result<&'m mut DynamicMessage, DescriptorError> {
+    let mut target = message;
+    for field in parents {
+        target = target
+            .get_field_mut(field)
+            .as_message_mut()
+            .ok_or_else(|| DescriptorError::invalid_path(path, "not a message field"))?;
+    }
+    Ok(target)
+}
+
+/// Converts a path/query string to a value of `kind`.
+fn parse_value(kind: &Kind, s: &str) -> Result<Value, String> {
+    fn num<T: std::str::FromStr>(s: &str, what: &str) -> Result<T, String> {
+        s.parse()
+            .map_err(|_| format!("`{s}` is not a valid {what}"))
+    }
+    Ok(match kind {
+        Kind::Double => Value::F64(num(s, "double")?),
+        Kind::Float => Value::F32(num(s, "float")?),
+        Kind::Int32 | Kind::Sint32 | Kind::Sfixed32 => Value::I32(num(s, "int32")?),
+        Kind::Int64 | Kind::Sint64 | Kind::Sfixed64 => Value::I64(num(s, "int64")?),
+        Kind::Uint32 | Kind::Fixed32 => Value::U32(num(s, "uint32")?),
+        Kind::Uint64 | Kind::Fixed64 => Value::U64(num(s, "uint64")?),
+        Kind::Bool => Value::Bool(match s {
+            "true" | "1" => true,
+            "false" | "0" => false,
+            _ => return Err(format!("`{s}` is not a valid bool")),
+        }),
+        Kind::String => Value::String(s.to_owned()),
+        Kind::Bytes => Value::Bytes(decode_base64(s)?.into()),
+        Kind::Enum(e) => match e.get_value_by_name(s) {
+            Some(v) => Value::EnumNumber(v.number()),
+            None => Value::EnumNumber(
+                s.parse()
+                    .map_err(|_| format!("`{s}` is not a value of enum `{}`", e.full_name()))?,
+            ),
+        },
+        Kind::Message(m) => Value::Message(parse_wkt(m, s)?),
+    })
+}
+
+fn decode_base64(s: &str) -> Result<Vec<u8>, String> {
+    use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+    const CONFIG: GeneralPurposeConfig = GeneralPurposeConfig::new()
+        .with_decode_allow_trailing_bits(true)
+        .with_decode_padding_mode(DecodePaddingMode::Indifferent);
+    const STANDARD: GeneralPurpose = GeneralPurpose::new(&base64::alphabet::STANDARD, CONFIG);
+    const URL_SAFE: GeneralPurpose = GeneralPurpose::new(&base64::alphabet::URL_SAFE, CONFIG);
+    STANDARD
+        .decode(s)
+        .or_else(|_| URL_SAFE.decode(s))
+        .map_err(|e| format!("invalid base64: {e}"))
+}
+
+/// Well-known types whose JSON form is a string or scalar, from a string.
+fn parse_wkt(desc: &MessageDescriptor, s: &str) -> Result<DynamicMessage, String> {
+    match desc.full_name() {
+        "google.protobuf.Timestamp" | "google.protobuf.Duration" | "google.protobuf.FieldMask" => {
+            DynamicMessage::deserialize(
+                desc.clone(),
+                de::value::StrDeserializer::<de::value::Error>::new(s),
+            )
+            .map_err(|e| format!("invalid {}: {e}", desc.name()))
+        }
+        "google.protobuf.DoubleValue"
+        | "google.protobuf.FloatValue"
+        | "google.protobuf.Int64Value"
+        | "google.protobuf.UInt64Value"
+        | "google.protobuf.Int32Value"
+        | "google.protobuf.UInt32Value"
+        | "google.protobuf.BoolValue"
+        | "google.protobuf.StringValue"
+        | "google.protobuf.BytesValue" => {
+            let field = desc
+                .get_field_by_name("value")
+                .ok_or_else(|| format!("`{}` has no `value` field", desc.full_name()))?;
+            let mut message = DynamicMessage::new(desc.clone());
+            message
+                .try_set_field(&field, parse_value(&field.kind(), s)?)
+                .map_err(|e| e.to_string())?;
+            Ok(message)
+        }
+        other => Err(format!(
+            "a `{other}` cannot be given as one parameter; set its fields as `field.sub=`"
+        )),
+    }
+}
+
+/// Message types with a special JSON mapping (not an object of fields).
+fn is_wkt(desc: &MessageDescriptor) -> bool {
+    matches!(
+        desc.full_name(),
+        "google.protobuf.Any"
+            | "google.protobuf.Timestamp"
+            | "google.protobuf.Duration"
+            | "google.protobuf.Struct"
+            | "google.protobuf.Value"
+            | "google.protobuf.ListValue"
+            | "google.protobuf.FieldMask"
+            | "google.protobuf.Empty"
+            | "google.protobuf.DoubleValue"
+            | "google.protobuf.FloatValue"
+            | "google.protobuf.Int64Value"
+            | "google.protobuf.UInt64Value"
+            | "google.protobuf.Int32Value"
+            | "google.protobuf.UInt32Value"
+            | "google.protobuf.BoolValue"
+            | "google.protobuf.StringValue"
+            | "google.protobuf.BytesValue"
+    )
+}
+
+fn field_numbers(chain: &[FieldDescriptor]) -> Vec<u32> {
+    chain.iter().map(FieldDescriptor::number).collect()
+}
+
+fn apply_query(
+    message: &mut DynamicMessage,
+    binding: &HttpBinding,
+    query: &str,
+    opts: &JsonOptions,
+) -> Result<(), DescriptorError> {
+    let desc = message.descriptor();
+    // Field-number paths bound by the path template or the body field.
+    let mut bound: Vec<Vec<u32>> = binding
+        .path_fields
+        .iter()
+        .map(|(_, chain)| field_numbers(chain))
+        .collect();
+    if let Some(field) = &binding.body_field {
+        bound.push(vec![field.number()]);
+    }
+    let mut seen: HashSet<Vec<u32>> = HashSet::new();
+
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (raw_key, raw_value) = pair.split_once('=').unwrap_or((pair, ""));
+        let key = percent_decode(raw_key, false, true)
+            .ok_or_else(|| DescriptorError::invalid_path(raw_key, "not UTF-8"))?;
+        let value = percent_decode(raw_value, false, true)
+            .ok_or_else(|| DescriptorError::invalid_path(&key, "value is not UTF-8"))?;
+
+        let chain = match resolve_chain(&desc, &key) {
+            Ok(Some(chain)) => chain,
+            Ok(None) if opts.ignore_unknown_fields => continue,
+            Ok(None) => return Err(DescriptorError::invalid_path(key, "unknown field")),
+            Err(e) => return Err(e),
+        };
+        let numbers = field_numbers(&chain);
+        if bound
+            .iter()
+            .any(|b| b.starts_with(&numbers) || numbers.starts_with(b))
+        {
+            continue; // the path or the body wins
+        }
+        let Some(leaf) = chain.last() else {
+            continue;
+        };
+        if leaf.is_map() {
+            return Err(DescriptorError::invalid_path(
+                key,
+                "map fields cannot be set from the query",
+            ));
+        }
+        if !leaf.is_list() && !seen.insert(numbers) {
+            return Err(DescriptorError::invalid_path(
+                key,
+                "repeated parameter for a non-repeated field",
+            ));
+        }
+        if let Some(oneof) = leaf.containing_oneof() {
+            let parent = parent_mut(message, &chain[..chain.len() - 1], &key)?;
+            if oneof
+                .fields()
+                .any(|f| f.number() != leaf.number() && parent.has_field(&f))
+            {
+                return Err(DescriptorError::invalid_path(
+                    key,
+                    format!("another field of oneof `{}` is already set", oneof.name()),
+                ));
+            }
+        }
+        set_from_str(message, &chain, &key, &value)?;
+    }
+    Ok(())
+}
+
+// === helpers: status details ===
+
+fn status_details(pool: &DescriptorPool, bytes: &[u8]) -> Vec<serde_json::Value> {
+    let Some(desc) = pool.get_message_by_name("google.rpc.Status") else {
+        return Vec::new();
+    };
+    let Ok(status) = DynamicMessage::decode(desc, bytes) else {
+        return Vec::new();
+    };
+    let Some(details) = status.get_field_by_name("details") else {
+        return Vec::new();
+    };
+    details
+        .as_list()
+        .unwrap_or_default()
+        .iter()
+        .filter_map(Value::as_message)
+        .map(|any| render_any(pool, any))
+        .collect()
+}
+
+/// One `google.protobuf.Any` in proto3 JSON, resolving its type in `pool` by
+/// the part of the type URL after the last `/`.
+fn render_any(pool: &DescriptorPool, any: &DynamicMessage) -> serde_json::Value {
+    let type_url = any
+        .get_field_by_name("type_url")
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default();
+    let value = any
+        .get_field_by_name("value")
+        .and_then(|v| v.as_bytes().cloned())
+        .unwrap_or_default();
+    let name = type_url.rsplit('/').next().unwrap_or_default();
+    let rendered = pool.get_message_by_name(name).and_then(|desc| {
+        let message = DynamicMessage::decode(desc.clone(), value.as_ref()).ok()?;
+        let json = serde_json::to_value(WithOptions(&message, &SerializeOptions::new())).ok()?;
+        Some((is_wkt(&desc), json))
+    });
+    match rendered {
+        Some((false, serde_json::Value::Object(mut fields))) => {
+            fields.insert("@type".to_owned(), type_url.into());
+            serde_json::Value::Object(fields)
+        }
+        Some((_, json)) => serde_json::json!({ "@type": type_url, "value": json }),
+        None => serde_json::json!({
+            "@type": type_url,
+            "value": base64::engine::general_purpose::STANDARD.encode(&value),
+        }),
+    }
+}

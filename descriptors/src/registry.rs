@@ -1,0 +1,492 @@
+//! The registry of named descriptor sets. Every change builds a complete new
+//! [`Snapshot`] off to the side (pool, method index, route table) and swaps it
+//! in atomically only if everything validated; readers never lock.
+//!
+//! Every snapshot's pool holds [`BUNDLED_DESCRIPTOR_SET`](crate::BUNDLED_DESCRIPTOR_SET)
+//! (google.rpc status/details/code, google.api annotations/http/httpbody and
+//! the protobuf well-known types) plus all registered sets.
+//!
+//! File sharing rules:
+//! - A file whose name is in the bundled set is always taken from the bundled
+//!   set; an uploaded copy is ignored (compilers disagree on the exact bytes
+//!   of `google/protobuf/*.proto`).
+//! - A file shipped by several sets must be byte-identical in all of them
+//!   (prost-reflect then keeps one copy); otherwise the upload is a
+//!   [`DescriptorError::Conflict`] naming the file and the other set.
+//! - A message, enum, service or extension defined in another set (in a
+//!   different file) or in the bundled set is a conflict too.
+
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    sync::{Arc, Mutex, PoisonError},
+};
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use prost::Message as _;
+use prost_reflect::DescriptorPool;
+use prost_types::{DescriptorProto, FileDescriptorProto};
+
+use crate::{
+    error::DescriptorError,
+    http_rule::HttpMatch,
+    index::{MethodIndex, MethodInfo},
+};
+
+/// Owner name reported in conflicts with the bundled protos.
+const BUNDLED_OWNER: &str = "bundled";
+
+/// Thread-safe registry of descriptor sets; cheap to read, writers serialized.
+#[derive(Debug)]
+pub struct Registry {
+    current: ArcSwap<Snapshot>,
+    writer: Mutex<WriterState>,
+    bundled: Bundled,
+}
+
+/// An immutable view of all registered sets: the pool, the method index and
+/// the HTTP routes. Hold the `Arc` for the duration of one request.
+#[derive(Debug)]
+pub struct Snapshot {
+    pool: DescriptorPool,
+    sets: BTreeMap<String, Arc<RegisteredSet>>,
+    /// File name → sets shipping it, in pool order (first is the owner).
+    file_sets: HashMap<String, Vec<String>>,
+    index: MethodIndex,
+}
+
+/// Summary of one registered set, as listed by the admin API.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct SetInfo {
+    /// The name it was registered under.
+    pub name: String,
+    /// 1 for the first `put` of this name, incremented by every later one
+    /// (also across a `remove`).
+    pub version: u64,
+    /// Size of the uploaded `FileDescriptorSet` in bytes.
+    pub size_bytes: usize,
+    /// Files in the set, in upload order.
+    pub files: Vec<String>,
+    /// Full names of the services defined in those files.
+    pub services: Vec<String>,
+    /// gRPC paths (`/pkg.Service/Method`) of their methods.
+    pub methods: Vec<String>,
+    /// Their HTTP bindings, e.g. `GET /v1/{name=shelves/*}`.
+    pub http_rules: Vec<String>,
+}
+
+/// Result of a successful [`Registry::put`].
+#[derive(Clone, Debug)]
+pub struct PutOutcome {
+    /// A set of the same name was replaced.
+    pub replaced: bool,
+    /// The set as now registered.
+    pub set: SetInfo,
+}
+
+#[derive(Debug)]
+struct RegisteredSet {
+    info: SetInfo,
+    bytes: Bytes,
+}
+
+#[derive(Debug, Default)]
+struct WriterState {
+    versions: HashMap<String, u64>,
+}
+
+#[derive(Debug)]
+struct Bundled {
+    pool: DescriptorPool,
+    files: HashSet<String>,
+}
+
+/// A decoded upload, before validation against the registry.
+struct Upload {
+    /// Raw bytes of each file, by name, in upload order.
+    files: Vec<(String, Bytes, FileDescriptorProto)>,
+}
+
+/// `google.protobuf.FileDescriptorSet` with each file kept as raw bytes, so
+/// files can be compared byte for byte.
+#[derive(Clone, PartialEq, prost::Message)]
+struct RawFileSet {
+    #[prost(bytes = "bytes", repeated, tag = "1")]
+    file: Vec<Bytes>,
+}
+
+// === impl Registry ===
+
+impl Default for Registry {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Registry {
+    /// An empty registry whose snapshots know only the bundled protos.
+    pub fn new() -> Self {
+        // Invariant: BUNDLED_DESCRIPTOR_SET is produced by build.rs with protox
+        // from a fixed file list, so it always decodes (tested in `tests`).
+        let pool = DescriptorPool::decode(crate::BUNDLED_DESCRIPTOR_SET)
+            .expect("bundled descriptor set decodes");
+        let files = pool.files().map(|f| f.name().to_owned()).collect();
+        let bundled = Bundled { pool, files };
+        let snapshot = Snapshot {
+            pool: bundled.pool.clone(),
+            sets: BTreeMap::new(),
+            file_sets: HashMap::new(),
+            // The bundled protos define no services, so this cannot fail; an
+            // empty index is the right answer either way.
+            index: MethodIndex::build(&bundled.pool, |_| None).unwrap_or_default(),
+        };
+        Self {
+            current: ArcSwap::from_pointee(snapshot),
+            writer: Mutex::new(WriterState::default()),
+            bundled,
+        }
+    }
+
+    /// The current snapshot (lock-free).
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+
+    /// Validates and swaps in atomically (all or nothing). Replacing a set of the same name is allowed.
+    ///
+    /// `fds` is an encoded `google.protobuf.FileDescriptorSet` that must contain
+    /// every file it imports (apart from the bundled ones). This is CPU-bound
+    /// work proportional to all registered sets: call it off async runtime threads.
+    pub fn put(&self, name: &str, fds: &[u8]) -> Result<PutOutcome, DescriptorError> {
+        let mut state = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        let current = self.current.load_full();
+        let bytes = Bytes::copy_from_slice(fds);
+        let upload = Upload::decode(name, bytes.clone())?;
+        upload.check_dependencies(&self.bundled)?;
+        upload.check_conflicts(name, &current, &self.bundled)?;
+
+        let version = state.versions.get(name).copied().unwrap_or(0) + 1;
+        let replaced = current.sets.contains_key(name);
+
+        // The new set is added to the pool last, so rule collisions name it as `rule`.
+        let pool = if replaced {
+            let mut pool = self.bundled.pool.clone();
+            for (other, set) in current.sets.iter().filter(|(n, _)| *n != name) {
+                add_set(&mut pool, other, &set.bytes)?;
+            }
+            add_set(&mut pool, name, &bytes)?;
+            pool
+        } else {
+            let mut pool = current.pool.clone();
+            add_set(&mut pool, name, &bytes)?;
+            pool
+        };
+
+        let mut file_sets = current.file_sets.clone();
+        if replaced {
+            for owners in file_sets.values_mut() {
+                owners.retain(|o| o != name);
+            }
+        }
+        for (file, _, _) in &upload.files {
+            file_sets
+                .entry(file.clone())
+                .or_default()
+                .push(name.to_owned());
+        }
+        file_sets.retain(|_, owners| !owners.is_empty());
+
+        let index = MethodIndex::build(&pool, |file| {
+            file_sets
+                .get(file)
+                .and_then(|o| o.first())
+                .map(String::as_str)
+        })?;
+
+        let info = set_info(name, version, &bytes, &upload, &pool, &index);
+        let mut sets = current.sets.clone();
+        sets.insert(
+            name.to_owned(),
+            Arc::new(RegisteredSet {
+                info: info.clone(),
+                bytes,
+            }),
+        );
+        self.current.store(Arc::new(Snapshot {
+            pool,
+            sets,
+            file_sets,
+            index,
+        }));
+        state.versions.insert(name.to_owned(), version);
+        Ok(PutOutcome {
+            replaced,
+            set: info,
+        })
+    }
+
+    /// Removes a set; [`DescriptorError::UnknownSet`] if absent.
+    pub fn remove(&self, name: &str) -> Result<(), DescriptorError> {
+        let _state = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        let current = self.current.load_full();
+        if !current.sets.contains_key(name) {
+            return Err(DescriptorError::UnknownSet(name.to_owned()));
+        }
+        let mut sets = current.sets.clone();
+        sets.remove(name);
+        let mut pool = self.bundled.pool.clone();
+        for (other, set) in &sets {
+            add_set(&mut pool, other, &set.bytes)?;
+        }
+        let mut file_sets = current.file_sets.clone();
+        for owners in file_sets.values_mut() {
+            owners.retain(|o| o != name);
+        }
+        file_sets.retain(|_, owners| !owners.is_empty());
+        let index = MethodIndex::build(&pool, |file| {
+            file_sets
+                .get(file)
+                .and_then(|o| o.first())
+                .map(String::as_str)
+        })?;
+        self.current.store(Arc::new(Snapshot {
+            pool,
+            sets,
+            file_sets,
+            index,
+        }));
+        Ok(())
+    }
+}
+
+fn add_set(pool: &mut DescriptorPool, name: &str, bytes: &Bytes) -> Result<(), DescriptorError> {
+    // decode_file_descriptor_set (unlike add_file_descriptor_set) keeps extension
+    // options such as google.api.http, and skips files already in the pool.
+    pool.decode_file_descriptor_set(bytes.clone())
+        .map_err(|source| DescriptorError::InvalidDescriptor {
+            name: name.to_owned(),
+            source,
+        })
+}
+
+fn set_info(
+    name: &str,
+    version: u64,
+    bytes: &Bytes,
+    upload: &Upload,
+    pool: &DescriptorPool,
+    index: &MethodIndex,
+) -> SetInfo {
+    let mut info = SetInfo {
+        name: name.to_owned(),
+        version,
+        size_bytes: bytes.len(),
+        files: Vec::with_capacity(upload.files.len()),
+        services: Vec::new(),
+        methods: Vec::new(),
+        http_rules: Vec::new(),
+    };
+    for (file, _, _) in &upload.files {
+        info.files.push(file.clone());
+        let Some(descriptor) = pool.get_file_by_name(file) else {
+            continue;
+        };
+        for service in descriptor.services() {
+            info.services.push(service.full_name().to_owned());
+            for method in service.methods() {
+                let path = format!("/{}/{}", service.full_name(), method.name());
+                if let Some(m) = index.get(&path) {
+                    info.http_rules
+                        .extend(m.bindings.iter().map(|b| b.to_string()));
+                }
+                info.methods.push(path);
+            }
+        }
+    }
+    info
+}
+
+// === impl Upload ===
+
+impl Upload {
+    fn decode(name: &str, bytes: Bytes) -> Result<Self, DescriptorError> {
+        let decode_err = |source| DescriptorError::Decode {
+            name: name.to_owned(),
+            source,
+        };
+        let raw = RawFileSet::decode(bytes).map_err(decode_err)?;
+        if raw.file.is_empty() {
+            return Err(DescriptorError::EmptySet {
+                name: name.to_owned(),
+            });
+        }
+        let files = raw
+            .file
+            .into_iter()
+            .map(|file| {
+                let proto = FileDescriptorProto::decode(file.clone()).map_err(decode_err)?;
+                Ok((proto.name().to_owned(), file, proto))
+            })
+            .collect::<Result<Vec<_>, DescriptorError>>()?;
+        Ok(Self { files })
+    }
+
+    fn check_dependencies(&self, bundled: &Bundled) -> Result<(), DescriptorError> {
+        let own: HashSet<&str> = self.files.iter().map(|(n, _, _)| n.as_str()).collect();
+        for (file, _, proto) in &self.files {
+            if bundled.files.contains(file) {
+                continue; // replaced by the bundled copy
+            }
+            for dependency in &proto.dependency {
+                if !own.contains(dependency.as_str()) && !bundled.files.contains(dependency) {
+                    return Err(DescriptorError::MissingDependency {
+                        file: file.clone(),
+                        dependency: dependency.clone(),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn check_conflicts(
+        &self,
+        name: &str,
+        current: &Snapshot,
+        bundled: &Bundled,
+    ) -> Result<(), DescriptorError> {
+        // The first set other than `name` that ships `file`.
+        let other_owner = |file: &str| -> Option<&str> {
+            current
+                .file_sets
+                .get(file)?
+                .iter()
+                .find(|o| *o != name)
+                .map(String::as_str)
+        };
+        for (file, bytes, proto) in &self.files {
+            if bundled.files.contains(file) {
+                continue;
+            }
+            if let Some(owner) = other_owner(file) {
+                let same = current
+                    .sets
+                    .get(owner)
+                    .and_then(|set| RawFileSet::decode(set.bytes.clone()).ok())
+                    .is_some_and(|raw| raw.file.iter().any(|f| f == bytes));
+                if same {
+                    continue; // identical copy: its definitions are shared, not duplicated
+                }
+                return Err(DescriptorError::Conflict {
+                    what: file.clone(),
+                    owner: owner.to_owned(),
+                });
+            }
+            let mut names = Vec::new();
+            definitions(proto, &mut names);
+            for full_name in names {
+                let file_of = definition_file(&current.pool, &full_name);
+                let Some(defining_file) = file_of else {
+                    continue;
+                };
+                let owner = if bundled.files.contains(&defining_file) {
+                    Some(BUNDLED_OWNER)
+                } else {
+                    other_owner(&defining_file)
+                };
+                if let Some(owner) = owner {
+                    return Err(DescriptorError::Conflict {
+                        what: full_name,
+                        owner: owner.to_owned(),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Full names of the messages, enums, services and extensions defined in `file`.
+fn definitions(file: &FileDescriptorProto, out: &mut Vec<String>) {
+    fn scoped(scope: &str, name: &str) -> String {
+        if scope.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{scope}.{name}")
+        }
+    }
+    fn message(scope: &str, m: &DescriptorProto, out: &mut Vec<String>) {
+        let full = scoped(scope, m.name());
+        for nested in &m.nested_type {
+            message(&full, nested, out);
+        }
+        out.extend(m.enum_type.iter().map(|e| scoped(&full, e.name())));
+        out.extend(m.extension.iter().map(|e| scoped(&full, e.name())));
+        out.push(full);
+    }
+    let package = file.package();
+    for m in &file.message_type {
+        message(package, m, out);
+    }
+    out.extend(file.enum_type.iter().map(|e| scoped(package, e.name())));
+    out.extend(file.service.iter().map(|s| scoped(package, s.name())));
+    out.extend(file.extension.iter().map(|e| scoped(package, e.name())));
+}
+
+/// The file defining `full_name` in `pool`, if it is a message, enum, service or extension.
+fn definition_file(pool: &DescriptorPool, full_name: &str) -> Option<String> {
+    if let Some(m) = pool.get_message_by_name(full_name) {
+        return Some(m.parent_file().name().to_owned());
+    }
+    if let Some(e) = pool.get_enum_by_name(full_name) {
+        return Some(e.parent_file().name().to_owned());
+    }
+    if let Some(s) = pool.get_service_by_name(full_name) {
+        return Some(s.parent_file().name().to_owned());
+    }
+    pool.get_extension_by_name(full_name)
+        .map(|e| e.parent_file().name().to_owned())
+}
+
+// === impl Snapshot ===
+
+impl Snapshot {
+    /// The pool: bundled protos plus every registered set.
+    pub fn pool(&self) -> &DescriptorPool {
+        &self.pool
+    }
+
+    /// The method with this gRPC path (`/pkg.Service/Method`).
+    pub fn method(&self, grpc_path: &str) -> Option<&Arc<MethodInfo>> {
+        self.index.get(grpc_path)
+    }
+
+    /// Every method of every registered service, in pool order.
+    pub fn methods(&self) -> impl Iterator<Item = &Arc<MethodInfo>> {
+        self.index.iter()
+    }
+
+    /// The registered sets, by name.
+    pub fn sets(&self) -> impl Iterator<Item = &SetInfo> {
+        self.sets.values().map(|s| &s.info)
+    }
+
+    /// One registered set's summary.
+    pub fn set(&self, name: &str) -> Option<&SetInfo> {
+        self.sets.get(name).map(|s| &s.info)
+    }
+
+    /// The original uploaded bytes of a set.
+    pub fn set_bytes(&self, name: &str) -> Option<&[u8]> {
+        self.sets.get(name).map(|s| s.bytes.as_ref())
+    }
+
+    /// Matches an HTTP request against the google.api.http rules (not the default POST route; the caller handles that via method()).
+    ///
+    /// `path` is the request path (anything from `?` on is ignored). The most
+    /// specific matching binding wins (see `template` for the ordering), then
+    /// declaration order.
+    pub fn match_http(&self, method: &http::Method, path: &str) -> Option<HttpMatch> {
+        self.index.routes().find(method, path)
+    }
+}

@@ -1,0 +1,8 @@
+//! Integration tests of the descriptors crate (one binary, one module per area).
+
+mod common;
+mod http;
+mod json;
+mod props;
+mod registry;
+mod status;

@@ -1,0 +1,480 @@
+//! Registry: put / replace / remove, versions, and every rejection leaving the
+//! snapshot untouched.
+
+use std::sync::Arc;
+
+use descriptors::{DescriptorError, ErrorKind, Registry};
+use prost::Message as _;
+use prost_types::{
+    DescriptorProto, FieldDescriptorProto, FileDescriptorProto, FileDescriptorSet,
+    field_descriptor_proto::{Label, Type},
+};
+
+use crate::common::{LIBRARY, TYPES, compile, compile_source};
+
+const GET_SHELF: &str = "/example.library.v1.LibraryService/GetShelf";
+
+/// Asserts that `put` fails with `check` and leaves the snapshot as it was.
+fn rejected(registry: &Registry, name: &str, bytes: &[u8]) -> DescriptorError {
+    let before = registry.snapshot();
+    let err = registry.put(name, bytes).unwrap_err();
+    assert!(
+        Arc::ptr_eq(&before, &registry.snapshot()),
+        "snapshot changed after {err}"
+    );
+    err
+}
+
+#[test]
+fn bundled_set_is_always_there() {
+    let registry = Registry::new();
+    let snapshot = registry.snapshot();
+    let pool = snapshot.pool();
+    for name in [
+        "google.rpc.Status",
+        "google.rpc.BadRequest",
+        "google.rpc.ErrorInfo",
+        "google.api.HttpRule",
+        "google.api.HttpBody",
+        "google.protobuf.Any",
+        "google.protobuf.Timestamp",
+        "google.protobuf.Struct",
+        "google.protobuf.FieldMask",
+    ] {
+        assert!(pool.get_message_by_name(name).is_some(), "{name}");
+    }
+    assert!(pool.get_enum_by_name("google.rpc.Code").is_some());
+    assert!(pool.get_extension_by_name("google.api.http").is_some());
+    assert_eq!(snapshot.sets().count(), 0);
+    assert_eq!(snapshot.methods().count(), 0);
+}
+
+#[test]
+fn put_replace_remove_and_versions() {
+    let registry = Registry::new();
+    let library = compile(&[LIBRARY]);
+
+    let outcome = registry.put("library", &library).unwrap();
+    assert!(!outcome.replaced);
+    let set = &outcome.set;
+    assert_eq!(set.name, "library");
+    assert_eq!(set.version, 1);
+    assert_eq!(set.size_bytes, library.len());
+    assert!(set.files.iter().any(|f| f == LIBRARY));
+    assert_eq!(set.services, ["example.library.v1.LibraryService"]);
+    assert!(set.methods.iter().any(|m| m == GET_SHELF));
+    assert!(
+        set.http_rules
+            .iter()
+            .any(|r| r == "GET /v1/{name=shelves/*}")
+    );
+    assert!(
+        set.http_rules
+            .iter()
+            .any(|r| r == "MOVE /v1/{name=shelves/*/books/*}")
+    );
+    assert!(set.http_rules.iter().any(|r| r == "GET /v2/{name=**}"));
+
+    let snapshot = registry.snapshot();
+    assert_eq!(snapshot.set_bytes("library"), Some(library.as_slice()));
+    let method = snapshot.method(GET_SHELF).unwrap();
+    assert_eq!(method.service, "example.library.v1.LibraryService");
+    assert_eq!(method.name, "GetShelf");
+    assert_eq!(
+        method.input.full_name(),
+        "example.library.v1.GetShelfRequest"
+    );
+    assert_eq!(method.output.full_name(), "example.library.v1.Shelf");
+    assert_eq!(method.set_name, "library");
+    assert!(!method.client_streaming && !method.server_streaming);
+    let stream = snapshot
+        .method("/example.library.v1.LibraryService/StreamBooks")
+        .unwrap();
+    assert!(!stream.client_streaming && stream.server_streaming);
+    let get_book = snapshot
+        .method("/example.library.v1.LibraryService/GetBook")
+        .unwrap();
+    assert_eq!(get_book.bindings.len(), 3);
+    let ping = snapshot
+        .method("/example.library.v1.LibraryService/Ping")
+        .unwrap();
+    assert!(ping.bindings.is_empty());
+
+    // Replace: version 2.
+    let outcome = registry.put("library", &library).unwrap();
+    assert!(outcome.replaced);
+    assert_eq!(outcome.set.version, 2);
+
+    // A second set.
+    let outcome = registry.put("types", &compile(&[TYPES])).unwrap();
+    assert_eq!(outcome.set.version, 1);
+    let snapshot = registry.snapshot();
+    let names: Vec<_> = snapshot.sets().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["library", "types"]);
+    assert!(
+        snapshot
+            .method("/example.types.v1.TypesService/EchoStream")
+            .is_some_and(|m| m.client_streaming && m.server_streaming)
+    );
+    // Old snapshots stay valid.
+    let old = snapshot.clone();
+
+    registry.remove("types").unwrap();
+    let snapshot = registry.snapshot();
+    assert!(
+        snapshot
+            .method("/example.types.v1.TypesService/Echo")
+            .is_none()
+    );
+    assert!(snapshot.method(GET_SHELF).is_some());
+    assert!(old.method("/example.types.v1.TypesService/Echo").is_some());
+    assert!(matches!(
+        registry.remove("types"),
+        Err(DescriptorError::UnknownSet(name)) if name == "types"
+    ));
+    assert_eq!(
+        registry.remove("nope").unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+
+    // Versions continue after a remove.
+    let outcome = registry.put("types", &compile(&[TYPES])).unwrap();
+    assert!(!outcome.replaced);
+    assert_eq!(outcome.set.version, 2);
+}
+
+#[test]
+fn identical_files_are_shared_between_sets() {
+    let registry = Registry::new();
+    let library = compile(&[LIBRARY]);
+    registry.put("library", &library).unwrap();
+    // The same file in another set: tolerated, services not duplicated.
+    let outcome = registry.put("library-copy", &library).unwrap();
+    assert_eq!(outcome.set.services, ["example.library.v1.LibraryService"]);
+    let snapshot = registry.snapshot();
+    assert_eq!(snapshot.method(GET_SHELF).unwrap().set_name, "library");
+    assert!(
+        snapshot
+            .match_http(&http::Method::GET, "/v1/shelves/1")
+            .is_some()
+    );
+    // Remove the first owner: the copy keeps serving.
+    registry.remove("library").unwrap();
+    let snapshot = registry.snapshot();
+    assert_eq!(snapshot.method(GET_SHELF).unwrap().set_name, "library-copy");
+    assert!(
+        snapshot
+            .match_http(&http::Method::GET, "/v1/shelves/1")
+            .is_some()
+    );
+}
+
+#[test]
+fn rejects_undecodable_bytes() {
+    let registry = crate::common::registry();
+    // Field 1 claims 5 bytes but only one follows.
+    let err = rejected(&registry, "bad", &[0x0a, 0x05, 0x01]);
+    assert!(matches!(&err, DescriptorError::Decode { name, .. } if name == "bad"));
+    assert_eq!(err.kind(), ErrorKind::InvalidUpload);
+    assert!(err.is_client_error());
+    // A file entry that is not a FileDescriptorProto.
+    let err = rejected(&registry, "bad", &[0x0a, 0x02, 0x0a, 0x05]);
+    assert!(matches!(err, DescriptorError::Decode { .. }));
+    // Nothing at all.
+    let err = rejected(&registry, "empty", b"");
+    assert!(matches!(&err, DescriptorError::EmptySet { name } if name == "empty"));
+    assert_eq!(err.kind(), ErrorKind::InvalidUpload);
+    // Replacing an existing set with garbage keeps the old one.
+    rejected(&registry, "library", &[0x0a, 0x05, 0x01]);
+    assert!(registry.snapshot().method(GET_SHELF).is_some());
+}
+
+fn file(
+    name: &str,
+    package: &str,
+    dependency: &[&str],
+    messages: Vec<DescriptorProto>,
+) -> FileDescriptorProto {
+    FileDescriptorProto {
+        name: Some(name.to_owned()),
+        package: Some(package.to_owned()),
+        dependency: dependency.iter().map(|d| (*d).to_owned()).collect(),
+        message_type: messages,
+        syntax: Some("proto3".to_owned()),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn rejects_missing_dependency() {
+    let registry = crate::common::registry();
+    let set = FileDescriptorSet {
+        file: vec![file(
+            "a.proto",
+            "a",
+            &["google/protobuf/timestamp.proto", "missing/b.proto"],
+            vec![],
+        )],
+    };
+    let err = rejected(&registry, "a", &set.encode_to_vec());
+    match err {
+        DescriptorError::MissingDependency { file, dependency } => {
+            assert_eq!(file, "a.proto");
+            assert_eq!(dependency, "missing/b.proto");
+        }
+        other => panic!("unexpected {other}"),
+    }
+}
+
+#[test]
+fn rejects_unresolvable_types() {
+    let registry = crate::common::registry();
+    let message = DescriptorProto {
+        name: Some("M".to_owned()),
+        field: vec![FieldDescriptorProto {
+            name: Some("f".to_owned()),
+            number: Some(1),
+            label: Some(Label::Optional as i32),
+            r#type: Some(Type::Message as i32),
+            type_name: Some(".nope.Missing".to_owned()),
+            json_name: Some("f".to_owned()),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let set = FileDescriptorSet {
+        file: vec![file("a.proto", "a", &[], vec![message])],
+    };
+    let err = rejected(&registry, "a", &set.encode_to_vec());
+    assert!(
+        matches!(&err, DescriptorError::InvalidDescriptor { name, .. } if name == "a"),
+        "{err}"
+    );
+    assert_eq!(err.kind(), ErrorKind::InvalidUpload);
+}
+
+#[test]
+fn rejects_conflicts() {
+    let registry = crate::common::registry();
+
+    // Same message full name in another file.
+    let dup = compile_source(
+        "dup/book.proto",
+        "syntax = \"proto3\"; package example.library.v1; message Book { string x = 1; }",
+    );
+    let err = rejected(&registry, "dup", &dup);
+    match &err {
+        DescriptorError::Conflict { what, owner } => {
+            assert_eq!(what, "example.library.v1.Book");
+            assert_eq!(owner, "library");
+        }
+        other => panic!("unexpected {other}"),
+    }
+    assert_eq!(err.kind(), ErrorKind::Conflict);
+
+    // Same service full name.
+    let dup = compile_source(
+        "dup/svc.proto",
+        "syntax = \"proto3\"; package example.types.v1; message X {} service TypesService { rpc A(X) returns (X); }",
+    );
+    match rejected(&registry, "dup", &dup) {
+        DescriptorError::Conflict { what, owner } => {
+            assert_eq!(what, "example.types.v1.TypesService");
+            assert_eq!(owner, "types");
+        }
+        other => panic!("unexpected {other}"),
+    }
+
+    // Same file name, different content.
+    let dup = compile_source(LIBRARY, "syntax = \"proto3\"; package other; message Y {}");
+    match rejected(&registry, "dup", &dup) {
+        DescriptorError::Conflict { what, owner } => {
+            assert_eq!(what, LIBRARY);
+            assert_eq!(owner, "library");
+        }
+        other => panic!("unexpected {other}"),
+    }
+
+    // A bundled type redefined.
+    let dup = compile_source(
+        "my/status.proto",
+        "syntax = \"proto3\"; package google.rpc; message Status { int32 code = 1; }",
+    );
+    match rejected(&registry, "dup", &dup) {
+        DescriptorError::Conflict { what, owner } => {
+            assert_eq!(what, "google.rpc.Status");
+            assert_eq!(owner, "bundled");
+        }
+        other => panic!("unexpected {other}"),
+    }
+
+    // Replacing a set with a version that moves its own types is fine.
+    let moved = compile_source(
+        "moved/types.proto",
+        "syntax = \"proto3\"; package example.types.v1; message Everything { string s = 1; } service TypesService { rpc Echo(Everything) returns (Everything); }",
+    );
+    let outcome = registry.put("types", &moved).unwrap();
+    assert!(outcome.replaced);
+    assert_eq!(outcome.set.files, ["moved/types.proto"]);
+}
+
+const COLLIDING: &str = r#"
+syntax = "proto3";
+package example.collide.v1;
+import "google/api/annotations.proto";
+message Req { string id = 1; string other = 2; }
+service Other {
+  rpc GetThing(Req) returns (Req) { option (google.api.http) = { get: "/v1/shelves/{id}" }; }
+}
+"#;
+
+#[test]
+fn rejects_route_collisions() {
+    let registry = crate::common::registry();
+    let err = rejected(
+        &registry,
+        "collide",
+        &compile_source("collide.proto", COLLIDING),
+    );
+    match &err {
+        DescriptorError::RouteCollision { rule, other } => {
+            assert!(rule.contains("GET /v1/shelves/{id}"), "{rule}");
+            assert!(
+                rule.contains("/example.collide.v1.Other/GetThing"),
+                "{rule}"
+            );
+            assert!(other.contains("GET /v1/{name=shelves/*}"), "{other}");
+            assert!(other.contains("`library`"), "{other}");
+        }
+        other => panic!("unexpected {other}"),
+    }
+    assert_eq!(err.kind(), ErrorKind::Conflict);
+
+    // Inside one set, including additional bindings and verbs.
+    let inside = r#"
+syntax = "proto3";
+package example.inside.v1;
+import "google/api/annotations.proto";
+message Req { string a = 1; string b = 2; }
+service S {
+  rpc A(Req) returns (Req) { option (google.api.http) = { get: "/x/{a}:do" }; }
+  rpc B(Req) returns (Req) {
+    option (google.api.http) = { get: "/x/{b}" additional_bindings { get: "/x/{b=*}:do" } };
+  }
+}
+"#;
+    let err = rejected(
+        &Registry::new(),
+        "inside",
+        &compile_source("inside.proto", inside),
+    );
+    assert!(
+        matches!(err, DescriptorError::RouteCollision { .. }),
+        "{err}"
+    );
+
+    // Same template, different HTTP methods or verbs: fine.
+    let fine = r#"
+syntax = "proto3";
+package example.fine.v1;
+import "google/api/annotations.proto";
+message Req { string a = 1; }
+service S {
+  rpc A(Req) returns (Req) { option (google.api.http) = { get: "/x/{a}" }; }
+  rpc B(Req) returns (Req) { option (google.api.http) = { delete: "/x/{a}" }; }
+  rpc C(Req) returns (Req) { option (google.api.http) = { get: "/x/{a}:c" }; }
+}
+"#;
+    Registry::new()
+        .put("fine", &compile_source("fine.proto", fine))
+        .unwrap();
+}
+
+#[test]
+fn rejects_bad_rules() {
+    let rule = |rule: &str| {
+        format!(
+            r#"
+syntax = "proto3";
+package example.bad.v1;
+import "google/api/annotations.proto";
+message Inner {{ string id = 1; }}
+message Req {{ string name = 1; repeated string tags = 2; Inner inner = 3; map<string, string> m = 4; }}
+service S {{ rpc M(Req) returns (Req) {{ option (google.api.http) = {{ {rule} }}; }} }}
+"#
+        )
+    };
+    for (bad, expected) in [
+        (r#"get: "/v1/x" body: "nope""#, "body `nope`"),
+        (
+            r#"get: "/v1/x" response_body: "nope""#,
+            "response_body `nope`",
+        ),
+        (r#"get: "/v1/{nope}""#, "`nope` is not a field"),
+        (r#"get: "/v1/{tags}""#, "repeated"),
+        (r#"get: "/v1/{m}""#, "repeated"),
+        (r#"get: "/v1/{inner}""#, "is a message"),
+        (r#"get: "/v1/{name.x}""#, "is a scalar"),
+        (r#"get: "/v1/{inner.nope}""#, "`nope` is not a field"),
+        (r#"get: "/v1/**/x""#, "last segment"),
+        (r#"get: "v1/x""#, "must start with"),
+        (r#"get: "/v1/{name}/{name}""#, "bound twice"),
+        (
+            r#"get: "/v1/a" additional_bindings { get: "/v1/b" additional_bindings { get: "/v1/c" } }"#,
+            "may not contain",
+        ),
+        (
+            r#"custom: { kind: "BAD KIND" path: "/v1/x" }"#,
+            "invalid custom method",
+        ),
+        (r#"additional_bindings { body: "*" }"#, "without a pattern"),
+    ] {
+        let registry = crate::common::registry();
+        let bytes = crate::common::compile_source("bad.proto", &rule(bad));
+        let err = rejected(&registry, "bad", &bytes);
+        match &err {
+            DescriptorError::InvalidRule { method, message } => {
+                assert_eq!(method, "/example.bad.v1.S/M");
+                assert!(message.contains(expected), "{bad}: {message}");
+            }
+            other => panic!("{bad}: unexpected {other}"),
+        }
+        assert_eq!(err.kind(), ErrorKind::InvalidUpload);
+    }
+    // The nested path variable form is accepted.
+    Registry::new()
+        .put(
+            "ok",
+            &crate::common::compile_source("ok.proto", &rule(r#"get: "/v1/{inner.id}""#)),
+        )
+        .unwrap();
+}
+
+#[test]
+fn failed_put_does_not_bump_version() {
+    let registry = Registry::new();
+    let library = compile(&[LIBRARY]);
+    registry.put("library", &library).unwrap();
+    rejected(&registry, "library", b"\x0a\x05\x01");
+    assert_eq!(registry.put("library", &library).unwrap().set.version, 2);
+}
+
+#[test]
+fn set_info_serializes() {
+    let registry = crate::common::registry();
+    let snapshot = registry.snapshot();
+    let json = serde_json::to_value(snapshot.set("library").unwrap()).unwrap();
+    assert_eq!(json["name"], "library");
+    assert_eq!(json["version"], 1);
+    assert!(json["http_rules"].as_array().unwrap().len() >= 15);
+}
+
+#[test]
+fn shared_types_are_thread_safe() {
+    fn assert_send_sync<T: Send + Sync + 'static>() {}
+    assert_send_sync::<Registry>();
+    assert_send_sync::<descriptors::Snapshot>();
+    assert_send_sync::<descriptors::HttpMatch>();
+    assert_send_sync::<descriptors::MethodInfo>();
+    assert_send_sync::<DescriptorError>();
+}

@@ -1,0 +1,165 @@
+//! CORS (Fetch standard, "CORS protocol") for HTTP callers: preflight
+//! `OPTIONS` answered by the gateway without touching a backend, and the
+//! `Access-Control-*` headers on actual responses.
+
+use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
+use serde::Deserialize;
+
+use crate::respond::{ResponseBody, empty};
+
+/// Default preflight cache time.
+pub const DEFAULT_MAX_AGE_SECS: u64 = 600;
+
+/// `[cors]` in the config file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CorsConfig {
+    /// Origins allowed (`https://app.example.com`), or `["*"]` for any.
+    pub allowed_origins: Vec<String>,
+    /// Methods allowed in preflight answers.
+    #[serde(default = "default_methods")]
+    pub allowed_methods: Vec<String>,
+    /// Request headers allowed; `["*"]` echoes what the browser asks for.
+    #[serde(default = "default_headers")]
+    pub allowed_headers: Vec<String>,
+    /// Response headers the page may read.
+    #[serde(default)]
+    pub exposed_headers: Vec<String>,
+    /// Preflight cache time.
+    #[serde(default = "default_max_age")]
+    pub max_age_secs: u64,
+    /// Allow cookies and credentials (then `*` origins are echoed, not `*`).
+    #[serde(default)]
+    pub allow_credentials: bool,
+}
+
+fn default_methods() -> Vec<String> {
+    ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+        .map(String::from)
+        .to_vec()
+}
+fn default_headers() -> Vec<String> {
+    vec!["*".into()]
+}
+fn default_max_age() -> u64 {
+    DEFAULT_MAX_AGE_SECS
+}
+
+/// The compiled policy.
+#[derive(Debug, Clone)]
+pub struct Cors {
+    any_origin: bool,
+    origins: Vec<HeaderValue>,
+    methods: HeaderValue,
+    headers: Option<HeaderValue>,
+    exposed: Option<HeaderValue>,
+    max_age: HeaderValue,
+    credentials: bool,
+}
+
+impl Cors {
+    /// Compiles `[cors]`; errors name the field.
+    pub fn new(cfg: &CorsConfig) -> Result<Self, balancer::config::ConfigError> {
+        use balancer::config::ConfigError as E;
+        let value = |field: &str, v: String| {
+            HeaderValue::try_from(v)
+                .map_err(|_| E::new(format!("cors.{field}"), "not a valid header value"))
+        };
+        if cfg.allowed_origins.is_empty() {
+            return Err(E::new(
+                "cors.allowed_origins",
+                "list at least one origin, or \"*\"",
+            ));
+        }
+        let any_origin = cfg.allowed_origins.iter().any(|o| o == "*");
+        let origins = cfg
+            .allowed_origins
+            .iter()
+            .filter(|o| *o != "*")
+            .map(|o| value("allowed_origins", o.trim_end_matches('/').to_string()))
+            .collect::<Result<_, _>>()?;
+        let headers = if cfg.allowed_headers.iter().any(|h| h == "*") {
+            None
+        } else {
+            Some(value("allowed_headers", cfg.allowed_headers.join(", "))?)
+        };
+        let exposed = if cfg.exposed_headers.is_empty() {
+            None
+        } else {
+            Some(value("exposed_headers", cfg.exposed_headers.join(", "))?)
+        };
+        Ok(Self {
+            any_origin,
+            origins,
+            methods: value("allowed_methods", cfg.allowed_methods.join(", "))?,
+            headers,
+            exposed,
+            max_age: HeaderValue::from(cfg.max_age_secs),
+            credentials: cfg.allow_credentials,
+        })
+    }
+
+    fn allows(&self, origin: &HeaderValue) -> bool {
+        self.any_origin || self.origins.iter().any(|o| o == origin)
+    }
+
+    fn allow_origin(&self, origin: &HeaderValue, h: &mut HeaderMap) {
+        if self.any_origin && !self.credentials {
+            h.insert(
+                header::ACCESS_CONTROL_ALLOW_ORIGIN,
+                HeaderValue::from_static("*"),
+            );
+        } else {
+            h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+            h.append(header::VARY, HeaderValue::from_static("origin"));
+        }
+        if self.credentials {
+            h.insert(
+                header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+                HeaderValue::from_static("true"),
+            );
+        }
+    }
+
+    /// The answer to a preflight request, or None when `headers` are not a
+    /// preflight (no `Origin` or no `Access-Control-Request-Method`).
+    pub fn preflight(&self, headers: &HeaderMap) -> Option<Response<ResponseBody>> {
+        let origin = headers.get(header::ORIGIN)?;
+        headers.get(header::ACCESS_CONTROL_REQUEST_METHOD)?;
+        let mut resp = Response::new(empty());
+        if !self.allows(origin) {
+            *resp.status_mut() = StatusCode::FORBIDDEN;
+            return Some(resp);
+        }
+        *resp.status_mut() = StatusCode::NO_CONTENT;
+        let h = resp.headers_mut();
+        self.allow_origin(origin, h);
+        h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, self.methods.clone());
+        let allowed_headers = match &self.headers {
+            Some(v) => Some(v.clone()),
+            None => headers.get(header::ACCESS_CONTROL_REQUEST_HEADERS).cloned(),
+        };
+        if let Some(v) = allowed_headers {
+            h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, v);
+        }
+        h.insert(header::ACCESS_CONTROL_MAX_AGE, self.max_age.clone());
+        h.append(
+            header::VARY,
+            HeaderValue::from_static(
+                "origin, access-control-request-method, access-control-request-headers",
+            ),
+        );
+        Some(resp)
+    }
+
+    /// Adds the CORS headers of an actual response for `origin`.
+    pub fn apply(&self, origin: &HeaderValue, h: &mut HeaderMap) {
+        if !self.allows(origin) {
+            return;
+        }
+        self.allow_origin(origin, h);
+        if let Some(e) = &self.exposed {
+            h.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, e.clone());
+        }
+    }
+}

@@ -1,0 +1,481 @@
+//! JSON <-> gRPC transcoding for HTTP/1.1 and HTTP/2 callers. A request is
+//! matched to a method (a `google.api.http` rule, or the default
+//! `POST /package.Service/Method`), turned into a gRPC call, sent through
+//! the same route selection and cluster as native gRPC, and the reply is
+//! turned back into JSON: one object for unary replies, NDJSON, SSE or a
+//! JSON array streamed message by message for server streams.
+
+mod ndjson;
+mod stream;
+
+pub mod metadata;
+
+use std::{
+    sync::{Arc, OnceLock},
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Version, header};
+use http_body::Body as _;
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use serde::Deserialize;
+
+use balancer::body::{boxed, full};
+use descriptors::{JsonOptions, MethodInfo, Snapshot, json};
+
+use crate::{
+    access_log::{LogGuard, LogRecord, Phase, capture},
+    grpc_frame::{self, FrameDecoder},
+    proxy::{ConnCtx, deadline, grpc_status, record_response, select_route, send},
+    respond::{Code, GatewayError, ResponseBody, percent_decode},
+};
+
+pub use stream::StreamFormat;
+
+/// Default largest JSON request body.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+/// Default largest protobuf message, both directions.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+
+/// `[transcoding]` in the config file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TranscodeConfig {
+    /// JSON mapping options (`[transcoding.json]`).
+    #[serde(default)]
+    pub json: JsonOptions,
+    /// Largest JSON request body (unary); larger -> 413.
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+    /// Largest protobuf message either way (and NDJSON line); larger -> 413.
+    #[serde(default = "default_max_message")]
+    pub max_message_bytes: usize,
+    /// Deadline for calls whose request has no `grpc-timeout` header.
+    #[serde(default)]
+    pub default_timeout_ms: Option<u64>,
+    /// Which request headers become metadata.
+    #[serde(default)]
+    pub forward_headers: metadata::HeaderPolicyConfig,
+}
+
+impl Default for TranscodeConfig {
+    fn default() -> Self {
+        Self {
+            json: JsonOptions::default(),
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            default_timeout_ms: None,
+            forward_headers: Default::default(),
+        }
+    }
+}
+
+fn default_max_body() -> usize {
+    DEFAULT_MAX_BODY_BYTES
+}
+fn default_max_message() -> usize {
+    DEFAULT_MAX_MESSAGE_BYTES
+}
+
+/// The compiled settings.
+#[derive(Debug, Clone)]
+pub struct TranscodeSettings {
+    json: JsonOptions,
+    max_body: usize,
+    max_message: usize,
+    default_timeout: Option<Duration>,
+    headers: metadata::HeaderPolicy,
+}
+
+impl TranscodeSettings {
+    /// Compiles `[transcoding]`.
+    pub fn new(cfg: &TranscodeConfig) -> Result<Self, balancer::config::ConfigError> {
+        use balancer::config::ConfigError as E;
+        if cfg.max_body_bytes == 0 || cfg.max_message_bytes == 0 {
+            return Err(E::new(
+                "transcoding",
+                "max_body_bytes and max_message_bytes must be greater than 0",
+            ));
+        }
+        Ok(Self {
+            json: cfg.json.clone(),
+            max_body: cfg.max_body_bytes,
+            max_message: cfg.max_message_bytes,
+            default_timeout: cfg.default_timeout_ms.map(Duration::from_millis),
+            headers: metadata::HeaderPolicy::new(&cfg.forward_headers)?,
+        })
+    }
+}
+
+/// Where a failure of the request-body conversion (client streaming) is
+/// left for the response side to report.
+type FailureSlot = Arc<OnceLock<GatewayError>>;
+
+fn not_found(method: &Method, path: &str) -> GatewayError {
+    GatewayError::new(
+        Code::NotFound,
+        format!("no route for {method} {path}"),
+        "PR",
+    )
+}
+
+fn invalid(e: &descriptors::DescriptorError) -> GatewayError {
+    GatewayError::new(Code::InvalidArgument, e.to_string(), "PR")
+}
+
+fn too_large(what: &str, max: usize) -> GatewayError {
+    let mut e = GatewayError::new(
+        Code::ResourceExhausted,
+        format!("{what} exceeds the limit of {max} bytes"),
+        "PR",
+    );
+    e.http_status = Some(StatusCode::PAYLOAD_TOO_LARGE);
+    e
+}
+
+/// A JSON error response for an upstream gRPC status, details decoded.
+fn status_response(
+    snapshot: &Snapshot,
+    code: i32,
+    message: &str,
+    details: Option<&[u8]>,
+) -> Response<ResponseBody> {
+    let body = json::status_to_json(snapshot.pool(), code, message, details);
+    let mut resp = Response::new(crate::respond::full(Bytes::from(body.to_string())));
+    *resp.status_mut() = Code::from_i32(code).http_status();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+/// The status carried by a header or trailer map.
+struct UpstreamStatus {
+    code: i32,
+    message: String,
+    details: Option<Vec<u8>>,
+}
+
+impl UpstreamStatus {
+    fn from_headers(h: &HeaderMap) -> Option<Self> {
+        let code = grpc_status(h)?;
+        let message = h
+            .get("grpc-message")
+            .map(|v| percent_decode(v.as_bytes()))
+            .unwrap_or_default();
+        let details = h
+            .get("grpc-status-details-bin")
+            .and_then(|v| decode_base64(v.as_bytes()));
+        Some(Self {
+            code,
+            message,
+            details,
+        })
+    }
+}
+
+/// Standard or unpadded base64, as `-bin` metadata may be either.
+fn decode_base64(v: &[u8]) -> Option<Vec<u8>> {
+    use base64::Engine as _;
+    let trimmed: &[u8] = match v.iter().rposition(|b| *b != b'=') {
+        Some(end) => &v[..=end],
+        None => return Some(Vec::new()),
+    };
+    base64::engine::general_purpose::STANDARD_NO_PAD
+        .decode(trimmed)
+        .ok()
+}
+
+/// Transcodes one HTTP request; see the module docs.
+pub(crate) async fn forward_json(
+    conn: &ConnCtx,
+    req: Request<Incoming>,
+    rec: &mut LogRecord,
+    started: Instant,
+) -> Result<Response<ResponseBody>, GatewayError> {
+    rec.protocol = "json";
+    let shared = &conn.shared;
+    let settings = &shared.transcode;
+    let snapshot = shared.registry.snapshot();
+    let (parts, body) = req.into_parts();
+    let path = parts.uri.path();
+    let rule = snapshot.match_http(&parts.method, path);
+    let method: Arc<MethodInfo> = match &rule {
+        Some(m) => m.method.clone(),
+        None if parts.method == Method::POST => snapshot
+            .method(path)
+            .cloned()
+            .ok_or_else(|| not_found(&parts.method, path))?,
+        None => return Err(not_found(&parts.method, path)),
+    };
+    let (route, cluster) = select_route(conn, &method.grpc_path, &parts.headers, rec)?;
+    let mut headers = settings.headers.metadata(&parts.headers);
+    let deadline = deadline(&mut headers, route, settings.default_timeout, started);
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
+    headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    let format = StreamFormat::from_accept(parts.headers.get(header::ACCEPT));
+
+    let failure: FailureSlot = Arc::default();
+    let upstream_body = if method.client_streaming {
+        boxed(ndjson::NdjsonBody::new(
+            body,
+            method.input.clone(),
+            settings.json.clone(),
+            settings.max_message,
+            failure.clone(),
+        ))
+    } else {
+        let bytes = match Limited::new(body, settings.max_body).collect().await {
+            Ok(c) => c.to_bytes(),
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+                return Err(too_large("request body", settings.max_body));
+            }
+            Err(_) => {
+                return Err(GatewayError::new(
+                    Code::Cancelled,
+                    "request body not received",
+                    "CR",
+                ));
+            }
+        };
+        let mut msg = Vec::with_capacity(bytes.len());
+        let built = match &rule {
+            Some(m) => json::build_request(m, &bytes, parts.uri.query(), &settings.json, &mut msg),
+            None => json::json_to_proto(&method.input, &bytes, &settings.json, &mut msg),
+        };
+        built.map_err(|e| invalid(&e))?;
+        if msg.len() > settings.max_message {
+            return Err(too_large("request message", settings.max_message));
+        }
+        full(grpc_frame::encode(&msg))
+    };
+    let mut up_req = Request::new(upstream_body);
+    *up_req.method_mut() = Method::POST;
+    *up_req.uri_mut() = method
+        .grpc_path
+        .parse()
+        .map_err(|_| GatewayError::new(Code::Internal, "internal error", "PR"))?;
+    *up_req.version_mut() = Version::HTTP_2;
+    *up_req.headers_mut() = headers;
+
+    let up = match send(cluster, up_req, deadline).await {
+        Ok(up) => up,
+        Err(e) => return Err(failure.get().cloned().unwrap_or(e)),
+    };
+    record_response(rec, &up, cluster, started);
+    let log = &shared.access_log;
+    log.debug_headers("response headers", up.response.headers());
+    rec.response_captures = capture(up.response.headers(), &conn.listener.capture_response);
+    let (up_parts, up_body) = up.response.into_parts();
+    let mut guard = LogGuard::new(rec.clone(), log.clone(), started);
+    let lease = up.lease;
+
+    let mut resp_headers = HeaderMap::new();
+    metadata::copy_response_headers(&up_parts.headers, &mut resp_headers);
+    let resp = if up_parts.status != StatusCode::OK {
+        let code = Code::from_http(up_parts.status);
+        guard.rec.grpc_status = Some(code as i32);
+        status_response(
+            &snapshot,
+            code as i32,
+            &format!("upstream answered HTTP {}", up_parts.status),
+            None,
+        )
+    } else if let Some(st) =
+        UpstreamStatus::from_headers(&up_parts.headers).filter(|_| up_body.is_end_stream())
+    {
+        // Trailers-only.
+        guard.rec.grpc_status = Some(st.code);
+        if st.code == 0 && method.server_streaming {
+            stream::empty_response(format)
+        } else if st.code == 0 {
+            status_response(
+                &snapshot,
+                Code::Internal as i32,
+                "upstream sent no response message",
+                None,
+            )
+        } else {
+            status_response(&snapshot, st.code, &st.message, st.details.as_deref())
+        }
+    } else if method.server_streaming {
+        let mut s = stream::JsonStream::new(stream::JsonStreamParts {
+            inner: up_body,
+            lease,
+            guard,
+            snapshot: snapshot.clone(),
+            method: method.clone(),
+            binding: rule.as_ref().map(|m| m.binding.clone()),
+            opts: settings.json.clone(),
+            max_message: settings.max_message,
+            format,
+            deadline,
+            failure,
+        });
+        // Wait for the first message or the end, so that a call failing at
+        // once gets its proper HTTP status instead of a 200 stream.
+        if let Some((code, message, details)) = s.first_event().await {
+            let mut resp = status_response(&snapshot, code, &message, details.as_deref());
+            resp.headers_mut().extend(resp_headers);
+            return Ok(resp);
+        }
+        if conn.listener.log_at_start {
+            s.log_start();
+        }
+        let mut resp = Response::new(s.boxed_unsync());
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(format.content_type()),
+        );
+        resp.headers_mut().extend(resp_headers);
+        return Ok(resp);
+    } else {
+        let outcome = read_unary(up_body, settings.max_message, deadline).await;
+        drop(lease);
+        match outcome {
+            Err(e) => {
+                let e = failure.get().cloned().unwrap_or(e);
+                guard.rec.grpc_status = Some(e.code as i32);
+                let resp = e.clone().into_response(crate::classify::Protocol::Http);
+                guard.rec.status = resp.status().as_u16();
+                guard.finish(e.termination);
+                return Ok(resp);
+            }
+            Ok((msg, trailers)) => {
+                let st = UpstreamStatus::from_headers(&trailers);
+                metadata::copy_response_headers(&trailers, &mut resp_headers);
+                match (st, msg) {
+                    (None, _) => status_response(
+                        &snapshot,
+                        Code::Unknown as i32,
+                        "upstream stream ended without a status",
+                        None,
+                    ),
+                    (Some(st), _) if st.code != 0 => {
+                        guard.rec.grpc_status = Some(st.code);
+                        status_response(&snapshot, st.code, &st.message, st.details.as_deref())
+                    }
+                    (Some(_), None) => {
+                        guard.rec.grpc_status = Some(0);
+                        status_response(
+                            &snapshot,
+                            Code::Internal as i32,
+                            "upstream sent no response message",
+                            None,
+                        )
+                    }
+                    (Some(_), Some(msg)) => {
+                        guard.rec.grpc_status = Some(0);
+                        let mut out = Vec::with_capacity(msg.len() * 2 + 16);
+                        let binding = rule.as_ref().map(|m| &*m.binding);
+                        match json::response_to_json(
+                            &method,
+                            binding,
+                            &msg,
+                            &settings.json,
+                            &mut out,
+                        ) {
+                            Ok(()) => {
+                                let mut r = Response::new(crate::respond::full(Bytes::from(out)));
+                                r.headers_mut().insert(
+                                    header::CONTENT_TYPE,
+                                    HeaderValue::from_static("application/json"),
+                                );
+                                r
+                            }
+                            Err(e) => {
+                                tracing::debug!(error = %e, method = %method.grpc_path, "Bad upstream message");
+                                status_response(
+                                    &snapshot,
+                                    Code::Internal as i32,
+                                    "upstream sent an undecodable message",
+                                    None,
+                                )
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    let mut resp = resp;
+    resp.headers_mut().extend(resp_headers);
+    guard.rec.status = resp.status().as_u16();
+    guard.finish("--");
+    Ok(resp)
+}
+
+/// Reads a unary reply: at most one message (bounded) and the trailers.
+async fn read_unary(
+    mut body: Incoming,
+    max: usize,
+    deadline: Option<tokio::time::Instant>,
+) -> Result<(Option<Bytes>, HeaderMap), GatewayError> {
+    let read = async {
+        let mut dec = FrameDecoder::new(max);
+        let mut msg = None;
+        let mut trailers = HeaderMap::new();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|_| {
+                let mut e = GatewayError::new(Code::Unavailable, "upstream stream failed", "SD");
+                e.http_status = Some(StatusCode::BAD_GATEWAY);
+                e
+            })?;
+            match frame.into_data() {
+                Ok(data) => {
+                    dec.push(&data);
+                    while let Some(m) = dec.next_message().map_err(frame_error)? {
+                        if msg.replace(m).is_some() {
+                            return Err(GatewayError::new(
+                                Code::Internal,
+                                "upstream sent two messages to a unary call",
+                                "SD",
+                            ));
+                        }
+                    }
+                }
+                Err(frame) => {
+                    if let Ok(t) = frame.into_trailers() {
+                        trailers = t;
+                    }
+                }
+            }
+        }
+        dec.finish().map_err(frame_error)?;
+        Ok((msg, trailers))
+    };
+    match deadline {
+        Some(d) => tokio::time::timeout_at(d, read).await.unwrap_or_else(|_| {
+            Err(GatewayError::new(
+                Code::DeadlineExceeded,
+                "deadline exceeded",
+                "sD",
+            ))
+        }),
+        None => read.await,
+    }
+}
+
+fn frame_error(e: grpc_frame::FrameError) -> GatewayError {
+    match e {
+        grpc_frame::FrameError::TooLarge { max, .. } => too_large("response message", max),
+        other => {
+            let mut g = GatewayError::new(Code::Internal, other.to_string(), "SD");
+            g.http_status = Some(StatusCode::BAD_GATEWAY);
+            g
+        }
+    }
+}
+
+/// Emits the start line of a long stream (`log_at_start`).
+pub(crate) fn log_start(guard: &LogGuard, started: Instant) {
+    let mut rec = guard.rec.clone();
+    rec.total = started.elapsed();
+    guard.log().emit(&rec, Phase::Start);
+}

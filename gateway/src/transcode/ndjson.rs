@@ -1,0 +1,123 @@
+//! A client-streaming request body given as NDJSON: each line is turned
+//! into one gRPC message as soon as it has arrived (over HTTP/2 or chunked
+//! HTTP/1.1), so the upstream sees messages while the client is still
+//! sending. A bad line fails the call with INVALID_ARGUMENT.
+
+use std::{
+    pin::Pin,
+    task::{Context, Poll},
+};
+
+use bytes::{Bytes, BytesMut};
+use http_body::{Body, Frame};
+use hyper::body::Incoming;
+use prost_reflect::MessageDescriptor;
+
+use balancer::body::BoxError;
+use descriptors::{JsonOptions, json};
+
+use super::{FailureSlot, invalid, too_large};
+use crate::grpc_frame;
+
+pub(super) struct NdjsonBody {
+    inner: Incoming,
+    buf: BytesMut,
+    /// Bytes of `buf` already searched for a newline.
+    scanned: usize,
+    input: MessageDescriptor,
+    opts: JsonOptions,
+    max_line: usize,
+    failure: FailureSlot,
+    eof: bool,
+    scratch: Vec<u8>,
+}
+
+impl NdjsonBody {
+    pub(super) fn new(
+        inner: Incoming,
+        input: MessageDescriptor,
+        opts: JsonOptions,
+        max_line: usize,
+        failure: FailureSlot,
+    ) -> Self {
+        Self {
+            inner,
+            buf: BytesMut::new(),
+            scanned: 0,
+            input,
+            opts,
+            max_line,
+            failure,
+            eof: false,
+            scratch: Vec::new(),
+        }
+    }
+
+    fn fail(&self, e: crate::respond::GatewayError) -> BoxError {
+        let msg = e.message.clone();
+        let _ = self.failure.set(e);
+        msg.into()
+    }
+
+    /// Converts one line; None for a blank line.
+    fn convert(&mut self, line: &[u8]) -> Result<Option<Bytes>, BoxError> {
+        if line.iter().all(u8::is_ascii_whitespace) {
+            return Ok(None);
+        }
+        self.scratch.clear();
+        if let Err(e) = json::json_to_proto(&self.input, line, &self.opts, &mut self.scratch) {
+            return Err(self.fail(invalid(&e)));
+        }
+        Ok(Some(grpc_frame::encode(&self.scratch)))
+    }
+}
+
+impl Body for NdjsonBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        loop {
+            if let Some(pos) = this.buf[this.scanned..].iter().position(|b| *b == b'\n') {
+                let line = this.buf.split_to(this.scanned + pos + 1);
+                this.scanned = 0;
+                match this.convert(&line) {
+                    Ok(Some(frame)) => return Poll::Ready(Some(Ok(Frame::data(frame)))),
+                    Ok(None) => continue,
+                    Err(e) => return Poll::Ready(Some(Err(e))),
+                }
+            }
+            this.scanned = this.buf.len();
+            if this.buf.len() > this.max_line {
+                let e = this.fail(too_large("NDJSON line", this.max_line));
+                return Poll::Ready(Some(Err(e)));
+            }
+            if this.eof {
+                if this.buf.is_empty() {
+                    return Poll::Ready(None);
+                }
+                let line = this.buf.split();
+                this.scanned = 0;
+                match this.convert(&line) {
+                    Ok(Some(frame)) => return Poll::Ready(Some(Ok(Frame::data(frame)))),
+                    Ok(None) => return Poll::Ready(None),
+                    Err(e) => return Poll::Ready(Some(Err(e))),
+                }
+            }
+            match Pin::new(&mut this.inner).poll_frame(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Ok(frame))) => {
+                    if let Ok(data) = frame.into_data() {
+                        this.buf.extend_from_slice(&data);
+                    }
+                }
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e.into()))),
+                Poll::Ready(None) => this.eof = true,
+            }
+        }
+    }
+}

@@ -1,0 +1,348 @@
+//! A server stream transcoded message by message: NDJSON (one object a
+//! line, the default), SSE (`data: {...}`), or a JSON array streamed
+//! element by element. Each message is sent as soon as it is decoded;
+//! an error after the start ends the stream with a final error record,
+//! never a silent cut.
+
+use std::{
+    future::poll_fn,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Instant,
+};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use http::{HeaderValue, Response, header};
+use http_body::{Body, Frame};
+use hyper::body::Incoming;
+use tokio::time::Sleep;
+
+use balancer::{Lease, body::BoxError};
+use descriptors::{HttpBinding, JsonOptions, MethodInfo, Snapshot, json};
+
+use super::{FailureSlot, UpstreamStatus};
+use crate::{
+    access_log::LogGuard,
+    grpc_frame::FrameDecoder,
+    respond::{Code, ResponseBody},
+};
+
+/// How a server stream is framed for an HTTP caller, chosen by `Accept`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamFormat {
+    /// `application/x-ndjson`: one JSON object a line (the default).
+    Ndjson,
+    /// `text/event-stream`: `data: {...}` events, errors as `event: error`.
+    Sse,
+    /// `application/json`: one JSON array, streamed element by element.
+    JsonArray,
+}
+
+impl StreamFormat {
+    /// Picks the format from an `Accept` header.
+    pub fn from_accept(accept: Option<&HeaderValue>) -> Self {
+        let Some(a) = accept.and_then(|v| v.to_str().ok()) else {
+            return Self::Ndjson;
+        };
+        let a = a.to_ascii_lowercase();
+        if a.contains("text/event-stream") {
+            Self::Sse
+        } else if a.contains("application/x-ndjson") || a.contains("application/jsonl") {
+            Self::Ndjson
+        } else if a.contains("application/json") {
+            Self::JsonArray
+        } else {
+            Self::Ndjson
+        }
+    }
+
+    /// The response `content-type`.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Self::Ndjson => "application/x-ndjson",
+            Self::Sse => "text/event-stream",
+            Self::JsonArray => "application/json",
+        }
+    }
+}
+
+/// The response for a stream that ended at once without a message.
+pub(super) fn empty_response(format: StreamFormat) -> Response<ResponseBody> {
+    let body = match format {
+        StreamFormat::JsonArray => Bytes::from_static(b"[]"),
+        _ => Bytes::new(),
+    };
+    let mut r = Response::new(crate::respond::full(body));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(format.content_type()),
+    );
+    r
+}
+
+/// Everything a [`JsonStream`] is made of.
+pub(super) struct JsonStreamParts {
+    pub inner: Incoming,
+    pub lease: Lease,
+    pub guard: LogGuard,
+    pub snapshot: Arc<Snapshot>,
+    pub method: Arc<MethodInfo>,
+    pub binding: Option<Arc<HttpBinding>>,
+    pub opts: JsonOptions,
+    pub max_message: usize,
+    pub format: StreamFormat,
+    pub deadline: Option<tokio::time::Instant>,
+    pub failure: FailureSlot,
+}
+
+enum Event {
+    Message(Bytes),
+    End(Option<(i32, String, Option<Vec<u8>>)>),
+}
+
+/// The streaming response body.
+pub(super) struct JsonStream {
+    inner: Option<Incoming>,
+    lease: Option<Lease>,
+    guard: LogGuard,
+    snapshot: Arc<Snapshot>,
+    method: Arc<MethodInfo>,
+    binding: Option<Arc<HttpBinding>>,
+    opts: JsonOptions,
+    decoder: FrameDecoder,
+    format: StreamFormat,
+    deadline: Option<Pin<Box<Sleep>>>,
+    failure: FailureSlot,
+    /// Messages sent so far.
+    sent: u64,
+    /// A first event read ahead of the response head.
+    pending: Option<Event>,
+    done: bool,
+    started: Instant,
+    scratch: Vec<u8>,
+}
+
+impl JsonStream {
+    pub(super) fn new(p: JsonStreamParts) -> Self {
+        Self {
+            inner: Some(p.inner),
+            lease: Some(p.lease),
+            guard: p.guard,
+            snapshot: p.snapshot,
+            method: p.method,
+            binding: p.binding,
+            opts: p.opts,
+            decoder: FrameDecoder::new(p.max_message),
+            format: p.format,
+            deadline: p.deadline.map(|d| Box::pin(tokio::time::sleep_until(d))),
+            failure: p.failure,
+            sent: 0,
+            pending: None,
+            done: false,
+            started: Instant::now(),
+            scratch: Vec::new(),
+        }
+    }
+
+    /// Reads ahead to the first message; returns the status when the call
+    /// failed before sending any.
+    pub(super) async fn first_event(&mut self) -> Option<(i32, String, Option<Vec<u8>>)> {
+        let ev = poll_fn(|cx| self.poll_event(cx)).await;
+        match ev {
+            Event::End(Some((code, message, details))) if code != 0 => {
+                self.guard.rec.grpc_status = Some(code);
+                self.guard.rec.status = Code::from_i32(code).http_status().as_u16();
+                self.finish("--");
+                Some((code, message, details))
+            }
+            ev => {
+                self.pending = Some(ev);
+                None
+            }
+        }
+    }
+
+    pub(super) fn log_start(&self) {
+        super::log_start(&self.guard, self.started);
+    }
+
+    fn finish(&mut self, termination: &'static str) {
+        self.done = true;
+        self.inner = None;
+        self.lease = None;
+        self.guard.finish(termination);
+    }
+
+    fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Event> {
+        loop {
+            match self.decoder.next_message() {
+                Ok(Some(msg)) => {
+                    self.scratch.clear();
+                    let res = json::response_to_json(
+                        &self.method,
+                        self.binding.as_deref(),
+                        &msg,
+                        &self.opts,
+                        &mut self.scratch,
+                    );
+                    return Poll::Ready(match res {
+                        Ok(()) => Event::Message(Bytes::copy_from_slice(&self.scratch)),
+                        Err(e) => {
+                            tracing::debug!(error = %e, "Bad upstream message");
+                            end(Code::Internal, "upstream sent an undecodable message")
+                        }
+                    });
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    let code = match e {
+                        crate::grpc_frame::FrameError::TooLarge { .. } => Code::ResourceExhausted,
+                        _ => Code::Internal,
+                    };
+                    return Poll::Ready(end(code, &e.to_string()));
+                }
+            }
+            if let Some(d) = &mut self.deadline
+                && d.as_mut().poll(cx).is_ready()
+            {
+                return Poll::Ready(end(Code::DeadlineExceeded, "deadline exceeded"));
+            }
+            let Some(inner) = &mut self.inner else {
+                return Poll::Ready(Event::End(None));
+            };
+            match Pin::new(inner).poll_frame(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(data) => {
+                        self.guard.rec.bytes += data.len() as u64;
+                        self.decoder.push(&data);
+                    }
+                    Err(frame) => {
+                        if let Ok(t) = frame.into_trailers() {
+                            let ev = match UpstreamStatus::from_headers(&t) {
+                                Some(st) => Event::End(Some((st.code, st.message, st.details))),
+                                None => {
+                                    end(Code::Unknown, "upstream stream ended without a status")
+                                }
+                            };
+                            return Poll::Ready(ev);
+                        }
+                    }
+                },
+                Poll::Ready(Some(Err(_))) => {
+                    if let Some(e) = self.failure.get() {
+                        return Poll::Ready(end(e.code, &e.message));
+                    }
+                    return Poll::Ready(end(Code::Unavailable, "upstream stream failed"));
+                }
+                Poll::Ready(None) => {
+                    if let Some(e) = self.failure.get() {
+                        return Poll::Ready(end(e.code, &e.message));
+                    }
+                    return Poll::Ready(end(
+                        Code::Unknown,
+                        "upstream stream ended without a status",
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Formats one event as output bytes; None when nothing is to be sent.
+    fn render(&mut self, ev: Event) -> Option<Bytes> {
+        let mut out = BytesMut::new();
+        match ev {
+            Event::Message(json) => {
+                match self.format {
+                    StreamFormat::Ndjson => {
+                        out.put_slice(&json);
+                        out.put_u8(b'\n');
+                    }
+                    StreamFormat::Sse => {
+                        out.put_slice(b"data: ");
+                        out.put_slice(&json);
+                        out.put_slice(b"\n\n");
+                    }
+                    StreamFormat::JsonArray => {
+                        out.put_u8(if self.sent == 0 { b'[' } else { b',' });
+                        out.put_slice(&json);
+                    }
+                }
+                self.sent += 1;
+            }
+            Event::End(status) => {
+                let (code, message, details) =
+                    status.unwrap_or((Code::Unknown as i32, String::new(), None));
+                self.guard.rec.grpc_status = Some(code);
+                if code == 0 {
+                    if self.format == StreamFormat::JsonArray {
+                        out.put_slice(if self.sent == 0 { b"[]" } else { b"]" });
+                    }
+                } else {
+                    let err = json::status_to_json(
+                        self.snapshot.pool(),
+                        code,
+                        &message,
+                        details.as_deref(),
+                    );
+                    let record = serde_json::json!({ "error": err }).to_string();
+                    match self.format {
+                        StreamFormat::Ndjson => {
+                            out.put_slice(record.as_bytes());
+                            out.put_u8(b'\n');
+                        }
+                        StreamFormat::Sse => {
+                            out.put_slice(b"event: error\ndata: ");
+                            out.put_slice(err.to_string().as_bytes());
+                            out.put_slice(b"\n\n");
+                        }
+                        StreamFormat::JsonArray => {
+                            out.put_u8(if self.sent == 0 { b'[' } else { b',' });
+                            out.put_slice(record.as_bytes());
+                            out.put_u8(b']');
+                        }
+                    }
+                }
+                let termination = if code == 0 { "--" } else { "SD" };
+                self.finish(termination);
+            }
+        }
+        (!out.is_empty()).then(|| out.freeze())
+    }
+}
+
+fn end(code: Code, message: &str) -> Event {
+    Event::End(Some((code as i32, message.to_string(), None)))
+}
+
+impl Body for JsonStream {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        loop {
+            if this.done && this.pending.is_none() {
+                return Poll::Ready(None);
+            }
+            let ev = match this.pending.take() {
+                Some(ev) => ev,
+                None => match this.poll_event(cx) {
+                    Poll::Ready(ev) => ev,
+                    Poll::Pending => return Poll::Pending,
+                },
+            };
+            if let Some(bytes) = this.render(ev) {
+                return Poll::Ready(Some(Ok(Frame::data(bytes))));
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done && self.pending.is_none()
+    }
+}
