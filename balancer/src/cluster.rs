@@ -153,6 +153,11 @@ impl Cluster {
         &self.name
     }
 
+    /// The pick policy.
+    pub fn policy(&self) -> LbPolicy {
+        self.policy
+    }
+
     /// The endpoints, in configuration order.
     pub fn endpoints(&self) -> &[Arc<Endpoint>] {
         &self.endpoints
@@ -371,6 +376,11 @@ impl Clusters {
 
     /// The cluster named `name`.
     pub fn get(&self, name: &ClusterName) -> Option<&Arc<Cluster>> {
+        self.by_name.get(name)
+    }
+
+    /// The cluster named `name`, by string.
+    pub fn get_str(&self, name: &str) -> Option<&Arc<Cluster>> {
         self.by_name.get(name)
     }
 

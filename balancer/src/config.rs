@@ -25,6 +25,8 @@ pub const DEFAULT_HEALTH_TIMEOUT_MS: u64 = 1_000;
 pub const DEFAULT_RISE: u32 = 2;
 /// Default consecutive failures to mark a server down (HAProxy `fall`).
 pub const DEFAULT_FALL: u32 = 3;
+/// Default refresh interval of descriptors fetched by reflection.
+pub const DEFAULT_REFLECTION_INTERVAL_MS: u64 = 60_000;
 /// Default attempts for a request whose bytes never reached an endpoint.
 pub const DEFAULT_MAX_CONNECT_ATTEMPTS: u32 = 3;
 
@@ -41,6 +43,12 @@ impl ClusterName {
 
     /// The name as a string.
     pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::borrow::Borrow<str> for ClusterName {
+    fn borrow(&self) -> &str {
         &self.0
     }
 }
@@ -86,6 +94,14 @@ pub struct ClusterConfig {
     /// TLS to the endpoints; none = cleartext HTTP/2 (h2c).
     #[serde(default)]
     pub tls: Option<UpstreamTlsConfig>,
+    /// Fetch the servers' descriptors by gRPC reflection (at start and
+    /// every `reflection_interval_ms`) and register them as the descriptor
+    /// set named after the cluster, bound to it.
+    #[serde(default)]
+    pub descriptors_from_reflection: bool,
+    /// How often reflected descriptors are refreshed.
+    #[serde(default = "default_reflection_interval_ms")]
+    pub reflection_interval_ms: u64,
 }
 
 /// One server of a cluster.
@@ -176,6 +192,9 @@ fn default_max_connect_attempts() -> u32 {
 }
 fn default_keepalive_interval_ms() -> u64 {
     DEFAULT_KEEPALIVE_INTERVAL_MS
+}
+fn default_reflection_interval_ms() -> u64 {
+    DEFAULT_REFLECTION_INTERVAL_MS
 }
 fn default_weight() -> u32 {
     1

@@ -92,6 +92,15 @@ pub enum DescriptorError {
         /// What is wrong with it.
         message: String,
     },
+    /// A `commit` hook (e.g. persisting an upload to disk) failed; nothing
+    /// was changed.
+    #[error("storing descriptor set `{name}` failed: {message}")]
+    Storage {
+        /// The set.
+        name: String,
+        /// What failed.
+        message: String,
+    },
 }
 
 /// Coarse classification of a [`DescriptorError`], so callers can map it to a
@@ -108,6 +117,8 @@ pub enum ErrorKind {
     InvalidRequest,
     /// A message from the upstream could not be decoded or rendered: HTTP 502 / `INTERNAL`.
     InvalidResponse,
+    /// The registry could not store a change (disk): HTTP 500.
+    Internal,
 }
 
 // === impl DescriptorError ===
@@ -127,13 +138,17 @@ impl DescriptorError {
                 ErrorKind::InvalidRequest
             }
             Self::InvalidProto(_) => ErrorKind::InvalidResponse,
+            Self::Storage { .. } => ErrorKind::Internal,
         }
     }
 
     /// True when the caller (uploader or downstream client) is at fault: every
-    /// kind except [`ErrorKind::InvalidResponse`].
+    /// kind except [`ErrorKind::InvalidResponse`] and [`ErrorKind::Internal`].
     pub fn is_client_error(&self) -> bool {
-        self.kind() != ErrorKind::InvalidResponse
+        !matches!(
+            self.kind(),
+            ErrorKind::InvalidResponse | ErrorKind::Internal
+        )
     }
 
     pub(crate) fn invalid_path(path: impl Into<String>, message: impl Into<String>) -> Self {

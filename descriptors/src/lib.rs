@@ -5,6 +5,8 @@
 //! - [`index`]: `/pkg.Service/Method` → [`MethodInfo`].
 //! - [`http_rule`] and [`template`]: `google.api.http` rules and their path
 //!   templates (google/api/http.proto), matched by [`Snapshot::match_http`].
+//! - [`compile`]: `.proto` sources compiled in-process with protox, for
+//!   uploads of sources rather than descriptor sets.
 //! - [`json`]: the proto3 JSON mapping (via prost-reflect), the HTTP request
 //!   mapping and `google.rpc.Status` rendering.
 //!
@@ -12,6 +14,7 @@
 //! synchronous computation over byte slices.
 #![warn(missing_docs)]
 
+pub mod compile;
 pub mod error;
 pub mod http_rule;
 pub mod index;
@@ -19,11 +22,12 @@ pub mod json;
 pub mod registry;
 pub mod template;
 
+pub use compile::{CompileError, SourceFile, compile_protos};
 pub use error::{DescriptorError, ErrorKind};
 pub use http_rule::{BodySpec, HttpBinding, HttpMatch};
 pub use index::MethodInfo;
 pub use json::JsonOptions;
-pub use registry::{PutOutcome, Registry, SetInfo, Snapshot};
+pub use registry::{PutOutcome, Registry, SetInfo, SetMeta, Snapshot};
 
 /// Encoded `google.protobuf.FileDescriptorSet` of the protos every snapshot
 /// knows: google/rpc/{status,error_details,code}.proto,

@@ -73,6 +73,20 @@ pub struct SetInfo {
     pub methods: Vec<String>,
     /// Their HTTP bindings, e.g. `GET /v1/{name=shelves/*}`.
     pub http_rules: Vec<String>,
+    /// The cluster the set's services are bound to, if any (an opaque
+    /// label to this crate; the gateway routes by it).
+    pub cluster: Option<String>,
+    /// When it was registered, in milliseconds since the Unix epoch.
+    pub uploaded_at_unix_ms: u64,
+}
+
+/// What is registered with a set besides its descriptors.
+#[derive(Clone, Debug, Default)]
+pub struct SetMeta {
+    /// Cluster binding (see [`SetInfo::cluster`]).
+    pub cluster: Option<String>,
+    /// Registration time in ms since the Unix epoch; 0 = now.
+    pub uploaded_at_unix_ms: u64,
 }
 
 /// Result of a successful [`Registry::put`].
@@ -158,6 +172,20 @@ impl Registry {
     /// every file it imports (apart from the bundled ones). This is CPU-bound
     /// work proportional to all registered sets: call it off async runtime threads.
     pub fn put(&self, name: &str, fds: &[u8]) -> Result<PutOutcome, DescriptorError> {
+        self.put_with(name, fds, SetMeta::default(), |_| Ok(()))
+    }
+
+    /// Like [`Registry::put`], with metadata, and a `commit` hook run after
+    /// validation, under the writer lock, before the new snapshot becomes
+    /// visible: if it fails (e.g. persisting the upload), nothing changes
+    /// and its error is returned.
+    pub fn put_with(
+        &self,
+        name: &str,
+        fds: &[u8],
+        meta: SetMeta,
+        commit: impl FnOnce(&SetInfo) -> Result<(), DescriptorError>,
+    ) -> Result<PutOutcome, DescriptorError> {
         let mut state = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
         let current = self.current.load_full();
         let bytes = Bytes::copy_from_slice(fds);
@@ -203,7 +231,16 @@ impl Registry {
                 .map(String::as_str)
         })?;
 
-        let info = set_info(name, version, &bytes, &upload, &pool, &index);
+        let mut info = set_info(name, version, &bytes, &upload, &pool, &index);
+        info.cluster = meta.cluster;
+        info.uploaded_at_unix_ms = if meta.uploaded_at_unix_ms == 0 {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64)
+        } else {
+            meta.uploaded_at_unix_ms
+        };
+        commit(&info)?;
         let mut sets = current.sets.clone();
         sets.insert(
             name.to_owned(),
@@ -227,6 +264,16 @@ impl Registry {
 
     /// Removes a set; [`DescriptorError::UnknownSet`] if absent.
     pub fn remove(&self, name: &str) -> Result<(), DescriptorError> {
+        self.remove_with(name, || Ok(()))
+    }
+
+    /// Like [`Registry::remove`], with a `commit` hook run under the writer
+    /// lock before the new snapshot becomes visible.
+    pub fn remove_with(
+        &self,
+        name: &str,
+        commit: impl FnOnce() -> Result<(), DescriptorError>,
+    ) -> Result<(), DescriptorError> {
         let _state = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
         let current = self.current.load_full();
         if !current.sets.contains_key(name) {
@@ -249,6 +296,7 @@ impl Registry {
                 .and_then(|o| o.first())
                 .map(String::as_str)
         })?;
+        commit()?;
         self.current.store(Arc::new(Snapshot {
             pool,
             sets,
@@ -285,6 +333,8 @@ fn set_info(
         services: Vec::new(),
         methods: Vec::new(),
         http_rules: Vec::new(),
+        cluster: None,
+        uploaded_at_unix_ms: 0,
     };
     for (file, _, _) in &upload.files {
         info.files.push(file.clone());
@@ -476,7 +526,13 @@ impl Snapshot {
         self.sets.get(name).map(|s| &s.info)
     }
 
-    /// The original uploaded bytes of a set.
+    /// The cluster the method's set is bound to, if any.
+    pub fn cluster_for(&self, grpc_path: &str) -> Option<&str> {
+        let method = self.index.get(grpc_path)?;
+        self.sets.get(&method.set_name)?.info.cluster.as_deref()
+    }
+
+    /// The original bytes of the set named `name`.
     pub fn set_bytes(&self, name: &str) -> Option<&[u8]> {
         self.sets.get(name).map(|s| s.bytes.as_ref())
     }

@@ -40,9 +40,12 @@ pub struct GatewayConfig {
     /// The access log.
     #[serde(default)]
     pub access_log: AccessLogConfig,
-    /// Descriptor sets to register at start.
+    /// Descriptor sets to register at start, and where uploads persist.
     #[serde(default)]
     pub registry: RegistryConfig,
+    /// The admin API.
+    #[serde(default)]
+    pub admin: crate::admin::AdminConfig,
     /// JSON transcoding.
     #[serde(default)]
     pub transcoding: crate::transcode::TranscodeConfig,
@@ -63,6 +66,10 @@ pub struct RegistryConfig {
     /// stem.
     #[serde(default)]
     pub preload: Vec<PathBuf>,
+    /// Where uploaded sets are persisted and reloaded from at start; none
+    /// = uploads last until the process ends.
+    #[serde(default)]
+    pub data_dir: Option<PathBuf>,
 }
 
 /// One bound address.

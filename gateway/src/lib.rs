@@ -3,14 +3,18 @@
 //! configuration; `main.rs` only parses arguments and waits for a signal.
 
 pub mod access_log;
+pub mod admin;
 pub mod classify;
+pub mod cli;
 pub mod config;
 pub mod cors;
 pub mod demo;
+pub mod descriptor_sync;
 pub mod grpc_frame;
 pub mod grpc_timeout;
 pub mod listener;
 pub mod proxy;
+pub mod reflection;
 pub mod respond;
 pub mod telemetry;
 pub mod tls;
@@ -56,6 +60,15 @@ pub enum StartError {
         /// Why.
         reason: String,
     },
+    /// The data directory could not be opened.
+    #[error("cannot open data directory {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// The access log could not be opened.
     #[error("cannot open access log: {0}")]
     AccessLog(#[source] std::io::Error),
@@ -64,6 +77,7 @@ pub enum StartError {
 /// A running gateway.
 pub struct Gateway {
     registry: Arc<Registry>,
+    admin_addr: Option<SocketAddr>,
     addrs: Vec<(String, SocketAddr)>,
     shutdown: CancellationToken,
     accept_loops: JoinSet<()>,
@@ -125,6 +139,24 @@ impl Gateway {
                 })?;
             info!(set = %name, services = outcome.set.services.len(), methods = outcome.set.methods.len(), "Descriptor set loaded");
         }
+        let store = match &cfg.registry.data_dir {
+            None => None,
+            Some(dir) => {
+                Some(
+                    admin::store::Store::open(dir).map_err(|source| StartError::DataDir {
+                        path: dir.clone(),
+                        source,
+                    })?,
+                )
+            }
+        };
+        if let Some(store) = &store {
+            load_stored(&registry, store, &clusters).await;
+        }
+        let admin_token = cfg.admin.effective_token();
+        cfg.admin
+            .validate(admin_token.as_deref())
+            .map_err(ConfigError::from)?;
         let access_log = AccessLog::start(&cfg.access_log)
             .await
             .map_err(StartError::AccessLog)?;
@@ -139,6 +171,30 @@ impl Gateway {
         let shutdown = CancellationToken::new();
         let mut accept_loops = JoinSet::new();
         let mut addrs = Vec::new();
+        let mut admin_addr = None;
+        if cfg.admin.enabled {
+            let tcp = TcpListener::bind(cfg.admin.address)
+                .await
+                .map_err(|source| StartError::Bind {
+                    addr: cfg.admin.address,
+                    source,
+                })?;
+            let addr = tcp.local_addr().map_err(|source| StartError::Bind {
+                addr: cfg.admin.address,
+                source,
+            })?;
+            info!(%addr, token = admin_token.is_some(), "Admin API listening");
+            admin_addr = Some(addr);
+            let state = Arc::new(admin::AdminState {
+                registry: registry.clone(),
+                store,
+                token: admin_token,
+                clusters: shared.clusters.clone(),
+                routes: shared.routes.clone(),
+                max_upload: cfg.admin.max_upload_bytes,
+            });
+            accept_loops.spawn(admin::run(tcp, state, shutdown.clone()));
+        }
         let drain_timeout = Duration::from_millis(cfg.drain_timeout_ms);
         for (cfg, tls, ctx) in prepared {
             let tcp = TcpListener::bind(cfg.address)
@@ -162,8 +218,10 @@ impl Gateway {
             ));
         }
         shared.clusters.start_health_checks(&shutdown);
+        descriptor_sync::spawn(&registry, &shared.clusters, &cfg.clusters, &shutdown);
         Ok(Self {
             registry,
+            admin_addr,
             addrs,
             shutdown,
             accept_loops,
@@ -174,6 +232,11 @@ impl Gateway {
     /// The descriptor registry (shared with the request path).
     pub fn registry(&self) -> &Arc<Registry> {
         &self.registry
+    }
+
+    /// The admin API's bound address, when enabled.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
     }
 
     /// The bound address of the listener named `name`.
@@ -193,4 +256,32 @@ impl Gateway {
         self.shutdown.cancel();
         while self.accept_loops.join_next().await.is_some() {}
     }
+}
+
+/// Registers the sets persisted in the data directory; a set that no longer
+/// validates (or names a cluster that is gone) is logged and skipped.
+async fn load_stored(registry: &Arc<Registry>, store: &admin::store::Store, clusters: &Clusters) {
+    let registry = registry.clone();
+    let store = store.clone();
+    let known: std::collections::HashSet<String> =
+        clusters.iter().map(|c| c.name().to_string()).collect();
+    let _ = tokio::task::spawn_blocking(move || {
+        for set in store.load_all() {
+            let mut meta = descriptors::SetMeta {
+                cluster: set.meta.cluster.clone(),
+                uploaded_at_unix_ms: set.meta.uploaded_at_unix_ms,
+            };
+            if let Some(c) = &meta.cluster
+                && !known.contains(c)
+            {
+                tracing::warn!(file = %set.path.display(), cluster = %c, "Stored descriptor set is bound to an unknown cluster; loading it unbound");
+                meta.cluster = None;
+            }
+            match registry.put_with(&set.name, &set.bytes, meta, |_| Ok(())) {
+                Ok(o) => info!(set = %set.name, file = %set.path.display(), methods = o.set.methods.len(), "Stored descriptor set loaded"),
+                Err(error) => tracing::warn!(file = %set.path.display(), %error, "Skipping stored descriptor set that no longer loads (left in place)"),
+            }
+        }
+    })
+    .await;
 }

@@ -151,13 +151,16 @@ pub async fn handle(conn: Arc<ConnCtx>, req: Request<Incoming>) -> Response<Resp
     resp
 }
 
-/// The route and cluster for a gRPC method path, after deny rules.
+/// The route and cluster for a gRPC method path, after deny rules. A
+/// method whose descriptor set is bound to a cluster (`?cluster=` on
+/// upload) goes there; otherwise the first matching route decides.
 pub(crate) fn select_route<'a>(
     conn: &'a ConnCtx,
     grpc_path: &str,
     headers: &HeaderMap,
+    binding: Option<&str>,
     rec: &mut LogRecord,
-) -> Result<(&'a Route, &'a Arc<Cluster>), GatewayError> {
+) -> Result<(Option<&'a Route>, &'a Arc<Cluster>), GatewayError> {
     if let Some(m) = conn
         .listener
         .deny_unless
@@ -172,6 +175,10 @@ pub(crate) fn select_route<'a>(
         ));
     }
     let shared = &conn.shared;
+    if let Some(cluster) = binding.and_then(|b| shared.clusters.get_str(b)) {
+        rec.cluster = Some(cluster.name().to_string());
+        return Ok((None, cluster));
+    }
     let Some(route) = shared.routes.route(grpc_path, headers) else {
         return Err(GatewayError::new(
             Code::Unimplemented,
@@ -191,14 +198,14 @@ pub(crate) fn select_route<'a>(
     let Some(cluster) = shared.clusters.get(&route.cluster) else {
         return Err(GatewayError::new(Code::Internal, "internal error", "PR"));
     };
-    Ok((route, cluster))
+    Ok((Some(route), cluster))
 }
 
 /// The call's deadline: the request's `grpc-timeout` (or `default`), capped
 /// by the route's timeout; rewrites the header to what goes upstream.
 pub(crate) fn deadline(
     headers: &mut HeaderMap,
-    route: &Route,
+    route: Option<&Route>,
     default: Option<Duration>,
     started: Instant,
 ) -> Option<tokio::time::Instant> {
@@ -206,7 +213,7 @@ pub(crate) fn deadline(
         .get("grpc-timeout")
         .and_then(grpc_timeout::parse)
         .or(default);
-    let timeout = match (client, route.timeout) {
+    let timeout = match (client, route.and_then(|r| r.timeout)) {
         (Some(c), Some(r)) => Some(c.min(r)),
         (c, r) => c.or(r),
     };
@@ -278,7 +285,31 @@ async fn forward_grpc(
             "PR",
         ));
     }
-    let (route, cluster) = select_route(conn, req.uri().path(), req.headers(), rec)?;
+    if crate::reflection::is_reflection_path(req.uri().path()) {
+        // Served by the gateway itself, for every registered service.
+        if let Some(m) = conn
+            .listener
+            .deny_unless
+            .iter()
+            .find(|m| !m.matches(req.headers()))
+        {
+            debug!(header = %m.name(), "Denied by listener rule");
+            return Err(GatewayError::new(
+                Code::PermissionDenied,
+                "request denied",
+                "PR",
+            ));
+        }
+        let resp = crate::reflection::serve(conn.shared.registry.clone(), req).await;
+        rec.status = resp.status().as_u16();
+        rec.total = started.elapsed();
+        rec.cluster = Some("<gateway>".into());
+        conn.shared.access_log.emit(rec, Phase::End);
+        return Ok(resp);
+    }
+    let snapshot = conn.shared.registry.snapshot();
+    let binding = snapshot.cluster_for(req.uri().path());
+    let (route, cluster) = select_route(conn, req.uri().path(), req.headers(), binding, rec)?;
     let (mut parts, body) = req.into_parts();
     let deadline = deadline(&mut parts.headers, route, None, started);
     strip_hop_by_hop(&mut parts.headers);

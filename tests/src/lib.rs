@@ -35,7 +35,13 @@ pub async fn spawn_sample_with(opts: ServerOptions) -> SampleServer {
 /// `127.0.0.1:0`).
 pub async fn spawn_gateway(toml: &str) -> Gateway {
     capture_logs();
-    let cfg = GatewayConfig::from_toml(toml).unwrap_or_else(|e| panic!("config: {e}\n{toml}"));
+    // The admin API defaults to 127.0.0.1:9901; tests use a free port.
+    let toml = if toml.contains("[admin]") {
+        toml.to_string()
+    } else {
+        format!("{toml}\n[admin]\naddress = \"127.0.0.1:0\"\n")
+    };
+    let cfg = GatewayConfig::from_toml(&toml).unwrap_or_else(|e| panic!("config: {e}\n{toml}"));
     Gateway::start(cfg).await.expect("start gateway")
 }
 

@@ -753,15 +753,39 @@ async fn deadline_from_grpc_timeout_header_or_configured_default() {
     let s = spawn_sample("s0").await;
     let gw = json_gateway(&[&s], "[transcoding]\ndefault_timeout_ms = 200\n").await;
     let started = Instant::now();
-    let r = http_call(gw.first_addr(), HttpVersion::H1, json_request("POST", "/sample.echo.v1.Echo/Slow", r#"{"intervalMs":5000}"#)).await;
-    assert_eq!((r.status.as_u16(), r.json()["code"].clone()), (504, json!(4)), "{}", r.text());
+    let r = http_call(
+        gw.first_addr(),
+        HttpVersion::H1,
+        json_request(
+            "POST",
+            "/sample.echo.v1.Echo/Slow",
+            r#"{"intervalMs":5000}"#,
+        ),
+    )
+    .await;
+    assert_eq!(
+        (r.status.as_u16(), r.json()["code"].clone()),
+        (504, json!(4)),
+        "{}",
+        r.text()
+    );
     assert!(started.elapsed() < Duration::from_secs(2));
 
-    let mut req = json_request("POST", "/sample.echo.v1.Echo/Slow", r#"{"intervalMs":5000}"#);
-    req.headers_mut().insert("grpc-timeout", "100m".parse().expect("v"));
+    let mut req = json_request(
+        "POST",
+        "/sample.echo.v1.Echo/Slow",
+        r#"{"intervalMs":5000}"#,
+    );
+    req.headers_mut()
+        .insert("grpc-timeout", "100m".parse().expect("v"));
     let started = Instant::now();
     let r = http_call(gw.first_addr(), HttpVersion::H2, req).await;
     assert_eq!(r.status, 504, "{}", r.text());
     assert!(started.elapsed() < Duration::from_millis(1500));
-    within(5, "backend idle", s.stats.wait_until(|s| s.in_flight() == 0)).await;
+    within(
+        5,
+        "backend idle",
+        s.stats.wait_until(|s| s.in_flight() == 0),
+    )
+    .await;
 }

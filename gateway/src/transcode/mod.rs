@@ -211,7 +211,8 @@ pub(crate) async fn forward_json(
             .ok_or_else(|| not_found(&parts.method, path))?,
         None => return Err(not_found(&parts.method, path)),
     };
-    let (route, cluster) = select_route(conn, &method.grpc_path, &parts.headers, rec)?;
+    let binding = snapshot.cluster_for(&method.grpc_path);
+    let (route, cluster) = select_route(conn, &method.grpc_path, &parts.headers, binding, rec)?;
     let mut headers = settings.headers.metadata(&parts.headers);
     let deadline = deadline(&mut headers, route, settings.default_timeout, started);
     headers.insert(

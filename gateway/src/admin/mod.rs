@@ -1,0 +1,643 @@
+//! The admin API, on its own listener (default `127.0.0.1:9901`): upload,
+//! list, fetch and delete descriptor sets (binary FileDescriptorSets or
+//! `.proto` sources compiled in-process), list services and clusters,
+//! health. Mutating calls need `Authorization: Bearer <token>` (compared in
+//! constant time). Uploads are validated completely, persisted, then
+//! swapped in atomically; a rejected upload changes nothing.
+
+pub mod store;
+
+use std::{collections::BTreeMap, convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Limited};
+use hyper::{body::Incoming, service::service_fn};
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo},
+    server::{conn::auto, graceful::GracefulShutdown},
+};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use subtle::ConstantTimeEq;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use balancer::{Clusters, RouteTable, config::LbPolicy};
+use descriptors::{DescriptorError, ErrorKind, Registry, SetInfo, SetMeta, compile};
+
+use crate::{access_log::haproxy_date, respond::ResponseBody};
+use store::{Store, StoredMeta};
+
+/// Default admin address.
+pub const DEFAULT_ADMIN_ADDRESS: &str = "127.0.0.1:9901";
+/// Default largest upload.
+pub const DEFAULT_MAX_UPLOAD_BYTES: usize = 64 * 1024 * 1024;
+/// Environment variable holding the admin token.
+pub const TOKEN_ENV: &str = "GATEWAY_ADMIN_TOKEN";
+
+/// `[admin]` in the config file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Serve the admin API at all.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Where; a non-loopback address requires a token.
+    #[serde(default = "default_address")]
+    pub address: SocketAddr,
+    /// Bearer token for mutating calls; `GATEWAY_ADMIN_TOKEN` overrides.
+    #[serde(default)]
+    pub token: Option<String>,
+    /// Largest upload body.
+    #[serde(default = "default_max_upload")]
+    pub max_upload_bytes: usize,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            address: default_address(),
+            token: None,
+            max_upload_bytes: DEFAULT_MAX_UPLOAD_BYTES,
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_address() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9901))
+}
+fn default_max_upload() -> usize {
+    DEFAULT_MAX_UPLOAD_BYTES
+}
+
+impl AdminConfig {
+    /// The effective token: the environment variable, else the config's.
+    pub fn effective_token(&self) -> Option<String> {
+        std::env::var(TOKEN_ENV)
+            .ok()
+            .filter(|t| !t.is_empty())
+            .or_else(|| self.token.clone().filter(|t| !t.is_empty()))
+    }
+
+    /// Refuses a non-loopback address without a token.
+    pub fn validate(&self, token: Option<&str>) -> Result<(), balancer::config::ConfigError> {
+        if self.enabled && !self.address.ip().is_loopback() && token.is_none() {
+            return Err(balancer::config::ConfigError::new(
+                "admin.address",
+                format!(
+                    "{} is not a loopback address: set admin.token or {TOKEN_ENV} to expose the admin API",
+                    self.address
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What the admin handlers work on.
+pub struct AdminState {
+    /// The descriptor registry (shared with the request path).
+    pub registry: Arc<Registry>,
+    /// Persistence, when `registry.data_dir` is set.
+    pub store: Option<Store>,
+    /// The bearer token; none = mutating calls are refused.
+    pub token: Option<String>,
+    /// Clusters, for bindings and `GET /v1/clusters`.
+    pub clusters: Clusters,
+    /// Routes, to show which cluster serves each method.
+    pub routes: RouteTable,
+    /// Upload limit.
+    pub max_upload: usize,
+}
+
+/// Serves the admin API until `shutdown`.
+pub async fn run(tcp: TcpListener, state: Arc<AdminState>, shutdown: CancellationToken) {
+    let graceful = GracefulShutdown::new();
+    let builder = auto::Builder::new(TokioExecutor::new());
+    loop {
+        let (io, peer) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            r = tcp.accept() => match r {
+                Ok(c) => c,
+                Err(error) => {
+                    warn!(%error, "Admin accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let state = state.clone();
+        let svc = service_fn(move |req| {
+            let state = state.clone();
+            async move { Ok::<_, Infallible>(handle(&state, req).await) }
+        });
+        let conn = builder.serve_connection(TokioIo::new(io), svc).into_owned();
+        let watched = graceful.watch(conn);
+        tokio::spawn(
+            async move {
+                if let Err(error) = watched.await {
+                    debug!(%error, "Admin connection ended");
+                }
+            }
+            .instrument(info_span!("admin", client.addr = %peer)),
+        );
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(5), graceful.shutdown()).await;
+}
+
+/// An admin API error: HTTP status and message, as
+/// `{"error": {"code": <status>, "message": "..."}}`.
+struct ApiError(StatusCode, String);
+
+impl ApiError {
+    fn new(status: StatusCode, msg: impl Into<String>) -> Self {
+        Self(status, msg.into())
+    }
+
+    fn from_descriptor(e: &DescriptorError) -> Self {
+        let status = match e.kind() {
+            ErrorKind::InvalidUpload | ErrorKind::InvalidRequest => StatusCode::BAD_REQUEST,
+            ErrorKind::Conflict => StatusCode::CONFLICT,
+            ErrorKind::NotFound => StatusCode::NOT_FOUND,
+            ErrorKind::InvalidResponse | ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        Self(status, e.to_string())
+    }
+}
+
+fn json_response(status: StatusCode, v: &Value) -> Response<ResponseBody> {
+    let mut r = Response::new(crate::respond::full(Bytes::from(v.to_string())));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+fn error_response(e: ApiError) -> Response<ResponseBody> {
+    json_response(
+        e.0,
+        &json!({ "error": { "code": e.0.as_u16(), "message": e.1 } }),
+    )
+}
+
+/// Routes one admin request.
+pub async fn handle(state: &AdminState, req: Request<Incoming>) -> Response<ResponseBody> {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let result = route(state, req).await;
+    let resp = result.unwrap_or_else(error_response);
+    if method != Method::GET || !resp.status().is_success() {
+        info!(%method, %path, status = resp.status().as_u16(), "Admin call");
+    }
+    resp
+}
+
+async fn route(
+    state: &AdminState,
+    req: Request<Incoming>,
+) -> Result<Response<ResponseBody>, ApiError> {
+    let path = req.uri().path().trim_end_matches('/').to_string();
+    let segments: Vec<&str> = path.split('/').skip(1).collect();
+    match (req.method().clone(), segments.as_slice()) {
+        (Method::GET, ["healthz"]) => Ok(json_response(StatusCode::OK, &json!({ "status": "ok" }))),
+        (Method::GET, ["v1", "descriptor-sets"]) => Ok(list_sets(state)),
+        (Method::GET, ["v1", "descriptor-sets", name]) => {
+            get_set(state, &decode(name)?, req.uri().query())
+        }
+        (Method::PUT, ["v1", "descriptor-sets", name]) => {
+            authorize(state, req.headers())?;
+            let name = decode(name)?;
+            put_set(state, &name, req).await
+        }
+        (Method::DELETE, ["v1", "descriptor-sets", name]) => {
+            authorize(state, req.headers())?;
+            delete_set(state, &decode(name)?).await
+        }
+        (Method::GET, ["v1", "services"]) => Ok(list_services(state)),
+        (Method::GET, ["v1", "clusters"]) => Ok(list_clusters(state)),
+        (
+            _,
+            ["healthz"]
+            | ["v1", "descriptor-sets"]
+            | ["v1", "descriptor-sets", _]
+            | ["v1", "services"]
+            | ["v1", "clusters"],
+        ) => Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method not allowed",
+        )),
+        _ => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no admin endpoint {path}"),
+        )),
+    }
+}
+
+fn authorize(state: &AdminState, headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(token) = &state.token else {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            format!("no admin token configured: set admin.token or {TOKEN_ENV} to allow changes"),
+        ));
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim);
+    match given {
+        Some(g) if bool::from(g.as_bytes().ct_eq(token.as_bytes())) => Ok(()),
+        Some(_) => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid admin token",
+        )),
+        None => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "missing `Authorization: Bearer <token>`",
+        )),
+    }
+}
+
+/// Percent-decodes a path segment and checks it is a valid set name.
+fn decode(segment: &str) -> Result<String, ApiError> {
+    let name = crate::respond::percent_decode(segment.as_bytes());
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        && !name.starts_with('.');
+    if ok {
+        Ok(name)
+    } else {
+        Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "invalid set name `{name}`: use 1 to 128 of A-Z a-z 0-9 . _ - (not starting with .)"
+            ),
+        ))
+    }
+}
+
+fn query_param(query: Option<&str>, key: &str) -> Option<String> {
+    query?.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        (k == key).then(|| crate::respond::percent_decode(v.replace('+', " ").as_bytes()))
+    })
+}
+
+fn set_json(info: &SetInfo) -> Value {
+    let uploaded = std::time::UNIX_EPOCH + Duration::from_millis(info.uploaded_at_unix_ms);
+    json!({
+        "name": info.name,
+        "version": info.version,
+        "size_bytes": info.size_bytes,
+        "files": info.files,
+        "services": info.services,
+        "methods": info.methods,
+        "http_rules": info.http_rules,
+        "cluster": info.cluster,
+        "uploaded_at": rfc3339(uploaded),
+        "uploaded_at_unix_ms": info.uploaded_at_unix_ms,
+    })
+}
+
+fn rfc3339(t: std::time::SystemTime) -> String {
+    // From the log date (dd/Mon/yyyy:hh:mm:ss.mmm) to RFC 3339.
+    let d = haproxy_date(t);
+    let month = |m: &str| {
+        [
+            "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+        ]
+        .iter()
+        .position(|x| *x == m)
+        .map_or(1, |i| i + 1)
+    };
+    let parts: Vec<&str> = d.splitn(4, ['/', ':']).collect();
+    match parts.as_slice() {
+        [day, mon, year, time] => format!("{year}-{:02}-{day}T{time}Z", month(mon)),
+        _ => d,
+    }
+}
+
+fn list_sets(state: &AdminState) -> Response<ResponseBody> {
+    let snap = state.registry.snapshot();
+    let sets: Vec<Value> = snap.sets().map(set_json).collect();
+    json_response(StatusCode::OK, &json!({ "descriptor_sets": sets }))
+}
+
+fn get_set(
+    state: &AdminState,
+    name: &str,
+    query: Option<&str>,
+) -> Result<Response<ResponseBody>, ApiError> {
+    let snap = state.registry.snapshot();
+    let info = snap.set(name).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no descriptor set named `{name}`"),
+        )
+    })?;
+    if query_param(query, "format").as_deref() == Some("binary") {
+        let bytes = snap.set_bytes(name).unwrap_or_default();
+        let mut r = Response::new(crate::respond::full(Bytes::copy_from_slice(bytes)));
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/octet-stream"),
+        );
+        return Ok(r);
+    }
+    Ok(json_response(StatusCode::OK, &set_json(info)))
+}
+
+/// What an upload body holds.
+enum Upload {
+    Binary(Bytes),
+    Sources(Vec<compile::SourceFile>),
+}
+
+async fn read_upload(req: Request<Incoming>, max: usize) -> Result<Upload, ApiError> {
+    let ct = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/octet-stream")
+        .to_string();
+    let essence = ct
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    if essence == "multipart/form-data" {
+        // The boundary is case-sensitive.
+        let boundary = multer::parse_boundary(&ct).map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("bad multipart request: {e}"),
+            )
+        })?;
+        let stream = http_body_util::BodyStream::new(Limited::new(req.into_body(), max))
+            .map(|r| r.map(|f| f.into_data().unwrap_or_default()));
+        let mut mp = multer::Multipart::new(stream, boundary);
+        let mut files = Vec::new();
+        while let Some(field) = mp
+            .next_field()
+            .await
+            .map_err(|e| upload_error(&e.to_string(), max))?
+        {
+            let path = field
+                .file_name()
+                .or(field.name())
+                .map(str::to_string)
+                .ok_or_else(|| {
+                    ApiError::new(StatusCode::BAD_REQUEST, "a multipart part has no file name")
+                })?;
+            let source = field
+                .text()
+                .await
+                .map_err(|e| upload_error(&e.to_string(), max))?;
+            files.push(compile::SourceFile { path, source });
+        }
+        return Ok(Upload::Sources(files));
+    }
+    let bytes = Limited::new(req.into_body(), max)
+        .collect()
+        .await
+        .map_err(|e| upload_error(&e.to_string(), max))?
+        .to_bytes();
+    match essence.as_str() {
+        "application/json" => {
+            let v: Value = serde_json::from_slice(&bytes).map_err(|e| {
+                ApiError::new(StatusCode::BAD_REQUEST, format!("bad JSON upload: {e}"))
+            })?;
+            let map = v.get("files").unwrap_or(&v);
+            let obj = map.as_object().ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "expected {\"files\": {\"path.proto\": \"source\", ...}}",
+                )
+            })?;
+            let mut files = Vec::with_capacity(obj.len());
+            for (path, source) in obj {
+                let source = source.as_str().ok_or_else(|| {
+                    ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        format!("the source of `{path}` must be a string"),
+                    )
+                })?;
+                files.push(compile::SourceFile {
+                    path: path.clone(),
+                    source: source.to_string(),
+                });
+            }
+            Ok(Upload::Sources(files))
+        }
+        "application/octet-stream"
+        | "application/x-protobuf"
+        | "application/protobuf"
+        | "application/vnd.google.protobuf" => Ok(Upload::Binary(bytes)),
+        other => Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!(
+                "unsupported content-type `{other}`: send a binary FileDescriptorSet (application/octet-stream), \
+                 .proto sources as multipart/form-data, or {{\"files\": {{path: source}}}} as application/json"
+            ),
+        )),
+    }
+}
+
+fn upload_error(msg: &str, max: usize) -> ApiError {
+    if msg.contains("length limit") {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("upload exceeds {max} bytes"),
+        )
+    } else {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("cannot read the upload: {msg}"),
+        )
+    }
+}
+
+async fn put_set(
+    state: &AdminState,
+    name: &str,
+    req: Request<Incoming>,
+) -> Result<Response<ResponseBody>, ApiError> {
+    let cluster = query_param(req.uri().query(), "cluster").filter(|c| !c.is_empty());
+    if let Some(c) = &cluster
+        && !state.clusters.contains(&balancer::ClusterName::new(c))
+    {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("no cluster named `{c}`"),
+        ));
+    }
+    let upload = read_upload(req, state.max_upload).await?;
+    let registry = state.registry.clone();
+    let store = state.store.clone();
+    let name = name.to_string();
+    let started = std::time::Instant::now();
+    // Compiling and indexing are CPU-bound: off the runtime threads.
+    let outcome = tokio::task::spawn_blocking(move || {
+        let bytes: Bytes = match upload {
+            Upload::Binary(b) => b,
+            Upload::Sources(files) => compile::compile_protos(&files)
+                .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?
+                .into(),
+        };
+        let meta = SetMeta {
+            cluster: cluster.clone(),
+            uploaded_at_unix_ms: 0,
+        };
+        registry
+            .put_with(&name, &bytes, meta, |info| match &store {
+                None => Ok(()),
+                Some(store) => store
+                    .write(
+                        &name,
+                        &bytes,
+                        &StoredMeta {
+                            cluster: info.cluster.clone(),
+                            uploaded_at_unix_ms: info.uploaded_at_unix_ms,
+                        },
+                    )
+                    .map_err(|e| DescriptorError::Storage {
+                        name: name.clone(),
+                        message: e.to_string(),
+                    }),
+            })
+            .map_err(|e| ApiError::from_descriptor(&e))
+    })
+    .await
+    .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "upload task failed"))??;
+    info!(
+        set = %outcome.set.name,
+        version = outcome.set.version,
+        replaced = outcome.replaced,
+        services = outcome.set.services.len(),
+        methods = outcome.set.methods.len(),
+        took = ?started.elapsed(),
+        "Descriptor set registered"
+    );
+    let status = if outcome.replaced {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    let mut body = set_json(&outcome.set);
+    body["replaced"] = json!(outcome.replaced);
+    Ok(json_response(status, &body))
+}
+
+async fn delete_set(state: &AdminState, name: &str) -> Result<Response<ResponseBody>, ApiError> {
+    let registry = state.registry.clone();
+    let store = state.store.clone();
+    let name = name.to_string();
+    tokio::task::spawn_blocking(move || {
+        registry
+            .remove_with(&name, || match &store {
+                None => Ok(()),
+                Some(s) => s.delete(&name).map_err(|e| DescriptorError::Storage {
+                    name: name.clone(),
+                    message: e.to_string(),
+                }),
+            })
+            .map_err(|e| ApiError::from_descriptor(&e))
+    })
+    .await
+    .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "delete task failed"))??;
+    let mut r = Response::new(crate::respond::empty());
+    *r.status_mut() = StatusCode::NO_CONTENT;
+    Ok(r)
+}
+
+fn list_services(state: &AdminState) -> Response<ResponseBody> {
+    let snap = state.registry.snapshot();
+    let empty = HeaderMap::new();
+    let mut services: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+    let mut service_set: BTreeMap<String, String> = BTreeMap::new();
+    for m in snap.methods() {
+        let cluster = snap
+            .cluster_for(&m.grpc_path)
+            .map(str::to_string)
+            .or_else(|| {
+                state
+                    .routes
+                    .route(&m.grpc_path, &empty)
+                    .map(|r| r.cluster.to_string())
+            });
+        service_set.insert(m.service.clone(), m.set_name.clone());
+        services.entry(m.service.clone()).or_default().push(json!({
+            "name": m.name,
+            "grpc_path": m.grpc_path,
+            "json_path": format!("POST {}", m.grpc_path),
+            "http_rules": m.bindings.iter().map(|b| b.to_string()).collect::<Vec<_>>(),
+            "client_streaming": m.client_streaming,
+            "server_streaming": m.server_streaming,
+            "input_type": m.input.full_name(),
+            "output_type": m.output.full_name(),
+            "cluster": cluster,
+        }));
+    }
+    let list: Vec<Value> = services
+        .into_iter()
+        .map(|(name, mut methods)| {
+            methods.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+            json!({
+                "name": name,
+                "descriptor_set": service_set.get(&name),
+                "cluster": snap.set(service_set.get(&name).map_or("", String::as_str)).and_then(|s| s.cluster.clone()),
+                "methods": methods,
+            })
+        })
+        .collect();
+    json_response(StatusCode::OK, &json!({ "services": list }))
+}
+
+fn list_clusters(state: &AdminState) -> Response<ResponseBody> {
+    let clusters: Vec<Value> = state
+        .clusters
+        .iter()
+        .map(|c| {
+            let endpoints: Vec<Value> = c
+                .endpoints()
+                .iter()
+                .map(|e| {
+                    json!({
+                        "name": e.name,
+                        "address": e.addr.to_string(),
+                        "weight": e.weight,
+                        "state": if !e.is_healthy() { "DOWN" } else if e.is_eligible() { "UP" } else { "BACKOFF" },
+                        "healthy": e.is_healthy(),
+                        "in_flight": e.in_flight(),
+                        "total_requests": e.total(),
+                        "failures": e.failures(),
+                    })
+                })
+                .collect();
+            json!({
+                "name": c.name().to_string(),
+                "lb": match c.policy() { LbPolicy::RoundRobin => "round_robin", LbPolicy::Random => "random", LbPolicy::LeastRequest => "least_request" },
+                "queued": c.queued(),
+                "endpoints": endpoints,
+            })
+        })
+        .collect();
+    json_response(StatusCode::OK, &json!({ "clusters": clusters }))
+}
+
+use futures_util::StreamExt as _;

@@ -1,0 +1,134 @@
+//! `descriptors_from_reflection = true` clusters: the gateway fetches the
+//! servers' descriptors by gRPC reflection at start and on an interval, and
+//! registers them like an upload, as the set named after the cluster and
+//! bound to it, so a reflection-enabled backend needs no upload at all.
+
+use std::{sync::Arc, time::Duration};
+
+use balancer::{ClusterConfig, Clusters};
+use descriptors::{Registry, SetMeta};
+use tokio_util::sync::CancellationToken;
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
+use tracing::{debug, info, warn};
+
+use crate::reflection::fetch_descriptor_set;
+
+/// Time one fetch may take (connect included).
+const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
+/// Retry delay after a failed fetch (before the next regular interval).
+const RETRY_AFTER: Duration = Duration::from_secs(2);
+
+/// Starts one sync task per cluster that asks for it.
+pub fn spawn(
+    registry: &Arc<Registry>,
+    clusters: &Clusters,
+    configs: &[ClusterConfig],
+    shutdown: &CancellationToken,
+) {
+    for cfg in configs.iter().filter(|c| c.descriptors_from_reflection) {
+        let Some(cluster) = clusters.get(&cfg.name) else {
+            continue;
+        };
+        let addrs: Vec<(std::net::SocketAddr, String)> = cluster
+            .endpoints()
+            .iter()
+            .map(|e| (e.addr, e.host.clone()))
+            .collect();
+        tokio::spawn(run(
+            registry.clone(),
+            cfg.clone(),
+            addrs,
+            shutdown.child_token(),
+        ));
+    }
+}
+
+async fn run(
+    registry: Arc<Registry>,
+    cfg: ClusterConfig,
+    addrs: Vec<(std::net::SocketAddr, String)>,
+    shutdown: CancellationToken,
+) {
+    let name = cfg.name.to_string();
+    let interval = Duration::from_millis(cfg.reflection_interval_ms.max(100));
+    loop {
+        let mut synced = false;
+        for (addr, host) in &addrs {
+            match fetch(&cfg, *addr, host).await {
+                Ok(bytes) => {
+                    synced = true;
+                    let snapshot = registry.snapshot();
+                    if snapshot.set_bytes(&name) == Some(bytes.as_slice()) {
+                        debug!(cluster = %name, "Reflected descriptors unchanged");
+                        break;
+                    }
+                    let registry = registry.clone();
+                    let set = name.clone();
+                    let res = tokio::task::spawn_blocking(move || {
+                        let meta = SetMeta {
+                            cluster: Some(set.clone()),
+                            uploaded_at_unix_ms: 0,
+                        };
+                        registry.put_with(&set, &bytes, meta, |_| Ok(()))
+                    })
+                    .await;
+                    match res {
+                        Ok(Ok(o)) => {
+                            info!(cluster = %name, endpoint = %addr, version = o.set.version, services = o.set.services.len(), "Descriptors registered from reflection")
+                        }
+                        Ok(Err(error)) => {
+                            warn!(cluster = %name, endpoint = %addr, %error, "Reflected descriptors refused")
+                        }
+                        Err(error) => warn!(cluster = %name, %error, "Reflection sync task failed"),
+                    }
+                    break;
+                }
+                Err(reason) => {
+                    warn!(cluster = %name, endpoint = %addr, %reason, "Reflection fetch failed")
+                }
+            }
+        }
+        let wait = if synced {
+            interval
+        } else {
+            RETRY_AFTER.min(interval)
+        };
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+async fn fetch(
+    cfg: &ClusterConfig,
+    addr: std::net::SocketAddr,
+    host: &str,
+) -> Result<Vec<u8>, String> {
+    let scheme = if cfg.tls.is_some() { "https" } else { "http" };
+    let mut ep = Endpoint::from_shared(format!("{scheme}://{addr}"))
+        .map_err(|e| e.to_string())?
+        .connect_timeout(Duration::from_millis(cfg.connect_timeout_ms));
+    if let Some(tls) = &cfg.tls {
+        let pem = tokio::fs::read(&tls.ca_file)
+            .await
+            .map_err(|e| e.to_string())?;
+        let domain = tls.server_name.clone().unwrap_or_else(|| host.to_string());
+        ep = ep
+            .tls_config(
+                ClientTlsConfig::new()
+                    .ca_certificate(Certificate::from_pem(pem))
+                    .domain_name(domain),
+            )
+            .map_err(|e| e.to_string())?;
+    }
+    let fetch = async {
+        let channel = ep.connect().await.map_err(|e| e.to_string())?;
+        fetch_descriptor_set(channel)
+            .await
+            .map_err(|e| e.to_string())
+    };
+    tokio::time::timeout(FETCH_TIMEOUT, fetch)
+        .await
+        .map_err(|_| format!("timed out after {FETCH_TIMEOUT:?}"))?
+}
