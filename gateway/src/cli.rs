@@ -654,8 +654,6 @@ mod tests {
     #[test]
     fn clap_definition_is_valid() {
         TestCli::command().debug_assert();
-        let mut c = TestCli::command();
-        eprintln!("PROBE\n{}", c.find_subcommand_mut("push").unwrap().render_help());
     }
 
     #[test]

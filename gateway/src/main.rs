@@ -31,6 +31,11 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Manage descriptor sets through the admin API.
+    Descriptors {
+        #[command(subcommand)]
+        cmd: gateway::cli::DescriptorsCmd,
+    },
     /// Start two CodenameCreator servers and the gateway in front of them
     /// with a built-in config, and print commands to try.
     Demo {
@@ -53,6 +58,7 @@ async fn main() -> ExitCode {
             Err(e) => Err(anyhow::Error::new(e)),
         },
         Command::Run { config } => run(config).await,
+        Command::Descriptors { cmd } => return ExitCode::from(gateway::cli::run(cmd).await),
         Command::Demo { listen } => demo::run(listen, shutdown_signal()).await,
     };
     match result {

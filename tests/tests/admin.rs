@@ -729,3 +729,161 @@ async fn a_reflection_enabled_backend_needs_no_upload() {
         "reflected"
     );
 }
+
+#[derive(clap::Parser)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: gateway::cli::DescriptorsCmd,
+}
+
+async fn cli(args: &[&str]) -> u8 {
+    use clap::Parser;
+    let cli = Cli::try_parse_from(std::iter::once("gateway").chain(args.iter().copied()))
+        .expect("CLI arguments");
+    gateway::cli::run(cli.cmd).await
+}
+
+#[tokio::test]
+async fn cli_push_list_rm_against_a_running_gateway() {
+    let s = spawn_sample("s0").await;
+    let gw = spawn_gateway(&unrouted(&[&s], "")).await;
+    let url = format!("http://{}", admin(&gw));
+    let dir = tempfile::tempdir().expect("tmp");
+    let set = dir.path().join("samples.pb");
+    std::fs::write(&set, sample_services::FILE_DESCRIPTOR_SET).expect("write");
+    let set = set.to_string_lossy().into_owned();
+
+    // Binary set, bound to the cluster.
+    assert_eq!(
+        cli(&[
+            "push",
+            &set,
+            "--cluster",
+            "backend",
+            "--admin",
+            &url,
+            "--token",
+            TOKEN
+        ])
+        .await,
+        0
+    );
+    let r = http_call(
+        gw.first_addr(),
+        HttpVersion::H1,
+        http::Request::get("/v1/shelves/2")
+            .body(body(""))
+            .expect("req"),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    // .proto sources with an import root: the identical echo.proto may be
+    // shared by two sets.
+    let protos = repo_path("sample-services/proto");
+    let echo = protos.join("echo.proto").to_string_lossy().into_owned();
+    let root = protos.to_string_lossy().into_owned();
+    assert_eq!(
+        cli(&[
+            "push", &echo, "--name", "echo-src", "-I", &root, "--admin", &url, "--token", TOKEN
+        ])
+        .await,
+        0
+    );
+    // A different definition of a service another set owns: refused (1).
+    let other = dir.path().join("conflict.proto");
+    std::fs::write(
+        &other,
+        "syntax = \"proto3\";\npackage sample.echo.v1;\nservice Echo {}\n",
+    )
+    .expect("write");
+    assert_eq!(
+        cli(&[
+            "push",
+            &other.to_string_lossy(),
+            "--admin",
+            &url,
+            "--token",
+            TOKEN
+        ])
+        .await,
+        1
+    );
+    assert_eq!(cli(&["list", "--admin", &url]).await, 0);
+    let names: Vec<String> = list(&gw).await["descriptor_sets"]
+        .as_array()
+        .expect("sets")
+        .iter()
+        .filter_map(|s| s["name"].as_str().map(String::from))
+        .collect();
+    assert_eq!(names, ["echo-src", "samples"]);
+    // Errors: wrong token (refused: 1), unreachable admin (2), missing file (2).
+    assert_eq!(
+        cli(&["rm", "samples", "--admin", &url, "--token", "wrong"]).await,
+        1
+    );
+    assert_eq!(cli(&["list", "--admin", "http://127.0.0.1:1"]).await, 2);
+    assert_eq!(
+        cli(&[
+            "push",
+            "/no/such/file.pb",
+            "--admin",
+            &url,
+            "--token",
+            TOKEN
+        ])
+        .await,
+        2
+    );
+    // Remove, then the REST route is gone.
+    assert_eq!(
+        cli(&["rm", "samples", "--admin", &url, "--token", TOKEN]).await,
+        0
+    );
+    assert_eq!(
+        cli(&["rm", "samples", "--admin", &url, "--token", TOKEN]).await,
+        1,
+        "already gone"
+    );
+    let r = http_call(
+        gw.first_addr(),
+        HttpVersion::H1,
+        http::Request::get("/v1/shelves/2")
+            .body(body(""))
+            .expect("req"),
+    )
+    .await;
+    assert_eq!(r.status, 404);
+    // Re-push the .proto set bound to the cluster: Echo is served by JSON.
+    let code = cli(&[
+        "push",
+        &echo,
+        "--name",
+        "echo-src",
+        "-I",
+        &root,
+        "--cluster",
+        "backend",
+        "--admin",
+        &url,
+        "--token",
+        TOKEN,
+    ])
+    .await;
+    assert_eq!(code, 0);
+    let r = http_call(
+        gw.first_addr(),
+        HttpVersion::H1,
+        json_request(
+            "POST",
+            "/sample.echo.v1.Echo/Unary",
+            r#"{"message":"via cli"}"#,
+        ),
+    )
+    .await;
+    assert_eq!(
+        (r.status.as_u16(), r.json()["message"].clone()),
+        (200, json!("via cli")),
+        "{}",
+        r.text()
+    );
+}
