@@ -282,7 +282,10 @@ pub(crate) struct RouteTable {
 
 #[derive(Debug, Default)]
 struct MethodRoutes {
-    /// Templates starting with a literal, keyed by it.
+    /// Templates starting with two literals, keyed by them (most REST APIs:
+    /// `/v1/shelves/...`), so a lookup scans only their siblings.
+    by_two: HashMap<String, HashMap<String, Vec<RouteEntry>>>,
+    /// Other templates starting with a literal, keyed by it.
     by_first: HashMap<String, Vec<RouteEntry>>,
     /// Everything else (first segment is a wildcard or variable).
     rest: Vec<RouteEntry>,
@@ -339,6 +342,16 @@ impl RouteTableBuilder {
             .by_method
             .entry(binding.method.clone())
             .or_default();
+        if let Some((a, b)) = binding.template.first_two_literals() {
+            routes
+                .by_two
+                .entry(a.to_owned())
+                .or_default()
+                .entry(b.to_owned())
+                .or_default()
+                .push(entry);
+            return Ok(());
+        }
         match binding.template.first_literal() {
             Some(first) => routes
                 .by_first
@@ -355,6 +368,11 @@ impl RouteTableBuilder {
             v.sort_by(|a, b| (&a.rank, a.order).cmp(&(&b.rank, b.order)));
         };
         for routes in self.table.by_method.values_mut() {
+            routes
+                .by_two
+                .values_mut()
+                .flat_map(HashMap::values_mut)
+                .for_each(sort);
             routes.by_first.values_mut().for_each(sort);
             sort(&mut routes.rest);
         }
@@ -380,23 +398,22 @@ impl RouteTable {
                     .map(|params| (e, params))
             })
         }
-        let literal = routes
-            .by_first
+        let two = routes
+            .by_two
             .get(request.first())
-            .and_then(|v| first_match(v, &request));
-        let other = first_match(&routes.rest, &request);
-        let (entry, path_params) = match (literal, other) {
-            (Some(a), Some(b)) => {
-                if (&a.0.rank, a.0.order) <= (&b.0.rank, b.0.order) {
-                    a
-                } else {
-                    b
-                }
-            }
-            (Some(a), None) => a,
-            (None, Some(b)) => b,
-            (None, None) => return None,
-        };
+            .and_then(|m| m.get(request.segment(1)));
+        let candidates = [
+            two.and_then(|v| first_match(v, &request)),
+            routes
+                .by_first
+                .get(request.first())
+                .and_then(|v| first_match(v, &request)),
+            first_match(&routes.rest, &request),
+        ];
+        let (entry, path_params) = candidates
+            .into_iter()
+            .flatten()
+            .min_by(|a, b| (&a.0.rank, a.0.order).cmp(&(&b.0.rank, b.0.order)))?;
         Some(HttpMatch {
             method: entry.method.clone(),
             binding: entry.binding.clone(),

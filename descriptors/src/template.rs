@@ -177,6 +177,20 @@ impl PathTemplate {
         }
     }
 
+    /// The first two segments when both are literals that a request's first
+    /// two segments must equal verbatim (a finer route index), else `None`.
+    pub(crate) fn first_two_literals(&self) -> Option<(&str, &str)> {
+        match self.segments.as_slice() {
+            // The second segment must not be the one carrying the verb.
+            [Segment::Literal(a), Segment::Literal(b), rest @ ..]
+                if !rest.is_empty() || self.verb.is_none() =>
+            {
+                Some((a, b))
+            }
+            _ => None,
+        }
+    }
+
     /// Matches a split request path; on success returns the decoded variable
     /// values as `(field path, value)` pairs in template order.
     pub(crate) fn matches(&self, path: &RequestPath<'_>) -> Option<Vec<(String, String)>> {
@@ -268,9 +282,14 @@ impl<'a> RequestPath<'a> {
 
     /// The raw first segment (used for the route index).
     pub(crate) fn first(&self) -> &'a str {
+        self.segment(0)
+    }
+
+    /// The raw segment at `i` ("" when absent).
+    pub(crate) fn segment(&self, i: usize) -> &'a str {
         let rest: &'a str = self.rest;
         self.segments
-            .first()
+            .get(i)
             .map_or("", |&(s, e)| rest.get(s..e).unwrap_or(""))
     }
 }
