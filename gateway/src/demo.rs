@@ -13,6 +13,10 @@ use crate::{Gateway, config::GatewayConfig};
 const DEMO_CONFIG: &str = r#"
 drain_timeout_ms = 5000
 
+[admin]
+address = "{admin}"
+token = "demo-token"
+
 [cors]
 allowed_origins = ["*"]
 exposed_headers = ["x-server-id"]
@@ -46,7 +50,9 @@ match = { path_prefix = "/sample." }
 
 /// The demo config for a listener and two servers.
 pub fn config(listen: SocketAddr, s1: SocketAddr, s2: SocketAddr) -> anyhow::Result<GatewayConfig> {
+    let admin = SocketAddr::new(listen.ip(), if listen.port() == 0 { 0 } else { 9901 });
     let text = DEMO_CONFIG
+        .replace("{admin}", &admin.to_string())
         .replace("{listen}", &listen.to_string())
         .replace("{s1}", &s1.to_string())
         .replace("{s2}", &s2.to_string());
@@ -88,7 +94,14 @@ pub async fn run(listen: SocketAddr, shutdown: impl Future<Output = ()>) -> anyh
          curl -sN 'http://{addr}/v1/shelves/1:watch?count=5&intervalMs=500'\n  \
          curl -sN -H 'accept: text/event-stream' 'http://{addr}/v1/shelves/1:watch?count=5&intervalMs=500'\n\n  \
          # errors are JSON with the mapped HTTP status\n  \
-         curl -si -X POST http://{addr}/v1/fail -d '{{\"code\":5,\"message\":\"no such shelf\",\"withDetails\":true}}'\n",
+         curl -si -X POST http://{addr}/v1/fail -d '{{\"code\":5,\"message\":\"no such shelf\",\"withDetails\":true}}'\n\n  \
+         # the admin API (token: demo-token): what is registered, the servers' state\n  \
+         curl -s http://{admin}/v1/services\n  \
+         curl -s http://{admin}/v1/clusters\n  \
+         cargo run --release -p gateway -- descriptors list --admin http://{admin}\n",
+        admin = gw
+            .admin_addr()
+            .map_or_else(|| "-".to_string(), |a| a.to_string()),
         s1 = s1.addr,
         s2 = s2.addr
     );
