@@ -23,12 +23,12 @@ use crate::{
     body::UpstreamBody,
     config::{
         ClusterConfig, ClusterName, ConfigError, DEFAULT_MAX_RECONNECT_BACKOFF_MS,
-        DEFAULT_RECONNECT_BACKOFF_MS, HealthCheckConfig, LbPolicy,
+        DEFAULT_RECONNECT_BACKOFF_MS, HealthCheckConfig, LbPolicy, grpc_code_by_name,
     },
     endpoint::Endpoint,
     error::BalancerError,
     health,
-    pick::{Pick, pick},
+    pick::{Pick, Picker},
     upstream::Connector,
 };
 
@@ -38,7 +38,9 @@ pub struct Cluster {
     policy: LbPolicy,
     endpoints: Vec<Arc<Endpoint>>,
     connector: Connector,
-    cursor: AtomicUsize,
+    picker: Picker,
+    hash_header: Option<http::HeaderName>,
+    outlier: Option<Outlier>,
     limit: Option<u32>,
     max_queue: usize,
     queue_timeout: Duration,
@@ -137,7 +139,29 @@ impl Cluster {
             policy: cfg.lb,
             endpoints,
             connector,
-            cursor: AtomicUsize::new(0),
+            picker: Picker::new(
+                cfg.lb,
+                &cfg.endpoints.iter().map(|e| e.weight).collect::<Vec<_>>(),
+                &cfg.endpoints
+                    .iter()
+                    .map(|e| e.address.clone())
+                    .collect::<Vec<_>>(),
+            ),
+            hash_header: cfg
+                .hash_header
+                .as_deref()
+                .and_then(|h| http::HeaderName::try_from(h).ok()),
+            outlier: cfg.outlier_detection.as_ref().map(|o| Outlier {
+                consecutive: o.consecutive_failures,
+                statuses: o
+                    .statuses
+                    .iter()
+                    .filter_map(|s| grpc_code_by_name(s))
+                    .collect(),
+                base: Duration::from_millis(o.base_ejection_ms),
+                max: Duration::from_millis(o.max_ejection_ms.max(o.base_ejection_ms)),
+                max_percent: o.max_ejection_percent,
+            }),
             limit: cfg.max_requests_per_endpoint,
             max_queue: cfg.max_queue,
             queue_timeout: Duration::from_millis(cfg.queue_timeout_ms),
@@ -174,7 +198,11 @@ impl Cluster {
 
     /// Takes a slot on an eligible endpoint not in `skip`, waiting in the
     /// bounded queue when all are full.
-    async fn acquire(self: &Arc<Self>, skip: &[usize]) -> Result<Lease, BalancerError> {
+    async fn acquire(
+        self: &Arc<Self>,
+        skip: &[usize],
+        key: Option<&[u8]>,
+    ) -> Result<Lease, BalancerError> {
         let lease = |index| Lease {
             cluster: self.clone(),
             index,
@@ -182,7 +210,7 @@ impl Cluster {
         let no_healthy = || BalancerError::NoHealthyEndpoint {
             cluster: self.name.clone(),
         };
-        match pick(self.policy, &self.endpoints, &self.cursor, self.limit, skip) {
+        match self.picker.pick(&self.endpoints, self.limit, skip, key) {
             Pick::Picked(i) => return Ok(lease(i)),
             Pick::NoneEligible => return Err(no_healthy()),
             Pick::AllFull => {}
@@ -201,7 +229,7 @@ impl Cluster {
             // between is not missed.
             let mut freed = pin!(self.slot_freed.notified());
             freed.as_mut().enable();
-            match pick(self.policy, &self.endpoints, &self.cursor, self.limit, skip) {
+            match self.picker.pick(&self.endpoints, self.limit, skip, key) {
                 Pick::Picked(i) => return Ok(lease(i)),
                 Pick::NoneEligible => return Err(no_healthy()),
                 Pick::AllFull => {}
@@ -230,7 +258,12 @@ impl Cluster {
         loop {
             attempt += 1;
             let queued_at = Instant::now();
-            let lease = self.acquire(&tried).await?;
+            let key = self
+                .hash_header
+                .as_ref()
+                .and_then(|h| req.headers().get(h))
+                .map(|v| bytes::Bytes::copy_from_slice(v.as_bytes()));
+            let lease = self.acquire(&tried, key.as_deref()).await?;
             timings.queue += queued_at.elapsed();
             let ep = lease.endpoint().clone();
             let connect_start = Instant::now();
@@ -249,6 +282,7 @@ impl Cluster {
                         Duration::from_millis(DEFAULT_MAX_RECONNECT_BACKOFF_MS),
                     );
                     warn!(cluster = %self.name, endpoint = %ep.name, error = %ErrorChain(&error), ?backoff, "Upstream connect failed; endpoint out of rotation");
+                    self.record_exchange(lease.index, true);
                     tried.push(lease.index);
                     if attempt < self.max_attempts && tried.len() < self.endpoints.len() {
                         continue;
@@ -286,6 +320,7 @@ impl Cluster {
                             });
                         }
                         None => {
+                            self.record_exchange(lease.index, true);
                             return Err(BalancerError::Upstream {
                                 addr: ep.addr,
                                 source: e.into_error(),
@@ -295,6 +330,57 @@ impl Cluster {
                 }
             }
         }
+    }
+}
+
+/// Outlier detection settings, compiled.
+#[derive(Debug)]
+struct Outlier {
+    consecutive: u32,
+    statuses: Vec<i32>,
+    base: Duration,
+    max: Duration,
+    max_percent: u32,
+}
+
+impl Cluster {
+    /// Counts one exchange with endpoint `index` for outlier detection, and
+    /// ejects the endpoint after enough consecutive failures, unless that
+    /// would eject more than the allowed share of the cluster or its last
+    /// eligible endpoint.
+    fn record_exchange(&self, index: usize, failed: bool) {
+        let Some(o) = &self.outlier else { return };
+        let ep = &self.endpoints[index];
+        if ep.record_exchange(failed) < o.consecutive {
+            return;
+        }
+        let n = self.endpoints.len();
+        let ejected = self.endpoints.iter().filter(|e| e.is_ejected()).count();
+        let others_eligible = self
+            .endpoints
+            .iter()
+            .enumerate()
+            .any(|(i, e)| i != index && e.is_eligible());
+        let max = n * o.max_percent as usize / 100;
+        if ejected + 1 > max || !others_eligible {
+            debug!(cluster = %self.name, endpoint = %ep.name, "Outlier not ejected: ejection limit reached");
+            return;
+        }
+        let time = ep.eject(o.base, o.max);
+        warn!(cluster = %self.name, endpoint = %ep.name, ejection = ?time, consecutive_failures = o.consecutive, "Endpoint ejected (outlier detection)");
+    }
+}
+
+impl Lease {
+    /// Reports how the exchange ended, for outlier detection: the final
+    /// gRPC status, or None when the stream failed (reset, I/O).
+    pub fn record_status(&self, status: Option<i32>) {
+        let failed = match (status, &self.cluster.outlier) {
+            (_, None) => return,
+            (None, _) => true,
+            (Some(code), Some(o)) => o.statuses.contains(&code),
+        };
+        self.cluster.record_exchange(self.index, failed);
     }
 }
 

@@ -70,6 +70,12 @@ pub struct ClusterConfig {
     /// How an endpoint is picked.
     #[serde(default)]
     pub lb: LbPolicy,
+    /// For `lb = "hash"`: the request header whose value is hashed.
+    #[serde(default)]
+    pub hash_header: Option<String>,
+    /// Passive outlier detection: eject servers that keep failing.
+    #[serde(default)]
+    pub outlier_detection: Option<OutlierConfig>,
     /// Time to open a connection, TLS included.
     #[serde(default = "default_connect_timeout_ms")]
     pub connect_timeout_ms: u64,
@@ -113,7 +119,7 @@ pub struct EndpointConfig {
     /// Name shown in logs; defaults to the address.
     #[serde(default)]
     pub name: Option<String>,
-    /// Relative weight (reserved for weighted policies).
+    /// Relative weight, for every policy (1 to 1000).
     #[serde(default = "default_weight")]
     pub weight: u32,
 }
@@ -127,8 +133,12 @@ pub enum LbPolicy {
     RoundRobin,
     /// Uniformly at random among healthy endpoints.
     Random,
-    /// Power of two choices on in-flight streams.
+    /// Power of two choices on in-flight streams (divided by weight).
     LeastRequest,
+    /// Consistent hashing of a request header (`hash_header`): a key
+    /// sticks to one server, and adding or removing a server moves only
+    /// about 1/n of the keys. Requests without the header go round robin.
+    Hash,
 }
 
 /// Active health checking of a cluster's endpoints.
@@ -166,12 +176,92 @@ pub enum HealthCheckKind {
     Tcp,
 }
 
+/// Passive outlier detection (Envoy `outlier_detection`, HAProxy
+/// `observe layer7`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutlierConfig {
+    /// Consecutive failures that eject a server.
+    #[serde(default = "default_consecutive_failures")]
+    pub consecutive_failures: u32,
+    /// gRPC status codes that count as failures, by name (`UNAVAILABLE`,
+    /// `INTERNAL`, ...); connect failures and resets always count.
+    #[serde(default = "default_outlier_statuses")]
+    pub statuses: Vec<String>,
+    /// First ejection time; each further ejection of the same server
+    /// lasts this times the number of ejections so far.
+    #[serde(default = "default_base_ejection_ms")]
+    pub base_ejection_ms: u64,
+    /// Longest ejection.
+    #[serde(default = "default_max_ejection_ms")]
+    pub max_ejection_ms: u64,
+    /// Most servers of the cluster ejected at once, in percent (the last
+    /// eligible server is never ejected).
+    #[serde(default = "default_max_ejection_percent")]
+    pub max_ejection_percent: u32,
+}
+
+fn default_consecutive_failures() -> u32 {
+    5
+}
+fn default_outlier_statuses() -> Vec<String> {
+    vec!["UNAVAILABLE".into()]
+}
+fn default_base_ejection_ms() -> u64 {
+    30_000
+}
+fn default_max_ejection_ms() -> u64 {
+    300_000
+}
+fn default_max_ejection_percent() -> u32 {
+    50
+}
+
+/// gRPC status code numbers by name (`google/rpc/code.proto`).
+pub fn grpc_code_by_name(name: &str) -> Option<i32> {
+    const NAMES: [&str; 17] = [
+        "OK",
+        "CANCELLED",
+        "UNKNOWN",
+        "INVALID_ARGUMENT",
+        "DEADLINE_EXCEEDED",
+        "NOT_FOUND",
+        "ALREADY_EXISTS",
+        "PERMISSION_DENIED",
+        "RESOURCE_EXHAUSTED",
+        "FAILED_PRECONDITION",
+        "ABORTED",
+        "OUT_OF_RANGE",
+        "UNIMPLEMENTED",
+        "INTERNAL",
+        "UNAVAILABLE",
+        "DATA_LOSS",
+        "UNAUTHENTICATED",
+    ];
+    NAMES
+        .iter()
+        .position(|n| n.eq_ignore_ascii_case(name))
+        .map(|i| i as i32)
+}
+
 /// TLS settings for upstream connections (HAProxy `ssl ca-file`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamTlsConfig {
-    /// PEM file of the CA certificates that sign the servers' certificates.
-    pub ca_file: PathBuf,
+    /// PEM file of the CA certificates that sign the servers' certificates
+    /// (required unless `insecure_skip_verify`).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate chain (PEM) for mutual TLS.
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    /// Client private key (PEM) for mutual TLS.
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    /// Do not verify the servers' certificates (testing only; logged as a
+    /// warning at start).
+    #[serde(default)]
+    pub insecure_skip_verify: bool,
     /// Name to verify in the server certificate (and send as SNI);
     /// defaults to the endpoint's host.
     #[serde(default)]
@@ -251,10 +341,10 @@ impl ClusterConfig {
                     format!("`{}` is not host:port", ep.address),
                 ));
             }
-            if ep.weight == 0 {
+            if ep.weight == 0 || ep.weight > 1000 {
                 return Err(ConfigError::new(
                     format!("{at}.endpoints[{i}].weight"),
-                    "must be at least 1",
+                    "must be from 1 to 1000",
                 ));
             }
         }
@@ -275,6 +365,60 @@ impl ClusterConfig {
                 format!("{at}.max_connect_attempts"),
                 "must be at least 1",
             ));
+        }
+        match (self.lb, &self.hash_header) {
+            (LbPolicy::Hash, None) => {
+                return Err(ConfigError::new(
+                    format!("{at}.hash_header"),
+                    "lb = \"hash\" needs the header to hash",
+                ));
+            }
+            (LbPolicy::Hash, Some(h)) if http::HeaderName::try_from(h.as_str()).is_err() => {
+                return Err(ConfigError::new(
+                    format!("{at}.hash_header"),
+                    format!("`{h}` is not a header name"),
+                ));
+            }
+            (p, Some(_)) if p != LbPolicy::Hash => {
+                return Err(ConfigError::new(
+                    format!("{at}.hash_header"),
+                    "only used with lb = \"hash\"",
+                ));
+            }
+            _ => {}
+        }
+        if let Some(o) = &self.outlier_detection {
+            if o.consecutive_failures == 0
+                || o.base_ejection_ms == 0
+                || o.max_ejection_percent > 100
+            {
+                return Err(ConfigError::new(
+                    format!("{at}.outlier_detection"),
+                    "consecutive_failures and base_ejection_ms must be at least 1, max_ejection_percent at most 100",
+                ));
+            }
+            for (k, s) in o.statuses.iter().enumerate() {
+                if grpc_code_by_name(s).is_none() {
+                    return Err(ConfigError::new(
+                        format!("{at}.outlier_detection.statuses[{k}]"),
+                        format!("`{s}` is not a gRPC status name"),
+                    ));
+                }
+            }
+        }
+        if let Some(t) = &self.tls {
+            if t.ca_file.is_none() && !t.insecure_skip_verify {
+                return Err(ConfigError::new(
+                    format!("{at}.tls.ca_file"),
+                    "required (or set insecure_skip_verify = true, for testing only)",
+                ));
+            }
+            if t.cert_file.is_some() != t.key_file.is_some() {
+                return Err(ConfigError::new(
+                    format!("{at}.tls"),
+                    "cert_file and key_file go together (mutual TLS)",
+                ));
+            }
         }
         if let Some(hc) = &self.health_check {
             if hc.interval_ms == 0 || hc.timeout_ms == 0 {

@@ -4,7 +4,7 @@
 use std::{
     net::SocketAddr,
     sync::{
-        OnceLock,
+        Mutex, OnceLock,
         atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed},
     },
     time::{Duration, Instant},
@@ -32,6 +32,14 @@ pub struct Endpoint {
     /// failed connect.
     down_until_ms: AtomicU64,
     connect_failures: AtomicU32,
+    /// Out of rotation until this time after an outlier ejection.
+    ejected_until_ms: AtomicU64,
+    /// Ejections so far (each lasts longer).
+    ejections: AtomicU32,
+    /// Consecutive failed exchanges (outlier detection).
+    consecutive_failures: AtomicU32,
+    /// The last active health check's result.
+    last_check: Mutex<Option<String>>,
 }
 
 /// Milliseconds since the first call, on a monotonic clock.
@@ -57,12 +65,64 @@ impl Endpoint {
             healthy: AtomicBool::new(true),
             down_until_ms: AtomicU64::new(0),
             connect_failures: AtomicU32::new(0),
+            ejected_until_ms: AtomicU64::new(0),
+            ejections: AtomicU32::new(0),
+            consecutive_failures: AtomicU32::new(0),
+            last_check: Mutex::new(None),
         }
     }
 
     /// Whether new requests may go here now.
     pub fn is_eligible(&self) -> bool {
-        self.healthy.load(Relaxed) && now_ms() >= self.down_until_ms.load(Relaxed)
+        if !self.healthy.load(Relaxed) {
+            return false;
+        }
+        let now = now_ms();
+        now >= self.down_until_ms.load(Relaxed) && now >= self.ejected_until_ms.load(Relaxed)
+    }
+
+    /// Ejected by outlier detection right now.
+    pub fn is_ejected(&self) -> bool {
+        now_ms() < self.ejected_until_ms.load(Relaxed)
+    }
+
+    /// Ejections so far.
+    pub fn ejections(&self) -> u32 {
+        self.ejections.load(Relaxed)
+    }
+
+    /// The last active health check's result ("ok" or why it failed).
+    pub fn last_check(&self) -> Option<String> {
+        self.last_check.lock().ok().and_then(|g| g.clone())
+    }
+
+    pub(crate) fn set_last_check(&self, result: String) {
+        if let Ok(mut g) = self.last_check.lock() {
+            *g = Some(result);
+        }
+    }
+
+    /// Counts one exchange for outlier detection; returns the number of
+    /// consecutive failures (0 after a success).
+    pub(crate) fn record_exchange(&self, failed: bool) -> u32 {
+        if failed {
+            self.consecutive_failures.fetch_add(1, Relaxed) + 1
+        } else {
+            if self.consecutive_failures.load(Relaxed) != 0 {
+                self.consecutive_failures.store(0, Relaxed);
+            }
+            0
+        }
+    }
+
+    /// Ejects for `base` times the number of ejections so far, capped.
+    pub(crate) fn eject(&self, base: Duration, max: Duration) -> Duration {
+        let n = self.ejections.fetch_add(1, Relaxed) + 1;
+        let time = base.saturating_mul(n).min(max);
+        self.ejected_until_ms
+            .store(now_ms() + time.as_millis() as u64, Relaxed);
+        self.consecutive_failures.store(0, Relaxed);
+        time
     }
 
     /// Health-check state.

@@ -57,6 +57,10 @@ pub(crate) async fn run(
             }
         };
         let ep = &cluster.endpoints()[index];
+        ep.set_last_check(match &result {
+            Ok(()) => "ok".to_string(),
+            Err(why) => why.clone(),
+        });
         match result {
             Ok(()) => {
                 failures = 0;

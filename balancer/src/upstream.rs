@@ -48,46 +48,7 @@ impl Connector {
     pub fn new(cfg: &ClusterConfig, at: &str) -> Result<Self, ConfigError> {
         let tls = match &cfg.tls {
             None => None,
-            Some(t) => {
-                let field = format!("{at}.tls.ca_file");
-                let certs = CertificateDer::pem_file_iter(&t.ca_file)
-                    .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-                    .map_err(|e| {
-                        ConfigError::new(
-                            &field,
-                            format!("cannot read `{}`: {e}", t.ca_file.display()),
-                        )
-                    })?;
-                let mut roots = rustls::RootCertStore::empty();
-                for cert in certs {
-                    roots.add(cert).map_err(|e| {
-                        ConfigError::new(&field, format!("bad CA certificate: {e}"))
-                    })?;
-                }
-                if roots.is_empty() {
-                    return Err(ConfigError::new(&field, "no certificate in file"));
-                }
-                let provider = Arc::new(rustls::crypto::ring::default_provider());
-                let mut config = rustls::ClientConfig::builder_with_provider(provider)
-                    .with_safe_default_protocol_versions()
-                    .map_err(|e| ConfigError::new(&field, e.to_string()))?
-                    .with_root_certificates(roots)
-                    .with_no_client_auth();
-                config.alpn_protocols = vec![b"h2".to_vec()];
-                let server_name = match &t.server_name {
-                    None => None,
-                    Some(n) => Some(ServerName::try_from(n.clone()).map_err(|_| {
-                        ConfigError::new(
-                            format!("{at}.tls.server_name"),
-                            format!("`{n}` is not a DNS name"),
-                        )
-                    })?),
-                };
-                Some(TlsSettings {
-                    connector: tokio_rustls::TlsConnector::from(Arc::new(config)),
-                    server_name,
-                })
-            }
+            Some(t) => Some(tls_settings(t, at)?),
         };
         let scheme = if tls.is_some() {
             http::uri::Scheme::HTTPS
@@ -181,6 +142,129 @@ type Handshake<T> = Result<
     ),
     hyper::Error,
 >;
+
+fn read_certs(
+    path: &std::path::Path,
+    field: &str,
+) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| ConfigError::new(field, format!("cannot read `{}`: {e}", path.display())))?;
+    if certs.is_empty() {
+        return Err(ConfigError::new(field, "no certificate in file"));
+    }
+    Ok(certs)
+}
+
+fn tls_settings(
+    t: &crate::config::UpstreamTlsConfig,
+    at: &str,
+) -> Result<TlsSettings, ConfigError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ConfigError::new(format!("{at}.tls"), e.to_string()))?;
+    let builder = if t.insecure_skip_verify {
+        tracing::warn!(cluster = %at, "Upstream TLS certificates are NOT verified (insecure_skip_verify = true)");
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(NoVerification(provider)))
+    } else {
+        let field = format!("{at}.tls.ca_file");
+        let Some(ca) = &t.ca_file else {
+            return Err(ConfigError::new(field, "required"));
+        };
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in read_certs(ca, &field)? {
+            roots
+                .add(cert)
+                .map_err(|e| ConfigError::new(&field, format!("bad CA certificate: {e}")))?;
+        }
+        builder.with_root_certificates(roots)
+    };
+    let mut config = match (&t.cert_file, &t.key_file) {
+        (Some(cert), Some(key)) => {
+            let chain = read_certs(cert, &format!("{at}.tls.cert_file"))?;
+            let key = rustls::pki_types::PrivateKeyDer::from_pem_file(key).map_err(|e| {
+                ConfigError::new(
+                    format!("{at}.tls.key_file"),
+                    format!("cannot read `{}`: {e}", key.display()),
+                )
+            })?;
+            builder.with_client_auth_cert(chain, key).map_err(|e| {
+                ConfigError::new(
+                    format!("{at}.tls"),
+                    format!("client certificate and key do not fit: {e}"),
+                )
+            })?
+        }
+        _ => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let server_name = match &t.server_name {
+        None => None,
+        Some(n) => Some(ServerName::try_from(n.clone()).map_err(|_| {
+            ConfigError::new(
+                format!("{at}.tls.server_name"),
+                format!("`{n}` is not a DNS name"),
+            )
+        })?),
+    };
+    Ok(TlsSettings {
+        connector: tokio_rustls::TlsConnector::from(Arc::new(config)),
+        server_name,
+    })
+}
+
+/// Accepts any server certificate (`insecure_skip_verify`), still checking
+/// that the handshake is signed by the certificate's key.
+#[derive(Debug)]
+struct NoVerification(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for NoVerification {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
 
 fn spawn_conn<T>(res: Handshake<T>, addr: SocketAddr) -> Result<Sender, BalancerError>
 where

@@ -110,17 +110,20 @@ async fn fetch(
         .map_err(|e| e.to_string())?
         .connect_timeout(Duration::from_millis(cfg.connect_timeout_ms));
     if let Some(tls) = &cfg.tls {
-        let pem = tokio::fs::read(&tls.ca_file)
-            .await
-            .map_err(|e| e.to_string())?;
+        let Some(ca_file) = &tls.ca_file else {
+            return Err("reflection over TLS needs tls.ca_file (insecure_skip_verify is not supported here)".into());
+        };
+        let pem = tokio::fs::read(ca_file).await.map_err(|e| e.to_string())?;
         let domain = tls.server_name.clone().unwrap_or_else(|| host.to_string());
-        ep = ep
-            .tls_config(
-                ClientTlsConfig::new()
-                    .ca_certificate(Certificate::from_pem(pem))
-                    .domain_name(domain),
-            )
-            .map_err(|e| e.to_string())?;
+        let mut tls_config = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(pem))
+            .domain_name(domain);
+        if let (Some(cert), Some(key)) = (&tls.cert_file, &tls.key_file) {
+            let cert = tokio::fs::read(cert).await.map_err(|e| e.to_string())?;
+            let key = tokio::fs::read(key).await.map_err(|e| e.to_string())?;
+            tls_config = tls_config.identity(tonic::transport::Identity::from_pem(cert, key));
+        }
+        ep = ep.tls_config(tls_config).map_err(|e| e.to_string())?;
     }
     let fetch = async {
         let channel = ep.connect().await.map_err(|e| e.to_string())?;

@@ -331,6 +331,9 @@ async fn forward_grpc(
         log.emit(rec, Phase::Start);
     }
     let ended = body.is_end_stream();
+    if ended {
+        up.lease.record_status(grpc_status(&parts.headers));
+    }
     let mut body = ObservedBody {
         inner: Some(body),
         lease: Some(up.lease),
@@ -457,6 +460,9 @@ impl Body for ObservedBody {
                     if let Some(code) = grpc_status(t) {
                         this.guard.rec.grpc_status = Some(code);
                     }
+                    if let Some(lease) = &this.lease {
+                        lease.record_status(grpc_status(t));
+                    }
                     // Trailers end the stream; hyper may not poll again.
                     this.finish("--");
                 }
@@ -464,6 +470,9 @@ impl Body for ObservedBody {
             }
             Some(Err(error)) => {
                 debug!(error = %ErrorChain(&error), "Upstream stream failed");
+                if let Some(lease) = &this.lease {
+                    lease.record_status(None);
+                }
                 let t = this.synthetic_trailers(Code::Unavailable, "upstream stream failed", "SD");
                 Poll::Ready(Some(Ok(t)))
             }

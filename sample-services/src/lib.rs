@@ -113,6 +113,9 @@ pub struct ServerOptions {
     pub codename_interval: Duration,
     /// Serve TLS (ALPN `h2`) with this identity instead of cleartext HTTP/2.
     pub tls: Option<TlsPem>,
+    /// With `tls`: require client certificates signed by this CA (PEM),
+    /// for mutual TLS.
+    pub client_ca_pem: Option<Vec<u8>>,
 }
 
 impl ServerOptions {
@@ -122,6 +125,7 @@ impl ServerOptions {
             id: id.into(),
             codename_interval: DEFAULT_CODENAME_INTERVAL,
             tls: None,
+            client_ca_pem: None,
         }
     }
 }
@@ -240,7 +244,12 @@ pub async fn spawn(listener: TcpListener, opts: ServerOptions) -> anyhow::Result
     if let Some(tls) = &opts.tls {
         let identity = Identity::from_pem(&tls.cert_pem, &tls.key_pem);
         builder = builder
-            .tls_config(ServerTlsConfig::new().identity(identity))
+            .tls_config(match &opts.client_ca_pem {
+                None => ServerTlsConfig::new().identity(identity),
+                Some(ca) => ServerTlsConfig::new()
+                    .identity(identity)
+                    .client_ca_root(tonic::transport::Certificate::from_pem(ca)),
+            })
             .context("TLS config")?;
     }
     let router = builder

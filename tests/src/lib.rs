@@ -170,6 +170,12 @@ pub struct TestPki {
     pub cert_file: PathBuf,
     /// Server key (PEM file).
     pub key_file: PathBuf,
+    /// CA certificate (PEM text).
+    pub ca_pem: Vec<u8>,
+    /// A client certificate the CA signed (PEM file), for mutual TLS.
+    pub client_cert_file: PathBuf,
+    /// Its key (PEM file).
+    pub client_key_file: PathBuf,
 }
 
 impl TestPki {
@@ -197,6 +203,15 @@ impl TestPki {
             p
         };
         let ca_file = write("ca.pem", &ca_cert.pem());
+        let client_key = KeyPair::generate().expect("client key");
+        let mut client_params =
+            CertificateParams::new(vec!["gateway-client".to_string()]).expect("params");
+        client_params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let client_cert = client_params
+            .signed_by(&client_key, &issuer)
+            .expect("client cert");
+        let client_cert_file = write("client.pem", &client_cert.pem());
+        let client_key_file = write("client.key", &client_key.serialize_pem());
         let cert_file = write("server.pem", &cert.pem());
         let key_file = write("server.key", &key.serialize_pem());
         Self {
@@ -205,9 +220,12 @@ impl TestPki {
                 key_pem: key.serialize_pem().into_bytes(),
             },
             dir,
+            ca_pem: ca_cert.pem().into_bytes(),
             ca_file,
             cert_file,
             key_file,
+            client_cert_file,
+            client_key_file,
         }
     }
 }

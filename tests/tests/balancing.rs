@@ -186,3 +186,192 @@ async fn queue_overflow_and_timeout_answer_at_once() {
     );
     hold.abort();
 }
+
+fn ids_of(v: &[String], id: &str) -> usize {
+    v.iter().filter(|x| *x == id).count()
+}
+
+#[tokio::test]
+async fn weights_shape_round_robin_exactly() {
+    let a = spawn_sample("w1").await;
+    let b = spawn_sample("w3").await;
+    let toml = format!(
+        "[[listeners]]\nname = \"front\"\naddress = \"127.0.0.1:0\"\n\
+         [[clusters]]\nname = \"backend\"\nendpoints = [{{ name = \"w1\", address = \"{}\", weight = 1 }}, {{ name = \"w3\", address = \"{}\", weight = 3 }}]\n\
+         [[routes]]\ncluster = \"backend\"\n",
+        a.addr, b.addr
+    );
+    let gw = spawn_gateway(&toml).await;
+    let mut client = CodenameCreatorClient::new(channel(gw.first_addr()).await);
+    let got = ids(&mut client, 40).await;
+    assert_eq!(
+        (ids_of(&got, "w1"), ids_of(&got, "w3")),
+        (10, 30),
+        "{got:?}"
+    );
+}
+
+#[tokio::test]
+async fn hash_policy_keeps_a_key_on_one_server() {
+    let a = spawn_sample("h-a").await;
+    let b = spawn_sample("h-b").await;
+    let c = spawn_sample("h-c").await;
+    let gw = spawn_gateway(&cluster_toml(
+        &[&a, &b, &c],
+        "lb = \"hash\"\nhash_header = \"x-user\"",
+    ))
+    .await;
+    let mut client = CodenameCreatorClient::new(channel(gw.first_addr()).await);
+    let mut owners = std::collections::HashMap::new();
+    for round in 0..3 {
+        for user in 0..30 {
+            let mut req = tonic::Request::new(NameRequest::default());
+            req.metadata_mut()
+                .insert("x-user", format!("user-{user}").parse().expect("ascii"));
+            let r = client.get_codename(req).await.expect("call");
+            let id = r
+                .metadata()
+                .get("x-server-id")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string();
+            let owner = owners.entry(user).or_insert_with(|| id.clone());
+            assert_eq!(*owner, id, "user-{user} moved in round {round}");
+        }
+    }
+    let distinct: std::collections::HashSet<_> = owners.values().collect();
+    assert_eq!(
+        distinct.len(),
+        3,
+        "keys spread over all servers: {owners:?}"
+    );
+}
+
+#[tokio::test]
+async fn outlier_ejection_after_consecutive_unavailable_and_return() {
+    let a = spawn_sample("o-a").await;
+    let b = spawn_sample("o-b").await;
+    let gw = spawn_gateway(&cluster_toml(
+        &[&a, &b],
+        "outlier_detection = { consecutive_failures = 3, base_ejection_ms = 500, max_ejection_percent = 50 }",
+    ))
+    .await;
+    let mut echo = EchoClient::new(channel(gw.first_addr()).await);
+    // Six UNAVAILABLE answers: three per server. The first server to reach
+    // three is ejected; the other is kept (at most 50 % ejected).
+    for _ in 0..6 {
+        let err = echo
+            .unary(EchoRequest {
+                status_code: Code::Unavailable as i32,
+                ..Default::default()
+            })
+            .await
+            .expect_err("unavailable");
+        assert_eq!(err.code(), Code::Unavailable);
+    }
+    let line = wait_for_log(&["Endpoint ejected", "o-"])
+        .await
+        .expect("ejection logged");
+    let ejected = if line.contains("o-a") { "o-a" } else { "o-b" };
+    let kept = if ejected == "o-a" { "o-b" } else { "o-a" };
+    let mut seen = Vec::new();
+    for _ in 0..6 {
+        let r = echo.unary(EchoRequest::default()).await.expect("ok");
+        seen.push(r.into_inner().server_id);
+    }
+    assert!(seen.iter().all(|s| s == kept), "{seen:?}");
+    // The admin API shows it.
+    let admin = gw.admin_addr().expect("admin");
+    let r = http_call(
+        admin,
+        HttpVersion::H1,
+        http::Request::get("/v1/clusters")
+            .body(body(""))
+            .expect("req"),
+    )
+    .await;
+    let eps = r.json()["clusters"][0]["endpoints"].clone();
+    let state = |name: &str| {
+        eps.as_array()
+            .and_then(|a| a.iter().find(|e| e["name"] == name))
+            .map(|e| e["state"].clone())
+    };
+    assert_eq!(state(ejected), Some(serde_json::json!("EJECTED")), "{eps}");
+    // After the ejection time it is back in rotation.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        seen.push(
+            echo.unary(EchoRequest::default())
+                .await
+                .expect("ok")
+                .into_inner()
+                .server_id,
+        );
+    }
+    assert!(seen.iter().any(|s| s == ejected), "{seen:?}");
+}
+
+#[tokio::test]
+async fn mutual_tls_to_a_server_that_requires_a_client_certificate() {
+    let pki = TestPki::new();
+    let mut opts = ServerOptions::new("mtls");
+    opts.tls = Some(pki.server.clone());
+    opts.client_ca_pem = Some(pki.ca_pem.clone());
+    let s = spawn_sample_with(opts).await;
+    let cluster = |extra: &str| {
+        format!(
+            "[[listeners]]\nname = \"front\"\naddress = \"127.0.0.1:0\"\n\
+             [[clusters]]\nname = \"secure\"\nendpoints = [{{ name = \"mtls\", address = \"{}\" }}]\n\
+             tls = {{ ca_file = \"{}\", server_name = \"localhost\"{extra} }}\n[[routes]]\ncluster = \"secure\"\n",
+            s.addr,
+            pki.ca_file.display()
+        )
+    };
+    // Without a client certificate the server refuses the handshake.
+    let gw = spawn_gateway(&cluster("")).await;
+    let err = EchoClient::new(channel(gw.first_addr()).await)
+        .unary(EchoRequest::default())
+        .await
+        .expect_err("no client cert");
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    // With one, calls go through.
+    let gw = spawn_gateway(&cluster(&format!(
+        ", cert_file = \"{}\", key_file = \"{}\"",
+        pki.client_cert_file.display(),
+        pki.client_key_file.display()
+    )))
+    .await;
+    let r = EchoClient::new(channel(gw.first_addr()).await)
+        .unary(EchoRequest::default())
+        .await
+        .expect("mTLS call");
+    assert_eq!(r.into_inner().server_id, "mtls");
+}
+
+#[tokio::test]
+async fn insecure_skip_verify_connects_to_an_unknown_ca_and_warns() {
+    let pki = TestPki::new();
+    let mut opts = ServerOptions::new("self-signed");
+    opts.tls = Some(pki.server.clone());
+    let s = spawn_sample_with(opts).await;
+    let toml = format!(
+        "[[listeners]]\nname = \"front\"\naddress = \"127.0.0.1:0\"\n\
+         [[clusters]]\nname = \"insecure-cluster\"\nendpoints = [{{ address = \"{}\" }}]\n\
+         tls = {{ insecure_skip_verify = true }}\n[[routes]]\ncluster = \"insecure-cluster\"\n",
+        s.addr
+    );
+    let gw = spawn_gateway(&toml).await;
+    assert!(
+        wait_for_log(&["NOT verified", "clusters[0]"])
+            .await
+            .is_some(),
+        "{}",
+        logs()
+    );
+    let r = EchoClient::new(channel(gw.first_addr()).await)
+        .unary(EchoRequest::default())
+        .await
+        .expect("call");
+    assert_eq!(r.into_inner().server_id, "self-signed");
+}

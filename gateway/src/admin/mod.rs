@@ -621,7 +621,9 @@ fn list_clusters(state: &AdminState) -> Response<ResponseBody> {
                         "name": e.name,
                         "address": e.addr.to_string(),
                         "weight": e.weight,
-                        "state": if !e.is_healthy() { "DOWN" } else if e.is_eligible() { "UP" } else { "BACKOFF" },
+                        "state": if !e.is_healthy() { "DOWN" } else if e.is_ejected() { "EJECTED" } else if e.is_eligible() { "UP" } else { "BACKOFF" },
+                        "last_check": e.last_check(),
+                        "ejections": e.ejections(),
                         "healthy": e.is_healthy(),
                         "in_flight": e.in_flight(),
                         "total_requests": e.total(),
@@ -631,7 +633,7 @@ fn list_clusters(state: &AdminState) -> Response<ResponseBody> {
                 .collect();
             json!({
                 "name": c.name().to_string(),
-                "lb": match c.policy() { LbPolicy::RoundRobin => "round_robin", LbPolicy::Random => "random", LbPolicy::LeastRequest => "least_request" },
+                "lb": match c.policy() { LbPolicy::RoundRobin => "round_robin", LbPolicy::Random => "random", LbPolicy::LeastRequest => "least_request", LbPolicy::Hash => "hash" },
                 "queued": c.queued(),
                 "endpoints": endpoints,
             })

@@ -338,6 +338,10 @@ pub(crate) async fn forward_json(
         return Ok(resp);
     } else {
         let outcome = read_unary(up_body, settings.max_message, deadline).await;
+        lease.record_status(match &outcome {
+            Ok((_, trailers)) => grpc_status(trailers),
+            Err(_) => None,
+        });
         drop(lease);
         match outcome {
             Err(e) => {
