@@ -115,13 +115,13 @@ impl Picker {
             LbPolicy::LeastRequest if n > 1 => {
                 let mut rng = rand::rng();
                 let a = self.schedule[rng.random_range(0..len)] as usize;
-                let mut b = self.schedule[rng.random_range(0..len)] as usize;
-                for _ in 0..4 {
-                    if b != a {
-                        break;
-                    }
-                    b = self.schedule[rng.random_range(0..len)] as usize;
-                }
+                // A second, distinct endpoint, weighted: a random start in
+                // the schedule, then the first entry that is not `a`.
+                let from = rng.random_range(0..len);
+                let b = (0..len)
+                    .map(|k| self.schedule[(from + k) % len] as usize)
+                    .find(|i| *i != a)
+                    .unwrap_or(a);
                 let load = |i: usize| {
                     u64::from(endpoints[i].in_flight()) * 1000
                         / u64::from(endpoints[i].weight.max(1))
