@@ -455,8 +455,13 @@ pub struct RouteConfig {
     #[serde(default)]
     pub deny_unless: Vec<HeaderMatchConfig>,
     /// Upper bound on the whole call; none = only the client's deadline.
+    /// A longer client `grpc-timeout` is lowered to this (a clamp).
     #[serde(default)]
     pub timeout_ms: Option<u64>,
+    /// Ends a stream on which nothing moved either way for this long
+    /// (long-lived streams); none = no idle limit.
+    #[serde(default)]
+    pub idle_timeout_ms: Option<u64>,
 }
 
 /// The request-head conditions of a route; all given ones must hold.

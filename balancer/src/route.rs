@@ -32,6 +32,8 @@ pub struct Route {
     pub deny_unless: Vec<HeaderMatch>,
     /// Upper bound on the whole call.
     pub timeout: Option<Duration>,
+    /// Longest time a stream may sit idle.
+    pub idle_timeout: Option<Duration>,
     path: Option<PathMatch>,
     service: Option<String>,
     method: Option<String>,
@@ -132,6 +134,10 @@ impl Route {
             cluster: cfg.cluster.clone(),
             deny_unless,
             timeout: cfg.timeout_ms.map(Duration::from_millis),
+            idle_timeout: cfg
+                .idle_timeout_ms
+                .filter(|t| *t > 0)
+                .map(Duration::from_millis),
             path,
             service: m.service.clone(),
             method: m.method.clone(),
@@ -251,6 +257,7 @@ mod tests {
             cluster: ClusterName::new(cluster),
             deny_unless: vec![],
             timeout_ms: None,
+            idle_timeout_ms: None,
         }
     }
 

@@ -7,7 +7,10 @@
 use std::{
     net::SocketAddr,
     pin::Pin,
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering::Relaxed},
+    },
     task::{Context, Poll, ready},
     time::{Duration, Instant, SystemTime},
 };
@@ -314,12 +317,18 @@ async fn forward_grpc(
     let deadline = deadline(&mut parts.headers, route, None, started);
     strip_hop_by_hop(&mut parts.headers);
     parts.version = Version::HTTP_2;
-    let up = send(
-        cluster,
-        Request::from_parts(parts, balancer::body::boxed(body)),
-        deadline,
-    )
-    .await?;
+    let idle = route
+        .and_then(|r| r.idle_timeout)
+        .map(|t| Idle::new(t, started));
+    let body = match &idle {
+        Some(idle) => balancer::body::boxed(ActivityBody {
+            inner: body,
+            last: idle.last.clone(),
+            started,
+        }),
+        None => balancer::body::boxed(body),
+    };
+    let up = send(cluster, Request::from_parts(parts, body), deadline).await?;
     record_response(rec, &up, cluster, started);
     let (mut parts, body) = up.response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
@@ -339,6 +348,7 @@ async fn forward_grpc(
         lease: Some(up.lease),
         guard: LogGuard::new(rec.clone(), log.clone(), started),
         deadline: deadline.map(|d| Box::pin(tokio::time::sleep_until(d))),
+        idle,
         state: State::Streaming,
     };
     if ended {
@@ -394,7 +404,84 @@ struct ObservedBody {
     lease: Option<Lease>,
     guard: LogGuard,
     deadline: Option<Pin<Box<Sleep>>>,
+    idle: Option<Idle>,
     state: State,
+}
+
+/// The stream idle timeout: when nothing moved either way for `limit`.
+struct Idle {
+    limit: Duration,
+    started: Instant,
+    /// Milliseconds since `started` of the last frame either way.
+    last: Arc<AtomicU64>,
+    timer: Pin<Box<Sleep>>,
+}
+
+impl Idle {
+    fn new(limit: Duration, started: Instant) -> Self {
+        Self {
+            limit,
+            started,
+            last: Arc::new(AtomicU64::new(0)),
+            timer: Box::pin(tokio::time::sleep(limit)),
+        }
+    }
+
+    fn touch(&self) {
+        self.last
+            .store(self.started.elapsed().as_millis() as u64, Relaxed);
+    }
+
+    /// Whether the stream has been idle too long; re-arms the timer when
+    /// something moved since it was set.
+    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        loop {
+            if self.timer.as_mut().poll(cx).is_pending() {
+                return false;
+            }
+            let last = self.started + Duration::from_millis(self.last.load(Relaxed));
+            let due = last + self.limit;
+            if Instant::now() >= due {
+                return true;
+            }
+            self.timer
+                .as_mut()
+                .reset(tokio::time::Instant::from_std(due));
+        }
+    }
+}
+
+/// The downstream request body on its way upstream, noting activity for
+/// the idle timeout.
+struct ActivityBody {
+    inner: Incoming,
+    last: Arc<AtomicU64>,
+    started: Instant,
+}
+
+impl Body for ActivityBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let res = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(_))) = &res {
+            self.last
+                .store(self.started.elapsed().as_millis() as u64, Relaxed);
+        }
+        res
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 impl ObservedBody {
@@ -447,12 +534,21 @@ impl Body for ObservedBody {
             let t = this.synthetic_trailers(Code::DeadlineExceeded, "deadline exceeded", "sD");
             return Poll::Ready(Some(Ok(t)));
         }
+        if let Some(idle) = &mut this.idle
+            && idle.expired(cx)
+        {
+            let t = this.synthetic_trailers(Code::DeadlineExceeded, "stream idle timeout", "sD");
+            return Poll::Ready(Some(Ok(t)));
+        }
         let Some(inner) = &mut this.inner else {
             this.finish("--");
             return Poll::Ready(None);
         };
         match ready!(Pin::new(inner).poll_frame(cx)) {
             Some(Ok(frame)) => {
+                if let Some(idle) = &this.idle {
+                    idle.touch();
+                }
                 if let Some(data) = frame.data_ref() {
                     this.guard.rec.bytes += data.len() as u64;
                 } else if let Some(t) = frame.trailers_ref() {

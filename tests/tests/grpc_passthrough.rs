@@ -554,3 +554,54 @@ async fn no_reachable_server_is_unavailable_quickly() {
         assert!(started.elapsed() < Duration::from_secs(2));
     }
 }
+
+#[tokio::test]
+async fn idle_streams_end_after_the_route_idle_timeout() {
+    let s = spawn_sample("s0").await;
+    let gw = spawn_gateway(&format!(
+        "{}\n[[routes]]\ncluster = \"backend\"\nidle_timeout_ms = 300\n",
+        base_config(&[&s])
+    ))
+    .await;
+    let mut echo = EchoClient::new(channel(gw.first_addr()).await);
+    // Messages every 100 ms: never idle for 300 ms, so it runs to the end.
+    let mut busy = echo
+        .server_stream(EchoRequest {
+            count: 8,
+            interval_ms: 100,
+            ..Default::default()
+        })
+        .await
+        .expect("open")
+        .into_inner();
+    let mut n = 0;
+    while let Some(m) = busy.next().await {
+        m.expect("busy stream is not cut");
+        n += 1;
+    }
+    assert_eq!(n, 8);
+    // A message every 2 s: ended after ~300 ms of silence.
+    let started = Instant::now();
+    let mut quiet = echo
+        .server_stream(EchoRequest {
+            count: 3,
+            interval_ms: 2_000,
+            ..Default::default()
+        })
+        .await
+        .expect("open")
+        .into_inner();
+    quiet.next().await.expect("first").expect("ok");
+    let err = within(5, "idle end", quiet.next())
+        .await
+        .expect("status")
+        .expect_err("idle timeout");
+    assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
+    assert!(started.elapsed() < Duration::from_millis(1500));
+    within(
+        5,
+        "backend sees the cancel",
+        s.stats.wait_until(|s| s.in_flight() == 0),
+    )
+    .await;
+}
