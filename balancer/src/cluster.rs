@@ -21,14 +21,17 @@ use tracing::{debug, warn};
 
 use crate::{
     body::UpstreamBody,
+    body::boxed,
     config::{
         ClusterConfig, ClusterName, ConfigError, DEFAULT_MAX_RECONNECT_BACKOFF_MS,
-        DEFAULT_RECONNECT_BACKOFF_MS, HealthCheckConfig, LbPolicy, grpc_code_by_name,
+        DEFAULT_RECONNECT_BACKOFF_MS, HealthCheckConfig, LbPolicy, RetryConfig, grpc_code_by_name,
     },
     endpoint::Endpoint,
     error::BalancerError,
+    error::is_refused_stream,
     health,
     pick::{Pick, Picker},
+    replay::ReplayBody,
     upstream::Connector,
 };
 
@@ -47,6 +50,9 @@ pub struct Cluster {
     waiting: AtomicUsize,
     slot_freed: Notify,
     max_attempts: u32,
+    retry: RetryPolicy,
+    active: AtomicUsize,
+    retrying: AtomicUsize,
     health_check: Option<HealthCheckConfig>,
 }
 
@@ -168,6 +174,9 @@ impl Cluster {
             waiting: AtomicUsize::new(0),
             slot_freed: Notify::new(),
             max_attempts: cfg.max_connect_attempts,
+            retry: RetryPolicy::new(cfg.retry.as_ref()),
+            active: AtomicUsize::new(0),
+            retrying: AtomicUsize::new(0),
             health_check: cfg.health_check.clone(),
         })
     }
@@ -250,19 +259,25 @@ impl Cluster {
     /// scheme; its authority is kept, or set to the endpoint's address.
     pub async fn send(
         self: &Arc<Self>,
-        mut req: Request<UpstreamBody>,
+        req: Request<UpstreamBody>,
     ) -> Result<UpstreamResponse, BalancerError> {
+        let _active = Counted::new(&self.active);
+        let (parts, body) = req.into_parts();
+        let key = self
+            .hash_header
+            .as_ref()
+            .and_then(|h| parts.headers.get(h))
+            .map(|v| bytes::Bytes::copy_from_slice(v.as_bytes()));
+        let (first, handle) = ReplayBody::new(body, self.retry.buffer);
+        let mut body = Some(first);
         let mut tried: Vec<usize> = Vec::new();
         let mut timings = Timings::default();
         let mut attempt = 0u32;
+        // A retry after request bytes went out holds a budget slot.
+        let mut _retrying: Option<Counted<'_>> = None;
         loop {
             attempt += 1;
             let queued_at = Instant::now();
-            let key = self
-                .hash_header
-                .as_ref()
-                .and_then(|h| req.headers().get(h))
-                .map(|v| bytes::Bytes::copy_from_slice(v.as_bytes()));
             let lease = self.acquire(&tried, key.as_deref()).await?;
             timings.queue += queued_at.elapsed();
             let ep = lease.endpoint().clone();
@@ -290,12 +305,35 @@ impl Cluster {
                     return Err(error);
                 }
             };
+            let Some(this_body) = body.take() else {
+                return Err(BalancerError::BadRequest("request body lost".into()));
+            };
+            let mut req = Request::from_parts(clone_parts(&parts), boxed(this_body));
             set_uri(&mut req, &self.connector.scheme, ep.addr)?;
             ep.record_sent();
             let sent_at = Instant::now();
             match sender.try_send_request(req).await {
                 Ok(response) => {
                     timings.response = sent_at.elapsed();
+                    // A trailers-only answer with a status in the retry list,
+                    // for a request that was complete and kept: try another
+                    // endpoint (no response byte reached the client yet).
+                    let status = trailers_only_status(&response);
+                    if let Some(code) = status
+                        && self.retry.statuses.contains(&code)
+                        && attempt < self.retry.attempts
+                        && handle.is_complete()
+                        && self.retry_budget_allows()
+                        && tried.len() + 1 < self.endpoints.len()
+                        && let Some(again) = handle.replay()
+                    {
+                        debug!(cluster = %self.name, endpoint = %ep.name, code, "Retrying on another endpoint (status in retry list)");
+                        self.record_exchange(lease.index, true);
+                        tried.push(lease.index);
+                        body = Some(again);
+                        _retrying.get_or_insert_with(|| Counted::new(&self.retrying));
+                        continue;
+                    }
                     return Ok(UpstreamResponse {
                         response,
                         lease,
@@ -305,30 +343,123 @@ impl Cluster {
                 }
                 Err(mut e) => {
                     ep.record_failure();
-                    match e.take_message() {
-                        Some(back) if attempt < self.max_attempts => {
+                    if e.take_message().is_some() {
+                        if attempt < self.max_attempts {
                             // Never sent: the connection was closing. Retry,
                             // on this endpoint too (a new connection).
                             debug!(cluster = %self.name, endpoint = %ep.name, error = %e.error(), "Connection closed before send; retrying");
                             ep.pool.invalidate();
-                            req = back;
+                            body = handle.replay();
+                            if body.is_some() {
+                                continue;
+                            }
                         }
-                        Some(_) => {
-                            return Err(BalancerError::NotSent {
-                                addr: ep.addr,
-                                source: e.into_error(),
-                            });
-                        }
-                        None => {
-                            self.record_exchange(lease.index, true);
-                            return Err(BalancerError::Upstream {
-                                addr: ep.addr,
-                                source: e.into_error(),
-                            });
-                        }
+                        return Err(BalancerError::NotSent {
+                            addr: ep.addr,
+                            source: e.into_error(),
+                        });
                     }
+                    let error = e.into_error();
+                    self.record_exchange(lease.index, true);
+                    // REFUSED_STREAM: the server did not process it (RFC 9113
+                    // section 8.7); replay the body elsewhere if kept.
+                    if is_refused_stream(&error)
+                        && attempt < self.retry.attempts.max(2)
+                        && self.retry_budget_allows()
+                        && let Some(again) = handle.replay()
+                    {
+                        debug!(cluster = %self.name, endpoint = %ep.name, "Stream refused; retrying on another endpoint");
+                        tried.push(lease.index);
+                        if tried.len() >= self.endpoints.len() {
+                            tried.clear();
+                        }
+                        body = Some(again);
+                        _retrying.get_or_insert_with(|| Counted::new(&self.retrying));
+                        continue;
+                    }
+                    return Err(BalancerError::Upstream {
+                        addr: ep.addr,
+                        source: error,
+                    });
                 }
             }
+        }
+    }
+
+    /// Retries in progress stay under `budget_percent` of active requests
+    /// (at least `min_concurrency`), so a failing cluster does not see a
+    /// retry storm.
+    fn retry_budget_allows(&self) -> bool {
+        let active = self.active.load(Relaxed);
+        let allowed = (active * self.retry.budget_percent as usize / 100)
+            .max(self.retry.min_concurrency as usize);
+        self.retrying.load(Relaxed) < allowed
+    }
+}
+
+/// Counts something for as long as it lives.
+struct Counted<'a>(&'a AtomicUsize);
+
+impl<'a> Counted<'a> {
+    fn new(c: &'a AtomicUsize) -> Self {
+        c.fetch_add(1, Relaxed);
+        Self(c)
+    }
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Relaxed);
+    }
+}
+
+/// The request head again, for a retry (extensions are not kept).
+fn clone_parts(p: &http::request::Parts) -> http::request::Parts {
+    let mut req = Request::new(());
+    *req.method_mut() = p.method.clone();
+    *req.uri_mut() = p.uri.clone();
+    *req.version_mut() = p.version;
+    *req.headers_mut() = p.headers.clone();
+    req.into_parts().0
+}
+
+fn trailers_only_status(resp: &Response<Incoming>) -> Option<i32> {
+    use http_body::Body as _;
+    if !resp.body().is_end_stream() {
+        return None;
+    }
+    resp.headers()
+        .get("grpc-status")?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+/// Retry settings, compiled.
+#[derive(Debug)]
+struct RetryPolicy {
+    statuses: Vec<i32>,
+    attempts: u32,
+    budget_percent: u32,
+    min_concurrency: u32,
+    buffer: usize,
+}
+
+impl RetryPolicy {
+    fn new(cfg: Option<&RetryConfig>) -> Self {
+        let d = RetryConfig::default();
+        let c = cfg.unwrap_or(&d);
+        Self {
+            statuses: c
+                .statuses
+                .iter()
+                .filter_map(|s| grpc_code_by_name(s))
+                .collect(),
+            attempts: c.max_attempts,
+            budget_percent: c.budget_percent,
+            min_concurrency: c.min_retry_concurrency,
+            buffer: c.max_buffered_bytes,
         }
     }
 }

@@ -73,6 +73,9 @@ pub struct ClusterConfig {
     /// For `lb = "hash"`: the request header whose value is hashed.
     #[serde(default)]
     pub hash_header: Option<String>,
+    /// Retries beyond connect failures (refused streams, and statuses).
+    #[serde(default)]
+    pub retry: Option<RetryConfig>,
     /// Passive outlier detection: eject servers that keep failing.
     #[serde(default)]
     pub outlier_detection: Option<OutlierConfig>,
@@ -174,6 +177,55 @@ pub enum HealthCheckKind {
     Grpc,
     /// A TCP connect (and TLS handshake when the cluster uses TLS).
     Tcp,
+}
+
+/// When a request that reached an endpoint may be sent to another.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryConfig {
+    /// gRPC statuses (by name) retried on another endpoint when the answer
+    /// is trailers-only and the whole request was kept; default none
+    /// (only the always-safe cases: not sent, REFUSED_STREAM).
+    #[serde(default)]
+    pub statuses: Vec<String>,
+    /// Attempts in all, the first included.
+    #[serde(default = "default_retry_attempts")]
+    pub max_attempts: u32,
+    /// Retries in progress may be at most this share of active requests...
+    #[serde(default = "default_budget_percent")]
+    pub budget_percent: u32,
+    /// ...or this many, whichever is more.
+    #[serde(default = "default_min_retry_concurrency")]
+    pub min_retry_concurrency: u32,
+    /// Largest request body kept for a replay; a longer (streaming) request
+    /// is never retried once it went out.
+    #[serde(default = "default_max_buffered_bytes")]
+    pub max_buffered_bytes: usize,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self {
+            statuses: Vec::new(),
+            max_attempts: default_retry_attempts(),
+            budget_percent: default_budget_percent(),
+            min_retry_concurrency: default_min_retry_concurrency(),
+            max_buffered_bytes: default_max_buffered_bytes(),
+        }
+    }
+}
+
+fn default_retry_attempts() -> u32 {
+    2
+}
+fn default_budget_percent() -> u32 {
+    20
+}
+fn default_min_retry_concurrency() -> u32 {
+    3
+}
+fn default_max_buffered_bytes() -> usize {
+    64 * 1024
 }
 
 /// Passive outlier detection (Envoy `outlier_detection`, HAProxy
@@ -401,6 +453,22 @@ impl ClusterConfig {
                 if grpc_code_by_name(s).is_none() {
                     return Err(ConfigError::new(
                         format!("{at}.outlier_detection.statuses[{k}]"),
+                        format!("`{s}` is not a gRPC status name"),
+                    ));
+                }
+            }
+        }
+        if let Some(r) = &self.retry {
+            if r.max_attempts == 0 || r.budget_percent > 100 {
+                return Err(ConfigError::new(
+                    format!("{at}.retry"),
+                    "max_attempts must be at least 1 and budget_percent at most 100",
+                ));
+            }
+            for (k, s) in r.statuses.iter().enumerate() {
+                if grpc_code_by_name(s).is_none() {
+                    return Err(ConfigError::new(
+                        format!("{at}.retry.statuses[{k}]"),
                         format!("`{s}` is not a gRPC status name"),
                     ));
                 }

@@ -9,6 +9,7 @@ pub mod endpoint;
 pub mod error;
 pub mod health;
 pub mod pick;
+pub mod replay;
 pub mod route;
 pub mod upstream;
 

@@ -122,7 +122,10 @@ pub fn capture_logs() {
         let buf = Arc::new(Mutex::new(Vec::new()));
         let writer = LogWriter(buf.clone());
         let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+            )
             .with_ansi(false)
             .with_writer(move || writer.clone())
             .try_init();

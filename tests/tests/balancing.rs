@@ -375,3 +375,122 @@ async fn insecure_skip_verify_connects_to_an_unknown_ca_and_warns() {
         .expect("call");
     assert_eq!(r.into_inner().server_id, "self-signed");
 }
+
+#[tokio::test]
+async fn status_retries_only_for_listed_statuses_and_never_for_open_streams() {
+    let a = spawn_sample("r-a").await;
+    let b = spawn_sample("r-b").await;
+    let gw = spawn_gateway(&cluster_toml(
+        &[&a, &b],
+        "retry = { statuses = [\"UNAVAILABLE\"], max_attempts = 2 }",
+    ))
+    .await;
+    let mut echo = EchoClient::new(channel(gw.first_addr()).await);
+    let total = || a.stats.requests() + b.stats.requests();
+
+    // In the list: tried on the other server too, then the status stands.
+    let err = echo
+        .unary(EchoRequest {
+            status_code: Code::Unavailable as i32,
+            ..Default::default()
+        })
+        .await
+        .expect_err("both fail");
+    assert_eq!(err.code(), Code::Unavailable);
+    assert_eq!(
+        (a.stats.requests(), b.stats.requests()),
+        (1, 1),
+        "retried on the other server"
+    );
+
+    // Not in the list: one attempt only.
+    let err = echo
+        .unary(EchoRequest {
+            status_code: Code::FailedPrecondition as i32,
+            ..Default::default()
+        })
+        .await
+        .expect_err("fails");
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert_eq!(total(), 3, "not retried");
+
+    // A bidi stream whose first message went out is never retried, even
+    // with a listed status: its request is not complete.
+    let (tx, rx) = tokio::sync::mpsc::channel(2);
+    tx.send(EchoRequest {
+        status_code: Code::Unavailable as i32,
+        ..Default::default()
+    })
+    .await
+    .expect("send");
+    let res = echo
+        .bidi_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await;
+    let code = match res {
+        Err(e) => e.code(),
+        Ok(r) => {
+            let mut s = r.into_inner();
+            match s.message().await {
+                Err(e) => e.code(),
+                Ok(m) => panic!("unexpected reply {m:?}"),
+            }
+        }
+    };
+    assert_eq!(code, Code::Unavailable);
+    drop(tx);
+    assert_eq!(total(), 4, "the stream was not retried");
+}
+
+#[tokio::test]
+async fn killing_one_of_two_servers_under_steady_load() {
+    let a = spawn_sample("k-a").await;
+    let b = spawn_sample("k-b").await;
+    let gw = spawn_gateway(&cluster_toml(&[&a, &b], "")).await;
+    let ch = channel(gw.first_addr()).await;
+    // 200 calls/s for 4 s, each taking 20 ms at the server; server b is
+    // killed after 1.5 s.
+    let mut calls = Vec::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(5));
+    let started = Instant::now();
+    let mut killed = Some(b);
+    let mut in_flight_at_kill = 0;
+    while started.elapsed() < Duration::from_secs(4) {
+        tick.tick().await;
+        if started.elapsed() >= Duration::from_millis(1500)
+            && let Some(b) = killed.take()
+        {
+            in_flight_at_kill = b.stats.in_flight();
+            b.kill();
+        }
+        let mut echo = EchoClient::new(ch.clone());
+        calls.push(tokio::spawn(async move {
+            echo.slow(EchoRequest {
+                interval_ms: 20,
+                ..Default::default()
+            })
+            .await
+            .map(|r| r.into_inner().server_id)
+        }));
+    }
+    let mut failed = 0;
+    let mut served_by_a_after = 0;
+    let n = calls.len();
+    for c in calls {
+        match c.await.expect("join") {
+            Ok(id) => served_by_a_after += usize::from(id == "k-a"),
+            Err(e) => {
+                failed += 1;
+                eprintln!("failed: {:?} {}", e.code(), e.message());
+            }
+        }
+    }
+    println!(
+        "kill under load: {n} calls at 200/s, server killed with {in_flight_at_kill} calls in flight on it, {failed} calls failed, {} served by the survivor",
+        served_by_a_after
+    );
+    assert!(
+        failed as u64 <= in_flight_at_kill + 2,
+        "{failed} failed, but only {in_flight_at_kill} were in flight on the killed server"
+    );
+    assert!(n >= 700, "load generator too slow: {n}");
+}
