@@ -494,3 +494,73 @@ async fn killing_one_of_two_servers_under_steady_load() {
     );
     assert!(n >= 700, "load generator too slow: {n}");
 }
+
+#[tokio::test]
+async fn least_request_prefers_the_server_with_fewer_slow_calls() {
+    let a = spawn_sample("lr-a").await;
+    let b = spawn_sample("lr-b").await;
+    let gw = spawn_gateway(&cluster_toml(&[&a, &b], "lb = \"least_request\"")).await;
+    let ch = channel(gw.first_addr()).await;
+    // Two long calls: one per server (the second goes to the idle one).
+    let mut longs = Vec::new();
+    for i in 1..=2u64 {
+        let mut echo = EchoClient::new(ch.clone());
+        longs.push(tokio::spawn(async move {
+            echo.slow(EchoRequest {
+                interval_ms: 3_000,
+                ..Default::default()
+            })
+            .await
+        }));
+        within(5, "long call in flight", async {
+            loop {
+                if a.stats.in_flight() + b.stats.in_flight() == i {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await;
+    }
+    assert_eq!(
+        (a.stats.in_flight(), b.stats.in_flight()),
+        (1, 1),
+        "one long call each"
+    );
+    // A third long call: now one server has two in flight, the other one,
+    // and every short call must go to the less loaded one.
+    let mut echo = EchoClient::new(ch.clone());
+    let mut e = EchoClient::new(ch.clone());
+    let extra = vec![tokio::spawn(async move {
+        e.slow(EchoRequest {
+            interval_ms: 3_000,
+            ..Default::default()
+        })
+        .await
+    })];
+    within(5, "third long call in flight", async {
+        while a.stats.in_flight() + b.stats.in_flight() < 3 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    let (busy, idle) = if a.stats.in_flight() > b.stats.in_flight() {
+        ("lr-a", "lr-b")
+    } else {
+        ("lr-b", "lr-a")
+    };
+    for _ in 0..6 {
+        let r = echo
+            .unary(EchoRequest::default())
+            .await
+            .expect("short call");
+        assert_eq!(
+            r.into_inner().server_id,
+            idle,
+            "short calls avoid the busier server {busy}"
+        );
+    }
+    for h in longs.into_iter().chain(extra) {
+        h.abort();
+    }
+}
