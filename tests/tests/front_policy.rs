@@ -358,3 +358,72 @@ async fn graceful_shutdown_lets_in_flight_calls_finish() {
         "no longer accepting"
     );
 }
+
+#[tokio::test]
+async fn debug_headers_switch_logs_request_and_response_headers_redacting_secrets() {
+    let s = spawn_sample("s0").await;
+    let gw = spawn_gateway(&format!(
+        "{}\n[access_log]\ndebug_headers = true\n",
+        simple_config(&[&s], "")
+    ))
+    .await;
+    let mut req = Request::new(NameRequest::default());
+    req.metadata_mut()
+        .insert("x-debug-marker", "marker-4711".parse().expect("v"));
+    req.metadata_mut()
+        .insert("authorization", "Bearer topsecret".parse().expect("v"));
+    CodenameCreatorClient::new(channel(gw.first_addr()).await)
+        .get_codename(req)
+        .await
+        .expect("call");
+    let line = wait_for_log(&["request headers", "marker-4711"])
+        .await
+        .expect("request headers logged");
+    assert!(
+        line.contains("authorization: <redacted>") && !line.contains("topsecret"),
+        "{line}"
+    );
+    assert!(
+        wait_for_log(&["response headers", "x-server-id: s0"])
+            .await
+            .is_some(),
+        "{}",
+        logs()
+    );
+    assert!(
+        wait_for_log(&["response trailers", "grpc-status: 0"])
+            .await
+            .is_some(),
+        "{}",
+        logs()
+    );
+}
+
+#[tokio::test]
+async fn the_demo_config_serves_codenames_round_robin() {
+    let s1 = spawn_sample("codenamesvc1").await;
+    let s2 = spawn_sample("codenamesvc2").await;
+    let cfg = gateway::demo::config(loopback(), s1.addr, s2.addr).expect("demo config is valid");
+    let gw = gateway::Gateway::start(cfg)
+        .await
+        .expect("demo gateway starts");
+    let mut client = CodenameCreatorClient::new(channel(gw.first_addr()).await);
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        let r = client
+            .get_codename(NameRequest::default())
+            .await
+            .expect("call");
+        ids.push(
+            r.metadata()
+                .get("x-server-id")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string(),
+        );
+    }
+    assert!(
+        ids.contains(&"codenamesvc1".to_string()) && ids.contains(&"codenamesvc2".to_string()),
+        "{ids:?}"
+    );
+}
