@@ -4,20 +4,21 @@
 
 use std::{
     collections::HashMap,
-    net::{SocketAddr, ToSocketAddrs},
+    net::SocketAddr,
     pin::pin,
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicUsize, Ordering::Relaxed},
     },
     time::{Duration, Instant},
 };
 
+use arc_swap::ArcSwap;
 use http::{Request, Response, Uri, uri::Authority};
 use hyper::body::Incoming;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::{
     body::UpstreamBody,
@@ -39,9 +40,11 @@ use crate::{
 pub struct Cluster {
     name: ClusterName,
     policy: LbPolicy,
-    endpoints: Vec<Arc<Endpoint>>,
+    set: ArcSwap<EndpointSet>,
+    targets: Vec<Target>,
+    dns_refresh: Duration,
+    background: Mutex<Option<CancellationToken>>,
     connector: Connector,
-    picker: Picker,
     hash_header: Option<http::HeaderName>,
     outlier: Option<Outlier>,
     limit: Option<u32>,
@@ -56,11 +59,37 @@ pub struct Cluster {
     health_check: Option<HealthCheckConfig>,
 }
 
+/// The endpoints of a cluster at one moment, with their pick policy; swapped
+/// whole when DNS re-resolution changes the servers.
+pub struct EndpointSet {
+    endpoints: Vec<Arc<Endpoint>>,
+    picker: Picker,
+}
+
+impl std::ops::Deref for EndpointSet {
+    type Target = [Arc<Endpoint>];
+    fn deref(&self) -> &[Arc<Endpoint>] {
+        &self.endpoints
+    }
+}
+
+/// A configured server: an address, or a host name re-resolved by DNS.
+#[derive(Debug, Clone)]
+struct Target {
+    name: Option<String>,
+    address: String,
+    host: String,
+    port: u16,
+    weight: u32,
+    /// The host is an IP literal (never re-resolved).
+    literal: bool,
+}
+
 /// A taken slot on an endpoint; dropping it frees the slot. Keep it for as
 /// long as the stream lives (until the response body ends).
 pub struct Lease {
     cluster: Arc<Cluster>,
-    index: usize,
+    endpoint: Arc<Endpoint>,
 }
 
 /// Where the time before the response went.
@@ -91,7 +120,7 @@ pub struct UpstreamResponse {
 impl Lease {
     /// The endpoint serving the request.
     pub fn endpoint(&self) -> &Arc<Endpoint> {
-        &self.cluster.endpoints[self.index]
+        &self.endpoint
     }
 
     /// The cluster.
@@ -102,7 +131,7 @@ impl Lease {
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        self.cluster.endpoints[self.index].release();
+        self.endpoint.release();
         if self.cluster.waiting.load(Relaxed) > 0 {
             self.cluster.slot_freed.notify_one();
         }
@@ -113,46 +142,67 @@ impl Drop for Lease {
 
 impl Cluster {
     /// Builds a cluster from validated config; `at` is its field path.
-    pub fn new(cfg: &ClusterConfig, at: &str) -> Result<Self, ConfigError> {
+    pub async fn new(
+        cfg: &ClusterConfig,
+        at: &str,
+        resolver: &Arc<dyn Resolve>,
+    ) -> Result<Self, ConfigError> {
         cfg.validate(at)?;
         let connector = Connector::new(cfg, at)?;
-        let mut endpoints = Vec::with_capacity(cfg.endpoints.len());
+        let mut targets = Vec::with_capacity(cfg.endpoints.len());
         for (i, ep) in cfg.endpoints.iter().enumerate() {
             let field = format!("{at}.endpoints[{i}].address");
-            let addr: SocketAddr = match ep.address.parse() {
-                Ok(a) => a,
-                Err(_) => ep
-                    .address
-                    .to_socket_addrs()
-                    .map_err(|e| {
-                        ConfigError::new(&field, format!("cannot resolve `{}`: {e}", ep.address))
-                    })?
-                    .next()
-                    .ok_or_else(|| {
-                        ConfigError::new(&field, format!("`{}` resolves to nothing", ep.address))
-                    })?,
-            };
-            let host = ep
+            let (host, port) = ep
                 .address
                 .rsplit_once(':')
-                .map(|(h, _)| h.trim_start_matches('[').trim_end_matches(']').to_string())
-                .unwrap_or_default();
-            let name = ep.name.clone().unwrap_or_else(|| ep.address.clone());
-            endpoints.push(Arc::new(Endpoint::new(name, addr, host, ep.weight)));
+                .map(|(h, p)| {
+                    (
+                        h.trim_start_matches('[').trim_end_matches(']').to_string(),
+                        p,
+                    )
+                })
+                .ok_or_else(|| {
+                    ConfigError::new(&field, format!("`{}` is not host:port", ep.address))
+                })?;
+            let port: u16 = port.parse().map_err(|_| {
+                ConfigError::new(&field, format!("`{}` has no valid port", ep.address))
+            })?;
+            let literal = host.parse::<std::net::IpAddr>().is_ok();
+            targets.push(Target {
+                name: ep.name.clone(),
+                address: ep.address.clone(),
+                host,
+                port,
+                weight: ep.weight,
+                literal,
+            });
+        }
+        let mut endpoints = Vec::new();
+        for (i, t) in targets.iter().enumerate() {
+            let addrs = resolve_target(resolver, t).await.map_err(|e| {
+                ConfigError::new(
+                    format!("{at}.endpoints[{i}].address"),
+                    format!("cannot resolve `{}`: {e}", t.address),
+                )
+            })?;
+            if addrs.is_empty() {
+                return Err(ConfigError::new(
+                    format!("{at}.endpoints[{i}].address"),
+                    format!("`{}` resolves to nothing", t.address),
+                ));
+            }
+            for addr in addrs {
+                endpoints.push(Arc::new(new_endpoint(t, addr)));
+            }
         }
         Ok(Self {
             name: cfg.name.clone(),
             policy: cfg.lb,
-            endpoints,
+            set: ArcSwap::from_pointee(EndpointSet::new(cfg.lb, endpoints)),
+            targets,
+            dns_refresh: Duration::from_millis(cfg.dns_refresh_ms.max(10)),
+            background: Mutex::new(None),
             connector,
-            picker: Picker::new(
-                cfg.lb,
-                &cfg.endpoints.iter().map(|e| e.weight).collect::<Vec<_>>(),
-                &cfg.endpoints
-                    .iter()
-                    .map(|e| e.address.clone())
-                    .collect::<Vec<_>>(),
-            ),
             hash_header: cfg
                 .hash_header
                 .as_deref()
@@ -191,9 +241,9 @@ impl Cluster {
         self.policy
     }
 
-    /// The endpoints, in configuration order.
-    pub fn endpoints(&self) -> &[Arc<Endpoint>] {
-        &self.endpoints
+    /// The endpoints now (a snapshot), in configuration order.
+    pub fn endpoints(&self) -> Arc<EndpointSet> {
+        self.set.load_full()
     }
 
     /// Requests waiting for a slot now.
@@ -209,17 +259,23 @@ impl Cluster {
     /// bounded queue when all are full.
     async fn acquire(
         self: &Arc<Self>,
+        set: &EndpointSet,
         skip: &[usize],
         key: Option<&[u8]>,
-    ) -> Result<Lease, BalancerError> {
-        let lease = |index| Lease {
-            cluster: self.clone(),
-            index,
+    ) -> Result<(Lease, usize), BalancerError> {
+        let lease = |index: usize| {
+            (
+                Lease {
+                    cluster: self.clone(),
+                    endpoint: set.endpoints[index].clone(),
+                },
+                index,
+            )
         };
         let no_healthy = || BalancerError::NoHealthyEndpoint {
             cluster: self.name.clone(),
         };
-        match self.picker.pick(&self.endpoints, self.limit, skip, key) {
+        match set.picker.pick(&set.endpoints, self.limit, skip, key) {
             Pick::Picked(i) => return Ok(lease(i)),
             Pick::NoneEligible => return Err(no_healthy()),
             Pick::AllFull => {}
@@ -238,7 +294,7 @@ impl Cluster {
             // between is not missed.
             let mut freed = pin!(self.slot_freed.notified());
             freed.as_mut().enable();
-            match self.picker.pick(&self.endpoints, self.limit, skip, key) {
+            match set.picker.pick(&set.endpoints, self.limit, skip, key) {
                 Pick::Picked(i) => return Ok(lease(i)),
                 Pick::NoneEligible => return Err(no_healthy()),
                 Pick::AllFull => {}
@@ -275,10 +331,12 @@ impl Cluster {
         let mut attempt = 0u32;
         // A retry after request bytes went out holds a budget slot.
         let mut _retrying: Option<Counted<'_>> = None;
+        // One endpoint snapshot for all attempts, so `tried` stays valid.
+        let set = self.set.load_full();
         loop {
             attempt += 1;
             let queued_at = Instant::now();
-            let lease = self.acquire(&tried, key.as_deref()).await?;
+            let (lease, index) = self.acquire(&set, &tried, key.as_deref()).await?;
             timings.queue += queued_at.elapsed();
             let ep = lease.endpoint().clone();
             let connect_start = Instant::now();
@@ -297,9 +355,9 @@ impl Cluster {
                         Duration::from_millis(DEFAULT_MAX_RECONNECT_BACKOFF_MS),
                     );
                     warn!(cluster = %self.name, endpoint = %ep.name, error = %ErrorChain(&error), ?backoff, "Upstream connect failed; endpoint out of rotation");
-                    self.record_exchange(lease.index, true);
-                    tried.push(lease.index);
-                    if attempt < self.max_attempts && tried.len() < self.endpoints.len() {
+                    self.record_exchange(&lease.endpoint, true);
+                    tried.push(index);
+                    if attempt < self.max_attempts && tried.len() < set.endpoints.len() {
                         continue;
                     }
                     return Err(error);
@@ -324,12 +382,12 @@ impl Cluster {
                         && attempt < self.retry.attempts
                         && handle.is_complete()
                         && self.retry_budget_allows()
-                        && tried.len() + 1 < self.endpoints.len()
+                        && tried.len() + 1 < set.endpoints.len()
                         && let Some(again) = handle.replay()
                     {
                         debug!(cluster = %self.name, endpoint = %ep.name, code, "Retrying on another endpoint (status in retry list)");
-                        self.record_exchange(lease.index, true);
-                        tried.push(lease.index);
+                        self.record_exchange(&lease.endpoint, true);
+                        tried.push(index);
                         body = Some(again);
                         _retrying.get_or_insert_with(|| Counted::new(&self.retrying));
                         continue;
@@ -360,7 +418,7 @@ impl Cluster {
                         });
                     }
                     let error = e.into_error();
-                    self.record_exchange(lease.index, true);
+                    self.record_exchange(&lease.endpoint, true);
                     // REFUSED_STREAM: the server did not process it (RFC 9113
                     // section 8.7); replay the body elsewhere if kept.
                     if is_refused_stream(&error)
@@ -369,8 +427,8 @@ impl Cluster {
                         && let Some(again) = handle.replay()
                     {
                         debug!(cluster = %self.name, endpoint = %ep.name, "Stream refused; retrying on another endpoint");
-                        tried.push(lease.index);
-                        if tried.len() >= self.endpoints.len() {
+                        tried.push(index);
+                        if tried.len() >= set.endpoints.len() {
                             tried.clear();
                         }
                         body = Some(again);
@@ -479,19 +537,18 @@ impl Cluster {
     /// ejects the endpoint after enough consecutive failures, unless that
     /// would eject more than the allowed share of the cluster or its last
     /// eligible endpoint.
-    fn record_exchange(&self, index: usize, failed: bool) {
+    fn record_exchange(&self, ep: &Arc<Endpoint>, failed: bool) {
         let Some(o) = &self.outlier else { return };
-        let ep = &self.endpoints[index];
         if ep.record_exchange(failed) < o.consecutive {
             return;
         }
-        let n = self.endpoints.len();
-        let ejected = self.endpoints.iter().filter(|e| e.is_ejected()).count();
-        let others_eligible = self
+        let set = self.set.load();
+        let n = set.endpoints.len();
+        let ejected = set.endpoints.iter().filter(|e| e.is_ejected()).count();
+        let others_eligible = set
             .endpoints
             .iter()
-            .enumerate()
-            .any(|(i, e)| i != index && e.is_eligible());
+            .any(|e| !Arc::ptr_eq(e, ep) && e.is_eligible());
         let max = n * o.max_percent as usize / 100;
         if ejected + 1 > max || !others_eligible {
             debug!(cluster = %self.name, endpoint = %ep.name, "Outlier not ejected: ejection limit reached");
@@ -499,6 +556,178 @@ impl Cluster {
         }
         let time = ep.eject(o.base, o.max);
         warn!(cluster = %self.name, endpoint = %ep.name, ejection = ?time, consecutive_failures = o.consecutive, "Endpoint ejected (outlier detection)");
+    }
+
+    /// Starts the background work of this cluster: health checks for each
+    /// endpoint, and DNS re-resolution when a server is given by name.
+    fn start(self: &Arc<Self>, shutdown: &CancellationToken, resolver: &Arc<dyn Resolve>) {
+        if let Ok(mut bg) = self.background.lock() {
+            *bg = Some(shutdown.clone());
+        }
+        for ep in self.set.load().endpoints.iter() {
+            self.start_endpoint(ep);
+        }
+        if self.targets.iter().any(|t| !t.literal) {
+            tokio::spawn(refresh_loop(
+                self.clone(),
+                resolver.clone(),
+                shutdown.child_token(),
+            ));
+        }
+    }
+
+    fn start_endpoint(self: &Arc<Self>, ep: &Arc<Endpoint>) {
+        let Some(hc) = &self.health_check else { return };
+        let Ok(bg) = self.background.lock() else {
+            return;
+        };
+        let Some(shutdown) = bg.as_ref() else { return };
+        let token = shutdown.child_token();
+        ep.set_stop(token.clone());
+        tokio::spawn(health::run(self.clone(), ep.clone(), hc.clone(), token));
+    }
+
+    /// Re-resolves every named server; endpoints that appeared are added,
+    /// vanished ones leave the rotation and drain (their in-flight streams
+    /// keep the connection until they end).
+    async fn refresh(self: &Arc<Self>, resolver: &Arc<dyn Resolve>) {
+        let current = self.set.load_full();
+        let mut next: Vec<Arc<Endpoint>> = Vec::new();
+        for t in &self.targets {
+            let addrs = if t.literal {
+                resolve_target(resolver, t).await.unwrap_or_default()
+            } else {
+                match resolve_target(resolver, t).await {
+                    Ok(a) => a,
+                    Err(error) => {
+                        warn!(cluster = %self.name, address = %t.address, %error, "DNS re-resolution failed; keeping the current servers");
+                        current
+                            .endpoints
+                            .iter()
+                            .filter(|e| e.host == t.host)
+                            .map(|e| e.addr)
+                            .collect()
+                    }
+                }
+            };
+            for addr in addrs {
+                let existing = current
+                    .endpoints
+                    .iter()
+                    .find(|e| e.addr == addr && e.host == t.host);
+                next.push(match existing {
+                    Some(e) => e.clone(),
+                    None => Arc::new(new_endpoint(t, addr)),
+                });
+            }
+        }
+        let added: Vec<_> = next
+            .iter()
+            .filter(|e| !current.endpoints.iter().any(|c| Arc::ptr_eq(c, e)))
+            .cloned()
+            .collect();
+        let removed: Vec<_> = current
+            .endpoints
+            .iter()
+            .filter(|c| !next.iter().any(|e| Arc::ptr_eq(c, e)))
+            .cloned()
+            .collect();
+        if added.is_empty() && removed.is_empty() {
+            return;
+        }
+        info!(
+            cluster = %self.name,
+            added = ?added.iter().map(|e| e.name.as_str()).collect::<Vec<_>>(),
+            removed = ?removed.iter().map(|e| e.name.as_str()).collect::<Vec<_>>(),
+            "Servers changed (DNS)"
+        );
+        self.set
+            .store(Arc::new(EndpointSet::new(self.policy, next)));
+        for ep in &added {
+            self.start_endpoint(ep);
+        }
+        for ep in &removed {
+            // Out of rotation; in-flight streams finish on the connection.
+            ep.retire();
+        }
+    }
+}
+
+async fn refresh_loop(
+    cluster: Arc<Cluster>,
+    resolver: Arc<dyn Resolve>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(cluster.dns_refresh) => {}
+        }
+        cluster.refresh(&resolver).await;
+    }
+}
+
+fn new_endpoint(t: &Target, addr: SocketAddr) -> Endpoint {
+    let name = match (&t.name, t.literal) {
+        (Some(n), true) => n.clone(),
+        (None, true) => t.address.clone(),
+        (Some(n), false) => format!("{n}@{}", addr.ip()),
+        (None, false) => format!("{}@{}", t.address, addr.ip()),
+    };
+    Endpoint::new(name, addr, t.host.clone(), t.weight)
+}
+
+async fn resolve_target(
+    resolver: &Arc<dyn Resolve>,
+    t: &Target,
+) -> std::io::Result<Vec<SocketAddr>> {
+    if let Ok(ip) = t.host.parse::<std::net::IpAddr>() {
+        return Ok(vec![SocketAddr::new(ip, t.port)]);
+    }
+    let mut addrs = resolver.resolve(t.host.clone(), t.port).await?;
+    addrs.sort();
+    addrs.dedup();
+    Ok(addrs)
+}
+
+impl EndpointSet {
+    fn new(policy: LbPolicy, endpoints: Vec<Arc<Endpoint>>) -> Self {
+        let weights: Vec<u32> = endpoints.iter().map(|e| e.weight).collect();
+        let keys: Vec<String> = endpoints.iter().map(|e| e.addr.to_string()).collect();
+        Self {
+            picker: Picker::new(policy, &weights, &keys),
+            endpoints,
+        }
+    }
+}
+
+/// Resolves host names to addresses (DNS by default); pluggable so tests
+/// decide what a name resolves to.
+pub trait Resolve: Send + Sync + 'static {
+    /// The addresses of `host`, with `port`.
+    fn resolve(
+        &self,
+        host: String,
+        port: u16,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<Vec<SocketAddr>>> + Send>>;
+}
+
+/// The system resolver (getaddrinfo, off the runtime threads).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemResolver;
+
+impl Resolve for SystemResolver {
+    fn resolve(
+        &self,
+        host: String,
+        port: u16,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<Vec<SocketAddr>>> + Send>>
+    {
+        Box::pin(async move {
+            Ok(tokio::net::lookup_host((host.as_str(), port))
+                .await?
+                .collect())
+        })
     }
 }
 
@@ -511,7 +740,7 @@ impl Lease {
             (None, _) => true,
             (Some(code), Some(o)) => o.statuses.contains(&code),
         };
-        self.cluster.record_exchange(self.index, failed);
+        self.cluster.record_exchange(&self.endpoint, failed);
     }
 }
 
@@ -566,6 +795,7 @@ impl std::fmt::Display for ErrorChain<'_> {
 /// All clusters, by name.
 #[derive(Clone, Default)]
 pub struct Clusters {
+    resolver: Option<Arc<dyn Resolve>>,
     by_name: HashMap<ClusterName, Arc<Cluster>>,
     order: Vec<Arc<Cluster>>,
 }
@@ -574,8 +804,14 @@ pub struct Clusters {
 
 impl Clusters {
     /// Builds every cluster; names must be unique.
-    pub fn new(configs: &[ClusterConfig]) -> Result<Self, ConfigError> {
-        let mut out = Self::default();
+    pub async fn new(
+        configs: &[ClusterConfig],
+        resolver: Arc<dyn Resolve>,
+    ) -> Result<Self, ConfigError> {
+        let mut out = Self {
+            resolver: Some(resolver.clone()),
+            ..Self::default()
+        };
         for (i, cfg) in configs.iter().enumerate() {
             let at = format!("clusters[{i}]");
             if out.by_name.contains_key(&cfg.name) {
@@ -584,7 +820,7 @@ impl Clusters {
                     format!("duplicate cluster `{}`", cfg.name),
                 ));
             }
-            let c = Arc::new(Cluster::new(cfg, &at)?);
+            let c = Arc::new(Cluster::new(cfg, &at, &resolver).await?);
             out.by_name.insert(cfg.name.clone(), c.clone());
             out.order.push(c);
         }
@@ -611,20 +847,15 @@ impl Clusters {
         self.order.iter()
     }
 
-    /// Starts the active health checks of every cluster that has them;
-    /// they stop when `shutdown` is cancelled.
+    /// Starts every cluster's background work (health checks, DNS
+    /// re-resolution); it stops when `shutdown` is cancelled.
     pub fn start_health_checks(&self, shutdown: &CancellationToken) {
+        let resolver: Arc<dyn Resolve> = self
+            .resolver
+            .clone()
+            .unwrap_or_else(|| Arc::new(SystemResolver));
         for c in &self.order {
-            if let Some(hc) = &c.health_check {
-                for (i, _) in c.endpoints.iter().enumerate() {
-                    tokio::spawn(health::run(
-                        c.clone(),
-                        i,
-                        hc.clone(),
-                        shutdown.child_token(),
-                    ));
-                }
-            }
+            c.start(shutdown, &resolver);
         }
     }
 }

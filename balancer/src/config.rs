@@ -25,6 +25,8 @@ pub const DEFAULT_HEALTH_TIMEOUT_MS: u64 = 1_000;
 pub const DEFAULT_RISE: u32 = 2;
 /// Default consecutive failures to mark a server down (HAProxy `fall`).
 pub const DEFAULT_FALL: u32 = 3;
+/// Default DNS re-resolution interval.
+pub const DEFAULT_DNS_REFRESH_MS: u64 = 5_000;
 /// Default refresh interval of descriptors fetched by reflection.
 pub const DEFAULT_REFLECTION_INTERVAL_MS: u64 = 60_000;
 /// Default attempts for a request whose bytes never reached an endpoint.
@@ -103,6 +105,10 @@ pub struct ClusterConfig {
     /// TLS to the endpoints; none = cleartext HTTP/2 (h2c).
     #[serde(default)]
     pub tls: Option<UpstreamTlsConfig>,
+    /// How often servers given by host name are re-resolved (DNS); added
+    /// addresses join, vanished ones drain.
+    #[serde(default = "default_dns_refresh_ms")]
+    pub dns_refresh_ms: u64,
     /// Fetch the servers' descriptors by gRPC reflection (at start and
     /// every `reflection_interval_ms`) and register them as the descriptor
     /// set named after the cluster, bound to it.
@@ -334,6 +340,9 @@ fn default_max_connect_attempts() -> u32 {
 }
 fn default_keepalive_interval_ms() -> u64 {
     DEFAULT_KEEPALIVE_INTERVAL_MS
+}
+fn default_dns_refresh_ms() -> u64 {
+    DEFAULT_DNS_REFRESH_MS
 }
 fn default_reflection_interval_ms() -> u64 {
     DEFAULT_REFLECTION_INTERVAL_MS

@@ -40,6 +40,10 @@ pub struct Endpoint {
     consecutive_failures: AtomicU32,
     /// The last active health check's result.
     last_check: Mutex<Option<String>>,
+    /// Stops this endpoint's health checks.
+    stop: Mutex<Option<tokio_util::sync::CancellationToken>>,
+    /// Removed from its cluster (DNS): draining, never picked again.
+    retired: AtomicBool,
 }
 
 /// Milliseconds since the first call, on a monotonic clock.
@@ -69,16 +73,35 @@ impl Endpoint {
             ejections: AtomicU32::new(0),
             consecutive_failures: AtomicU32::new(0),
             last_check: Mutex::new(None),
+            stop: Mutex::new(None),
+            retired: AtomicBool::new(false),
         }
     }
 
     /// Whether new requests may go here now.
     pub fn is_eligible(&self) -> bool {
-        if !self.healthy.load(Relaxed) {
+        if !self.healthy.load(Relaxed) || self.retired.load(Relaxed) {
             return false;
         }
         let now = now_ms();
         now >= self.down_until_ms.load(Relaxed) && now >= self.ejected_until_ms.load(Relaxed)
+    }
+
+    pub(crate) fn set_stop(&self, token: tokio_util::sync::CancellationToken) {
+        if let Ok(mut g) = self.stop.lock() {
+            *g = Some(token);
+        }
+    }
+
+    /// Takes the endpoint out of its cluster: no new streams, health
+    /// checks stop; streams in flight finish.
+    pub(crate) fn retire(&self) {
+        self.retired.store(true, Relaxed);
+        if let Ok(mut g) = self.stop.lock()
+            && let Some(t) = g.take()
+        {
+            t.cancel();
+        }
     }
 
     /// Ejected by outlier detection right now.

@@ -16,6 +16,7 @@ use crate::{
     body,
     cluster::{Cluster, ErrorChain},
     config::{HealthCheckConfig, HealthCheckKind},
+    endpoint::Endpoint,
 };
 
 /// Largest health response body read.
@@ -40,7 +41,7 @@ const SERVING: i32 = 1;
 /// Runs the checks of one endpoint until `shutdown`.
 pub(crate) async fn run(
     cluster: Arc<Cluster>,
-    index: usize,
+    ep: Arc<Endpoint>,
     cfg: HealthCheckConfig,
     shutdown: CancellationToken,
 ) {
@@ -52,11 +53,10 @@ pub(crate) async fn run(
         let result = tokio::select! {
             // Both branches are cancel-safe: dropping a check abandons it.
             _ = shutdown.cancelled() => return,
-            r = tokio::time::timeout(timeout, check(&cluster, index, &cfg)) => {
+            r = tokio::time::timeout(timeout, check(&cluster, &ep, &cfg)) => {
                 r.unwrap_or_else(|_| Err(format!("timed out after {timeout:?}")))
             }
         };
-        let ep = &cluster.endpoints()[index];
         ep.set_last_check(match &result {
             Ok(()) => "ok".to_string(),
             Err(why) => why.clone(),
@@ -86,8 +86,7 @@ pub(crate) async fn run(
     }
 }
 
-async fn check(cluster: &Cluster, index: usize, cfg: &HealthCheckConfig) -> Result<(), String> {
-    let ep = &cluster.endpoints()[index];
+async fn check(cluster: &Cluster, ep: &Endpoint, cfg: &HealthCheckConfig) -> Result<(), String> {
     match cfg.kind {
         HealthCheckKind::Tcp => cluster
             .connector()
@@ -95,12 +94,11 @@ async fn check(cluster: &Cluster, index: usize, cfg: &HealthCheckConfig) -> Resu
             .await
             .map(drop)
             .map_err(|e| ErrorChain(&e).to_string()),
-        HealthCheckKind::Grpc => grpc_check(cluster, index, &cfg.service).await,
+        HealthCheckKind::Grpc => grpc_check(cluster, ep, &cfg.service).await,
     }
 }
 
-async fn grpc_check(cluster: &Cluster, index: usize, service: &str) -> Result<(), String> {
-    let ep = &cluster.endpoints()[index];
+async fn grpc_check(cluster: &Cluster, ep: &Endpoint, service: &str) -> Result<(), String> {
     let (mut sender, _) = ep
         .pool
         .get(cluster.connector(), ep.addr, &ep.host)

@@ -13,7 +13,9 @@ pub mod replay;
 pub mod route;
 pub mod upstream;
 
-pub use cluster::{Cluster, Clusters, Lease, Timings, UpstreamResponse};
+pub use cluster::{
+    Cluster, Clusters, EndpointSet, Lease, Resolve, SystemResolver, Timings, UpstreamResponse,
+};
 pub use config::{ClusterConfig, ClusterName, EndpointConfig, LbPolicy};
 pub use error::{BalancerError, Fault};
 pub use route::{HeaderMatch, Route, RouteTable};

@@ -88,8 +88,19 @@ impl Gateway {
     /// Validates `cfg`, binds every listener, starts health checks and the
     /// accept loops.
     pub async fn start(cfg: GatewayConfig) -> Result<Self, StartError> {
+        Self::start_with_resolver(cfg, Arc::new(balancer::SystemResolver)).await
+    }
+
+    /// Like [`Gateway::start`], resolving server host names with `resolver`
+    /// (tests decide what a name resolves to).
+    pub async fn start_with_resolver(
+        cfg: GatewayConfig,
+        resolver: Arc<dyn balancer::Resolve>,
+    ) -> Result<Self, StartError> {
         cfg.validate().map_err(ConfigError::from)?;
-        let clusters = Clusters::new(&cfg.clusters).map_err(ConfigError::from)?;
+        let clusters = Clusters::new(&cfg.clusters, resolver)
+            .await
+            .map_err(ConfigError::from)?;
         let routes = RouteTable::compile(&cfg.routes, |c| clusters.contains(c))
             .map_err(ConfigError::from)?;
         let mut prepared = Vec::new();

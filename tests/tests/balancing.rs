@@ -564,3 +564,117 @@ async fn least_request_prefers_the_server_with_fewer_slow_calls() {
         h.abort();
     }
 }
+
+/// A resolver the test controls: `svc.test` resolves to these addresses.
+#[derive(Clone, Default)]
+struct TestResolver(std::sync::Arc<std::sync::Mutex<Vec<std::net::IpAddr>>>);
+
+impl TestResolver {
+    fn set(&self, ips: &[[u8; 4]]) {
+        *self.0.lock().expect("lock") = ips.iter().map(|ip| std::net::IpAddr::from(*ip)).collect();
+    }
+}
+
+impl balancer::Resolve for TestResolver {
+    fn resolve(
+        &self,
+        host: String,
+        port: u16,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = std::io::Result<Vec<std::net::SocketAddr>>> + Send>,
+    > {
+        let ips = self.0.lock().map(|v| v.clone()).unwrap_or_default();
+        Box::pin(async move {
+            if host != "svc.test" {
+                return Err(std::io::Error::other(format!("unknown host {host}")));
+            }
+            Ok(ips
+                .into_iter()
+                .map(|ip| std::net::SocketAddr::new(ip, port))
+                .collect())
+        })
+    }
+}
+
+#[tokio::test]
+async fn dns_re_resolution_adds_new_addresses_and_drains_vanished_ones() {
+    // Two servers on the same port of two loopback addresses, as two pods
+    // behind one name.
+    let first = tokio::net::TcpListener::bind("127.0.0.2:0")
+        .await
+        .expect("bind 127.0.0.2");
+    let port = first.local_addr().expect("addr").port();
+    let second = tokio::net::TcpListener::bind(("127.0.0.3", port))
+        .await
+        .expect("bind 127.0.0.3, same port");
+    let mut o2 = ServerOptions::new("pod-2");
+    o2.codename_interval = Duration::from_millis(50);
+    let s2 = sample_services::spawn(first, o2).await.expect("pod-2");
+    let s3 = sample_services::spawn(second, ServerOptions::new("pod-3"))
+        .await
+        .expect("pod-3");
+    let resolver = TestResolver::default();
+    resolver.set(&[[127, 0, 0, 2]]);
+    let toml = format!(
+        "[[listeners]]\nname = \"front\"\naddress = \"127.0.0.1:0\"\n\
+         [[clusters]]\nname = \"pods\"\ndns_refresh_ms = 50\nendpoints = [{{ address = \"svc.test:{port}\" }}]\n\
+         [[routes]]\ncluster = \"pods\"\n[admin]\naddress = \"127.0.0.1:0\"\n"
+    );
+    capture_logs();
+    let cfg = gateway::config::GatewayConfig::from_toml(&toml).expect("config");
+    let gw = gateway::Gateway::start_with_resolver(cfg, std::sync::Arc::new(resolver.clone()))
+        .await
+        .expect("start");
+    let mut client = CodenameCreatorClient::new(channel(gw.first_addr()).await);
+    assert!(ids(&mut client, 4).await.iter().all(|id| id == "pod-2"));
+
+    // A new address appears: it joins the rotation.
+    resolver.set(&[[127, 0, 0, 2], [127, 0, 0, 3]]);
+    within(5, "pod-3 joins", async {
+        while !ids(&mut client, 2).await.contains(&"pod-3".to_string()) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+
+    // A long stream on pod-2, then pod-2 vanishes from DNS: the stream goes
+    // on to its end, new calls go to pod-3 only.
+    let (tx, mut stream) = loop {
+        let (tx, rx) = tokio::sync::mpsc::channel(2);
+        tx.send(NameRequest {
+            category: "space".into(),
+        })
+        .await
+        .expect("send");
+        let r = client
+            .keep_getting_codenames(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+            .expect("open");
+        // Keep a stream that landed on pod-2 (round robin alternates).
+        if r.metadata()
+            .get("x-server-id")
+            .is_some_and(|v| v == "pod-2")
+        {
+            break (tx, r.into_inner());
+        }
+    };
+    stream.message().await.expect("first").expect("codename");
+    resolver.set(&[[127, 0, 0, 3]]);
+    assert!(
+        wait_for_log(&["Servers changed (DNS)", "removed=[\"svc.test"])
+            .await
+            .is_some(),
+        "{}",
+        logs()
+    );
+    assert!(ids(&mut client, 6).await.iter().all(|id| id == "pod-3"));
+    for _ in 0..3 {
+        within(5, "drained stream goes on", stream.message())
+            .await
+            .expect("no error")
+            .expect("codename");
+    }
+    drop(tx);
+    drop(stream);
+    drop((s2, s3));
+}
