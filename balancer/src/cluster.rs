@@ -39,6 +39,7 @@ use crate::{
 /// A cluster of endpoints.
 pub struct Cluster {
     name: ClusterName,
+    protocol: crate::config::UpstreamProtocol,
     policy: LbPolicy,
     set: ArcSwap<EndpointSet>,
     targets: Vec<Target>,
@@ -197,6 +198,7 @@ impl Cluster {
         }
         Ok(Self {
             name: cfg.name.clone(),
+            protocol: cfg.protocol,
             policy: cfg.lb,
             set: ArcSwap::from_pointee(EndpointSet::new(cfg.lb, endpoints)),
             targets,
@@ -234,6 +236,11 @@ impl Cluster {
     /// The cluster's name.
     pub fn name(&self) -> &ClusterName {
         &self.name
+    }
+
+    /// What the endpoints speak.
+    pub fn protocol(&self) -> crate::config::UpstreamProtocol {
+        self.protocol
     }
 
     /// The pick policy.
@@ -340,7 +347,17 @@ impl Cluster {
             timings.queue += queued_at.elapsed();
             let ep = lease.endpoint().clone();
             let connect_start = Instant::now();
-            let got = ep.pool.get(&self.connector, ep.addr, &ep.host).await;
+            let got = if self.connector.http1 {
+                ep.pool
+                    .get_h1(&self.connector, ep.addr, &ep.host)
+                    .await
+                    .map(|(s, o)| (Conn::H1(s), o))
+            } else {
+                ep.pool
+                    .get(&self.connector, ep.addr, &ep.host)
+                    .await
+                    .map(|(s, o)| (Conn::H2(s), o))
+            };
             let mut sender = match got {
                 Ok((sender, opened)) => {
                     if opened {
@@ -367,10 +384,21 @@ impl Cluster {
                 return Err(BalancerError::BadRequest("request body lost".into()));
             };
             let mut req = Request::from_parts(clone_parts(&parts), boxed(this_body));
-            set_uri(&mut req, &self.connector.scheme, ep.addr)?;
+            match &sender {
+                Conn::H2(_) => set_uri(&mut req, &self.connector.scheme, ep.addr)?,
+                Conn::H1(_) => set_origin_form(&mut req, ep.addr)?,
+            }
             ep.record_sent();
             let sent_at = Instant::now();
-            match sender.try_send_request(req).await {
+            let sent = match &mut sender {
+                Conn::H2(s) => s.try_send_request(req).await,
+                Conn::H1(s) => s.try_send_request(req).await,
+            };
+            if let (Conn::H1(s), Ok(_)) = (sender, &sent) {
+                // Reusable once this response is read (`is_ready` then).
+                ep.pool.put_h1(s);
+            }
+            match sent {
                 Ok(response) => {
                     timings.response = sent_at.elapsed();
                     // A trailers-only answer with a status in the retry list,
@@ -453,6 +481,30 @@ impl Cluster {
             .max(self.retry.min_concurrency as usize);
         self.retrying.load(Relaxed) < allowed
     }
+}
+
+/// A connection to send one request on.
+enum Conn {
+    H2(crate::upstream::Sender),
+    H1(crate::upstream::H1Sender),
+}
+
+/// HTTP/1.1: origin-form target, and a `host` header.
+fn set_origin_form(req: &mut Request<UpstreamBody>, addr: SocketAddr) -> Result<(), BalancerError> {
+    let authority = req.uri().authority().map(|a| a.as_str().to_string());
+    if !req.headers().contains_key(http::header::HOST) {
+        let host = authority.unwrap_or_else(|| addr.to_string());
+        let v = http::HeaderValue::try_from(host)
+            .map_err(|e| BalancerError::BadRequest(e.to_string()))?;
+        req.headers_mut().insert(http::header::HOST, v);
+    }
+    let path = req
+        .uri()
+        .path_and_query()
+        .map_or_else(|| http::uri::PathAndQuery::from_static("/"), Clone::clone);
+    *req.uri_mut() = Uri::from(path);
+    *req.version_mut() = http::Version::HTTP_11;
+    Ok(())
 }
 
 /// Counts something for as long as it lives.

@@ -69,6 +69,11 @@ pub struct ClusterConfig {
     pub name: ClusterName,
     /// The servers.
     pub endpoints: Vec<EndpointConfig>,
+    /// What the endpoints speak: `grpc` (HTTP/2), or plain HTTP for
+    /// non-gRPC traffic (HAProxy's `default_backend` web app): `http1` or
+    /// `http2`.
+    #[serde(default)]
+    pub protocol: UpstreamProtocol,
     /// How an endpoint is picked.
     #[serde(default)]
     pub lb: LbPolicy,
@@ -131,6 +136,19 @@ pub struct EndpointConfig {
     /// Relative weight, for every policy (1 to 1000).
     #[serde(default = "default_weight")]
     pub weight: u32,
+}
+
+/// What a cluster's endpoints speak.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpstreamProtocol {
+    /// gRPC over HTTP/2 (h2c, or TLS with ALPN `h2`).
+    #[default]
+    Grpc,
+    /// Plain HTTP/1.1 with keep-alive (TLS with ALPN `http/1.1`).
+    Http1,
+    /// Plain HTTP over HTTP/2.
+    Http2,
 }
 
 /// How a cluster picks an endpoint.
@@ -498,6 +516,12 @@ impl ClusterConfig {
             }
         }
         if let Some(hc) = &self.health_check {
+            if self.protocol == UpstreamProtocol::Http1 && hc.kind == HealthCheckKind::Grpc {
+                return Err(ConfigError::new(
+                    format!("{at}.health_check.kind"),
+                    "an http1 cluster cannot be checked with grpc; use kind = \"tcp\"",
+                ));
+            }
             if hc.interval_ms == 0 || hc.timeout_ms == 0 {
                 return Err(ConfigError::new(
                     format!("{at}.health_check"),

@@ -34,6 +34,8 @@ pub struct Connector {
     keepalive_interval: Option<Duration>,
     /// Scheme put in the `:scheme` pseudo-header.
     pub scheme: http::uri::Scheme,
+    /// Speak HTTP/1.1 to the endpoints (plain HTTP clusters).
+    pub http1: bool,
 }
 
 struct TlsSettings {
@@ -48,7 +50,11 @@ impl Connector {
     pub fn new(cfg: &ClusterConfig, at: &str) -> Result<Self, ConfigError> {
         let tls = match &cfg.tls {
             None => None,
-            Some(t) => Some(tls_settings(t, at)?),
+            Some(t) => Some(tls_settings(
+                t,
+                at,
+                cfg.protocol == crate::config::UpstreamProtocol::Http1,
+            )?),
         };
         let scheme = if tls.is_some() {
             http::uri::Scheme::HTTPS
@@ -61,6 +67,7 @@ impl Connector {
             keepalive_interval: (cfg.keepalive_interval_ms > 0)
                 .then(|| Duration::from_millis(cfg.keepalive_interval_ms)),
             scheme,
+            http1: cfg.protocol == crate::config::UpstreamProtocol::Http1,
         })
     }
 
@@ -134,6 +141,51 @@ impl Connector {
     }
 }
 
+impl Connector {
+    /// Opens a new HTTP/1.1 connection and spawns its driver task.
+    pub async fn connect_h1(
+        &self,
+        addr: SocketAddr,
+        host: &str,
+    ) -> Result<H1Sender, BalancerError> {
+        let io = self.connect_io(addr, host).await?;
+        let handshake = async {
+            let builder = hyper::client::conn::http1::Builder::new();
+            let res = match io {
+                Io::Plain(s) => builder.handshake(TokioIo::new(s)).await.map(|(tx, c)| {
+                    tokio::spawn(async move {
+                        if let Err(error) = c.await {
+                            debug!(%addr, %error, "Upstream HTTP/1.1 connection ended");
+                        }
+                    });
+                    tx
+                }),
+                Io::Tls(s) => builder.handshake(TokioIo::new(*s)).await.map(|(tx, c)| {
+                    tokio::spawn(async move {
+                        if let Err(error) = c.await {
+                            debug!(%addr, %error, "Upstream HTTP/1.1 connection ended");
+                        }
+                    });
+                    tx
+                }),
+            };
+            res.map_err(|source| BalancerError::Handshake { addr, source })
+        };
+        tokio::time::timeout(self.connect_timeout, handshake)
+            .await
+            .map_err(|_| BalancerError::ConnectTimeout {
+                addr,
+                after: self.connect_timeout,
+            })?
+    }
+}
+
+/// A sender on one upstream HTTP/1.1 connection (one request at a time).
+pub type H1Sender = hyper::client::conn::http1::SendRequest<UpstreamBody>;
+
+/// Idle HTTP/1.1 connections kept per endpoint.
+const MAX_IDLE_H1: usize = 64;
+
 /// What an h2 handshake returns.
 type Handshake<T> = Result<
     (
@@ -159,6 +211,7 @@ fn read_certs(
 fn tls_settings(
     t: &crate::config::UpstreamTlsConfig,
     at: &str,
+    http1: bool,
 ) -> Result<TlsSettings, ConfigError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
@@ -200,7 +253,11 @@ fn tls_settings(
         }
         _ => builder.with_no_client_auth(),
     };
-    config.alpn_protocols = vec![b"h2".to_vec()];
+    config.alpn_protocols = if http1 {
+        vec![b"http/1.1".to_vec()]
+    } else {
+        vec![b"h2".to_vec()]
+    };
     let server_name = match &t.server_name {
         None => None,
         Some(n) => Some(ServerName::try_from(n.clone()).map_err(|_| {
@@ -291,6 +348,7 @@ pub enum Io {
 pub struct ConnPool {
     current: ArcSwapOption<Sender>,
     connecting: Mutex<()>,
+    idle_h1: std::sync::Mutex<Vec<H1Sender>>,
 }
 
 // === impl ConnPool ===
@@ -307,6 +365,7 @@ impl ConnPool {
         Self {
             current: ArcSwapOption::empty(),
             connecting: Mutex::new(()),
+            idle_h1: std::sync::Mutex::new(Vec::new()),
         }
     }
 
@@ -335,6 +394,33 @@ impl ConnPool {
         let guard = self.current.load();
         let s = guard.as_ref()?;
         (!s.is_closed()).then(|| (**s).clone())
+    }
+
+    /// An idle HTTP/1.1 connection ready for a request, or a new one (the
+    /// flag is true when this call opened it).
+    pub async fn get_h1(
+        &self,
+        connector: &Connector,
+        addr: SocketAddr,
+        host: &str,
+    ) -> Result<(H1Sender, bool), BalancerError> {
+        if let Ok(mut idle) = self.idle_h1.lock() {
+            idle.retain(|s| !s.is_closed());
+            if let Some(pos) = idle.iter().position(|s| s.is_ready()) {
+                return Ok((idle.swap_remove(pos), false));
+            }
+        }
+        Ok((connector.connect_h1(addr, host).await?, true))
+    }
+
+    /// Returns an HTTP/1.1 connection for reuse once its response is read.
+    pub fn put_h1(&self, sender: H1Sender) {
+        if let Ok(mut idle) = self.idle_h1.lock()
+            && idle.len() < MAX_IDLE_H1
+            && !sender.is_closed()
+        {
+            idle.push(sender);
+        }
     }
 
     /// Forgets the current connection (closed or refusing requests).

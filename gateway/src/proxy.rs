@@ -129,7 +129,11 @@ pub async fn handle(conn: Arc<ConnCtx>, req: Request<Incoming>) -> Response<Resp
                 log.emit(&rec, Phase::End);
                 return resp;
             }
-            transcode::forward_json(&conn, req, &mut rec, started).await
+            if is_plain_http(&conn, &req) {
+                forward_plain(&conn, req, &mut rec, started).await
+            } else {
+                transcode::forward_json(&conn, req, &mut rec, started).await
+            }
         }
     };
     let mut resp = match result {
@@ -354,6 +358,85 @@ async fn forward_grpc(
     if ended {
         // Trailers-only: hyper sends the head with END_STREAM and never
         // polls the body.
+        body.finish("--");
+    }
+    Ok(Response::from_parts(parts, body.boxed_unsync()))
+}
+
+/// Whether an HTTP request goes to a plain HTTP cluster as it is: no
+/// registered method or REST rule takes it, and the first route matching
+/// its path and headers leads to an `http1`/`http2` cluster.
+fn is_plain_http(conn: &ConnCtx, req: &Request<Incoming>) -> bool {
+    let shared = &conn.shared;
+    let path = req.uri().path();
+    let Some(route) = shared.routes.route(path, req.headers()) else {
+        return false;
+    };
+    let plain = shared
+        .clusters
+        .get(&route.cluster)
+        .is_some_and(|c| c.protocol() != balancer::config::UpstreamProtocol::Grpc);
+    if !plain {
+        return false;
+    }
+    let snapshot = shared.registry.snapshot();
+    snapshot.match_http(req.method(), path).is_none()
+        && !(req.method() == Method::POST && snapshot.method(path).is_some())
+}
+
+/// Proxies an HTTP request to a plain HTTP cluster (HTTP/1.1 or HTTP/2
+/// upstream, whatever the downstream spoke), streaming both bodies.
+async fn forward_plain(
+    conn: &ConnCtx,
+    req: Request<Incoming>,
+    rec: &mut LogRecord,
+    started: Instant,
+) -> Result<Response<ResponseBody>, GatewayError> {
+    let (route, cluster) = select_route(conn, req.uri().path(), req.headers(), None, rec)?;
+    let (mut parts, body) = req.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    if cluster.protocol() == balancer::config::UpstreamProtocol::Http2 {
+        // HTTP/2 carries the host in :authority.
+        if parts.uri.authority().is_none()
+            && let Some(host) = parts.headers.remove(header::HOST)
+            && let Ok(authority) = http::uri::Authority::try_from(host.as_bytes())
+        {
+            let mut uri = std::mem::take(&mut parts.uri).into_parts();
+            uri.authority = Some(authority);
+            uri.scheme = Some(http::uri::Scheme::HTTP);
+            parts.uri = http::Uri::from_parts(uri).unwrap_or_default();
+        }
+        parts.version = Version::HTTP_2;
+    }
+    let deadline = route
+        .and_then(|r| r.timeout)
+        .map(|t| tokio::time::Instant::from_std(started + t));
+    let up = send(
+        cluster,
+        Request::from_parts(parts, balancer::body::boxed(body)),
+        deadline,
+    )
+    .await?;
+    record_response(rec, &up, cluster, started);
+    let (mut parts, body) = up.response.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    rec.response_captures = capture(&parts.headers, &conn.listener.capture_response);
+    let log = &conn.shared.access_log;
+    log.debug_headers("response headers", &parts.headers);
+    if conn.listener.log_at_start {
+        rec.total = started.elapsed();
+        log.emit(rec, Phase::Start);
+    }
+    let ended = body.is_end_stream();
+    let mut body = ObservedBody {
+        inner: Some(body),
+        lease: Some(up.lease),
+        guard: LogGuard::new(rec.clone(), log.clone(), started),
+        deadline: deadline.map(|d| Box::pin(tokio::time::sleep_until(d))),
+        idle: None,
+        state: State::Streaming,
+    };
+    if ended {
         body.finish("--");
     }
     Ok(Response::from_parts(parts, body.boxed_unsync()))

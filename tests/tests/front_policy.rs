@@ -427,3 +427,121 @@ async fn the_demo_config_serves_codenames_round_robin() {
         "{ids:?}"
     );
 }
+
+/// A plain HTTP/1.1 web app: answers `web <method> <path> host=<host> body=<body>`
+/// and counts the connections it accepted.
+async fn web_app() -> (std::net::SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    use http_body_util::BodyExt;
+    let listener = tokio::net::TcpListener::bind(loopback())
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let conns = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = conns.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(
+                    |req: http::Request<hyper::body::Incoming>| async move {
+                        let (parts, b) = req.into_parts();
+                        let body = b.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+                        let host = parts
+                            .headers
+                            .get("host")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("-")
+                            .to_string();
+                        let text = format!(
+                            "web {} {} host={host} version={:?} body={}",
+                            parts.method,
+                            parts.uri,
+                            parts.version,
+                            String::from_utf8_lossy(&body)
+                        );
+                        Ok::<_, std::convert::Infallible>(http::Response::new(
+                            http_body_util::Full::new(bytes::Bytes::from(text)),
+                        ))
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc)
+                    .await;
+            });
+        }
+    });
+    (addr, conns)
+}
+
+#[tokio::test]
+async fn plain_http_cluster_serves_a_web_app_behind_the_same_front() {
+    let s = spawn_sample("grpc-backend").await;
+    let (web, conns) = web_app().await;
+    let toml = format!(
+        "[[listeners]]\nname = \"front\"\naddress = \"127.0.0.1:0\"\n\
+         [[clusters]]\nname = \"backend\"\nendpoints = [{{ address = \"{}\" }}]\n\
+         [[clusters]]\nname = \"web\"\nprotocol = \"http1\"\nendpoints = [{{ address = \"{web}\" }}]\n\
+         [[routes]]\ncluster = \"backend\"\nmatch = {{ headers = [{{ name = \"content-type\", prefix = \"application/grpc\" }}] }}\n\
+         [[routes]]\ncluster = \"backend\"\nmatch = {{ path_prefix = \"/CodenameCreator/\" }}\n\
+         [[routes]]\ncluster = \"web\"\n",
+        s.addr
+    );
+    let gw = spawn_gateway(&toml).await;
+    gw.registry()
+        .put("samples", sample_services::FILE_DESCRIPTOR_SET)
+        .expect("register");
+    let a = gw.first_addr();
+    // HTTP/1.1 and HTTP/2 callers reach the web app over HTTP/1.1.
+    for (v, i) in [
+        (HttpVersion::H1, 0),
+        (HttpVersion::H2, 1),
+        (HttpVersion::H1, 2),
+    ] {
+        let req = http::Request::post(format!("/app/page?{i}"))
+            .header("host", "shop.example")
+            .body(body(format!("hello {i}")))
+            .expect("req");
+        let r = http_call(a, v, req).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        let text = r.text();
+        assert!(
+            text.starts_with(&format!("web POST /app/page?{i} ")),
+            "{text}"
+        );
+        assert!(
+            text.contains("version=HTTP/1.1") && text.contains(&format!("body=hello {i}")),
+            "{text}"
+        );
+        if v == HttpVersion::H1 {
+            assert!(text.contains("host=shop.example"), "{text}");
+        }
+    }
+    // Connections to the web app are reused (keep-alive).
+    for _ in 0..5 {
+        let r = http_call(
+            a,
+            HttpVersion::H1,
+            http::Request::get("/again").body(body("")).expect("req"),
+        )
+        .await;
+        assert_eq!(r.status, 200);
+    }
+    assert!(
+        conns.load(std::sync::atomic::Ordering::SeqCst) <= 2,
+        "{} connections",
+        conns.load(std::sync::atomic::Ordering::SeqCst)
+    );
+    // gRPC and registered JSON methods still go to the gRPC backend.
+    let r = CodenameCreatorClient::new(channel(a).await)
+        .get_codename(NameRequest::default())
+        .await
+        .expect("grpc");
+    assert_eq!(r.metadata().get("x-server-id").expect("id"), "grpc-backend");
+    let r = http_call(
+        a,
+        HttpVersion::H1,
+        json_request("POST", "/CodenameCreator/GetCodename", "{}"),
+    )
+    .await;
+    assert_eq!(r.header("x-server-id"), "grpc-backend", "{}", r.text());
+}
