@@ -1,0 +1,433 @@
+//! `bench`: measures the gateway against direct-to-backend on loopback, in one run.
+//!
+//! It starts sample backends in this process and the gateway as a child process (so its CPU
+//! and memory are its own, read from `/proc/<pid>`), then runs each scenario against every
+//! target in turn, repetition after repetition (interleaved, so drift hits all targets alike),
+//! and prints a Markdown table or JSON. HAProxy and nginx, when on `PATH`, run the gRPC
+//! scenarios too. See `bench --help` and README "Performance".
+//!
+//! ```sh
+//! cargo run --release -p bench                  # all load scenarios, 3 × 5 s each
+//! cargo run --release -p bench -- --quick       # 1 × 2 s
+//! cargo run --release -p bench -- --memory --scenarios grpc-unary-64b --json
+//! ```
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, ExitCode},
+    time::Duration,
+};
+
+use anyhow::{Context as _, bail, ensure};
+use clap::Parser;
+
+mod load;
+mod memory;
+mod procfs;
+mod report;
+mod scenarios;
+mod targets;
+
+use report::{Report, Runs};
+use scenarios::{LoadParams, Payloads, Scenario};
+use targets::{Backends, ProxyProcess, TargetKind};
+
+/// File descriptors wanted for load scenarios alone (connections, backends, the gateway).
+const FD_WANTED_FOR_LOAD: u64 = 8_192;
+/// Extra descriptors wanted beyond the memory scenario's connections.
+const FD_HEADROOM: u64 = 2_048;
+/// Pause after a proxy started before its idle RSS is read.
+const IDLE_SETTLE: Duration = Duration::from_millis(300);
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "bench",
+    about = "Load and memory benchmark: the gateway against direct-to-backend (and HAProxy / \
+             nginx when installed), interleaved, on loopback"
+)]
+struct Args {
+    /// Scenarios to run, comma-separated [default: all].
+    #[arg(long, value_delimiter = ',', value_enum)]
+    scenarios: Vec<Scenario>,
+    /// Repetitions of every scenario × target.
+    #[arg(long, default_value_t = 3)]
+    reps: u32,
+    /// Measured seconds per run.
+    #[arg(long, default_value_t = 5.0, value_parser = seconds)]
+    duration: f64,
+    /// Warm-up seconds before each measured window.
+    #[arg(long, default_value_t = 1.0, value_parser = seconds)]
+    warmup: f64,
+    /// 1 repetition of 2 s after 0.5 s warm-up (overrides --reps, --duration, --warmup).
+    #[arg(long)]
+    quick: bool,
+    /// HTTP/2 connections in gRPC scenarios.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    connections: u32,
+    /// Concurrent calls (or bidi streams) per HTTP/2 connection.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    streams: u32,
+    /// HTTP/1.1 keep-alive connections (one sequential client each) in JSON scenarios.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    json_connections: u32,
+    /// Messages in flight per stream in `grpc-bidi-pipelined`.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    bidi_window: u32,
+    /// Sample backends (in this process) behind every target; direct runs spread their
+    /// connections over them.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=16))]
+    backends: u32,
+    /// Also run the memory scenarios (idle connections, open streams).
+    #[arg(long)]
+    memory: bool,
+    /// Run only the memory scenarios.
+    #[arg(long)]
+    memory_only: bool,
+    /// Idle HTTP/2 connections opened by the memory scenario.
+    #[arg(long, default_value_t = 10_000)]
+    memory_connections: usize,
+    /// Concurrent open streams in the memory scenario.
+    #[arg(long, default_value_t = 10_000)]
+    memory_streams: usize,
+    /// The gateway binary [default: `gateway` next to this executable, built first].
+    #[arg(long)]
+    gateway: Option<PathBuf>,
+    /// Do not run `cargo build -p gateway` first.
+    #[arg(long)]
+    no_build: bool,
+    /// Do not run HAProxy or nginx even when they are on PATH.
+    #[arg(long)]
+    no_extra_proxies: bool,
+    /// Print JSON instead of the Markdown table.
+    #[arg(long)]
+    json: bool,
+}
+
+fn seconds(s: &str) -> Result<f64, String> {
+    let value: f64 = s.parse().map_err(|e| format!("{e}"))?;
+    if value.is_finite() && (0.0..=3600.0).contains(&value) {
+        Ok(value)
+    } else {
+        Err("expected seconds between 0 and 3600".into())
+    }
+}
+
+fn main() -> ExitCode {
+    let mut args = Args::parse();
+    if args.quick {
+        args.reps = 1;
+        args.duration = 2.0;
+        args.warmup = 0.5;
+    }
+    match prepare_and_run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("bench: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Blocking preparation (build, limits), then the async run on a fresh runtime.
+fn prepare_and_run(args: Args) -> anyhow::Result<()> {
+    procfs::check_procfs()?;
+    ensure!(args.reps > 0, "--reps must be at least 1");
+    ensure!(args.duration > 0.0, "--duration must be above 0");
+    let gateway_bin = resolve_gateway(&args)?;
+    let wanted = if args.memory || args.memory_only {
+        (args.memory_connections as u64 + FD_HEADROOM).max(FD_WANTED_FOR_LOAD)
+    } else {
+        FD_WANTED_FOR_LOAD
+    };
+    let fd_limit = procfs::raise_fd_limit(wanted).unwrap_or_else(|error| {
+        eprintln!("warning: {error:#}");
+        procfs::raise_fd_limit(0).unwrap_or(1024)
+    });
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("start the tokio runtime")?;
+    runtime.block_on(async {
+        tokio::select! {
+            result = run(args, gateway_bin, fd_limit) => result,
+            signal = interrupted() => bail!("{signal}: stopped, child processes killed"),
+        }
+    })
+}
+
+/// Resolves on SIGINT or SIGTERM; dropping the run then kills the children.
+async fn interrupted() -> &'static str {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => "interrupted",
+        Some(()) = async { match term.as_mut() { Some(t) => t.recv().await, None => None } } => "terminated",
+    }
+}
+
+/// The gateway binary: `--gateway`, else `gateway` next to this executable after
+/// `cargo build -p gateway` in this executable's profile (a no-op when up to date).
+fn resolve_gateway(args: &Args) -> anyhow::Result<PathBuf> {
+    if let Some(path) = &args.gateway {
+        ensure!(path.is_file(), "--gateway {}: no such file", path.display());
+        return Ok(path.clone());
+    }
+    let exe = std::env::current_exe().context("locate this executable")?;
+    let dir = exe
+        .parent()
+        .context("this executable has no parent directory")?;
+    let bin = dir.join("gateway");
+    let release = !cfg!(debug_assertions);
+    if !release {
+        eprintln!("warning: bench is a debug build; numbers will mean little (use --release)");
+    }
+    if !args.no_build {
+        build_gateway(release, &bin);
+    }
+    ensure!(
+        bin.is_file(),
+        "{} not found: build it with `cargo build {}-p gateway`, or pass --gateway PATH",
+        bin.display(),
+        if release { "--release " } else { "" }
+    );
+    Ok(bin)
+}
+
+/// `cargo build [--release] -p gateway` in this workspace; on failure an existing binary is
+/// used, with a warning.
+fn build_gateway(release: bool, bin: &Path) {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+    let mut command = Command::new(cargo);
+    command
+        .args(["build", "-p", "gateway", "--manifest-path"])
+        .arg(&manifest);
+    if release {
+        command.arg("--release");
+    }
+    eprintln!("bench: building the gateway ({command:?})");
+    match command.status() {
+        Ok(status) if status.success() => {}
+        Ok(status) if bin.is_file() => eprintln!(
+            "warning: building the gateway failed ({status}); using the existing {}",
+            bin.display()
+        ),
+        Ok(status) => eprintln!("warning: building the gateway failed ({status})"),
+        Err(error) => eprintln!("warning: cannot run cargo ({error}); using what is built"),
+    }
+}
+
+async fn run(args: Args, gateway_bin: PathBuf, fd_limit: u64) -> anyhow::Result<()> {
+    let params = LoadParams {
+        connections: args.connections as usize,
+        streams: args.streams as usize,
+        json_connections: args.json_connections as usize,
+        bidi_window: args.bidi_window as usize,
+        warmup: Duration::from_secs_f64(args.warmup),
+        duration: Duration::from_secs_f64(args.duration),
+    };
+    let scenarios: Vec<Scenario> = if args.memory_only {
+        Vec::new()
+    } else if args.scenarios.is_empty() {
+        Scenario::ALL.to_vec()
+    } else {
+        args.scenarios.clone()
+    };
+    let payloads = Payloads::new()?;
+    let backends = Backends::start(args.backends as usize).await?;
+    let backend_addrs = backends.addrs();
+
+    let mut skipped = Vec::new();
+    let mut extra: Vec<(TargetKind, PathBuf)> = Vec::new();
+    for (kind, name) in [
+        (TargetKind::Haproxy, "haproxy"),
+        (TargetKind::Nginx, "nginx"),
+    ] {
+        match targets::find_on_path(name) {
+            _ if args.no_extra_proxies => {}
+            Some(path) => extra.push((kind, path)),
+            None => skipped.push(format!("{name}: not on PATH, skipped")),
+        }
+    }
+
+    let mut all_runs: Vec<Runs> = Vec::new();
+    let mut gateway_idle_rss_mib = None;
+    for &scenario in &scenarios {
+        // One row per target, in table order, whether or not it starts.
+        let first_row = all_runs.len();
+        all_runs.push(Runs::new(scenario, TargetKind::Direct));
+        all_runs.push(Runs::new(scenario, TargetKind::Gateway));
+        let extra_here: &[(TargetKind, PathBuf)] = if scenario.is_grpc() { &extra } else { &[] };
+        all_runs.extend(
+            extra_here
+                .iter()
+                .map(|(kind, _)| Runs::new(scenario, *kind)),
+        );
+
+        let mut proxies: Vec<ProxyProcess> = Vec::new();
+        let mut start_failures = Vec::new();
+        match ProxyProcess::gateway(&gateway_bin, &backend_addrs, None).await {
+            Ok(gateway) => {
+                if gateway_idle_rss_mib.is_none() {
+                    tokio::time::sleep(IDLE_SETTLE).await;
+                    gateway_idle_rss_mib = procfs::memory(gateway.pid())
+                        .ok()
+                        .map(|m| m.rss as f64 / (1024.0 * 1024.0));
+                }
+                proxies.push(gateway);
+            }
+            Err(error) => start_failures.push((TargetKind::Gateway, error)),
+        }
+        for (kind, path) in extra_here {
+            let started = match kind {
+                TargetKind::Haproxy => ProxyProcess::haproxy(path, &backend_addrs).await,
+                _ => ProxyProcess::nginx(path, &backend_addrs).await,
+            };
+            match started {
+                Ok(proxy) => proxies.push(proxy),
+                Err(error) => start_failures.push((*kind, error)),
+            }
+        }
+        for (kind, error) in start_failures {
+            eprintln!("[{}] {kind}: failed to start: {error:#}", scenario.name());
+            if let Some(runs) = all_runs[first_row..].iter_mut().find(|r| r.target == kind) {
+                runs.push(Err(error.context(format!("start {kind}"))));
+            }
+        }
+        let mut targets = vec![TargetKind::Direct];
+        targets.extend(proxies.iter().map(|p| p.kind));
+
+        for rep in 0..args.reps {
+            // Interleaved, and the order rotates so no target always runs first.
+            let mut order = targets.clone();
+            let len = order.len();
+            order.rotate_left(rep as usize % len);
+            for target in order {
+                let outcome = match proxies.iter_mut().find(|p| p.kind == target) {
+                    None => {
+                        scenarios::run(scenario, target, &backend_addrs, None, &params, &payloads)
+                            .await
+                    }
+                    Some(proxy) => match proxy.check_alive() {
+                        Err(error) => Err(error),
+                        Ok(()) => {
+                            let (addr, pid) = (proxy.addr, proxy.pid());
+                            scenarios::run(scenario, target, &[addr], Some(pid), &params, &payloads)
+                                .await
+                        }
+                    },
+                };
+                progress(scenario, target, rep + 1, args.reps, &outcome);
+                if let Some(runs) = all_runs[first_row..]
+                    .iter_mut()
+                    .find(|r| r.target == target)
+                {
+                    runs.push(outcome);
+                }
+            }
+        }
+        // Stops this scenario's proxies before the next starts fresh ones.
+        drop(proxies);
+    }
+
+    let rows = all_runs
+        .iter()
+        .map(|runs| runs.row(report::direct_rate(&all_runs, runs.scenario)))
+        .collect();
+
+    let memory = if args.memory || args.memory_only {
+        eprintln!(
+            "bench: memory: {} idle connections",
+            args.memory_connections
+        );
+        let idle = memory::idle_connections(
+            &gateway_bin,
+            &backend_addrs,
+            args.memory_connections,
+            fd_limit,
+        )
+        .await
+        .unwrap_or_else(|error| memory::MemoryResult {
+            requested: args.memory_connections,
+            error: Some(format!("{error:#}")),
+            ..Default::default()
+        });
+        eprintln!("bench: memory: {} open streams", args.memory_streams);
+        let streams = memory::open_streams(&gateway_bin, &backend_addrs, args.memory_streams)
+            .await
+            .unwrap_or_else(|error| memory::MemoryResult {
+                requested: args.memory_streams,
+                error: Some(format!("{error:#}")),
+                ..Default::default()
+            });
+        Some(memory::MemoryReport {
+            fd_limit,
+            idle_connections: Some(idle),
+            open_streams: Some(streams),
+        })
+    } else {
+        None
+    };
+    drop(backends);
+
+    let report = Report {
+        machine: procfs::Machine::detect(),
+        params,
+        reps: args.reps,
+        backends: backend_addrs.len(),
+        nested_json_bytes: payloads.nested_json_len(),
+        gateway_bin: gateway_bin.display().to_string(),
+        gateway_idle_rss_mib,
+        skipped,
+        rows,
+        memory,
+    };
+    if args.json {
+        let json = serde_json::to_string_pretty(&report).context("serialize the report")?;
+        println!("{json}");
+    } else {
+        print!("{}", report.markdown());
+    }
+    Ok(())
+}
+
+/// One line per run on stderr, so a long run shows where it is.
+fn progress(
+    scenario: Scenario,
+    target: TargetKind,
+    rep: u32,
+    reps: u32,
+    outcome: &anyhow::Result<load::Sample>,
+) {
+    let unit = scenario.unit().name();
+    match outcome {
+        Ok(sample) => {
+            let p99 = sample.latency.value_at_quantile(0.99) as f64 / 1e3;
+            let cpu = sample
+                .proxy_cpu_s
+                .filter(|_| sample.units > 0)
+                .map(|s| format!("  proxy CPU {:.1} µs/{unit}", s * 1e6 / sample.units as f64))
+                .unwrap_or_default();
+            let errors = if sample.errors > 0 {
+                format!("  {} errors", sample.errors)
+            } else {
+                String::new()
+            };
+            let other =
+                (sample.machine_cpu_s - sample.bench_cpu_s - sample.proxy_cpu_s.unwrap_or(0.0))
+                    / sample.seconds;
+            eprintln!(
+                "[{} {rep}/{reps}] {:<8} {:>10.0} {unit}/s  p99 {p99:.0} µs{cpu}  \
+                 other load {:.2} cores{errors}",
+                scenario.name(),
+                target.name(),
+                sample.rate,
+                other.max(0.0)
+            );
+        }
+        Err(error) => eprintln!(
+            "[{} {rep}/{reps}] {:<8} failed: {error:#}",
+            scenario.name(),
+            target.name()
+        ),
+    }
+}

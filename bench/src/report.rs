@@ -1,0 +1,443 @@
+//! Results: per-run samples folded into one row per scenario and target, printed as a Markdown
+//! table or as JSON.
+
+use std::fmt::Write as _;
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use crate::{
+    load::{self, Sample},
+    memory::{MemoryReport, MemoryResult},
+    procfs::Machine,
+    scenarios::{LoadParams, Scenario, Unit},
+    targets::TargetKind,
+};
+
+/// Targets from issue 6, per unit, in µs of proxy CPU.
+const TARGET_GRPC_UNARY_US: f64 = 14.0;
+const TARGET_BIDI_US: f64 = 1.5;
+const TARGET_JSON_UNARY_US: f64 = 15.0;
+
+/// Every measured run of one scenario against one target.
+pub(crate) struct Runs {
+    pub(crate) scenario: Scenario,
+    pub(crate) target: TargetKind,
+    samples: Vec<Sample>,
+    failures: Vec<String>,
+}
+
+impl Runs {
+    pub(crate) fn new(scenario: Scenario, target: TargetKind) -> Self {
+        Self {
+            scenario,
+            target,
+            samples: Vec::new(),
+            failures: Vec::new(),
+        }
+    }
+
+    pub(crate) fn push(&mut self, outcome: anyhow::Result<Sample>) {
+        match outcome {
+            Ok(sample) => self.samples.push(sample),
+            Err(error) => self.failures.push(format!("{error:#}")),
+        }
+    }
+
+    /// The median rate, for ratios.
+    fn median_rate(&self) -> Option<f64> {
+        let mut rates: Vec<f64> = self.samples.iter().map(|s| s.rate).collect();
+        rates.sort_by(f64::total_cmp);
+        rates.get(rates.len() / 2).copied()
+    }
+
+    /// Folds the runs into a row; `direct` is the median rate of the same scenario's direct
+    /// runs.
+    pub(crate) fn row(&self, direct: Option<f64>) -> Row {
+        let mut latency: Histogram<u64> = load::histogram();
+        let mut rates: Vec<f64> = Vec::new();
+        let (mut units, mut errors, mut proxy_cpu_s, mut seconds, mut bench_cpu_s) =
+            (0u64, 0u64, 0.0, 0.0, 0.0);
+        let mut machine_cpu_s = 0.0;
+        let mut peak: Option<u64> = None;
+        let mut error = self.failures.first().cloned();
+        for sample in &self.samples {
+            // Same bounds on both sides, so adding cannot fail.
+            let _ = latency.add(&sample.latency);
+            rates.push(sample.rate);
+            units += sample.units;
+            errors += sample.errors;
+            seconds += sample.seconds;
+            bench_cpu_s += sample.bench_cpu_s;
+            machine_cpu_s += sample.machine_cpu_s;
+            proxy_cpu_s += sample.proxy_cpu_s.unwrap_or(0.0);
+            peak = peak.max(sample.proxy_peak_rss);
+            if error.is_none() {
+                error.clone_from(&sample.first_error);
+            }
+        }
+        rates.sort_by(f64::total_cmp);
+        let proxied = self.target != TargetKind::Direct;
+        let quantile =
+            |q: f64| (!latency.is_empty()).then(|| latency.value_at_quantile(q) as f64 / 1e3);
+        let rate = rates.get(rates.len() / 2).copied();
+        Row {
+            scenario: self.scenario,
+            target: self.target,
+            protocol: if self.scenario.is_grpc() || !proxied {
+                "grpc"
+            } else {
+                "json"
+            },
+            unit: self.scenario.unit(),
+            reps: self.samples.len(),
+            rate,
+            rate_min: rates.first().copied(),
+            rate_max: rates.last().copied(),
+            p50_us: quantile(0.5),
+            p99_us: quantile(0.99),
+            p999_us: quantile(0.999),
+            proxy_cpu_us_per_unit: (proxied && units > 0).then(|| proxy_cpu_s * 1e6 / units as f64),
+            proxy_cpu_cores: (proxied && seconds > 0.0).then(|| proxy_cpu_s / seconds),
+            proxy_peak_rss_mib: peak.map(|b| b as f64 / (1024.0 * 1024.0)),
+            bench_cpu_cores: (seconds > 0.0).then(|| bench_cpu_s / seconds),
+            other_cpu_cores: (seconds > 0.0)
+                .then(|| ((machine_cpu_s - bench_cpu_s - proxy_cpu_s) / seconds).max(0.0)),
+            ratio_to_direct: rate.zip(direct).map(|(r, d)| r / d),
+            failed_runs: self.failures.len(),
+            errors,
+            error,
+        }
+    }
+}
+
+/// The median rate of the direct runs of `scenario` among `all`.
+pub(crate) fn direct_rate(all: &[Runs], scenario: Scenario) -> Option<f64> {
+    all.iter()
+        .find(|r| r.scenario == scenario && r.target == TargetKind::Direct)
+        .and_then(Runs::median_rate)
+}
+
+/// One line of the table.
+#[derive(Debug, Serialize)]
+pub(crate) struct Row {
+    pub(crate) scenario: Scenario,
+    pub(crate) target: TargetKind,
+    /// What the client spoke: `grpc` or `json` (HTTP/1.1).
+    pub(crate) protocol: &'static str,
+    pub(crate) unit: Unit,
+    /// Runs that completed.
+    pub(crate) reps: usize,
+    /// Median units per second over the runs.
+    pub(crate) rate: Option<f64>,
+    pub(crate) rate_min: Option<f64>,
+    pub(crate) rate_max: Option<f64>,
+    /// Latency over all runs' calls (bidi: round trip; NDJSON: whole 100-message call), µs.
+    pub(crate) p50_us: Option<f64>,
+    pub(crate) p99_us: Option<f64>,
+    pub(crate) p999_us: Option<f64>,
+    /// Proxy CPU (user + system) per unit, µs.
+    pub(crate) proxy_cpu_us_per_unit: Option<f64>,
+    /// Proxy CPU in cores while measured.
+    pub(crate) proxy_cpu_cores: Option<f64>,
+    /// Largest proxy peak RSS of the runs, MiB.
+    pub(crate) proxy_peak_rss_mib: Option<f64>,
+    /// The bench process itself (clients and the in-process backends), cores.
+    pub(crate) bench_cpu_cores: Option<f64>,
+    /// Everything else on the machine while measured (other processes), cores: noise.
+    pub(crate) other_cpu_cores: Option<f64>,
+    /// Median rate / median direct rate of the same scenario (JSON rows: direct gRPC).
+    pub(crate) ratio_to_direct: Option<f64>,
+    /// Runs that failed as a whole.
+    pub(crate) failed_runs: usize,
+    /// Failed calls in the completed runs.
+    pub(crate) errors: u64,
+    /// The first failure seen.
+    pub(crate) error: Option<String>,
+}
+
+/// Everything printed.
+#[derive(Debug, Serialize)]
+pub(crate) struct Report {
+    pub(crate) machine: Machine,
+    pub(crate) params: LoadParams,
+    pub(crate) reps: u32,
+    pub(crate) backends: usize,
+    /// Size of `json-unary-nested`'s request body, bytes.
+    pub(crate) nested_json_bytes: usize,
+    pub(crate) gateway_bin: String,
+    /// Gateway RSS right after start (idle, descriptors loaded), MiB.
+    pub(crate) gateway_idle_rss_mib: Option<f64>,
+    /// `haproxy` / `nginx` not found, or skipped.
+    pub(crate) skipped: Vec<String>,
+    pub(crate) rows: Vec<Row>,
+    pub(crate) memory: Option<MemoryReport>,
+}
+
+impl Report {
+    /// The Markdown rendering.
+    pub(crate) fn markdown(&self) -> String {
+        let mut out = String::new();
+        let m = &self.machine;
+        let p = &self.params;
+        let _ = writeln!(out, "## Gateway benchmark\n");
+        let _ = writeln!(
+            out,
+            "- machine: {} × {}, {} MiB, Linux {}; {}",
+            m.nproc, m.cpu_model, m.mem_total_mib, m.kernel, m.date
+        );
+        if !self.rows.is_empty() {
+            let _ = writeln!(
+                out,
+                "- runs: {} rep(s) × {:.1} s after {:.1} s warm-up, targets interleaved; \
+             gRPC: {} connections × {} streams (pipelined bidi: {} in flight each); JSON: {} HTTP/1.1 keep-alive connections; \
+             {} in-process sample backend(s); `json-unary-nested` body {} B; gateway `{}`{}",
+                self.reps,
+                p.duration.as_secs_f64(),
+                p.warmup.as_secs_f64(),
+                p.connections,
+                p.streams,
+                p.bidi_window,
+                p.json_connections,
+                self.backends,
+                self.nested_json_bytes,
+                self.gateway_bin,
+                self.gateway_idle_rss_mib
+                    .map(|mib| format!(" (idle RSS {mib:.1} MiB)"))
+                    .unwrap_or_default()
+            );
+        }
+        for skipped in &self.skipped {
+            let _ = writeln!(out, "- {skipped}");
+        }
+        if !self.rows.is_empty() {
+            let _ = writeln!(
+                out,
+                "\n| scenario | target | rate (median, min–max) | p50 | p99 | p99.9 | \
+                 proxy CPU / unit | proxy CPU | proxy peak RSS | bench CPU | other CPU | vs direct | errors |"
+            );
+            let _ = writeln!(
+                out,
+                "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+            );
+            for row in &self.rows {
+                let _ = writeln!(out, "{}", row_markdown(row));
+            }
+            let _ = writeln!(
+                out,
+                "\nRates are per second, median of the runs; latencies over all calls of all runs \
+                 (HdrHistogram). *proxy CPU / unit*: user + system CPU of the proxy process \
+                 over the measured window divided by the units completed in it; *bench CPU*: \
+                 the bench process itself (load clients and backends), in cores; *other CPU*: the rest of \
+                 the machine (other processes) while measured: above ~0.1 core the run was \
+                 disturbed. \
+                 For `json-*` rows the direct target is the same call made in gRPC straight to \
+                 the backend (there is no JSON server to compare with): *vs direct* is the \
+                 ratio to direct gRPC. `grpc-bidi-msgs`: one unit = one ping-pong round trip \
+                 on a stream (a message each way, one outstanding per stream); a one-way \
+                 message costs about half; `grpc-bidi-pipelined`: the same with `--bidi-window` \
+                 messages in flight per stream, latency from queueing to reply. `json-stream-ndjson`: one unit = one NDJSON line; \
+                 latency is the whole 100-message call."
+            );
+            let _ = writeln!(out, "\n{}", self.targets_markdown());
+        }
+        if let Some(memory) = &self.memory {
+            let _ = writeln!(out, "\n{}", memory_markdown(memory));
+        }
+        out
+    }
+
+    /// The issue's targets against the gateway rows.
+    fn targets_markdown(&self) -> String {
+        let mut out = String::from(
+            "Targets (issue 6), gateway CPU per unit:\n\n| target | limit | measured | met |\n\
+             |---|---:|---:|---|\n",
+        );
+        // (scenario, what, limit per message or request, messages per unit)
+        let checks = [
+            (
+                Scenario::GrpcUnary64b,
+                "unary gRPC passthrough ≤ HAProxy (11-14 µs/req)",
+                TARGET_GRPC_UNARY_US,
+                1.0,
+            ),
+            (
+                Scenario::GrpcBidiMsgs,
+                "bidi ≤ 1.5 µs/msg (a round trip counted as 2 messages)",
+                TARGET_BIDI_US,
+                2.0,
+            ),
+            (
+                Scenario::GrpcBidiPipelined,
+                "bidi ≤ 1.5 µs/msg, pipelined (a round trip counted as 2 messages)",
+                TARGET_BIDI_US,
+                2.0,
+            ),
+            (
+                Scenario::JsonUnarySmall,
+                "unary JSON ≤ 15 µs/req",
+                TARGET_JSON_UNARY_US,
+                1.0,
+            ),
+        ];
+        let mut any = false;
+        for (scenario, what, limit, per_unit) in checks {
+            let Some(row) = self
+                .rows
+                .iter()
+                .find(|r| r.scenario == scenario && r.target == TargetKind::Gateway)
+            else {
+                continue;
+            };
+            any = true;
+            let (measured, met) = match row.proxy_cpu_us_per_unit {
+                Some(us) => {
+                    let us = us / per_unit;
+                    (
+                        format!("{us:.1} µs"),
+                        if us <= limit { "yes" } else { "no" },
+                    )
+                }
+                None => ("-".into(), "-"),
+            };
+            let _ = writeln!(out, "| {what} | {limit:.1} µs | {measured} | {met} |");
+        }
+        let haproxy = self
+            .rows
+            .iter()
+            .find(|r| r.scenario == Scenario::GrpcUnary64b && r.target == TargetKind::Haproxy)
+            .and_then(|r| r.proxy_cpu_us_per_unit);
+        if let Some(us) = haproxy {
+            let _ = writeln!(
+                out,
+                "\nHAProxy in this run: {us:.1} µs/req on grpc-unary-64b."
+            );
+        }
+        if any { out } else { String::new() }
+    }
+}
+
+fn row_markdown(row: &Row) -> String {
+    let unit = row.unit.name();
+    let target = match (row.target, row.scenario.is_grpc()) {
+        (TargetKind::Direct, false) => "direct (gRPC)".to_string(),
+        (TargetKind::Gateway, false) => "gateway (JSON)".to_string(),
+        (target, _) => target.name().to_string(),
+    };
+    let rate = match (row.rate, row.rate_min, row.rate_max) {
+        (Some(rate), Some(min), Some(max)) if row.reps > 1 => format!(
+            "{} {unit}/s ({}–{})",
+            thousands(rate),
+            thousands(min),
+            thousands(max)
+        ),
+        (Some(rate), ..) => format!("{} {unit}/s", thousands(rate)),
+        _ => "-".into(),
+    };
+    let errors = match (&row.error, row.errors, row.failed_runs) {
+        (None, 0, 0) => "0".to_string(),
+        (error, errors, failed) => {
+            let mut text = format!("{errors}");
+            if failed > 0 {
+                let _ = write!(text, ", {failed} run(s) failed");
+            }
+            if let Some(error) = error {
+                let short: String = error.chars().take(120).collect();
+                let _ = write!(text, ": {}", short.replace('|', "/").replace('\n', " "));
+            }
+            text
+        }
+    };
+    format!(
+        "| {} | {target} | {rate} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {errors} |",
+        row.scenario.name(),
+        latency(row.p50_us),
+        latency(row.p99_us),
+        latency(row.p999_us),
+        row.proxy_cpu_us_per_unit
+            .map_or("-".into(), |us| format!("{us:.1} µs/{unit}")),
+        row.proxy_cpu_cores
+            .map_or("-".into(), |c| format!("{c:.2} cores")),
+        row.proxy_peak_rss_mib
+            .map_or("-".into(), |mib| format!("{mib:.1} MiB")),
+        row.bench_cpu_cores
+            .map_or("-".into(), |c| format!("{c:.2} cores")),
+        row.other_cpu_cores
+            .map_or("-".into(), |c| format!("{c:.2} cores")),
+        row.ratio_to_direct
+            .map_or("-".into(), |r| format!("{r:.2}")),
+    )
+}
+
+fn memory_markdown(memory: &MemoryReport) -> String {
+    let mut out = format!(
+        "Memory (fresh gateway each; RLIMIT_NOFILE {}):\n\n\
+         | scenario | requested | reached | connections | RSS before | RSS after | \
+         peak RSS | RSS per unit | note |\n|---|---:|---:|---:|---:|---:|---:|---:|---|\n",
+        memory.fd_limit
+    );
+    let rows: [(&str, &Option<MemoryResult>, &str); 2] = [
+        ("idle HTTP/2 connections", &memory.idle_connections, "conn"),
+        (
+            "open streams (Echo/ServerStream)",
+            &memory.open_streams,
+            "stream",
+        ),
+    ];
+    for (name, result, unit) in rows {
+        let Some(r) = result else { continue };
+        let _ = writeln!(
+            out,
+            "| {name} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            r.requested,
+            r.reached,
+            r.connections,
+            mib(r.rss_before),
+            mib(r.rss_after),
+            mib(r.peak_rss),
+            format_args!("{:.1} KiB/{unit}", r.bytes_each / 1024.0),
+            r.error.as_deref().unwrap_or("").replace('|', "/"),
+        );
+    }
+    out
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
+}
+
+fn latency(us: Option<f64>) -> String {
+    match us {
+        None => "-".into(),
+        Some(us) if us < 1_000.0 => format!("{us:.0} µs"),
+        Some(us) => format!("{:.2} ms", us / 1e3),
+    }
+}
+
+/// `12345.6` as `12,346`.
+fn thousands(value: f64) -> String {
+    let digits = format!("{:.0}", value.max(0.0));
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats() {
+        assert_eq!(thousands(0.4), "0");
+        assert_eq!(thousands(999.0), "999");
+        assert_eq!(thousands(1234.6), "1,235");
+        assert_eq!(thousands(1_234_567.0), "1,234,567");
+        assert_eq!(latency(Some(950.0)), "950 µs");
+        assert_eq!(latency(Some(1_500.0)), "1.50 ms");
+    }
+}
