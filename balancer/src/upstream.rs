@@ -150,26 +150,10 @@ impl Connector {
     ) -> Result<H1Sender, BalancerError> {
         let io = self.connect_io(addr, host).await?;
         let handshake = async {
-            let builder = hyper::client::conn::http1::Builder::new();
-            let res = match io {
-                Io::Plain(s) => builder.handshake(TokioIo::new(s)).await.map(|(tx, c)| {
-                    tokio::spawn(async move {
-                        if let Err(error) = c.await {
-                            debug!(%addr, %error, "Upstream HTTP/1.1 connection ended");
-                        }
-                    });
-                    tx
-                }),
-                Io::Tls(s) => builder.handshake(TokioIo::new(*s)).await.map(|(tx, c)| {
-                    tokio::spawn(async move {
-                        if let Err(error) = c.await {
-                            debug!(%addr, %error, "Upstream HTTP/1.1 connection ended");
-                        }
-                    });
-                    tx
-                }),
-            };
-            res.map_err(|source| BalancerError::Handshake { addr, source })
+            match io {
+                Io::Plain(s) => spawn_h1(TokioIo::new(s), addr).await,
+                Io::Tls(s) => spawn_h1(TokioIo::new(*s), addr).await,
+            }
         };
         tokio::time::timeout(self.connect_timeout, handshake)
             .await
@@ -178,6 +162,23 @@ impl Connector {
                 after: self.connect_timeout,
             })?
     }
+}
+
+/// HTTP/1.1 handshake on `io`, with the connection driven by its own task.
+async fn spawn_h1<T>(io: TokioIo<T>, addr: SocketAddr) -> Result<H1Sender, BalancerError>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (tx, conn) = hyper::client::conn::http1::Builder::new()
+        .handshake(io)
+        .await
+        .map_err(|source| BalancerError::Handshake { addr, source })?;
+    tokio::spawn(async move {
+        if let Err(error) = conn.await {
+            debug!(%addr, %error, "Upstream HTTP/1.1 connection ended");
+        }
+    });
+    Ok(tx)
 }
 
 /// A sender on one upstream HTTP/1.1 connection (one request at a time).

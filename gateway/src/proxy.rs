@@ -343,24 +343,51 @@ async fn forward_grpc(
         rec.total = started.elapsed();
         log.emit(rec, Phase::Start);
     }
+    let body = observe(
+        body,
+        up.lease,
+        rec,
+        log,
+        deadline,
+        idle,
+        started,
+        Some(&parts.headers),
+    );
+    Ok(Response::from_parts(parts, body.boxed_unsync()))
+}
+
+/// Wraps an upstream response body for its way downstream (see
+/// [`ObservedBody`]). For gRPC, `grpc_head` holds the response head, whose
+/// `grpc-status` settles a trailers-only answer at once.
+#[allow(clippy::too_many_arguments)]
+fn observe(
+    body: Incoming,
+    lease: Lease,
+    rec: &LogRecord,
+    log: &AccessLog,
+    deadline: Option<tokio::time::Instant>,
+    idle: Option<Idle>,
+    started: Instant,
+    grpc_head: Option<&HeaderMap>,
+) -> ObservedBody {
     let ended = body.is_end_stream();
-    if ended {
-        up.lease.record_status(grpc_status(&parts.headers));
+    if ended && let Some(head) = grpc_head {
+        lease.record_status(grpc_status(head));
     }
     let mut body = ObservedBody {
         inner: Some(body),
-        lease: Some(up.lease),
+        lease: Some(lease),
         guard: LogGuard::new(rec.clone(), log.clone(), started),
         deadline: deadline.map(|d| Box::pin(tokio::time::sleep_until(d))),
         idle,
         state: State::Streaming,
     };
     if ended {
-        // Trailers-only: hyper sends the head with END_STREAM and never
-        // polls the body.
+        // Trailers-only (or an empty body): hyper sends the head with
+        // END_STREAM and never polls the body.
         body.finish("--");
     }
-    Ok(Response::from_parts(parts, body.boxed_unsync()))
+    body
 }
 
 /// Whether an HTTP request goes to a plain HTTP cluster as it is: no
@@ -427,18 +454,7 @@ async fn forward_plain(
         rec.total = started.elapsed();
         log.emit(rec, Phase::Start);
     }
-    let ended = body.is_end_stream();
-    let mut body = ObservedBody {
-        inner: Some(body),
-        lease: Some(up.lease),
-        guard: LogGuard::new(rec.clone(), log.clone(), started),
-        deadline: deadline.map(|d| Box::pin(tokio::time::sleep_until(d))),
-        idle: None,
-        state: State::Streaming,
-    };
-    if ended {
-        body.finish("--");
-    }
+    let body = observe(body, up.lease, rec, log, deadline, None, started, None);
     Ok(Response::from_parts(parts, body.boxed_unsync()))
 }
 
