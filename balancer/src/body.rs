@@ -28,3 +28,43 @@ pub fn empty() -> UpstreamBody {
 pub fn full(bytes: Bytes) -> UpstreamBody {
     boxed(Full::new(bytes).map_err(|never| match never {}))
 }
+
+/// Body of a response from an endpoint: an h2 stream, or an HTTP/1.1
+/// response body (plain HTTP clusters).
+pub enum UpstreamIncoming {
+    /// From an HTTP/2 endpoint.
+    H2(crate::h2conn::H2Body),
+    /// From an HTTP/1.1 endpoint.
+    H1(hyper::body::Incoming),
+}
+
+impl http_body::Body for UpstreamIncoming {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            Self::H2(b) => std::pin::Pin::new(b).poll_frame(cx),
+            Self::H1(b) => std::pin::Pin::new(b)
+                .poll_frame(cx)
+                .map_err(|e| Box::new(e) as BoxError),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::H2(b) => b.is_end_stream(),
+            Self::H1(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        match self {
+            Self::H2(b) => b.size_hint(),
+            Self::H1(b) => b.size_hint(),
+        }
+    }
+}

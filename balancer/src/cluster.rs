@@ -15,14 +15,13 @@ use std::{
 
 use arc_swap::ArcSwap;
 use http::{Request, Response, Uri, uri::Authority};
-use hyper::body::Incoming;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::{
     body::UpstreamBody,
-    body::boxed,
+    body::{UpstreamIncoming, boxed},
     config::{
         ClusterConfig, ClusterName, ConfigError, DEFAULT_MAX_RECONNECT_BACKOFF_MS,
         DEFAULT_RECONNECT_BACKOFF_MS, HealthCheckConfig, LbPolicy, RetryConfig, grpc_code_by_name,
@@ -30,6 +29,7 @@ use crate::{
     endpoint::Endpoint,
     error::BalancerError,
     error::is_refused_stream,
+    h2conn::SendError,
     health,
     pick::{Pick, Picker},
     replay::ReplayBody,
@@ -107,7 +107,7 @@ pub struct Timings {
 /// A response head from an endpoint, with its stream's slot.
 pub struct UpstreamResponse {
     /// The response; its body streams from the endpoint.
-    pub response: Response<Incoming>,
+    pub response: Response<UpstreamIncoming>,
     /// The slot; drop it when the body is done.
     pub lease: Lease,
     /// Time spent per phase.
@@ -358,7 +358,7 @@ impl Cluster {
                     .await
                     .map(|(s, o)| (Conn::H2(s), o))
             };
-            let mut sender = match got {
+            let sender = match got {
                 Ok((sender, opened)) => {
                     if opened {
                         timings.connect = Some(connect_start.elapsed());
@@ -390,14 +390,33 @@ impl Cluster {
             }
             ep.record_sent();
             let sent_at = Instant::now();
-            let sent = match &mut sender {
-                Conn::H2(s) => s.try_send_request(req).await,
-                Conn::H1(s) => s.try_send_request(req).await,
+            let sent = match sender {
+                Conn::H2(slot) => {
+                    let conn = slot.conn().clone();
+                    match crate::h2conn::send(slot, req).await {
+                        Ok(r) => Ok(r.map(UpstreamIncoming::H2)),
+                        Err(SendError::NotSent(e)) => {
+                            ep.pool.invalidate_conn(&conn);
+                            Err(Failure::NotSent(Box::new(e)))
+                        }
+                        Err(SendError::Failed(e)) => Err(Failure::Failed(Box::new(e))),
+                    }
+                }
+                Conn::H1(mut s) => match s.try_send_request(req).await {
+                    Ok(r) => {
+                        // Reusable once this response is read (`is_ready` then).
+                        ep.pool.put_h1(s);
+                        Ok(r.map(UpstreamIncoming::H1))
+                    }
+                    Err(mut e) => {
+                        if e.take_message().is_some() {
+                            Err(Failure::NotSent(Box::new(e.into_error())))
+                        } else {
+                            Err(Failure::Failed(Box::new(e.into_error())))
+                        }
+                    }
+                },
             };
-            if let (Conn::H1(s), Ok(_)) = (sender, &sent) {
-                // Reusable once this response is read (`is_ready` then).
-                ep.pool.put_h1(s);
-            }
             match sent {
                 Ok(response) => {
                     timings.response = sent_at.elapsed();
@@ -427,29 +446,28 @@ impl Cluster {
                         attempts: attempt,
                     });
                 }
-                Err(mut e) => {
+                Err(Failure::NotSent(error)) => {
                     ep.record_failure();
-                    if e.take_message().is_some() {
-                        if attempt < self.max_attempts {
-                            // Never sent: the connection was closing. Retry,
-                            // on this endpoint too (a new connection).
-                            debug!(cluster = %self.name, endpoint = %ep.name, error = %e.error(), "Connection closed before send; retrying");
-                            ep.pool.invalidate();
-                            body = handle.replay();
-                            if body.is_some() {
-                                continue;
-                            }
+                    if attempt < self.max_attempts {
+                        // Never sent: the connection was closing. Retry,
+                        // on this endpoint too (a new connection).
+                        debug!(cluster = %self.name, endpoint = %ep.name, error = %error, "Connection closed before send; retrying");
+                        body = handle.replay();
+                        if body.is_some() {
+                            continue;
                         }
-                        return Err(BalancerError::NotSent {
-                            addr: ep.addr,
-                            source: e.into_error(),
-                        });
                     }
-                    let error = e.into_error();
+                    return Err(BalancerError::NotSent {
+                        addr: ep.addr,
+                        source: error,
+                    });
+                }
+                Err(Failure::Failed(error)) => {
+                    ep.record_failure();
                     self.record_exchange(&lease.endpoint, true);
                     // REFUSED_STREAM: the server did not process it (RFC 9113
                     // section 8.7); replay the body elsewhere if kept.
-                    if is_refused_stream(&error)
+                    if is_refused_stream(error.as_ref())
                         && attempt < self.retry.attempts.max(2)
                         && self.retry_budget_allows()
                         && let Some(again) = handle.replay()
@@ -485,8 +503,16 @@ impl Cluster {
 
 /// A connection to send one request on.
 enum Conn {
-    H2(crate::upstream::Sender),
+    H2(crate::h2conn::StreamSlot),
     H1(crate::upstream::H1Sender),
+}
+
+/// How an attempt failed.
+enum Failure {
+    /// No request byte left: safe to try again.
+    NotSent(crate::body::BoxError),
+    /// Sent, then the exchange failed.
+    Failed(crate::body::BoxError),
 }
 
 /// HTTP/1.1: origin-form target, and a `host` header.
@@ -533,7 +559,7 @@ fn clone_parts(p: &http::request::Parts) -> http::request::Parts {
     req.into_parts().0
 }
 
-fn trailers_only_status(resp: &Response<Incoming>) -> Option<i32> {
+fn trailers_only_status(resp: &Response<UpstreamIncoming>) -> Option<i32> {
     use http_body::Body as _;
     if !resp.body().is_end_stream() {
         return None;

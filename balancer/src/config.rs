@@ -31,6 +31,8 @@ pub const DEFAULT_DNS_REFRESH_MS: u64 = 5_000;
 pub const DEFAULT_REFLECTION_INTERVAL_MS: u64 = 60_000;
 /// Default attempts for a request whose bytes never reached an endpoint.
 pub const DEFAULT_MAX_CONNECT_ATTEMPTS: u32 = 3;
+/// Default cap on h2 connections to one endpoint.
+pub const DEFAULT_MAX_CONNECTIONS_PER_ENDPOINT: u32 = 8;
 
 /// Name of a cluster, unique in the configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize)]
@@ -101,7 +103,11 @@ pub struct ClusterConfig {
     /// Attempts on distinct endpoints for a request that never reached one.
     #[serde(default = "default_max_connect_attempts")]
     pub max_connect_attempts: u32,
-    /// HTTP/2 PING interval on idle upstream connections; 0 disables.
+    /// Most HTTP/2 connections to one endpoint: another is opened when the
+    /// open ones are at the server's SETTINGS_MAX_CONCURRENT_STREAMS.
+    #[serde(default = "default_max_connections_per_endpoint")]
+    pub max_connections_per_endpoint: u32,
+    /// HTTP/2 PING interval on upstream connections; 0 disables.
     #[serde(default = "default_keepalive_interval_ms")]
     pub keepalive_interval_ms: u64,
     /// Active health checks (HAProxy `check`); none = passive only.
@@ -356,6 +362,9 @@ fn default_max_queue() -> usize {
 fn default_max_connect_attempts() -> u32 {
     DEFAULT_MAX_CONNECT_ATTEMPTS
 }
+fn default_max_connections_per_endpoint() -> u32 {
+    DEFAULT_MAX_CONNECTIONS_PER_ENDPOINT
+}
 fn default_keepalive_interval_ms() -> u64 {
     DEFAULT_KEEPALIVE_INTERVAL_MS
 }
@@ -437,6 +446,12 @@ impl ClusterConfig {
             return Err(ConfigError::new(
                 format!("{at}.max_requests_per_endpoint"),
                 "must be at least 1 (omit it for no limit)",
+            ));
+        }
+        if !(1..=1024).contains(&self.max_connections_per_endpoint) {
+            return Err(ConfigError::new(
+                format!("{at}.max_connections_per_endpoint"),
+                "must be from 1 to 1024",
             ));
         }
         if self.max_connect_attempts == 0 {

@@ -163,6 +163,11 @@ impl Endpoint {
         self.in_flight.load(Relaxed)
     }
 
+    /// HTTP/2 connections open to this endpoint.
+    pub fn connections(&self) -> usize {
+        self.pool.connections()
+    }
+
     /// Requests sent here since start.
     pub fn total(&self) -> u64 {
         self.total.load(Relaxed)

@@ -76,7 +76,7 @@ pub enum BalancerError {
         addr: SocketAddr,
         /// Why.
         #[source]
-        source: hyper::Error,
+        source: crate::body::BoxError,
     },
     /// The connection closed before the request was sent; safe to retry.
     #[error("connection to {addr} closed before the request was sent")]
@@ -85,7 +85,7 @@ pub enum BalancerError {
         addr: SocketAddr,
         /// Why.
         #[source]
-        source: hyper::Error,
+        source: crate::body::BoxError,
     },
     /// The request was sent and the exchange failed (reset, GOAWAY, I/O).
     #[error("upstream {addr} failed the request")]
@@ -94,7 +94,7 @@ pub enum BalancerError {
         addr: SocketAddr,
         /// Why.
         #[source]
-        source: hyper::Error,
+        source: crate::body::BoxError,
     },
     /// The downstream request could not be turned into an upstream one.
     #[error("bad upstream request: {0}")]
@@ -126,7 +126,7 @@ impl BalancerError {
             | Self::Tls { .. }
             | Self::Handshake { .. }
             | Self::NotSent { .. } => true,
-            Self::Upstream { source, .. } => is_refused_stream(source),
+            Self::Upstream { source, .. } => is_refused_stream(source.as_ref()),
             _ => false,
         }
     }
@@ -134,7 +134,7 @@ impl BalancerError {
 
 /// Whether the server refused the stream (REFUSED_STREAM): it did not
 /// process it, so a retry is safe (RFC 9113 section 8.7).
-pub fn is_refused_stream(err: &hyper::Error) -> bool {
+pub fn is_refused_stream(err: &(dyn std::error::Error + 'static)) -> bool {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
     while let Some(e) = source {
         if let Some(h2) = e.downcast_ref::<h2::Error>() {

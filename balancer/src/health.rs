@@ -99,7 +99,7 @@ async fn check(cluster: &Cluster, ep: &Endpoint, cfg: &HealthCheckConfig) -> Res
 }
 
 async fn grpc_check(cluster: &Cluster, ep: &Endpoint, service: &str) -> Result<(), String> {
-    let (mut sender, _) = ep
+    let (slot, _) = ep
         .pool
         .get(cluster.connector(), ep.addr, &ep.host)
         .await
@@ -122,9 +122,14 @@ async fn grpc_check(cluster: &Cluster, ep: &Endpoint, service: &str) -> Result<(
         .header(header::TE, "trailers")
         .body(body::full(frame.freeze()))
         .map_err(|e| e.to_string())?;
-    let resp = sender.send_request(req).await.map_err(|e| {
-        ep.pool.invalidate();
-        ErrorChain(&e).to_string()
+    let conn = slot.conn().clone();
+    let resp = crate::h2conn::send(slot, req).await.map_err(|e| {
+        ep.pool.invalidate_conn(&conn);
+        match e {
+            crate::h2conn::SendError::NotSent(e) | crate::h2conn::SendError::Failed(e) => {
+                ErrorChain(&e).to_string()
+            }
+        }
     })?;
     if resp.status() != http::StatusCode::OK {
         return Err(format!("HTTP status {}", resp.status()));

@@ -7,6 +7,7 @@ pub mod cluster;
 pub mod config;
 pub mod endpoint;
 pub mod error;
+pub mod h2conn;
 pub mod health;
 pub mod pick;
 pub mod replay;

@@ -1,12 +1,13 @@
-//! HTTP/2 connections to one endpoint: TCP (+ TLS with ALPN `h2`), the h2
-//! handshake, and a multiplexed connection reused by every request until it
-//! closes (then the next request opens a new one).
+//! Connections to one endpoint: TCP (+ TLS with ALPN `h2`), the h2
+//! handshake, and the endpoint's pool: multiplexed h2 connections shared by
+//! every request, a new one opened only when the open ones are at the
+//! server's SETTINGS_MAX_CONCURRENT_STREAMS (up to a cap per endpoint); for
+//! plain HTTP/1.1 clusters, a pool of idle keep-alive connections.
 
 use std::{io, net::SocketAddr, sync::Arc, time::Duration};
 
-use arc_swap::ArcSwapOption;
-use hyper::client::conn::http2;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use arc_swap::ArcSwap;
+use hyper_util::rt::TokioIo;
 use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
 use tokio::{net::TcpStream, sync::Mutex};
 use tracing::debug;
@@ -15,6 +16,7 @@ use crate::{
     body::UpstreamBody,
     config::{ClusterConfig, ConfigError},
     error::BalancerError,
+    h2conn::{self, H2Conn, H2Settings, StreamSlot},
 };
 
 /// Window sizes for upstream h2 connections: large enough that one stream
@@ -23,15 +25,16 @@ const STREAM_WINDOW_BYTES: u32 = 2 * 1024 * 1024;
 const CONNECTION_WINDOW_BYTES: u32 = 8 * 1024 * 1024;
 /// A keep-alive PING unanswered this long closes the connection.
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
-
-/// A sender of requests on one upstream h2 connection.
-pub type Sender = http2::SendRequest<UpstreamBody>;
+/// Largest response header list accepted from an endpoint.
+const MAX_HEADER_LIST_BYTES: u32 = 1024 * 1024;
 
 /// How to open connections for one cluster (shared by its endpoints).
 pub struct Connector {
     tls: Option<TlsSettings>,
     connect_timeout: Duration,
-    keepalive_interval: Option<Duration>,
+    h2: H2Settings,
+    /// Most h2 connections open to one endpoint at once.
+    pub max_connections: usize,
     /// Scheme put in the `:scheme` pseudo-header.
     pub scheme: http::uri::Scheme,
     /// Speak HTTP/1.1 to the endpoints (plain HTTP clusters).
@@ -64,8 +67,16 @@ impl Connector {
         Ok(Self {
             tls,
             connect_timeout: Duration::from_millis(cfg.connect_timeout_ms),
-            keepalive_interval: (cfg.keepalive_interval_ms > 0)
-                .then(|| Duration::from_millis(cfg.keepalive_interval_ms)),
+            h2: H2Settings {
+                stream_window: STREAM_WINDOW_BYTES,
+                connection_window: CONNECTION_WINDOW_BYTES,
+                max_frame_size: 64 * 1024,
+                max_header_list_size: MAX_HEADER_LIST_BYTES,
+                keepalive_interval: (cfg.keepalive_interval_ms > 0)
+                    .then(|| Duration::from_millis(cfg.keepalive_interval_ms)),
+                keepalive_timeout: KEEPALIVE_TIMEOUT,
+            },
+            max_connections: cfg.max_connections_per_endpoint as usize,
             scheme,
             http1: cfg.protocol == crate::config::UpstreamProtocol::Http1,
         })
@@ -112,25 +123,19 @@ impl Connector {
             })?
     }
 
-    /// Opens a new h2 connection and spawns its driver task.
-    pub async fn connect(&self, addr: SocketAddr, host: &str) -> Result<Sender, BalancerError> {
+    /// Opens a new h2 connection (its driver task spawned) and learns the
+    /// server's settings.
+    pub async fn connect(&self, addr: SocketAddr, host: &str) -> Result<H2Conn, BalancerError> {
         let io = self.connect_io(addr, host).await?;
-        let mut builder = http2::Builder::new(TokioExecutor::new());
-        builder
-            .timer(TokioTimer::new())
-            .initial_stream_window_size(STREAM_WINDOW_BYTES)
-            .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
-            .max_frame_size(64 * 1024)
-            .keep_alive_timeout(KEEPALIVE_TIMEOUT)
-            .keep_alive_while_idle(true);
-        if let Some(every) = self.keepalive_interval {
-            builder.keep_alive_interval(every);
-        }
         let handshake = async {
             match io {
-                Io::Plain(s) => spawn_conn(builder.handshake(TokioIo::new(s)).await, addr),
-                Io::Tls(s) => spawn_conn(builder.handshake(TokioIo::new(*s)).await, addr),
+                Io::Plain(s) => h2conn::handshake(s, self.h2, addr).await,
+                Io::Tls(s) => h2conn::handshake(*s, self.h2, addr).await,
             }
+            .map_err(|source| BalancerError::Handshake {
+                addr,
+                source: Box::new(source),
+            })
         };
         tokio::time::timeout(self.connect_timeout, handshake)
             .await
@@ -172,7 +177,10 @@ where
     let (tx, conn) = hyper::client::conn::http1::Builder::new()
         .handshake(io)
         .await
-        .map_err(|source| BalancerError::Handshake { addr, source })?;
+        .map_err(|source| BalancerError::Handshake {
+            addr,
+            source: Box::new(source),
+        })?;
     tokio::spawn(async move {
         if let Err(error) = conn.await {
             debug!(%addr, %error, "Upstream HTTP/1.1 connection ended");
@@ -186,15 +194,6 @@ pub type H1Sender = hyper::client::conn::http1::SendRequest<UpstreamBody>;
 
 /// Idle HTTP/1.1 connections kept per endpoint.
 const MAX_IDLE_H1: usize = 64;
-
-/// What an h2 handshake returns.
-type Handshake<T> = Result<
-    (
-        Sender,
-        http2::Connection<TokioIo<T>, UpstreamBody, TokioExecutor>,
-    ),
-    hyper::Error,
->;
 
 fn read_certs(
     path: &std::path::Path,
@@ -324,19 +323,6 @@ impl rustls::client::danger::ServerCertVerifier for NoVerification {
     }
 }
 
-fn spawn_conn<T>(res: Handshake<T>, addr: SocketAddr) -> Result<Sender, BalancerError>
-where
-    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let (sender, conn) = res.map_err(|source| BalancerError::Handshake { addr, source })?;
-    tokio::spawn(async move {
-        if let Err(error) = conn.await {
-            debug!(%addr, %error, "Upstream connection ended");
-        }
-    });
-    Ok(sender)
-}
-
 /// A connected byte stream, cleartext or TLS.
 pub enum Io {
     /// Cleartext TCP.
@@ -345,9 +331,10 @@ pub enum Io {
     Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
 }
 
-/// The reusable h2 connection of one endpoint.
+/// The connections of one endpoint.
 pub struct ConnPool {
-    current: ArcSwapOption<Sender>,
+    /// Open h2 connections, oldest first.
+    h2: ArcSwap<Vec<Arc<H2Conn>>>,
     connecting: Mutex<()>,
     idle_h1: std::sync::Mutex<Vec<H1Sender>>,
 }
@@ -364,37 +351,65 @@ impl ConnPool {
     /// An empty pool; the first request connects.
     pub fn new() -> Self {
         Self {
-            current: ArcSwapOption::empty(),
+            h2: ArcSwap::from_pointee(Vec::new()),
             connecting: Mutex::new(()),
             idle_h1: std::sync::Mutex::new(Vec::new()),
         }
     }
 
-    /// A sender on an open connection, connecting first when there is none
-    /// (one connect at a time; concurrent callers share its result). The
-    /// flag is true when this call opened the connection.
+    /// A place for one stream on an open connection with room under the
+    /// server's stream limit; else a new connection (one connect at a time,
+    /// concurrent callers share it), up to the connector's cap, past which
+    /// the least busy connection takes the stream and h2 holds it until the
+    /// server admits it. The flag is true when this call opened a
+    /// connection.
     pub async fn get(
         &self,
         connector: &Connector,
         addr: SocketAddr,
         host: &str,
-    ) -> Result<(Sender, bool), BalancerError> {
-        if let Some(s) = self.open() {
-            return Ok((s, false));
+    ) -> Result<(StreamSlot, bool), BalancerError> {
+        if let Some(slot) = self.reserve() {
+            return Ok((slot, false));
         }
         let _guard = self.connecting.lock().await;
-        if let Some(s) = self.open() {
-            return Ok((s, false));
+        if let Some(slot) = self.reserve() {
+            return Ok((slot, false));
         }
-        let sender = connector.connect(addr, host).await?;
-        self.current.store(Some(Arc::new(sender.clone())));
-        Ok((sender, true))
+        let mut open: Vec<Arc<H2Conn>> = self
+            .h2
+            .load()
+            .iter()
+            .filter(|c| !c.is_closed())
+            .cloned()
+            .collect();
+        if open.len() >= connector.max_connections.max(1)
+            && let Some(least) = open.iter().min_by_key(|c| c.in_flight())
+        {
+            return Ok((least.reserve(), false));
+        }
+        let conn = Arc::new(connector.connect(addr, host).await?);
+        let slot = conn.reserve();
+        if !open.is_empty() {
+            debug!(%addr, connections = open.len() + 1, "Endpoint's connections are at its stream limit; opened another");
+        }
+        open.push(conn);
+        self.h2.store(Arc::new(open));
+        Ok((slot, true))
     }
 
-    fn open(&self) -> Option<Sender> {
-        let guard = self.current.load();
-        let s = guard.as_ref()?;
-        (!s.is_closed()).then(|| (**s).clone())
+    /// A slot on the first open connection with room.
+    fn reserve(&self) -> Option<StreamSlot> {
+        self.h2
+            .load()
+            .iter()
+            .filter(|c| !c.is_closed())
+            .find_map(H2Conn::try_reserve)
+    }
+
+    /// Open h2 connections.
+    pub fn connections(&self) -> usize {
+        self.h2.load().iter().filter(|c| !c.is_closed()).count()
     }
 
     /// An idle HTTP/1.1 connection ready for a request, or a new one (the
@@ -424,8 +439,24 @@ impl ConnPool {
         }
     }
 
-    /// Forgets the current connection (closed or refusing requests).
+    /// Takes every connection out of use (closed or refusing requests);
+    /// streams open on them finish.
     pub fn invalidate(&self) {
-        self.current.store(None);
+        for c in self.h2.swap(Arc::new(Vec::new())).iter() {
+            c.close();
+        }
+    }
+
+    /// Takes one connection out of use.
+    pub fn invalidate_conn(&self, conn: &Arc<H2Conn>) {
+        conn.close();
+        let rest: Vec<_> = self
+            .h2
+            .load()
+            .iter()
+            .filter(|c| !Arc::ptr_eq(c, conn) && !c.is_closed())
+            .cloned()
+            .collect();
+        self.h2.store(Arc::new(rest));
     }
 }

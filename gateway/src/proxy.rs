@@ -361,7 +361,7 @@ async fn forward_grpc(
 /// `grpc-status` settles a trailers-only answer at once.
 #[allow(clippy::too_many_arguments)]
 fn observe(
-    body: Incoming,
+    body: balancer::body::UpstreamIncoming,
     lease: Lease,
     rec: &LogRecord,
     log: &AccessLog,
@@ -499,7 +499,7 @@ enum State {
 /// drop before the end means the client went away; dropping `inner` then
 /// resets the upstream stream).
 struct ObservedBody {
-    inner: Option<Incoming>,
+    inner: Option<balancer::body::UpstreamIncoming>,
     lease: Option<Lease>,
     guard: LogGuard,
     deadline: Option<Pin<Box<Sleep>>>,
@@ -664,7 +664,7 @@ impl Body for ObservedBody {
                 Poll::Ready(Some(Ok(frame)))
             }
             Some(Err(error)) => {
-                debug!(error = %ErrorChain(&error), "Upstream stream failed");
+                debug!(error = %ErrorChain(error.as_ref()), "Upstream stream failed");
                 if let Some(lease) = &this.lease {
                     lease.record_status(None);
                 }

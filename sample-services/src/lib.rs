@@ -116,6 +116,9 @@ pub struct ServerOptions {
     /// With `tls`: require client certificates signed by this CA (PEM),
     /// for mutual TLS.
     pub client_ca_pem: Option<Vec<u8>>,
+    /// HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS announced to clients; none =
+    /// no limit.
+    pub max_concurrent_streams: Option<u32>,
 }
 
 impl ServerOptions {
@@ -126,6 +129,7 @@ impl ServerOptions {
             codename_interval: DEFAULT_CODENAME_INTERVAL,
             tls: None,
             client_ca_pem: None,
+            max_concurrent_streams: None,
         }
     }
 }
@@ -240,7 +244,7 @@ pub async fn spawn(listener: TcpListener, opts: ServerOptions) -> anyhow::Result
         .build_v1alpha()
         .context("build reflection v1alpha")?;
 
-    let mut builder = Server::builder();
+    let mut builder = Server::builder().max_concurrent_streams(opts.max_concurrent_streams);
     if let Some(tls) = &opts.tls {
         let identity = Identity::from_pem(&tls.cert_pem, &tls.key_pem);
         builder = builder
@@ -269,9 +273,13 @@ pub async fn spawn(listener: TcpListener, opts: ServerOptions) -> anyhow::Result
     let kill = CancellationToken::new();
     let incoming = TcpListenerStream::new(listener).map({
         let kill = kill.clone();
+        let stats = stats.clone();
         move |conn| {
             let conn = conn?;
             conn.set_nodelay(true)?;
+            stats
+                .connections
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             Ok::<_, std::io::Error>(conn::KillableIo::new(conn, kill.clone()))
         }
     });

@@ -29,6 +29,8 @@ pub struct Stats {
     pub in_flight: AtomicU64,
     /// Highest number of calls that were in flight at once.
     pub max_in_flight: AtomicU64,
+    /// Connections accepted.
+    pub connections: AtomicU64,
     /// Notified (`notify_waiters`) after any counter changed; prefer [`Stats::wait_until`].
     pub changed: Notify,
 }
@@ -49,6 +51,11 @@ impl Stats {
             }
             changed.await;
         }
+    }
+
+    /// Shorthand for `connections` with sequentially consistent ordering.
+    pub fn connections(&self) -> u64 {
+        self.connections.load(Ordering::SeqCst)
     }
 
     /// Shorthand for `requests` with sequentially consistent ordering.

@@ -140,6 +140,65 @@ async fn max_requests_per_endpoint_queues_the_excess() {
     );
 }
 
+/// Ten slow calls at once to a server that allows 4 streams per
+/// connection: with a cap of 8 connections they all run at once (3
+/// connections); with a cap of 2, 8 run and the rest wait in h2 for a free
+/// stream, and every call still succeeds.
+#[tokio::test]
+async fn server_stream_limit_opens_another_connection() {
+    for (cap, want_in_flight, want_conns) in [(8u32, 10u64, 3u64), (2, 8, 2)] {
+        let mut opts = ServerOptions::new("four-streams");
+        opts.max_concurrent_streams = Some(4);
+        let s = spawn_sample_with(opts).await;
+        let gw = spawn_gateway(&cluster_toml(
+            &[&s],
+            &format!("max_connections_per_endpoint = {cap}"),
+        ))
+        .await;
+        let ch = channel(gw.first_addr()).await;
+        let started = Instant::now();
+        let calls: Vec<_> = (0..10)
+            .map(|i| {
+                let mut echo = EchoClient::new(ch.clone());
+                tokio::spawn(async move {
+                    echo.slow(EchoRequest {
+                        interval_ms: 400,
+                        message: format!("{i}"),
+                        ..Default::default()
+                    })
+                    .await
+                })
+            })
+            .collect();
+        for c in calls {
+            within(10, "call", c)
+                .await
+                .expect("join")
+                .expect("every call succeeds");
+        }
+        let elapsed = started.elapsed();
+        println!(
+            "cap {cap}: backend saw {} calls at once on {} connections; 10 calls took {elapsed:?}",
+            s.stats.max_in_flight(),
+            s.stats.connections()
+        );
+        assert_eq!(s.stats.requests(), 10);
+        assert_eq!(
+            s.stats.max_in_flight(),
+            want_in_flight,
+            "calls in flight at once at the backend (cap {cap})"
+        );
+        assert_eq!(
+            s.stats.connections(),
+            want_conns,
+            "connections from the gateway (cap {cap})"
+        );
+        if cap == 2 {
+            assert!(elapsed >= Duration::from_millis(780), "two waves of 400 ms");
+        }
+    }
+}
+
 #[tokio::test]
 async fn queue_overflow_and_timeout_answer_at_once() {
     let s = spawn_sample("busy").await;

@@ -626,6 +626,7 @@ fn list_clusters(state: &AdminState) -> Response<ResponseBody> {
                         "ejections": e.ejections(),
                         "healthy": e.is_healthy(),
                         "in_flight": e.in_flight(),
+                        "connections": e.connections(),
                         "total_requests": e.total(),
                         "failures": e.failures(),
                     })

@@ -418,7 +418,7 @@ pub(crate) async fn forward_json(
 
 /// Reads a unary reply: at most one message (bounded) and the trailers.
 async fn read_unary(
-    mut body: Incoming,
+    mut body: balancer::body::UpstreamIncoming,
     max: usize,
     deadline: Option<tokio::time::Instant>,
 ) -> Result<(Option<Bytes>, HeaderMap), GatewayError> {

@@ -12,10 +12,10 @@ use std::{
     time::Instant,
 };
 
+use balancer::body::UpstreamIncoming;
 use bytes::{BufMut, Bytes, BytesMut};
 use http::{HeaderValue, Response, header};
 use http_body::{Body, Frame};
-use hyper::body::Incoming;
 use tokio::time::Sleep;
 
 use balancer::{Lease, body::BoxError};
@@ -83,7 +83,7 @@ pub(super) fn empty_response(format: StreamFormat) -> Response<ResponseBody> {
 
 /// Everything a [`JsonStream`] is made of.
 pub(super) struct JsonStreamParts {
-    pub inner: Incoming,
+    pub inner: UpstreamIncoming,
     pub lease: Lease,
     pub guard: LogGuard,
     pub snapshot: Arc<Snapshot>,
@@ -103,7 +103,7 @@ enum Event {
 
 /// The streaming response body.
 pub(super) struct JsonStream {
-    inner: Option<Incoming>,
+    inner: Option<UpstreamIncoming>,
     lease: Option<Lease>,
     guard: LogGuard,
     snapshot: Arc<Snapshot>,

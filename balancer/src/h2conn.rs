@@ -1,0 +1,428 @@
+//! One upstream HTTP/2 connection, driven with the `h2` crate directly so
+//! the balancer sees what the server allows: its SETTINGS_MAX_CONCURRENT_STREAMS
+//! decides when the pool opens another connection instead of queueing
+//! streams behind a full one. Also: the request pump (body frames out with
+//! flow control and backpressure), the response body (flow-control credit
+//! returned as data is read), and PING keep-alive.
+
+use std::{
+    net::SocketAddr,
+    pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
+    task::{Context, Poll, ready},
+    time::Duration,
+};
+
+use bytes::Bytes;
+use futures_util::future::poll_fn;
+use h2::{
+    Ping, PingPong, Reason, RecvStream, SendStream,
+    client::{self, SendRequest},
+};
+use http::{HeaderMap, Request, Response, header};
+use http_body::{Body, Frame, SizeHint};
+use tokio::{
+    io::{AsyncRead, AsyncWrite},
+    sync::oneshot,
+};
+use tracing::debug;
+
+use crate::body::{BoxError, UpstreamBody};
+
+/// Settings of new upstream connections.
+#[derive(Debug, Clone, Copy)]
+pub struct H2Settings {
+    /// Initial stream window (bytes).
+    pub stream_window: u32,
+    /// Connection window (bytes).
+    pub connection_window: u32,
+    /// Largest frame accepted (bytes).
+    pub max_frame_size: u32,
+    /// Largest header list accepted (bytes).
+    pub max_header_list_size: u32,
+    /// Send a PING this often; none = no keep-alive.
+    pub keepalive_interval: Option<Duration>,
+    /// A PING unanswered this long closes the connection.
+    pub keepalive_timeout: Duration,
+}
+
+/// An open HTTP/2 connection to one endpoint.
+pub struct H2Conn {
+    send: SendRequest<Bytes>,
+    /// Streams opened by us and not yet finished.
+    in_flight: AtomicUsize,
+    /// The server's SETTINGS_MAX_CONCURRENT_STREAMS as last read.
+    max_streams: AtomicUsize,
+    /// Set when the connection ended or must take no new streams.
+    closed: Arc<AtomicBool>,
+}
+
+/// A stream admitted on a connection; dropping it frees the place.
+pub struct StreamSlot {
+    conn: Arc<H2Conn>,
+}
+
+/// Why a request failed on an h2 connection.
+pub enum SendError {
+    /// It never left: the connection was closing or gone (safe to retry).
+    NotSent(h2::Error),
+    /// It was sent and the exchange failed (reset, GOAWAY, I/O).
+    Failed(h2::Error),
+}
+
+/// Handshake with `settings` on `io`, wait for the server's SETTINGS (so
+/// its stream limit is known before the first request), and spawn the task
+/// that drives the connection.
+pub async fn handshake<T>(
+    io: T,
+    settings: H2Settings,
+    addr: SocketAddr,
+) -> Result<H2Conn, h2::Error>
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (send, mut conn) = client::Builder::new()
+        .enable_push(false)
+        .initial_window_size(settings.stream_window)
+        .initial_connection_window_size(settings.connection_window)
+        .max_frame_size(settings.max_frame_size)
+        .max_header_list_size(settings.max_header_list_size)
+        .handshake::<T, Bytes>(io)
+        .await?;
+    let mut ping = conn.ping_pong();
+    if let Some(p) = ping.as_mut() {
+        // The server's SETTINGS come before its answer to our first PING,
+        // and h2 applies them as it reads them.
+        let mut pong = Box::pin(p.ping(Ping::opaque()));
+        poll_fn(|cx| {
+            if let Poll::Ready(r) = pong.as_mut().poll(cx) {
+                return Poll::Ready(r);
+            }
+            match Pin::new(&mut conn).poll(cx) {
+                Poll::Ready(Ok(())) => Poll::Ready(Err(h2::Error::from(Reason::NO_ERROR))),
+                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                Poll::Pending => Poll::Pending,
+            }
+        })
+        .await?;
+    }
+    let closed = Arc::new(AtomicBool::new(false));
+    let done = closed.clone();
+    tokio::spawn(async move {
+        let result = match (settings.keepalive_interval, ping) {
+            (Some(every), Some(ping)) => {
+                tokio::select! {
+                    r = &mut conn => r,
+                    why = keepalive(ping, every, settings.keepalive_timeout) => {
+                        debug!(%addr, why, "Closing upstream connection");
+                        Ok(())
+                    }
+                }
+            }
+            _ => conn.await,
+        };
+        done.store(true, Ordering::Release);
+        if let Err(error) = result {
+            debug!(%addr, %error, "Upstream connection ended");
+        }
+    });
+    let max = send.current_max_send_streams();
+    Ok(H2Conn {
+        send,
+        in_flight: AtomicUsize::new(0),
+        max_streams: AtomicUsize::new(max),
+        closed,
+    })
+}
+
+/// PINGs every `every`; returns why when one is not answered in `timeout`.
+async fn keepalive(mut ping: PingPong, every: Duration, timeout: Duration) -> &'static str {
+    loop {
+        tokio::time::sleep(every).await;
+        match tokio::time::timeout(timeout, ping.ping(Ping::opaque())).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(_)) => return "keep-alive PING failed",
+            Err(_) => return "keep-alive PING timed out",
+        }
+    }
+}
+
+// === impl H2Conn ===
+
+impl H2Conn {
+    /// Whether the connection takes no new streams.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Stops new streams on this connection; open ones finish.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+    }
+
+    /// Streams open on this connection (by our count).
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// A place for one more stream, if the server's limit allows it.
+    pub fn try_reserve(self: &Arc<Self>) -> Option<StreamSlot> {
+        let n = self.in_flight.fetch_add(1, Ordering::AcqRel);
+        if n < self.max_streams.load(Ordering::Relaxed) {
+            return Some(StreamSlot { conn: self.clone() });
+        }
+        // Full by the last known limit: read it again (SETTINGS may have
+        // raised it since).
+        let max = self.send.current_max_send_streams();
+        self.max_streams.store(max, Ordering::Relaxed);
+        if n < max {
+            return Some(StreamSlot { conn: self.clone() });
+        }
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+        None
+    }
+
+    /// A place for one more stream even past the server's limit (h2 then
+    /// holds the stream until the server admits it).
+    pub fn reserve(self: &Arc<Self>) -> StreamSlot {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        StreamSlot { conn: self.clone() }
+    }
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        self.conn.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl StreamSlot {
+    /// The connection this slot is on.
+    pub fn conn(&self) -> &Arc<H2Conn> {
+        &self.conn
+    }
+}
+
+/// Headers that are about one HTTP/1.1 hop and are not allowed in HTTP/2
+/// (RFC 9113 section 8.2.2).
+fn strip_connection_headers(headers: &mut HeaderMap) {
+    if let Some(names) = headers.remove(header::CONNECTION)
+        && let Ok(names) = names.to_str()
+    {
+        for name in names.split(',') {
+            headers.remove(name.trim());
+        }
+    }
+    for name in [
+        "keep-alive",
+        "proxy-connection",
+        "transfer-encoding",
+        "upgrade",
+    ] {
+        headers.remove(name);
+    }
+    if headers
+        .get(header::TE)
+        .is_some_and(|v| v.as_bytes() != b"trailers")
+    {
+        headers.remove(header::TE);
+    }
+}
+
+/// Sends `req` on the slot's connection and waits for the response head.
+/// The request body goes out as the server takes it (in a task of its own
+/// unless it is already complete); dropping the response stops it.
+pub async fn send(
+    slot: StreamSlot,
+    req: Request<UpstreamBody>,
+) -> Result<Response<H2Body>, SendError> {
+    let (mut parts, mut body) = req.into_parts();
+    strip_connection_headers(&mut parts.headers);
+    let mut tx = slot.conn.send.clone();
+    // Errors here mean the connection takes no new streams: not sent.
+    tx = tx.ready().await.map_err(SendError::NotSent)?;
+    // A body already complete in its first frame (a unary request whose
+    // message came with END_STREAM, a transcoded JSON call) goes out here,
+    // without a pump task.
+    let mut first = None;
+    let mut failed = false;
+    let mut eos = body.is_end_stream();
+    if !eos {
+        match poll_fn(|cx| Poll::Ready(Pin::new(&mut body).poll_frame(cx))).await {
+            Poll::Ready(Some(Ok(frame))) => {
+                eos = body.is_end_stream();
+                first = Some(frame);
+            }
+            Poll::Ready(None) => eos = true,
+            Poll::Ready(Some(Err(_))) => failed = true,
+            Poll::Pending => {}
+        }
+    }
+    let head = Request::from_parts(parts, ());
+    let only_head = eos && first.is_none() && !failed;
+    let (response, mut stream) = tx
+        .send_request(head, only_head)
+        .map_err(SendError::NotSent)?;
+    let (cancel_tx, cancel_rx) = oneshot::channel();
+    let mut cancel = None;
+    if failed {
+        // The request body broke before anything went out.
+        stream.send_reset(Reason::CANCEL);
+    } else if !only_head {
+        let more = match first.take() {
+            Some(frame) => send_frame(&mut stream, frame, eos),
+            None => true,
+        };
+        if more {
+            cancel = Some(cancel_rx);
+            tokio::spawn(pump(body, stream, cancel_tx));
+        }
+    }
+    let response = response.await.map_err(SendError::Failed)?;
+    let (parts, recv) = response.into_parts();
+    Ok(Response::from_parts(
+        parts,
+        H2Body {
+            recv,
+            data_done: false,
+            _slot: slot,
+            _cancel: cancel,
+        },
+    ))
+}
+
+/// Sends one body frame (the last one when `eos`); true while more may
+/// follow, false once the request is finished (END_STREAM or trailers
+/// sent) or the stream failed.
+fn send_frame(stream: &mut SendStream<Bytes>, frame: Frame<Bytes>, eos: bool) -> bool {
+    match frame.into_data() {
+        Ok(data) => stream.send_data(data, eos).is_ok() && !eos,
+        Err(frame) => {
+            if let Ok(t) = frame.into_trailers() {
+                let _ = stream.send_trailers(t);
+            }
+            false
+        }
+    }
+}
+
+/// Moves the request body to the stream frame by frame, reading the next
+/// frame only once the server has window for it; resets the stream when
+/// the body fails or the response side is dropped (client gone).
+async fn pump(mut body: UpstreamBody, mut stream: SendStream<Bytes>, cancel: oneshot::Sender<()>) {
+    let mut cancel = cancel;
+    loop {
+        // Wait for send window before taking more from the body.
+        stream.reserve_capacity(1);
+        let ready = poll_fn(|cx| {
+            if cancel.poll_closed(cx).is_ready() {
+                return Poll::Ready(Err(Reason::CANCEL));
+            }
+            if let Poll::Ready(r) = stream.poll_reset(cx) {
+                return Poll::Ready(Err(r.unwrap_or(Reason::CANCEL)));
+            }
+            if stream.capacity() > 0 {
+                return Poll::Ready(Ok(()));
+            }
+            match ready!(stream.poll_capacity(cx)) {
+                Some(Ok(_)) => Poll::Ready(Ok(())),
+                Some(Err(_)) | None => Poll::Ready(Err(Reason::CANCEL)),
+            }
+        })
+        .await;
+        if let Err(reason) = ready {
+            stream.send_reset(reason);
+            return;
+        }
+        let next = poll_fn(|cx| {
+            if cancel.poll_closed(cx).is_ready() {
+                return Poll::Ready(Err(Reason::CANCEL));
+            }
+            if let Poll::Ready(r) = stream.poll_reset(cx) {
+                return Poll::Ready(Err(r.unwrap_or(Reason::CANCEL)));
+            }
+            Pin::new(&mut body).poll_frame(cx).map(Ok)
+        })
+        .await;
+        match next {
+            Err(reason) => {
+                stream.send_reset(reason);
+                return;
+            }
+            Ok(None) => {
+                let _ = stream.send_data(Bytes::new(), true);
+                return;
+            }
+            Ok(Some(Err(error))) => {
+                debug!(%error, "Request body failed; resetting the upstream stream");
+                stream.send_reset(Reason::CANCEL);
+                return;
+            }
+            Ok(Some(Ok(frame))) => {
+                let eos = body.is_end_stream();
+                if !send_frame(&mut stream, frame, eos) {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// The body of an upstream h2 response. Holds the stream's place on its
+/// connection until dropped.
+pub struct H2Body {
+    recv: RecvStream,
+    data_done: bool,
+    _slot: StreamSlot,
+    /// Dropped with the body: tells the request pump to stop.
+    _cancel: Option<oneshot::Receiver<()>>,
+}
+
+impl H2Body {
+    fn convert(e: h2::Error) -> Option<BoxError> {
+        // A reset with NO_ERROR after the response is complete is a clean
+        // end (RFC 9113 section 8.1).
+        if e.reason() == Some(Reason::NO_ERROR) {
+            return None;
+        }
+        Some(Box::new(e))
+    }
+}
+
+impl Body for H2Body {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        if !this.data_done {
+            match ready!(this.recv.poll_data(cx)) {
+                Some(Ok(data)) => {
+                    let _ = this.recv.flow_control().release_capacity(data.len());
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Some(Err(e)) => return Poll::Ready(Self::convert(e).map(Err)),
+                None => this.data_done = true,
+            }
+        }
+        match ready!(this.recv.poll_trailers(cx)) {
+            Ok(Some(t)) => Poll::Ready(Some(Ok(Frame::trailers(t)))),
+            Ok(None) => Poll::Ready(None),
+            Err(e) => Poll::Ready(Self::convert(e).map(Err)),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.recv.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::default()
+    }
+}
