@@ -270,6 +270,30 @@ impl Cluster {
         skip: &[usize],
         key: Option<&[u8]>,
     ) -> Result<(Lease, usize), BalancerError> {
+        match set.picker.pick(&set.endpoints, self.limit, skip, key) {
+            Pick::Picked(index) => Ok((
+                Lease {
+                    cluster: self.clone(),
+                    endpoint: set.endpoints[index].clone(),
+                },
+                index,
+            )),
+            Pick::NoneEligible => Err(BalancerError::NoHealthyEndpoint {
+                cluster: self.name.clone(),
+            }),
+            // The waiting state lives on the heap, so the common path's
+            // future stays small.
+            Pick::AllFull => Box::pin(self.wait_for_slot(set, skip, key)).await,
+        }
+    }
+
+    /// The queue: waits, in FIFO order of wake-ups, for a slot to free up.
+    async fn wait_for_slot(
+        self: &Arc<Self>,
+        set: &EndpointSet,
+        skip: &[usize],
+        key: Option<&[u8]>,
+    ) -> Result<(Lease, usize), BalancerError> {
         let lease = |index: usize| {
             (
                 Lease {
@@ -282,11 +306,6 @@ impl Cluster {
         let no_healthy = || BalancerError::NoHealthyEndpoint {
             cluster: self.name.clone(),
         };
-        match set.picker.pick(&set.endpoints, self.limit, skip, key) {
-            Pick::Picked(i) => return Ok(lease(i)),
-            Pick::NoneEligible => return Err(no_healthy()),
-            Pick::AllFull => {}
-        }
         if self.waiting.fetch_add(1, Relaxed) >= self.max_queue {
             self.waiting.fetch_sub(1, Relaxed);
             return Err(BalancerError::QueueFull {

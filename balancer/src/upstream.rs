@@ -388,7 +388,8 @@ impl ConnPool {
         {
             return Ok((least.reserve(), false));
         }
-        let conn = Arc::new(connector.connect(addr, host).await?);
+        // Boxed: the connect future (TCP, TLS, h2) is large and rare.
+        let conn = Arc::new(Box::pin(connector.connect(addr, host)).await?);
         let slot = conn.reserve();
         if !open.is_empty() {
             debug!(%addr, connections = open.len() + 1, "Endpoint's connections are at its stream limit; opened another");
@@ -426,7 +427,7 @@ impl ConnPool {
                 return Ok((idle.swap_remove(pos), false));
             }
         }
-        Ok((connector.connect_h1(addr, host).await?, true))
+        Ok((Box::pin(connector.connect_h1(addr, host)).await?, true))
     }
 
     /// Returns an HTTP/1.1 connection for reuse once its response is read.

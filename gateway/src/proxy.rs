@@ -130,9 +130,9 @@ pub async fn handle(conn: Arc<ConnCtx>, req: Request<Incoming>) -> Response<Resp
                 return resp;
             }
             if is_plain_http(&conn, &req) {
-                forward_plain(&conn, req, &mut rec, started).await
+                Box::pin(forward_plain(&conn, req, &mut rec, started)).await
             } else {
-                transcode::forward_json(&conn, req, &mut rec, started).await
+                Box::pin(transcode::forward_json(&conn, req, &mut rec, started)).await
             }
         }
     };
@@ -240,9 +240,8 @@ pub(crate) async fn send(
     req: Request<UpstreamBody>,
     deadline: Option<tokio::time::Instant>,
 ) -> Result<UpstreamResponse, GatewayError> {
-    let send = cluster.send(req);
     let result = match deadline {
-        Some(d) => match tokio::time::timeout_at(d, send).await {
+        Some(d) => match tokio::time::timeout_at(d, cluster.send(req)).await {
             Ok(r) => r,
             Err(_) => {
                 return Err(GatewayError::new(
@@ -252,7 +251,7 @@ pub(crate) async fn send(
                 ));
             }
         },
-        None => send.await,
+        None => cluster.send(req).await,
     };
     result.map_err(|e| {
         debug!(cluster = %cluster.name(), error = %ErrorChain(&e), "Upstream request failed");
@@ -307,7 +306,7 @@ async fn forward_grpc(
                 "PR",
             ));
         }
-        let resp = crate::reflection::serve(conn.shared.registry.clone(), req).await;
+        let resp = Box::pin(crate::reflection::serve(conn.shared.registry.clone(), req)).await;
         rec.status = resp.status().as_u16();
         rec.total = started.elapsed();
         rec.cluster = Some("<gateway>".into());
