@@ -90,7 +90,7 @@ where
         .initial_connection_window_size(settings.connection_window)
         .max_frame_size(settings.max_frame_size)
         .max_header_list_size(settings.max_header_list_size)
-        .handshake::<T, Bytes>(io)
+        .handshake::<_, Bytes>(crate::coalesce::Coalesce::new(io))
         .await?;
     let mut ping = conn.ping_pong();
     if let Some(p) = ping.as_mut() {
@@ -232,6 +232,11 @@ fn strip_connection_headers(headers: &mut HeaderMap) {
     }
 }
 
+/// Body frames sent before the pump task takes over, when they are
+/// already there (each at most one downstream frame; h2 buffers what the
+/// window does not admit yet).
+const READY_FRAMES: usize = 4;
+
 /// Sends `req` on the slot's connection and waits for the response head.
 /// The request body goes out as the server takes it (in a task of its own
 /// unless it is already complete); dropping the response stops it.
@@ -272,10 +277,32 @@ pub async fn send(
         // The request body broke before anything went out.
         stream.send_reset(Reason::CANCEL);
     } else if !only_head {
-        let more = match first.take() {
+        let mut more = match first.take() {
             Some(frame) => send_frame(&mut stream, frame, eos),
             None => true,
         };
+        // Frames already received go out now too (a gRPC client's message
+        // and its END_STREAM usually arrive together); the pump task is
+        // only for a body still open.
+        let mut budget = READY_FRAMES;
+        while more && budget > 0 {
+            budget -= 1;
+            match poll_fn(|cx| Poll::Ready(Pin::new(&mut body).poll_frame(cx))).await {
+                Poll::Ready(Some(Ok(frame))) => {
+                    let eos = body.is_end_stream();
+                    more = send_frame(&mut stream, frame, eos);
+                }
+                Poll::Ready(None) => {
+                    let _ = stream.send_data(Bytes::new(), true);
+                    more = false;
+                }
+                Poll::Ready(Some(Err(_))) => {
+                    stream.send_reset(Reason::CANCEL);
+                    more = false;
+                }
+                Poll::Pending => break,
+            }
+        }
         if more {
             cancel = Some(cancel_rx);
             tokio::spawn(pump(body, stream, cancel_tx));

@@ -4,6 +4,7 @@
 
 pub mod body;
 pub mod cluster;
+pub mod coalesce;
 pub mod config;
 pub mod endpoint;
 pub mod error;

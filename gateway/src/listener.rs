@@ -5,6 +5,7 @@
 
 use std::{convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
 
+use balancer::coalesce::Coalesce;
 use hyper::service::service_fn;
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
@@ -85,7 +86,7 @@ pub async fn run(
                 });
                 match tls {
                     None => {
-                        let conn = builder.serve_connection(TokioIo::new(tcp), svc);
+                        let conn = builder.serve_connection(TokioIo::new(Coalesce::new(tcp)), svc);
                         finish(graceful.watch(conn.into_owned()).await, peer);
                     }
                     Some(acceptor) => {
@@ -110,7 +111,8 @@ pub async fn run(
                         } else {
                             pinned.http1_only()
                         };
-                        let conn = pinned.serve_connection(TokioIo::new(stream), svc);
+                        let conn =
+                            pinned.serve_connection(TokioIo::new(Coalesce::new(stream)), svc);
                         finish(graceful.watch(conn.into_owned()).await, peer);
                     }
                 }
