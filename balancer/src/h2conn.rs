@@ -22,7 +22,7 @@ use h2::{
     Ping, PingPong, Reason, RecvStream, SendStream,
     client::{self, SendRequest},
 };
-use http::{HeaderMap, Request, Response, header};
+use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use tokio::{
     io::{AsyncRead, AsyncWrite},
@@ -206,32 +206,6 @@ impl StreamSlot {
     }
 }
 
-/// Headers that are about one HTTP/1.1 hop and are not allowed in HTTP/2
-/// (RFC 9113 section 8.2.2).
-fn strip_connection_headers(headers: &mut HeaderMap) {
-    if let Some(names) = headers.remove(header::CONNECTION)
-        && let Ok(names) = names.to_str()
-    {
-        for name in names.split(',') {
-            headers.remove(name.trim());
-        }
-    }
-    for name in [
-        "keep-alive",
-        "proxy-connection",
-        "transfer-encoding",
-        "upgrade",
-    ] {
-        headers.remove(name);
-    }
-    if headers
-        .get(header::TE)
-        .is_some_and(|v| v.as_bytes() != b"trailers")
-    {
-        headers.remove(header::TE);
-    }
-}
-
 /// Body frames sent before the pump task takes over, when they are
 /// already there (each at most one downstream frame; h2 buffers what the
 /// window does not admit yet).
@@ -245,7 +219,9 @@ pub async fn send(
     req: Request<UpstreamBody>,
 ) -> Result<Response<H2Body>, SendError> {
     let (mut parts, mut body) = req.into_parts();
-    strip_connection_headers(&mut parts.headers);
+    // Connection-specific headers are not allowed in HTTP/2 (RFC 9113
+    // section 8.2.2).
+    crate::headers::strip_hop_by_hop(&mut parts.headers);
     let mut tx = slot.conn.send.clone();
     // Errors here mean the connection takes no new streams: not sent.
     tx = tx.ready().await.map_err(SendError::NotSent)?;

@@ -9,6 +9,7 @@ pub mod config;
 pub mod endpoint;
 pub mod error;
 pub mod h2conn;
+pub mod headers;
 pub mod health;
 pub mod pick;
 pub mod replay;

@@ -25,7 +25,7 @@ use tracing::debug;
 
 use balancer::{
     Cluster, Clusters, HeaderMatch, Lease, Route, RouteTable, UpstreamResponse, body::BoxError,
-    body::UpstreamBody, cluster::ErrorChain,
+    body::UpstreamBody, cluster::ErrorChain, headers::strip_hop_by_hop,
 };
 use descriptors::Registry;
 
@@ -455,29 +455,6 @@ async fn forward_plain(
     }
     let body = observe(body, up.lease, rec, log, deadline, None, started, None);
     Ok(Response::from_parts(parts, body.boxed_unsync()))
-}
-
-/// Removes connection-specific headers (RFC 9110 section 7.6.1) and
-/// anything the `connection` header names; `te: trailers` stays.
-pub(crate) fn strip_hop_by_hop(h: &mut HeaderMap) {
-    if let Some(conn) = h.remove(header::CONNECTION)
-        && let Ok(s) = conn.to_str()
-    {
-        for name in s.split(',') {
-            h.remove(name.trim());
-        }
-    }
-    for name in [
-        "keep-alive",
-        "proxy-connection",
-        "transfer-encoding",
-        "upgrade",
-    ] {
-        h.remove(name);
-    }
-    if h.get(header::TE).is_some_and(|v| v != "trailers") {
-        h.remove(header::TE);
-    }
 }
 
 /// The `grpc-status` of a header or trailer map.

@@ -99,6 +99,30 @@ async fn tcp_health_check_marks_a_stopped_server_down() {
     assert!(ids(&mut client, 6).await.iter().all(|id| id == "tcp-a"));
 }
 
+/// Starts `n` `Slow` calls of `interval_ms` at once and waits for all;
+/// every one must succeed.
+async fn concurrent_slow_calls(ch: &tonic::transport::Channel, n: usize, interval_ms: u32) {
+    let calls: Vec<_> = (0..n)
+        .map(|i| {
+            let mut echo = EchoClient::new(ch.clone());
+            tokio::spawn(async move {
+                echo.slow(EchoRequest {
+                    interval_ms,
+                    message: format!("{i}"),
+                    ..Default::default()
+                })
+                .await
+            })
+        })
+        .collect();
+    for c in calls {
+        within(10, "slow call", c)
+            .await
+            .expect("join")
+            .expect("every call succeeds");
+    }
+}
+
 #[tokio::test]
 async fn max_requests_per_endpoint_queues_the_excess() {
     let s = spawn_sample("limited").await;
@@ -109,25 +133,7 @@ async fn max_requests_per_endpoint_queues_the_excess() {
     .await;
     let ch = channel(gw.first_addr()).await;
     let started = Instant::now();
-    let calls: Vec<_> = (0..10)
-        .map(|i| {
-            let mut echo = EchoClient::new(ch.clone());
-            tokio::spawn(async move {
-                echo.slow(EchoRequest {
-                    interval_ms: 100,
-                    message: format!("{i}"),
-                    ..Default::default()
-                })
-                .await
-            })
-        })
-        .collect();
-    for c in calls {
-        within(10, "queued call", c)
-            .await
-            .expect("join")
-            .expect("every call succeeds");
-    }
+    concurrent_slow_calls(&ch, 10, 100).await;
     assert!(
         s.stats.max_in_flight() <= 2,
         "backend saw {} at once",
@@ -157,25 +163,7 @@ async fn server_stream_limit_opens_another_connection() {
         .await;
         let ch = channel(gw.first_addr()).await;
         let started = Instant::now();
-        let calls: Vec<_> = (0..10)
-            .map(|i| {
-                let mut echo = EchoClient::new(ch.clone());
-                tokio::spawn(async move {
-                    echo.slow(EchoRequest {
-                        interval_ms: 400,
-                        message: format!("{i}"),
-                        ..Default::default()
-                    })
-                    .await
-                })
-            })
-            .collect();
-        for c in calls {
-            within(10, "call", c)
-                .await
-                .expect("join")
-                .expect("every call succeeds");
-        }
+        concurrent_slow_calls(&ch, 10, 400).await;
         let elapsed = started.elapsed();
         println!(
             "cap {cap}: backend saw {} calls at once on {} connections; 10 calls took {elapsed:?}",
