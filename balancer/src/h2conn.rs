@@ -206,9 +206,9 @@ impl StreamSlot {
     }
 }
 
-/// Body frames sent before the pump task takes over, when they are
-/// already there (each at most one downstream frame; h2 buffers what the
-/// window does not admit yet).
+/// Body frames read before the request goes out, when they are already
+/// there (each at most one downstream frame; h2 buffers what the window
+/// does not admit yet).
 const READY_FRAMES: usize = 4;
 
 /// Sends `req` on the slot's connection and waits for the response head.
@@ -225,61 +225,47 @@ pub async fn send(
     let mut tx = slot.conn.send.clone();
     // Errors here mean the connection takes no new streams: not sent.
     tx = tx.ready().await.map_err(SendError::NotSent)?;
-    // A body already complete in its first frame (a unary request whose
-    // message came with END_STREAM, a transcoded JSON call) goes out here,
-    // without a pump task.
-    let mut first = None;
+    // Read what the body already holds (a gRPC client's message and its
+    // END_STREAM usually arrive together; a transcoded JSON call is one
+    // frame), so the last frame carries END_STREAM and a body complete now
+    // needs no pump task.
+    let mut frames = Vec::new();
+    let mut ended = body.is_end_stream();
     let mut failed = false;
-    let mut eos = body.is_end_stream();
-    if !eos {
+    while !ended && frames.len() < READY_FRAMES {
         match poll_fn(|cx| Poll::Ready(Pin::new(&mut body).poll_frame(cx))).await {
             Poll::Ready(Some(Ok(frame))) => {
-                eos = body.is_end_stream();
-                first = Some(frame);
+                ended = frame.is_trailers() || body.is_end_stream();
+                frames.push(frame);
             }
-            Poll::Ready(None) => eos = true,
-            Poll::Ready(Some(Err(_))) => failed = true,
-            Poll::Pending => {}
+            Poll::Ready(None) => ended = true,
+            Poll::Ready(Some(Err(_))) => {
+                failed = true;
+                break;
+            }
+            Poll::Pending => break,
         }
     }
     let head = Request::from_parts(parts, ());
-    let only_head = eos && first.is_none() && !failed;
+    let only_head = ended && frames.is_empty() && !failed;
     let (response, mut stream) = tx
         .send_request(head, only_head)
         .map_err(SendError::NotSent)?;
     let (cancel_tx, cancel_rx) = oneshot::channel();
     let mut cancel = None;
     if failed {
-        // The request body broke before anything went out.
+        // The request body broke before it went out.
         stream.send_reset(Reason::CANCEL);
     } else if !only_head {
-        let mut more = match first.take() {
-            Some(frame) => send_frame(&mut stream, frame, eos),
-            None => true,
-        };
-        // Frames already received go out now too (a gRPC client's message
-        // and its END_STREAM usually arrive together); the pump task is
-        // only for a body still open.
-        let mut budget = READY_FRAMES;
-        while more && budget > 0 {
-            budget -= 1;
-            match poll_fn(|cx| Poll::Ready(Pin::new(&mut body).poll_frame(cx))).await {
-                Poll::Ready(Some(Ok(frame))) => {
-                    let eos = body.is_end_stream();
-                    more = send_frame(&mut stream, frame, eos);
-                }
-                Poll::Ready(None) => {
-                    let _ = stream.send_data(Bytes::new(), true);
-                    more = false;
-                }
-                Poll::Ready(Some(Err(_))) => {
-                    stream.send_reset(Reason::CANCEL);
-                    more = false;
-                }
-                Poll::Pending => break,
+        let last = frames.len().saturating_sub(1);
+        let mut more = true;
+        for (i, frame) in frames.into_iter().enumerate() {
+            more = send_frame(&mut stream, frame, ended && i == last);
+            if !more {
+                break;
             }
         }
-        if more {
+        if more && !ended {
             cancel = Some(cancel_rx);
             tokio::spawn(pump(body, stream, cancel_tx));
         }
