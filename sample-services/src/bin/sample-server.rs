@@ -32,6 +32,9 @@ struct Args {
     /// PEM private key for --tls-cert.
     #[arg(long, requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS to announce (default: no limit).
+    #[arg(long)]
+    max_concurrent_streams: Option<u32>,
 }
 
 #[tokio::main]
@@ -50,6 +53,7 @@ async fn main() -> anyhow::Result<()> {
     };
     let mut opts = ServerOptions::new(id);
     opts.codename_interval = Duration::from_millis(args.interval_ms);
+    opts.max_concurrent_streams = args.max_concurrent_streams;
     if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
         opts.tls = Some(TlsPem {
             cert_pem: tokio::fs::read(cert)
