@@ -28,7 +28,7 @@ use crate::{
     },
     endpoint::Endpoint,
     error::BalancerError,
-    error::is_refused_stream,
+    error::is_unprocessed,
     h2conn::SendError,
     health,
     pick::{Pick, Picker},
@@ -385,12 +385,20 @@ impl Cluster {
                     }
                     sender
                 }
+                // Every connection at the server's stream limit, for too long.
+                Err(error @ BalancerError::QueueTimeout { .. }) => return Err(error),
                 Err(error) => {
-                    let backoff = ep.record_connect_failure(
-                        Duration::from_millis(DEFAULT_RECONNECT_BACKOFF_MS),
-                        Duration::from_millis(DEFAULT_MAX_RECONNECT_BACKOFF_MS),
-                    );
-                    warn!(cluster = %self.name, endpoint = %ep.name, error = %ErrorChain(&error), ?backoff, "Upstream connect failed; endpoint out of rotation");
+                    if ep.pool.connections() > 0 {
+                        // An extra connection failed; the open ones serve on.
+                        ep.record_failure();
+                        warn!(cluster = %self.name, endpoint = %ep.name, error = %ErrorChain(&error), "Upstream connect failed (another connection to a busy server)");
+                    } else {
+                        let backoff = ep.record_connect_failure(
+                            Duration::from_millis(DEFAULT_RECONNECT_BACKOFF_MS),
+                            Duration::from_millis(DEFAULT_MAX_RECONNECT_BACKOFF_MS),
+                        );
+                        warn!(cluster = %self.name, endpoint = %ep.name, error = %ErrorChain(&error), ?backoff, "Upstream connect failed; endpoint out of rotation");
+                    }
                     self.record_exchange(&lease.endpoint, true);
                     tried.push(index);
                     if attempt < self.max_attempts && tried.len() < set.endpoints.len() {
@@ -419,6 +427,11 @@ impl Cluster {
                             Err(Failure::NotSent(Box::new(e)))
                         }
                         Err(SendError::Failed(e)) => Err(Failure::Failed(Box::new(e))),
+                        Err(SendError::Body(e)) => {
+                            return Err(BalancerError::BadRequest(format!(
+                                "request body failed: {e}"
+                            )));
+                        }
                     }
                 }
                 Conn::H1(mut s) => match s.try_send_request(req).await {
@@ -482,16 +495,23 @@ impl Cluster {
                     });
                 }
                 Err(Failure::Failed(error)) => {
-                    ep.record_failure();
-                    self.record_exchange(&lease.endpoint, true);
-                    // REFUSED_STREAM: the server did not process it (RFC 9113
-                    // section 8.7); replay the body elsewhere if kept.
-                    if is_refused_stream(error.as_ref())
+                    // Not processed (REFUSED_STREAM, or beyond a graceful
+                    // GOAWAY's last stream): the body is replayed elsewhere if
+                    // kept. A graceful GOAWAY is no failure of the endpoint's.
+                    let unprocessed = is_unprocessed(error.as_ref());
+                    let going_away = error
+                        .downcast_ref::<h2::Error>()
+                        .is_some_and(|e| e.is_go_away() && e.is_remote());
+                    if !(unprocessed && going_away) {
+                        ep.record_failure();
+                        self.record_exchange(&lease.endpoint, true);
+                    }
+                    if unprocessed
                         && attempt < self.retry.attempts.max(2)
                         && self.retry_budget_allows()
                         && let Some(again) = handle.replay()
                     {
-                        debug!(cluster = %self.name, endpoint = %ep.name, "Stream refused; retrying on another endpoint");
+                        debug!(cluster = %self.name, endpoint = %ep.name, error = %error, "Stream not processed; retrying on another endpoint");
                         tried.push(index);
                         if tried.len() >= set.endpoints.len() {
                             tried.clear();

@@ -15,8 +15,10 @@ pub const DEFAULT_MAX_QUEUE: usize = 1_024;
 pub const DEFAULT_RECONNECT_BACKOFF_MS: u64 = 250;
 /// Default cap on the reconnect back-off.
 pub const DEFAULT_MAX_RECONNECT_BACKOFF_MS: u64 = 5_000;
-/// Default HTTP/2 keep-alive PING interval on upstream connections.
-pub const DEFAULT_KEEPALIVE_INTERVAL_MS: u64 = 30_000;
+/// Default HTTP/2 keep-alive PING interval on upstream connections: off,
+/// as in Envoy and HAProxy (grpc-go servers answer PINGs on an idle
+/// connection more often than every 2 hours with GOAWAY "too_many_pings").
+pub const DEFAULT_KEEPALIVE_INTERVAL_MS: u64 = 0;
 /// Default health check interval (HAProxy `inter`).
 pub const DEFAULT_HEALTH_INTERVAL_MS: u64 = 2_000;
 /// Default health check timeout.

@@ -204,7 +204,6 @@ impl Endpoint {
     /// each consecutive failed connect, from `base` up to `max`.
     pub(crate) fn record_connect_failure(&self, base: Duration, max: Duration) -> Duration {
         self.failures.fetch_add(1, Relaxed);
-        self.pool.invalidate();
         let n = self.connect_failures.fetch_add(1, Relaxed).min(16);
         let backoff = base.saturating_mul(1 << n).min(max);
         self.down_until_ms

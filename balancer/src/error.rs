@@ -126,19 +126,25 @@ impl BalancerError {
             | Self::Tls { .. }
             | Self::Handshake { .. }
             | Self::NotSent { .. } => true,
-            Self::Upstream { source, .. } => is_refused_stream(source.as_ref()),
+            Self::Upstream { source, .. } => is_unprocessed(source.as_ref()),
             _ => false,
         }
     }
 }
 
-/// Whether the server refused the stream (REFUSED_STREAM): it did not
-/// process it, so a retry is safe (RFC 9113 section 8.7).
-pub fn is_refused_stream(err: &(dyn std::error::Error + 'static)) -> bool {
+/// Whether the server did not process the stream, so a retry is safe
+/// (RFC 9113 section 8.7): it refused it (REFUSED_STREAM), or its graceful
+/// GOAWAY named a last stream below it (h2 reports exactly those streams
+/// with a remote GOAWAY error carrying NO_ERROR; a GOAWAY with an error
+/// code, or the connection closing later, gives other errors).
+pub fn is_unprocessed(err: &(dyn std::error::Error + 'static)) -> bool {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
     while let Some(e) = source {
         if let Some(h2) = e.downcast_ref::<h2::Error>() {
-            return h2.reason() == Some(h2::Reason::REFUSED_STREAM);
+            return h2.reason() == Some(h2::Reason::REFUSED_STREAM)
+                || (h2.is_go_away()
+                    && h2.is_remote()
+                    && h2.reason() == Some(h2::Reason::NO_ERROR));
         }
         source = e.source();
     }

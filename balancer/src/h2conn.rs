@@ -26,7 +26,7 @@ use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use tokio::{
     io::{AsyncRead, AsyncWrite},
-    sync::oneshot,
+    sync::{Notify, oneshot},
 };
 use tracing::debug;
 
@@ -58,6 +58,8 @@ pub struct H2Conn {
     max_streams: AtomicUsize,
     /// Set when the connection ended or must take no new streams.
     closed: Arc<AtomicBool>,
+    /// The pool's signal that a stream ended (requests may be waiting).
+    freed: Arc<Notify>,
 }
 
 /// A stream admitted on a connection; dropping it frees the place.
@@ -71,6 +73,9 @@ pub enum SendError {
     NotSent(h2::Error),
     /// It was sent and the exchange failed (reset, GOAWAY, I/O).
     Failed(h2::Error),
+    /// The request body failed before the request went out (the client's
+    /// fault, not the endpoint's).
+    Body(BoxError),
 }
 
 /// Handshake with `settings` on `io`, wait for the server's SETTINGS (so
@@ -80,6 +85,7 @@ pub async fn handshake<T>(
     io: T,
     settings: H2Settings,
     addr: SocketAddr,
+    freed: Arc<Notify>,
 ) -> Result<H2Conn, h2::Error>
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -135,6 +141,7 @@ where
         in_flight: AtomicUsize::new(0),
         max_streams: AtomicUsize::new(max),
         closed,
+        freed,
     })
 }
 
@@ -185,17 +192,17 @@ impl H2Conn {
         None
     }
 
-    /// A place for one more stream even past the server's limit (h2 then
-    /// holds the stream until the server admits it).
-    pub fn reserve(self: &Arc<Self>) -> StreamSlot {
-        self.in_flight.fetch_add(1, Ordering::AcqRel);
-        StreamSlot { conn: self.clone() }
+    /// Whether the server allows no stream at all (its
+    /// SETTINGS_MAX_CONCURRENT_STREAMS is 0).
+    pub fn allows_no_stream(&self) -> bool {
+        self.max_streams.load(Ordering::Relaxed) == 0
     }
 }
 
 impl Drop for StreamSlot {
     fn drop(&mut self) {
         self.conn.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.conn.freed.notify_one();
     }
 }
 
@@ -231,7 +238,6 @@ pub async fn send(
     // needs no pump task.
     let mut frames = Vec::new();
     let mut ended = body.is_end_stream();
-    let mut failed = false;
     while !ended && frames.len() < READY_FRAMES {
         match poll_fn(|cx| Poll::Ready(Pin::new(&mut body).poll_frame(cx))).await {
             Poll::Ready(Some(Ok(frame))) => {
@@ -239,24 +245,18 @@ pub async fn send(
                 frames.push(frame);
             }
             Poll::Ready(None) => ended = true,
-            Poll::Ready(Some(Err(_))) => {
-                failed = true;
-                break;
-            }
+            Poll::Ready(Some(Err(e))) => return Err(SendError::Body(e)),
             Poll::Pending => break,
         }
     }
     let head = Request::from_parts(parts, ());
-    let only_head = ended && frames.is_empty() && !failed;
+    let only_head = ended && frames.is_empty();
     let (response, mut stream) = tx
         .send_request(head, only_head)
         .map_err(SendError::NotSent)?;
     let (cancel_tx, cancel_rx) = oneshot::channel();
     let mut cancel = None;
-    if failed {
-        // The request body broke before it went out.
-        stream.send_reset(Reason::CANCEL);
-    } else if !only_head {
+    if !only_head {
         let last = frames.len().saturating_sub(1);
         let mut more = true;
         for (i, frame) in frames.into_iter().enumerate() {
@@ -270,7 +270,13 @@ pub async fn send(
             tokio::spawn(pump(body, stream, cancel_tx));
         }
     }
-    let response = response.await.map_err(SendError::Failed)?;
+    let response = response.await.map_err(|e| {
+        if e.is_go_away() && e.is_remote() {
+            // The server is going away: no new streams on this connection.
+            slot.conn.close();
+        }
+        SendError::Failed(e)
+    })?;
     let (parts, recv) = response.into_parts();
     Ok(Response::from_parts(
         parts,
@@ -370,17 +376,6 @@ pub struct H2Body {
     _cancel: Option<oneshot::Receiver<()>>,
 }
 
-impl H2Body {
-    fn convert(e: h2::Error) -> Option<BoxError> {
-        // A reset with NO_ERROR after the response is complete is a clean
-        // end (RFC 9113 section 8.1).
-        if e.reason() == Some(Reason::NO_ERROR) {
-            return None;
-        }
-        Some(Box::new(e))
-    }
-}
-
 impl Body for H2Body {
     type Data = Bytes;
     type Error = BoxError;
@@ -396,14 +391,15 @@ impl Body for H2Body {
                     let _ = this.recv.flow_control().release_capacity(data.len());
                     return Poll::Ready(Some(Ok(Frame::data(data))));
                 }
-                Some(Err(e)) => return Poll::Ready(Self::convert(e).map(Err)),
+                Some(Err(e)) => return Poll::Ready(Some(Err(Box::new(e)))),
                 None => this.data_done = true,
             }
         }
         match ready!(this.recv.poll_trailers(cx)) {
             Ok(Some(t)) => Poll::Ready(Some(Ok(Frame::trailers(t)))),
             Ok(None) => Poll::Ready(None),
-            Err(e) => Poll::Ready(Self::convert(e).map(Err)),
+            // (h2 itself treats a reset after END_STREAM as a clean end.)
+            Err(e) => Poll::Ready(Some(Err(Box::new(e)))),
         }
     }
 

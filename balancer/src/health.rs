@@ -129,6 +129,7 @@ async fn grpc_check(cluster: &Cluster, ep: &Endpoint, service: &str) -> Result<(
             crate::h2conn::SendError::NotSent(e) | crate::h2conn::SendError::Failed(e) => {
                 ErrorChain(&e).to_string()
             }
+            crate::h2conn::SendError::Body(e) => e.to_string(),
         }
     })?;
     if resp.status() != http::StatusCode::OK {

@@ -35,6 +35,11 @@ pub struct Connector {
     h2: H2Settings,
     /// Most h2 connections open to one endpoint at once.
     pub max_connections: usize,
+    /// Longest wait for a free stream when every connection is at the
+    /// server's limit and no more may be opened.
+    stream_wait: Duration,
+    /// The cluster, for errors.
+    cluster: crate::config::ClusterName,
     /// Scheme put in the `:scheme` pseudo-header.
     pub scheme: http::uri::Scheme,
     /// Speak HTTP/1.1 to the endpoints (plain HTTP clusters).
@@ -77,6 +82,8 @@ impl Connector {
                 keepalive_timeout: KEEPALIVE_TIMEOUT,
             },
             max_connections: cfg.max_connections_per_endpoint as usize,
+            stream_wait: Duration::from_millis(cfg.queue_timeout_ms),
+            cluster: cfg.name.clone(),
             scheme,
             http1: cfg.protocol == crate::config::UpstreamProtocol::Http1,
         })
@@ -125,12 +132,17 @@ impl Connector {
 
     /// Opens a new h2 connection (its driver task spawned) and learns the
     /// server's settings.
-    pub async fn connect(&self, addr: SocketAddr, host: &str) -> Result<H2Conn, BalancerError> {
+    pub async fn connect(
+        &self,
+        addr: SocketAddr,
+        host: &str,
+        freed: Arc<tokio::sync::Notify>,
+    ) -> Result<H2Conn, BalancerError> {
         let io = self.connect_io(addr, host).await?;
         let handshake = async {
             match io {
-                Io::Plain(s) => h2conn::handshake(s, self.h2, addr).await,
-                Io::Tls(s) => h2conn::handshake(*s, self.h2, addr).await,
+                Io::Plain(s) => h2conn::handshake(s, self.h2, addr, freed).await,
+                Io::Tls(s) => h2conn::handshake(*s, self.h2, addr, freed).await,
             }
             .map_err(|source| BalancerError::Handshake {
                 addr,
@@ -335,6 +347,8 @@ pub enum Io {
 pub struct ConnPool {
     /// Open h2 connections, oldest first.
     h2: ArcSwap<Vec<Arc<H2Conn>>>,
+    /// Notified when a stream on one of them ends.
+    freed: Arc<tokio::sync::Notify>,
     connecting: Mutex<()>,
     idle_h1: std::sync::Mutex<Vec<H1Sender>>,
 }
@@ -352,6 +366,7 @@ impl ConnPool {
     pub fn new() -> Self {
         Self {
             h2: ArcSwap::from_pointee(Vec::new()),
+            freed: Arc::new(tokio::sync::Notify::new()),
             connecting: Mutex::new(()),
             idle_h1: std::sync::Mutex::new(Vec::new()),
         }
@@ -360,9 +375,8 @@ impl ConnPool {
     /// A place for one stream on an open connection with room under the
     /// server's stream limit; else a new connection (one connect at a time,
     /// concurrent callers share it), up to the connector's cap, past which
-    /// the least busy connection takes the stream and h2 holds it until the
-    /// server admits it. The flag is true when this call opened a
-    /// connection.
+    /// the request waits (up to the queue timeout) for a stream to end.
+    /// The flag is true when this call opened a connection.
     pub async fn get(
         &self,
         connector: &Connector,
@@ -372,31 +386,59 @@ impl ConnPool {
         if let Some(slot) = self.reserve() {
             return Ok((slot, false));
         }
-        let _guard = self.connecting.lock().await;
-        if let Some(slot) = self.reserve() {
-            return Ok((slot, false));
-        }
-        let mut open: Vec<Arc<H2Conn>> = self
-            .h2
-            .load()
-            .iter()
-            .filter(|c| !c.is_closed())
-            .cloned()
-            .collect();
-        if open.len() >= connector.max_connections.max(1)
-            && let Some(least) = open.iter().min_by_key(|c| c.in_flight())
         {
-            return Ok((least.reserve(), false));
+            let _guard = self.connecting.lock().await;
+            if let Some(slot) = self.reserve() {
+                return Ok((slot, false));
+            }
+            let conns = self.h2.load();
+            let open = conns.iter().filter(|c| !c.is_closed()).count();
+            // A server that allows no stream at all gets no more connections.
+            let refusing = conns.iter().any(|c| !c.is_closed() && c.allows_no_stream());
+            if open < connector.max_connections.max(1) && !refusing {
+                // Boxed: the connect future (TCP, TLS, h2) is large and rare.
+                let conn = Box::pin(connector.connect(addr, host, self.freed.clone())).await?;
+                let conn = Arc::new(conn);
+                let slot = conn.try_reserve();
+                if open > 0 {
+                    debug!(%addr, connections = open + 1, "Endpoint's connections are at its stream limit; opened another");
+                }
+                self.h2.rcu(|list| {
+                    let mut next: Vec<_> =
+                        list.iter().filter(|c| !c.is_closed()).cloned().collect();
+                    next.push(conn.clone());
+                    next
+                });
+                if let Some(slot) = slot {
+                    return Ok((slot, true));
+                }
+            }
         }
-        // Boxed: the connect future (TCP, TLS, h2) is large and rare.
-        let conn = Arc::new(Box::pin(connector.connect(addr, host)).await?);
-        let slot = conn.reserve();
-        if !open.is_empty() {
-            debug!(%addr, connections = open.len() + 1, "Endpoint's connections are at its stream limit; opened another");
+        Box::pin(self.wait_for_stream(connector)).await
+    }
+
+    /// Every connection is at the server's limit and the cap is reached:
+    /// waits for a stream to end, in the order of wake-ups, up to the
+    /// queue timeout (the server's limit works like HAProxy's `maxconn`).
+    async fn wait_for_stream(
+        &self,
+        connector: &Connector,
+    ) -> Result<(StreamSlot, bool), BalancerError> {
+        let start = std::time::Instant::now();
+        let deadline = tokio::time::Instant::from_std(start + connector.stream_wait);
+        loop {
+            let mut freed = std::pin::pin!(self.freed.notified());
+            freed.as_mut().enable();
+            if let Some(slot) = self.reserve() {
+                return Ok((slot, false));
+            }
+            if tokio::time::timeout_at(deadline, freed).await.is_err() {
+                return Err(BalancerError::QueueTimeout {
+                    cluster: connector.cluster.clone(),
+                    waited: start.elapsed(),
+                });
+            }
         }
-        open.push(conn);
-        self.h2.store(Arc::new(open));
-        Ok((slot, true))
     }
 
     /// A slot on the first open connection with room.
@@ -440,24 +482,14 @@ impl ConnPool {
         }
     }
 
-    /// Takes every connection out of use (closed or refusing requests);
-    /// streams open on them finish.
-    pub fn invalidate(&self) {
-        for c in self.h2.swap(Arc::new(Vec::new())).iter() {
-            c.close();
-        }
-    }
-
     /// Takes one connection out of use.
     pub fn invalidate_conn(&self, conn: &Arc<H2Conn>) {
         conn.close();
-        let rest: Vec<_> = self
-            .h2
-            .load()
-            .iter()
-            .filter(|c| !Arc::ptr_eq(c, conn) && !c.is_closed())
-            .cloned()
-            .collect();
-        self.h2.store(Arc::new(rest));
+        self.h2.rcu(|list| {
+            list.iter()
+                .filter(|c| !c.is_closed())
+                .cloned()
+                .collect::<Vec<_>>()
+        });
     }
 }
