@@ -56,6 +56,18 @@ pub fn simple_config(servers: &[&SampleServer], extra: &str) -> String {
     )
 }
 
+/// Listener `front`, cluster `backend` over `endpoints` (TOML inline
+/// tables such as `{ address = "127.0.0.1:1" }`) with `cluster_extra`
+/// keys, and a catch-all route to it.
+pub fn cluster_config(endpoints: &[String], cluster_extra: &str) -> String {
+    format!(
+        "[[listeners]]\nname = \"front\"\naddress = \"127.0.0.1:0\"\n\
+         [[clusters]]\nname = \"backend\"\nendpoints = [{}]\n{cluster_extra}\n\
+         [[routes]]\ncluster = \"backend\"\n",
+        endpoints.join(", ")
+    )
+}
+
 /// Listener `front` and cluster `backend`, no routes.
 pub fn base_config(servers: &[&SampleServer]) -> String {
     let eps: Vec<String> = servers

@@ -15,12 +15,7 @@ fn cluster_toml(servers: &[&SampleServer], cluster_extra: &str) -> String {
         .iter()
         .map(|s| format!("{{ name = \"{}\", address = \"{}\" }}", s.id, s.addr))
         .collect();
-    format!(
-        "[[listeners]]\nname = \"front\"\naddress = \"127.0.0.1:0\"\n\
-         [[clusters]]\nname = \"backend\"\nendpoints = [{}]\n{cluster_extra}\n\
-         [[routes]]\ncluster = \"backend\"\n",
-        eps.join(", ")
-    )
+    cluster_config(&eps, cluster_extra)
 }
 
 async fn ids(

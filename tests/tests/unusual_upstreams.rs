@@ -24,12 +24,7 @@ fn cluster_toml(addrs: &[String], cluster_extra: &str) -> String {
         .iter()
         .map(|a| format!("{{ address = \"{a}\" }}"))
         .collect();
-    format!(
-        "[[listeners]]\nname = \"front\"\naddress = \"127.0.0.1:0\"\n\
-         [[clusters]]\nname = \"backend\"\nendpoints = [{}]\n{cluster_extra}\n\
-         [[routes]]\ncluster = \"backend\"\n",
-        eps.join(", ")
-    )
+    cluster_config(&eps, cluster_extra)
 }
 
 /// A server announcing SETTINGS_MAX_CONCURRENT_STREAMS = 0 gets one
