@@ -43,6 +43,18 @@ fn put(
     b.body(body(body_bytes)).expect("request")
 }
 
+/// `GET /v1/shelves/{n}` over HTTP/1.1 (the LibraryService REST route).
+async fn get_shelf(front: std::net::SocketAddr, n: u32) -> HttpResponse {
+    http_call(
+        front,
+        HttpVersion::H1,
+        http::Request::get(format!("/v1/shelves/{n}"))
+            .body(body(""))
+            .expect("req"),
+    )
+    .await
+}
+
 async fn list(gw: &Gateway) -> Value {
     let r = http_call(
         admin(gw),
@@ -67,14 +79,7 @@ async fn upload_then_call_by_json_and_grpc_without_restart() {
     let s = spawn_sample("s0").await;
     let gw = spawn_gateway(&unrouted(&[&s], "")).await;
     // Before: unknown to the gateway.
-    let r = http_call(
-        gw.first_addr(),
-        HttpVersion::H1,
-        http::Request::get("/v1/shelves/1")
-            .body(body(""))
-            .expect("req"),
-    )
-    .await;
+    let r = get_shelf(gw.first_addr(), 1).await;
     assert_eq!(r.status, 404);
 
     let r = http_call(
@@ -114,13 +119,7 @@ async fn upload_then_call_by_json_and_grpc_without_restart() {
     );
 
     // JSON and gRPC at once, right away.
-    let json_call = http_call(
-        gw.first_addr(),
-        HttpVersion::H1,
-        http::Request::get("/v1/shelves/1")
-            .body(body(""))
-            .expect("req"),
-    );
+    let json_call = get_shelf(gw.first_addr(), 1);
     let mut grpc = sample_services::codename::codename_creator_client::CodenameCreatorClient::new(
         channel(gw.first_addr()).await,
     );
@@ -159,24 +158,24 @@ async fn upload_then_call_by_json_and_grpc_without_restart() {
         .iter()
         .find(|s| s["name"] == "sample.library.v1.LibraryService")
         .expect("library");
-    let get_shelf = lib["methods"]
+    let shelf_method = lib["methods"]
         .as_array()
         .expect("methods")
         .iter()
         .find(|m| m["name"] == "GetShelf")
         .expect("GetShelf");
     assert_eq!(
-        get_shelf["grpc_path"],
+        shelf_method["grpc_path"],
         "/sample.library.v1.LibraryService/GetShelf"
     );
     assert_eq!(
-        get_shelf["json_path"],
+        shelf_method["json_path"],
         "POST /sample.library.v1.LibraryService/GetShelf"
     );
-    assert_eq!(get_shelf["cluster"], "backend");
+    assert_eq!(shelf_method["cluster"], "backend");
     assert!(
-        get_shelf["http_rules"].as_array().expect("rules").len() == 2,
-        "{get_shelf}"
+        shelf_method["http_rules"].as_array().expect("rules").len() == 2,
+        "{shelf_method}"
     );
     let r = http_call(
         admin(&gw),
@@ -230,14 +229,7 @@ async fn upload_then_call_by_json_and_grpc_without_restart() {
         http_call(admin(&gw), HttpVersion::H1, del).await.status,
         204
     );
-    let r = http_call(
-        gw.first_addr(),
-        HttpVersion::H1,
-        http::Request::get("/v1/shelves/1")
-            .body(body(""))
-            .expect("req"),
-    )
-    .await;
+    let r = get_shelf(gw.first_addr(), 1).await;
     assert_eq!(r.status, 404);
 }
 
@@ -529,14 +521,7 @@ async fn replacing_a_set_under_load_fails_no_call() {
         let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
         tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
-                let r = http_call(
-                    front,
-                    HttpVersion::H1,
-                    http::Request::get("/v1/shelves/1")
-                        .body(body(""))
-                        .expect("req"),
-                )
-                .await;
+                let r = get_shelf(front, 1).await;
                 if r.status == 200 {
                     ok.fetch_add(1, Ordering::Relaxed)
                 } else {
@@ -627,14 +612,7 @@ async fn uploads_persist_across_restart_and_corrupt_files_are_skipped() {
     let corrupt = dir.path().join("descriptor-sets").join("corrupt.dset");
     std::fs::write(&corrupt, b"{\"cluster\":null}\n\xff\xff garbage").expect("write");
     let gw = spawn_gateway(&unrouted(&[&s], &extra)).await;
-    let r = http_call(
-        gw.first_addr(),
-        HttpVersion::H1,
-        http::Request::get("/v1/shelves/3")
-            .body(body(""))
-            .expect("req"),
-    )
-    .await;
+    let r = get_shelf(gw.first_addr(), 3).await;
     assert_eq!(
         (r.status.as_u16(), r.json()["name"].clone()),
         (200, json!("shelves/3")),
@@ -703,14 +681,7 @@ async fn a_reflection_enabled_backend_needs_no_upload() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // No route is configured: the binding alone makes both paths work.
-    let r = http_call(
-        gw.first_addr(),
-        HttpVersion::H1,
-        http::Request::get("/v1/shelves/5")
-            .body(body(""))
-            .expect("req"),
-    )
-    .await;
+    let r = get_shelf(gw.first_addr(), 5).await;
     assert_eq!(
         (r.status.as_u16(), r.json()["name"].clone()),
         (200, json!("shelves/5")),
@@ -768,14 +739,7 @@ async fn cli_push_list_rm_against_a_running_gateway() {
         .await,
         0
     );
-    let r = http_call(
-        gw.first_addr(),
-        HttpVersion::H1,
-        http::Request::get("/v1/shelves/2")
-            .body(body(""))
-            .expect("req"),
-    )
-    .await;
+    let r = get_shelf(gw.first_addr(), 2).await;
     assert_eq!(r.status, 200, "{}", r.text());
     // .proto sources with an import root: the identical echo.proto may be
     // shared by two sets.
@@ -844,14 +808,7 @@ async fn cli_push_list_rm_against_a_running_gateway() {
         1,
         "already gone"
     );
-    let r = http_call(
-        gw.first_addr(),
-        HttpVersion::H1,
-        http::Request::get("/v1/shelves/2")
-            .body(body(""))
-            .expect("req"),
-    )
-    .await;
+    let r = get_shelf(gw.first_addr(), 2).await;
     assert_eq!(r.status, 404);
     // Re-push the .proto set bound to the cluster: Echo is served by JSON.
     let code = cli(&[
