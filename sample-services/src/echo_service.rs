@@ -4,7 +4,7 @@
 use std::{pin::Pin, sync::Arc, time::Duration};
 
 use futures_util::{Stream, stream};
-use tokio::time::{Instant, sleep, sleep_until};
+use tokio::time::{Instant, sleep_until};
 use tonic::{Code, Request, Response, Status, Streaming};
 
 use crate::{
@@ -14,6 +14,7 @@ use crate::{
         echo_server::{Echo, EchoServer},
     },
     stats::Stats,
+    stream_plan::StreamPlan,
 };
 
 /// Largest message Echo accepts or is asked to send; both directions.
@@ -103,19 +104,18 @@ impl Echo for EchoService {
             received_bytes: request.payload.len() as u64,
             seq: 0,
         };
-        let plan = ServerStreamPlan {
+        let plan = StreamPlan {
             count: u64::from(request.count.max(1)),
             interval: Duration::from_millis(u64::from(request.interval_ms)),
             fail_after: u64::from(request.fail_after),
             failure,
-            response,
+            make: move |seq| EchoResponse {
+                seq,
+                ..response.clone()
+            },
             seq: 0,
         };
-        // Dropping the stream (client gone) stops it: no task to clean up.
-        Ok(Response::new(Box::pin(stream::unfold(
-            plan,
-            ServerStreamPlan::next,
-        ))))
+        Ok(Response::new(Box::pin(plan.into_stream())))
     }
 
     async fn client_stream(
@@ -185,36 +185,6 @@ impl Echo for EchoService {
                 self.reply(request.get_ref(), 0).map(Response::new)
             }
         }
-    }
-}
-
-/// Where a `ServerStream` response stream is.
-struct ServerStreamPlan {
-    count: u64,
-    interval: Duration,
-    fail_after: u64,
-    failure: Option<Status>,
-    response: EchoResponse,
-    seq: u64,
-}
-
-impl ServerStreamPlan {
-    async fn next(mut self) -> Option<(Result<EchoResponse, Status>, Self)> {
-        if self.fail_after > 0 && self.seq == self.fail_after {
-            // `take` ends the stream after the status.
-            let status = self.failure.take()?;
-            return Some((Err(status), self));
-        }
-        if self.seq >= self.count {
-            return None;
-        }
-        if self.seq > 0 && !self.interval.is_zero() {
-            sleep(self.interval).await;
-        }
-        let mut response = self.response.clone();
-        response.seq = self.seq;
-        self.seq += 1;
-        Some((Ok(response), self))
     }
 }
 

@@ -34,6 +34,7 @@ mod conn;
 mod echo_service;
 mod library_service;
 mod stats;
+mod stream_plan;
 mod timeout;
 
 pub use stats::Stats;

@@ -6,7 +6,6 @@ use std::{pin::Pin, time::Duration};
 
 use futures_util::{Stream, stream};
 use prost::Message as _;
-use tokio::time::sleep;
 use tonic::{Code, Request, Response, Status, Streaming};
 
 use crate::{
@@ -18,6 +17,7 @@ use crate::{
         SearchBooksResponse, Shelf, UpdateBookRequest, WatchRequest,
         library_service_server::{LibraryService, LibraryServiceServer},
     },
+    stream_plan::StreamPlan,
 };
 
 /// Books `ListBooks` streams when `page_size` is 0 or less.
@@ -281,19 +281,17 @@ impl LibraryService for Library {
             0 => Code::Aborted,
             code => Code::from(code),
         };
-        let plan = WatchPlan {
-            parent: request.parent,
+        let parent = request.parent;
+        let plan = StreamPlan {
             count: non_negative(request.count),
             interval: Duration::from_millis(non_negative(request.interval_ms)),
             fail_after: non_negative(request.fail_after),
             failure: Some(Status::new(fail_code, "watch failed")),
+            // `seq` < `count`, which came from an i32.
+            make: move |seq| listed_book(&parent, i32::try_from(seq).unwrap_or(i32::MAX), ""),
             seq: 0,
         };
-        // Dropping the stream (client gone) stops it: no task to clean up.
-        Ok(Response::new(Box::pin(stream::unfold(
-            plan,
-            WatchPlan::next,
-        ))))
+        Ok(Response::new(Box::pin(plan.into_stream())))
     }
 
     async fn bulk_create(
@@ -333,37 +331,6 @@ impl LibraryService for Library {
         request: Request<GetShelfRequest>,
     ) -> Result<Response<Shelf>, Status> {
         self.get_shelf(request).await
-    }
-}
-
-/// Where a `Watch` response stream is.
-struct WatchPlan {
-    parent: String,
-    count: u64,
-    interval: Duration,
-    fail_after: u64,
-    failure: Option<Status>,
-    seq: u64,
-}
-
-impl WatchPlan {
-    async fn next(mut self) -> Option<(Result<Book, Status>, Self)> {
-        if self.fail_after > 0 && self.seq == self.fail_after {
-            // `take` ends the stream after the status.
-            let status = self.failure.take()?;
-            return Some((Err(status), self));
-        }
-        if self.seq >= self.count {
-            return None;
-        }
-        if self.seq > 0 && !self.interval.is_zero() {
-            sleep(self.interval).await;
-        }
-        // `seq` < `count`, which came from an i32.
-        let i = i32::try_from(self.seq).unwrap_or(i32::MAX);
-        let book = listed_book(&self.parent, i, "");
-        self.seq += 1;
-        Some((Ok(book), self))
     }
 }
 
