@@ -92,6 +92,10 @@ struct Args {
     /// The gateway binary [default: `gateway` next to this executable, built first].
     #[arg(long)]
     gateway: Option<PathBuf>,
+    /// A second gateway binary run as target `baseline` in every scenario, interleaved with
+    /// the gateway: an A/B comparison of a change in one run.
+    #[arg(long)]
+    baseline: Option<PathBuf>,
     /// Do not run `cargo build -p gateway` first.
     #[arg(long)]
     no_build: bool,
@@ -134,6 +138,9 @@ fn prepare_and_run(args: Args) -> anyhow::Result<()> {
     ensure!(args.reps > 0, "--reps must be at least 1");
     ensure!(args.duration > 0.0, "--duration must be above 0");
     let gateway_bin = resolve_gateway(&args)?;
+    if let Some(bin) = &args.baseline {
+        ensure!(bin.is_file(), "--baseline {}: no such file", bin.display());
+    }
     let wanted = if args.memory || args.memory_only {
         (args.memory_connections as u64 + FD_HEADROOM).max(FD_WANTED_FOR_LOAD)
     } else {
@@ -256,6 +263,9 @@ async fn run(args: Args, gateway_bin: PathBuf, fd_limit: u64) -> anyhow::Result<
         let first_row = all_runs.len();
         all_runs.push(Runs::new(scenario, TargetKind::Direct));
         all_runs.push(Runs::new(scenario, TargetKind::Gateway));
+        if args.baseline.is_some() {
+            all_runs.push(Runs::new(scenario, TargetKind::Baseline));
+        }
         let extra_here: &[(TargetKind, PathBuf)] = if scenario.is_grpc() { &extra } else { &[] };
         all_runs.extend(
             extra_here
@@ -265,7 +275,7 @@ async fn run(args: Args, gateway_bin: PathBuf, fd_limit: u64) -> anyhow::Result<
 
         let mut proxies: Vec<ProxyProcess> = Vec::new();
         let mut start_failures = Vec::new();
-        match ProxyProcess::gateway(&gateway_bin, &backend_addrs, None).await {
+        match ProxyProcess::gateway(&gateway_bin, TargetKind::Gateway, &backend_addrs, None).await {
             Ok(gateway) => {
                 if gateway_idle_rss_mib.is_none() {
                     tokio::time::sleep(IDLE_SETTLE).await;
@@ -276,6 +286,12 @@ async fn run(args: Args, gateway_bin: PathBuf, fd_limit: u64) -> anyhow::Result<
                 proxies.push(gateway);
             }
             Err(error) => start_failures.push((TargetKind::Gateway, error)),
+        }
+        if let Some(bin) = &args.baseline {
+            match ProxyProcess::gateway(bin, TargetKind::Baseline, &backend_addrs, None).await {
+                Ok(baseline) => proxies.push(baseline),
+                Err(error) => start_failures.push((TargetKind::Baseline, error)),
+            }
         }
         for (kind, path) in extra_here {
             let started = match kind {

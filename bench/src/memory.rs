@@ -11,7 +11,11 @@ use sample_services::echo::{EchoRequest, EchoResponse, echo_client::EchoClient};
 use serde::Serialize;
 use tokio::{net::TcpStream, task::JoinHandle};
 
-use crate::{procfs, scenarios::channels, targets::ProxyProcess};
+use crate::{
+    procfs,
+    scenarios::channels,
+    targets::{ProxyProcess, TargetKind},
+};
 
 /// Connections or streams being opened at once.
 const OPEN_CONCURRENCY: usize = 256;
@@ -107,7 +111,13 @@ pub(crate) async fn idle_connections(
 ) -> anyhow::Result<MemoryResult> {
     let allowed = usize::try_from(fd_limit.saturating_sub(FD_RESERVE)).unwrap_or(usize::MAX);
     let target = requested.min(allowed);
-    let mut gateway = ProxyProcess::gateway(gateway_bin, backends, Some(target + 64)).await?;
+    let mut gateway = ProxyProcess::gateway(
+        gateway_bin,
+        TargetKind::Gateway,
+        backends,
+        Some(target + 64),
+    )
+    .await?;
     let pid = gateway.pid();
     tokio::time::sleep(SETTLE).await;
     let before = procfs::memory(pid)?;
@@ -171,7 +181,8 @@ pub(crate) async fn open_streams(
     backends: &[SocketAddr],
     requested: usize,
 ) -> anyhow::Result<MemoryResult> {
-    let mut gateway = ProxyProcess::gateway(gateway_bin, backends, None).await?;
+    let mut gateway =
+        ProxyProcess::gateway(gateway_bin, TargetKind::Gateway, backends, None).await?;
     let pid = gateway.pid();
     let connections = requested.div_ceil(MAX_STREAMS_PER_CONNECTION).max(10);
     let channels = channels(&[gateway.addr], connections).await?;

@@ -322,6 +322,7 @@ fn row_markdown(row: &Row) -> String {
     let target = match (row.target, row.scenario.is_grpc()) {
         (TargetKind::Direct, false) => "direct (gRPC)".to_string(),
         (TargetKind::Gateway, false) => "gateway (JSON)".to_string(),
+        (TargetKind::Baseline, false) => "baseline (JSON)".to_string(),
         (target, _) => target.name().to_string(),
     };
     let rate = match (row.rate, row.rate_min, row.rate_max) {

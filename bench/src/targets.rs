@@ -37,6 +37,8 @@ pub(crate) enum TargetKind {
     Haproxy,
     /// nginx (`grpc_pass`), if installed.
     Nginx,
+    /// A second gateway binary (`--baseline`), for A/B comparisons of a change.
+    Baseline,
 }
 
 impl TargetKind {
@@ -47,6 +49,7 @@ impl TargetKind {
             Self::Gateway => "gateway",
             Self::Haproxy => "haproxy",
             Self::Nginx => "nginx",
+            Self::Baseline => "baseline",
         }
     }
 }
@@ -116,10 +119,12 @@ impl ProxyProcess {
         }
     }
 
-    /// Starts the gateway binary at `bin` with a generated config in front of `backends`.
+    /// Starts the gateway binary at `bin` (as `kind`: the gateway or the baseline) with a
+    /// generated config in front of `backends`.
     /// `max_connections` raises the listener's connection cap (memory scenarios).
     pub(crate) async fn gateway(
         bin: &Path,
+        kind: TargetKind,
         backends: &[SocketAddr],
         max_connections: Option<usize>,
     ) -> anyhow::Result<Self> {
@@ -142,7 +147,7 @@ impl ProxyProcess {
             .arg(&config_path)
             // Lifecycle lines only; the access log is off.
             .env("RUST_LOG", "warn");
-        Self::spawn(TargetKind::Gateway, command, addr, dir).await
+        Self::spawn(kind, command, addr, dir).await
     }
 
     /// Starts HAProxy from `bin` with an h2c front and the backends, round robin.
