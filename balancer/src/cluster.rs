@@ -14,7 +14,7 @@ use std::{
 };
 
 use arc_swap::ArcSwap;
-use http::{Request, Response, Uri, uri::Authority};
+use http::{Request, Response, Uri};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -412,7 +412,7 @@ impl Cluster {
             };
             let mut req = Request::from_parts(clone_parts(&parts), boxed(this_body));
             match &sender {
-                Conn::H2(_) => set_uri(&mut req, &self.connector.scheme, ep.addr)?,
+                Conn::H2(_) => set_uri(&mut req, &self.connector.scheme, &ep)?,
                 Conn::H1(_) => set_origin_form(&mut req, ep.addr)?,
             }
             ep.record_sent();
@@ -604,7 +604,7 @@ fn trailers_only_status(resp: &Response<UpstreamIncoming>) -> Option<i32> {
         return None;
     }
     resp.headers()
-        .get("grpc-status")?
+        .get(crate::headers::GRPC_STATUS)?
         .to_str()
         .ok()?
         .parse()
@@ -754,8 +754,8 @@ impl Cluster {
         }
         info!(
             cluster = %self.name,
-            added = ?added.iter().map(|e| e.name.as_str()).collect::<Vec<_>>(),
-            removed = ?removed.iter().map(|e| e.name.as_str()).collect::<Vec<_>>(),
+            added = ?added.iter().map(|e| &*e.name).collect::<Vec<_>>(),
+            removed = ?removed.iter().map(|e| &*e.name).collect::<Vec<_>>(),
             "Servers changed (DNS)"
         );
         self.set
@@ -864,7 +864,7 @@ impl Lease {
 fn set_uri(
     req: &mut Request<UpstreamBody>,
     scheme: &http::uri::Scheme,
-    addr: SocketAddr,
+    ep: &Endpoint,
 ) -> Result<(), BalancerError> {
     let uri = req.uri();
     if uri.scheme() == Some(scheme) && uri.authority().is_some() {
@@ -872,8 +872,9 @@ fn set_uri(
     }
     let authority = match uri.authority() {
         Some(a) => a.clone(),
-        None => Authority::try_from(addr.to_string())
-            .map_err(|e| BalancerError::BadRequest(e.to_string()))?,
+        None => ep.authority.clone().ok_or_else(|| {
+            BalancerError::BadRequest(format!("{} is not a URI authority", ep.addr))
+        })?,
     };
     let mut parts = std::mem::take(req.uri_mut()).into_parts();
     parts.scheme = Some(scheme.clone());

@@ -51,6 +51,11 @@ impl ClusterName {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The name as a shared string (no copy).
+    pub fn as_arc(&self) -> Arc<str> {
+        self.0.clone()
+    }
 }
 
 impl std::borrow::Borrow<str> for ClusterName {

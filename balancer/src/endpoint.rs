@@ -4,7 +4,7 @@
 use std::{
     net::SocketAddr,
     sync::{
-        Mutex, OnceLock,
+        Arc, Mutex, OnceLock,
         atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed},
     },
     time::{Duration, Instant},
@@ -15,9 +15,11 @@ use crate::upstream::ConnPool;
 /// A server of a cluster.
 pub struct Endpoint {
     /// Name in logs (HAProxy's server name).
-    pub name: String,
+    pub name: Arc<str>,
     /// Resolved address.
     pub addr: SocketAddr,
+    /// `addr` as a URI authority, for requests that arrive without one.
+    pub(crate) authority: Option<http::uri::Authority>,
     /// Host part of the configured address (TLS name by default).
     pub host: String,
     /// Relative weight.
@@ -56,10 +58,11 @@ pub(crate) fn now_ms() -> u64 {
 
 impl Endpoint {
     /// Makes an endpoint in the up state.
-    pub fn new(name: String, addr: SocketAddr, host: String, weight: u32) -> Self {
+    pub fn new(name: impl Into<Arc<str>>, addr: SocketAddr, host: String, weight: u32) -> Self {
         Self {
-            name,
+            name: name.into(),
             addr,
+            authority: http::uri::Authority::try_from(addr.to_string()).ok(),
             host,
             weight,
             pool: ConnPool::new(),

@@ -1,11 +1,35 @@
-//! Header hygiene shared by every proxied exchange.
+//! Header hygiene shared by every proxied exchange, and the gRPC header
+//! names as constants (a `&str` lookup parses the name on every call).
 
-use http::{HeaderMap, header};
+use http::{HeaderMap, HeaderName, header};
+
+/// `grpc-status`.
+pub const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+/// `grpc-message`.
+pub const GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
+/// `grpc-timeout`.
+pub const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
+/// `grpc-status-details-bin`.
+pub const GRPC_STATUS_DETAILS_BIN: HeaderName = HeaderName::from_static("grpc-status-details-bin");
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
 /// Removes connection-specific headers (RFC 9110 section 7.6.1; not
 /// allowed at all in HTTP/2, RFC 9113 section 8.2.2) and anything the
 /// `connection` header names; `te: trailers` stays.
 pub fn strip_hop_by_hop(h: &mut HeaderMap) {
+    // One pass to find out; almost every request has none of them.
+    let any = h.keys().any(|k| {
+        k == header::CONNECTION
+            || k == header::TE
+            || k == header::TRANSFER_ENCODING
+            || k == header::UPGRADE
+            || k == KEEP_ALIVE
+            || k == PROXY_CONNECTION
+    });
+    if !any {
+        return;
+    }
     if let Some(conn) = h.remove(header::CONNECTION)
         && let Ok(s) = conn.to_str()
     {
@@ -14,10 +38,10 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
         }
     }
     for name in [
-        "keep-alive",
-        "proxy-connection",
-        "transfer-encoding",
-        "upgrade",
+        KEEP_ALIVE,
+        PROXY_CONNECTION,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
     ] {
         h.remove(name);
     }

@@ -161,5 +161,9 @@ async fn grpc_check(cluster: &Cluster, ep: &Endpoint, service: &str) -> Result<(
 }
 
 fn grpc_status(h: &HeaderMap) -> Option<i32> {
-    h.get("grpc-status")?.to_str().ok()?.parse().ok()
+    h.get(crate::headers::GRPC_STATUS)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
 }

@@ -51,9 +51,9 @@ pub struct LogRecord {
     /// Listener name.
     pub listener: Arc<str>,
     /// Cluster chosen, if any.
-    pub cluster: Option<String>,
+    pub cluster: Option<Arc<str>>,
     /// Endpoint chosen, if any.
-    pub server: Option<String>,
+    pub server: Option<Arc<str>>,
     /// Queue wait.
     pub queue: Duration,
     /// Connect time, when a connection was opened.

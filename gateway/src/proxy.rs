@@ -24,8 +24,11 @@ use tokio::time::Sleep;
 use tracing::debug;
 
 use balancer::{
-    Cluster, Clusters, HeaderMatch, Lease, Route, RouteTable, UpstreamResponse, body::BoxError,
-    body::UpstreamBody, cluster::ErrorChain, headers::strip_hop_by_hop,
+    Cluster, Clusters, HeaderMatch, Lease, Route, RouteTable, UpstreamResponse,
+    body::BoxError,
+    body::UpstreamBody,
+    cluster::ErrorChain,
+    headers::{GRPC_MESSAGE, GRPC_STATUS, GRPC_TIMEOUT, strip_hop_by_hop},
 };
 use descriptors::Registry;
 
@@ -183,7 +186,7 @@ pub(crate) fn select_route<'a>(
     }
     let shared = &conn.shared;
     if let Some(cluster) = binding.and_then(|b| shared.clusters.get_str(b)) {
-        rec.cluster = Some(cluster.name().to_string());
+        rec.cluster = Some(cluster.name().as_arc());
         return Ok((None, cluster));
     }
     let Some(route) = shared.routes.route(grpc_path, headers) else {
@@ -201,7 +204,7 @@ pub(crate) fn select_route<'a>(
             "PR",
         ));
     }
-    rec.cluster = Some(route.cluster.to_string());
+    rec.cluster = Some(route.cluster.as_arc());
     let Some(cluster) = shared.clusters.get(&route.cluster) else {
         return Err(GatewayError::new(Code::Internal, "internal error", "PR"));
     };
@@ -217,7 +220,7 @@ pub(crate) fn deadline(
     started: Instant,
 ) -> Option<tokio::time::Instant> {
     let client = headers
-        .get("grpc-timeout")
+        .get(GRPC_TIMEOUT)
         .and_then(grpc_timeout::parse)
         .or(default);
     let timeout = match (client, route.and_then(|r| r.timeout)) {
@@ -227,7 +230,7 @@ pub(crate) fn deadline(
     if let Some(t) = timeout {
         // What is left after the time already spent here.
         headers.insert(
-            "grpc-timeout",
+            GRPC_TIMEOUT,
             grpc_timeout::encode(t.saturating_sub(started.elapsed())),
         );
     }
@@ -357,7 +360,8 @@ async fn forward_grpc(
 
 /// Wraps an upstream response body for its way downstream (see
 /// [`ObservedBody`]). For gRPC, `grpc_head` holds the response head, whose
-/// `grpc-status` settles a trailers-only answer at once.
+/// `grpc-status` settles a trailers-only answer at once; without it the
+/// exchange is plain HTTP, whose failures mid-body are errors.
 #[allow(clippy::too_many_arguments)]
 fn observe(
     body: balancer::body::UpstreamIncoming,
@@ -380,6 +384,7 @@ fn observe(
         deadline: deadline.map(|d| Box::pin(tokio::time::sleep_until(d))),
         idle,
         state: State::Streaming,
+        grpc: grpc_head.is_some(),
     };
     if ended {
         // Trailers-only (or an empty body): hyper sends the head with
@@ -459,7 +464,7 @@ async fn forward_plain(
 
 /// The `grpc-status` of a header or trailer map.
 pub(crate) fn grpc_status(h: &HeaderMap) -> Option<i32> {
-    h.get("grpc-status")?.to_str().ok()?.parse().ok()
+    h.get(GRPC_STATUS)?.to_str().ok()?.parse().ok()
 }
 
 enum State {
@@ -481,6 +486,11 @@ struct ObservedBody {
     deadline: Option<Pin<Box<Sleep>>>,
     idle: Option<Idle>,
     state: State,
+    /// gRPC ends a failed stream with a status in trailers; plain HTTP has
+    /// no such word, so the failure goes to hyper as a body error, which
+    /// resets the HTTP/2 stream or closes the HTTP/1.1 connection before
+    /// the last chunk: the client sees a broken response, not a short one.
+    grpc: bool,
 }
 
 /// The stream idle timeout: when nothing moved either way for `limit`.
@@ -567,6 +577,26 @@ impl ObservedBody {
         self.state = State::Ending;
     }
 
+    /// Ends the stream early: gRPC trailers with `code`, or for plain HTTP
+    /// an error.
+    fn fail(
+        &mut self,
+        code: Code,
+        message: &'static str,
+        termination: &'static str,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if self.grpc {
+            return Poll::Ready(Some(Ok(self.synthetic_trailers(
+                code,
+                message,
+                termination,
+            ))));
+        }
+        self.finish(termination);
+        self.state = State::Done;
+        Poll::Ready(Some(Err(message.into())))
+    }
+
     fn synthetic_trailers(
         &mut self,
         code: Code,
@@ -574,9 +604,9 @@ impl ObservedBody {
         termination: &'static str,
     ) -> Frame<Bytes> {
         let mut t = HeaderMap::new();
-        t.insert("grpc-status", HeaderValue::from(code as i32));
+        t.insert(GRPC_STATUS, HeaderValue::from(code as i32));
         if let Ok(v) = HeaderValue::from_str(message) {
-            t.insert("grpc-message", v);
+            t.insert(GRPC_MESSAGE, v);
         }
         self.guard.rec.grpc_status = Some(code as i32);
         self.finish(termination);
@@ -606,14 +636,12 @@ impl Body for ObservedBody {
         {
             // Past the deadline mid-stream: end it for the client; dropping
             // `inner` resets the upstream stream.
-            let t = this.synthetic_trailers(Code::DeadlineExceeded, "deadline exceeded", "sD");
-            return Poll::Ready(Some(Ok(t)));
+            return this.fail(Code::DeadlineExceeded, "deadline exceeded", "sD");
         }
         if let Some(idle) = &mut this.idle
             && idle.expired(cx)
         {
-            let t = this.synthetic_trailers(Code::DeadlineExceeded, "stream idle timeout", "sD");
-            return Poll::Ready(Some(Ok(t)));
+            return this.fail(Code::DeadlineExceeded, "stream idle timeout", "sD");
         }
         let Some(inner) = &mut this.inner else {
             this.finish("--");
@@ -644,8 +672,7 @@ impl Body for ObservedBody {
                 if let Some(lease) = &this.lease {
                     lease.record_status(None);
                 }
-                let t = this.synthetic_trailers(Code::Unavailable, "upstream stream failed", "SD");
-                Poll::Ready(Some(Ok(t)))
+                this.fail(Code::Unavailable, "upstream stream failed", "SD")
             }
             None => {
                 this.finish("--");

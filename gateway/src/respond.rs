@@ -7,7 +7,11 @@ use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 
-use balancer::{BalancerError, body::BoxError};
+use balancer::{
+    BalancerError,
+    body::BoxError,
+    headers::{GRPC_MESSAGE, GRPC_STATUS},
+};
 
 use crate::classify::Protocol;
 
@@ -192,11 +196,11 @@ pub fn grpc_status_response(
     let mut resp = Response::new(empty());
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
-    h.insert("grpc-status", HeaderValue::from(code as i32));
+    h.insert(GRPC_STATUS, HeaderValue::from(code as i32));
     if !message.is_empty()
         && let Ok(v) = HeaderValue::from_str(&percent_encode(message))
     {
-        h.insert("grpc-message", v);
+        h.insert(GRPC_MESSAGE, v);
     }
     resp
 }

@@ -545,3 +545,90 @@ async fn plain_http_cluster_serves_a_web_app_behind_the_same_front() {
     .await;
     assert_eq!(r.header("x-server-id"), "grpc-backend", "{}", r.text());
 }
+
+/// A web app that sends a response head and one chunk, then closes the
+/// connection without the last chunk.
+async fn broken_web_app() -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind(loopback())
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tcp.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = tcp
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n\
+                          transfer-encoding: chunked\r\n\r\n5\r\nhello\r\n",
+                    )
+                    .await;
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                // Dropped: the response is cut short.
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn plain_http_response_cut_short_upstream_is_an_error_downstream_not_a_short_body() {
+    use http_body_util::BodyExt;
+    let web = broken_web_app().await;
+    let gw = spawn_gateway(&format!(
+        "[[listeners]]\nname = \"front\"\naddress = \"127.0.0.1:0\"\n\
+         [[clusters]]\nname = \"web\"\nprotocol = \"http1\"\nendpoints = [{{ address = \"{web}\" }}]\n\
+         [[routes]]\ncluster = \"web\"\n"
+    ))
+    .await;
+    for v in [HttpVersion::H1, HttpVersion::H2] {
+        let req = http::Request::get("/page")
+            .header("host", "shop.example")
+            .header("te", "trailers")
+            .body(body(""))
+            .expect("req");
+        let resp = http_send(gw.first_addr(), v, req).await;
+        assert_eq!(resp.status(), 200, "{v:?}");
+        let mut b = resp.into_body();
+        let mut data = Vec::new();
+        let mut outcome = Ok(());
+        while let Some(frame) = within(20, "next frame", b.frame()).await {
+            match frame {
+                Ok(f) => {
+                    if let Some(t) = f.trailers_ref() {
+                        panic!("{v:?}: the cut-short body ended with trailers {t:?}");
+                    }
+                    if let Ok(d) = f.into_data() {
+                        data.extend_from_slice(&d);
+                    }
+                }
+                Err(e) => {
+                    outcome = Err(e);
+                    break;
+                }
+            }
+        }
+        assert!(
+            outcome.is_err(),
+            "{v:?}: a body cut short upstream ended cleanly downstream after {:?}",
+            String::from_utf8_lossy(&data)
+        );
+        assert!(data.len() <= 5, "{v:?}: {data:?}");
+    }
+    // The gateway serves on.
+    let r = http_send(
+        gw.first_addr(),
+        HttpVersion::H2,
+        http::Request::get("/x").body(body("")).expect("req"),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+}

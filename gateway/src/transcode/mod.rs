@@ -22,7 +22,10 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde::Deserialize;
 
-use balancer::body::{boxed, full};
+use balancer::{
+    body::{boxed, full},
+    headers::{GRPC_MESSAGE, GRPC_STATUS_DETAILS_BIN},
+};
 use descriptors::{JsonOptions, MethodInfo, Snapshot, json};
 
 use crate::{
@@ -163,11 +166,11 @@ impl UpstreamStatus {
     fn from_headers(h: &HeaderMap) -> Option<Self> {
         let code = grpc_status(h)?;
         let message = h
-            .get("grpc-message")
+            .get(GRPC_MESSAGE)
             .map(|v| percent_decode(v.as_bytes()))
             .unwrap_or_default();
         let details = h
-            .get("grpc-status-details-bin")
+            .get(GRPC_STATUS_DETAILS_BIN)
             .and_then(|v| decode_base64(v.as_bytes()));
         Some(Self {
             code,
