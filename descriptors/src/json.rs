@@ -93,6 +93,8 @@ pub fn json_to_proto(
         return Ok(());
     }
     let message = parse_message(desc, json, opts, None)?;
+    // The protobuf encoding is rarely longer than its JSON.
+    out.reserve(json.len());
     encode(&message, out)
 }
 
@@ -439,8 +441,11 @@ impl<'de, D: de::Deserializer<'de>> MapAccess<'de> for SingleEntry<'_, D> {
 
 // === helpers: encoding ===
 
+/// Appends `message`'s encoding to `out`. No `reserve(encoded_len())`
+/// first: `encode` computes the length once for its capacity check, and a
+/// dynamic message's length is a full walk of it (every nested level is
+/// walked again for its length prefix); the `Vec` grows as needed instead.
 fn encode(message: &DynamicMessage, out: &mut Vec<u8>) -> Result<(), DescriptorError> {
-    out.reserve(message.encoded_len());
     message
         .encode(out)
         .map_err(|e| DescriptorError::InvalidProto(e.to_string()))
