@@ -33,6 +33,9 @@ pub const DEFAULT_DNS_REFRESH_MS: u64 = 5_000;
 pub const DEFAULT_REFLECTION_INTERVAL_MS: u64 = 60_000;
 /// Default attempts for a request whose bytes never reached an endpoint.
 pub const DEFAULT_MAX_CONNECT_ATTEMPTS: u32 = 3;
+/// Default idle time after which an upstream connection closes (10 min).
+pub const DEFAULT_UPSTREAM_IDLE_TIMEOUT_MS: u64 = 600_000;
+
 /// Default cap on h2 connections to one endpoint.
 pub const DEFAULT_MAX_CONNECTIONS_PER_ENDPOINT: u32 = 8;
 
@@ -117,6 +120,12 @@ pub struct ClusterConfig {
     /// HTTP/2 PING interval on upstream connections; 0 disables.
     #[serde(default = "default_keepalive_interval_ms")]
     pub keepalive_interval_ms: u64,
+    /// An upstream HTTP/2 connection with no stream open for this long is
+    /// closed (Envoy's upstream `idle_timeout`, HAProxy's
+    /// `pool-purge-delay`): connections opened for a burst do not stay
+    /// forever. 0 = never.
+    #[serde(default = "default_upstream_idle_timeout_ms")]
+    pub idle_timeout_ms: u64,
     /// Active health checks (HAProxy `check`); none = passive only.
     #[serde(default)]
     pub health_check: Option<HealthCheckConfig>,
@@ -372,6 +381,10 @@ fn default_max_connect_attempts() -> u32 {
 fn default_max_connections_per_endpoint() -> u32 {
     DEFAULT_MAX_CONNECTIONS_PER_ENDPOINT
 }
+fn default_upstream_idle_timeout_ms() -> u64 {
+    DEFAULT_UPSTREAM_IDLE_TIMEOUT_MS
+}
+
 fn default_keepalive_interval_ms() -> u64 {
     DEFAULT_KEEPALIVE_INTERVAL_MS
 }

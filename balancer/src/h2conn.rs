@@ -10,7 +10,7 @@ use std::{
     pin::Pin,
     sync::{
         Arc,
-        atomic::{AtomicBool, AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
     },
     task::{Context, Poll, ready},
     time::Duration,
@@ -30,7 +30,10 @@ use tokio::{
 };
 use tracing::debug;
 
-use crate::body::{BoxError, UpstreamBody};
+use crate::{
+    body::{BoxError, UpstreamBody},
+    endpoint::now_ms,
+};
 
 /// Settings of new upstream connections.
 #[derive(Debug, Clone, Copy)]
@@ -47,13 +50,21 @@ pub struct H2Settings {
     pub keepalive_interval: Option<Duration>,
     /// A PING unanswered this long closes the connection.
     pub keepalive_timeout: Duration,
+    /// No stream open for this long closes the connection; none = never.
+    pub idle_timeout: Option<Duration>,
 }
+
+/// `in_flight` of a connection closed for idleness: far above any stream
+/// limit, so a racing `try_reserve` backs off.
+const CLOSING: usize = usize::MAX / 2;
 
 /// An open HTTP/2 connection to one endpoint.
 pub struct H2Conn {
     send: SendRequest<Bytes>,
     /// Streams opened by us and not yet finished.
     in_flight: AtomicUsize,
+    /// When `in_flight` last fell to 0 (ms on the process clock).
+    idle_since_ms: AtomicU64,
     /// The server's SETTINGS_MAX_CONCURRENT_STREAMS as last read.
     max_streams: AtomicUsize,
     /// Set when the connection ended or must take no new streams.
@@ -80,13 +91,13 @@ pub enum SendError {
 
 /// Handshake with `settings` on `io`, wait for the server's SETTINGS (so
 /// its stream limit is known before the first request), and spawn the task
-/// that drives the connection.
+/// that drives the connection (and closes it when idle too long).
 pub async fn handshake<T>(
     io: T,
     settings: H2Settings,
     addr: SocketAddr,
     freed: Arc<Notify>,
-) -> Result<H2Conn, h2::Error>
+) -> Result<Arc<H2Conn>, h2::Error>
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -115,34 +126,74 @@ where
         })
         .await?;
     }
-    let closed = Arc::new(AtomicBool::new(false));
-    let done = closed.clone();
+    let max = send.current_max_send_streams();
+    let h2conn = Arc::new(H2Conn {
+        send,
+        in_flight: AtomicUsize::new(0),
+        idle_since_ms: AtomicU64::new(now_ms()),
+        max_streams: AtomicUsize::new(max),
+        closed: Arc::new(AtomicBool::new(false)),
+        freed,
+    });
+    let done = h2conn.closed.clone();
+    let weak = Arc::downgrade(&h2conn);
     tokio::spawn(async move {
-        let result = match (settings.keepalive_interval, ping) {
-            (Some(every), Some(ping)) => {
-                tokio::select! {
-                    r = &mut conn => r,
-                    why = keepalive(ping, every, settings.keepalive_timeout) => {
-                        debug!(%addr, why, "Closing upstream connection");
-                        Ok(())
-                    }
+        let keepalive = async {
+            match (settings.keepalive_interval, ping) {
+                (Some(every), Some(ping)) => {
+                    keepalive(ping, every, settings.keepalive_timeout).await
                 }
+                _ => std::future::pending().await,
             }
-            _ => conn.await,
+        };
+        let idle = async {
+            match settings.idle_timeout {
+                Some(limit) => close_when_idle(weak, limit).await,
+                None => std::future::pending().await,
+            }
+        };
+        let result = tokio::select! {
+            r = &mut conn => r,
+            why = keepalive => {
+                debug!(%addr, why, "Closing upstream connection");
+                Ok(())
+            }
+            () = idle => {
+                debug!(%addr, "Closing idle upstream connection");
+                Ok(())
+            }
         };
         done.store(true, Ordering::Release);
         if let Err(error) = result {
             debug!(%addr, %error, "Upstream connection ended");
         }
     });
-    let max = send.current_max_send_streams();
-    Ok(H2Conn {
-        send,
-        in_flight: AtomicUsize::new(0),
-        max_streams: AtomicUsize::new(max),
-        closed,
-        freed,
-    })
+    Ok(h2conn)
+}
+
+/// Returns once the connection has had no stream for `limit`, after
+/// marking it closed so no new stream takes it (dropping the connection
+/// future then closes the socket). Never returns while the pool's handle
+/// is gone but streams remain: h2 ends the connection itself then.
+async fn close_when_idle(conn: std::sync::Weak<H2Conn>, limit: Duration) {
+    let limit_ms = limit.as_millis() as u64;
+    loop {
+        let wait_ms = {
+            let Some(c) = conn.upgrade() else {
+                return std::future::pending().await;
+            };
+            if c.in_flight.load(Ordering::Acquire) == 0 {
+                let idle_ms = now_ms().saturating_sub(c.idle_since_ms.load(Ordering::Acquire));
+                if idle_ms >= limit_ms && c.try_close_idle() {
+                    return;
+                }
+                limit_ms.saturating_sub(idle_ms).max(1)
+            } else {
+                limit_ms
+            }
+        };
+        tokio::time::sleep(Duration::from_millis(wait_ms)).await;
+    }
 }
 
 /// PINGs every `every`; returns why when one is not answered in `timeout`.
@@ -172,12 +223,30 @@ impl H2Conn {
 
     /// Streams open on this connection (by our count).
     pub fn in_flight(&self) -> usize {
-        self.in_flight.load(Ordering::Relaxed)
+        let n = self.in_flight.load(Ordering::Relaxed);
+        if n >= CLOSING { 0 } else { n }
+    }
+
+    /// Closes the connection for new streams if it has none open (atomic
+    /// with `try_reserve`).
+    fn try_close_idle(&self) -> bool {
+        let idle = self
+            .in_flight
+            .compare_exchange(0, CLOSING, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok();
+        if idle {
+            self.close();
+        }
+        idle
     }
 
     /// A place for one more stream, if the server's limit allows it.
     pub fn try_reserve(self: &Arc<Self>) -> Option<StreamSlot> {
         let n = self.in_flight.fetch_add(1, Ordering::AcqRel);
+        if n >= CLOSING {
+            self.in_flight.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
         if n < self.max_streams.load(Ordering::Relaxed) {
             return Some(StreamSlot { conn: self.clone() });
         }
@@ -201,6 +270,9 @@ impl H2Conn {
 
 impl Drop for StreamSlot {
     fn drop(&mut self) {
+        // Before the count falls, so the idle check never pairs a 0 count
+        // with an old time.
+        self.conn.idle_since_ms.store(now_ms(), Ordering::Release);
         self.conn.in_flight.fetch_sub(1, Ordering::AcqRel);
         self.conn.freed.notify_one();
     }

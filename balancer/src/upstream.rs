@@ -80,6 +80,8 @@ impl Connector {
                 keepalive_interval: (cfg.keepalive_interval_ms > 0)
                     .then(|| Duration::from_millis(cfg.keepalive_interval_ms)),
                 keepalive_timeout: KEEPALIVE_TIMEOUT,
+                idle_timeout: (cfg.idle_timeout_ms > 0)
+                    .then(|| Duration::from_millis(cfg.idle_timeout_ms)),
             },
             max_connections: cfg.max_connections_per_endpoint as usize,
             stream_wait: Duration::from_millis(cfg.queue_timeout_ms),
@@ -137,7 +139,7 @@ impl Connector {
         addr: SocketAddr,
         host: &str,
         freed: Arc<tokio::sync::Notify>,
-    ) -> Result<H2Conn, BalancerError> {
+    ) -> Result<Arc<H2Conn>, BalancerError> {
         let io = self.connect_io(addr, host).await?;
         let handshake = async {
             match io {
@@ -398,7 +400,6 @@ impl ConnPool {
             if open < connector.max_connections.max(1) && !refusing {
                 // Boxed: the connect future (TCP, TLS, h2) is large and rare.
                 let conn = Box::pin(connector.connect(addr, host, self.freed.clone())).await?;
-                let conn = Arc::new(conn);
                 let slot = conn.try_reserve();
                 if open > 0 {
                     debug!(%addr, connections = open + 1, "Endpoint's connections are at its stream limit; opened another");

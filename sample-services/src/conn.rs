@@ -8,6 +8,7 @@
 use std::{
     io,
     pin::Pin,
+    sync::{Arc, atomic::Ordering},
     task::{Context, Poll},
 };
 
@@ -18,10 +19,14 @@ use tokio::{
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
-/// A TCP connection whose I/O fails once `kill` is cancelled.
+use crate::stats::Stats;
+
+/// A TCP connection whose I/O fails once `kill` is cancelled; counted in
+/// `stats.open_connections` while it lives.
 #[derive(Debug)]
 pub(crate) struct KillableIo {
     io: TcpStream,
+    stats: Arc<Stats>,
     kill: CancellationToken,
     // One future per direction, so a pending read and a pending write both get woken.
     read_killed: Pin<Box<WaitForCancellationFutureOwned>>,
@@ -31,13 +36,23 @@ pub(crate) struct KillableIo {
 // === impl KillableIo ===
 
 impl KillableIo {
-    pub(crate) fn new(io: TcpStream, kill: CancellationToken) -> Self {
+    pub(crate) fn new(io: TcpStream, kill: CancellationToken, stats: Arc<Stats>) -> Self {
+        stats.open_connections.fetch_add(1, Ordering::SeqCst);
+        stats.changed.notify_waiters();
         Self {
             io,
+            stats,
             read_killed: Box::pin(kill.clone().cancelled_owned()),
             write_killed: Box::pin(kill.clone().cancelled_owned()),
             kill,
         }
+    }
+}
+
+impl Drop for KillableIo {
+    fn drop(&mut self) {
+        self.stats.open_connections.fetch_sub(1, Ordering::SeqCst);
+        self.stats.changed.notify_waiters();
     }
 }
 

@@ -281,7 +281,7 @@ pub async fn spawn(listener: TcpListener, opts: ServerOptions) -> anyhow::Result
             stats
                 .connections
                 .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            Ok::<_, std::io::Error>(conn::KillableIo::new(conn, kill.clone()))
+            Ok::<_, std::io::Error>(conn::KillableIo::new(conn, kill.clone(), stats.clone()))
         }
     });
     let shutdown = CancellationToken::new();

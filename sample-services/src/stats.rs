@@ -31,6 +31,8 @@ pub struct Stats {
     pub max_in_flight: AtomicU64,
     /// Connections accepted.
     pub connections: AtomicU64,
+    /// Connections open now.
+    pub open_connections: AtomicU64,
     /// Notified (`notify_waiters`) after any counter changed; prefer [`Stats::wait_until`].
     pub changed: Notify,
 }
@@ -51,6 +53,11 @@ impl Stats {
             }
             changed.await;
         }
+    }
+
+    /// Shorthand for `open_connections` with sequentially consistent ordering.
+    pub fn open_connections(&self) -> u64 {
+        self.open_connections.load(Ordering::SeqCst)
     }
 
     /// Shorthand for `connections` with sequentially consistent ordering.

@@ -183,6 +183,64 @@ async fn server_stream_limit_opens_another_connection() {
 }
 
 #[tokio::test]
+async fn idle_upstream_connections_close_after_the_idle_timeout() {
+    let mut opts = ServerOptions::new("four-streams");
+    opts.max_concurrent_streams = Some(4);
+    let s = spawn_sample_with(opts).await;
+    let gw = spawn_gateway(&cluster_toml(&[&s], "idle_timeout_ms = 300")).await;
+    let ch = channel(gw.first_addr()).await;
+    // A burst opens three connections (4 streams each)...
+    concurrent_slow_calls(&ch, 10, 400).await;
+    assert_eq!(s.stats.connections(), 3);
+    // A busy connection stays past the idle timeout while the idle ones
+    // close: a 900 ms call holds one of them.
+    let mut client = EchoClient::new(ch.clone());
+    let mut long = client.clone();
+    let long_call = tokio::spawn(async move {
+        long.slow(EchoRequest {
+            interval_ms: 900,
+            ..Default::default()
+        })
+        .await
+    });
+    within(
+        5,
+        "idle ones closed",
+        s.stats.wait_until(|s| s.open_connections() == 1),
+    )
+    .await;
+    assert_eq!(s.stats.in_flight(), 1, "the long call is still running");
+    within(5, "long call", long_call)
+        .await
+        .expect("join")
+        .expect("the long call outlived the idle timeout of the others");
+    // ...and all close once idle for 300 ms.
+    let t = Instant::now();
+    within(
+        5,
+        "idle connections closed",
+        s.stats.wait_until(|s| s.open_connections() == 0),
+    )
+    .await;
+    println!(
+        "all upstream connections closed {:?} after the last call",
+        t.elapsed()
+    );
+    assert_eq!(
+        s.stats.connections(),
+        3,
+        "no connection was replaced meanwhile"
+    );
+    // The next call connects again.
+    client
+        .unary(EchoRequest::default())
+        .await
+        .expect("call after idle close");
+    assert_eq!(s.stats.connections(), 4);
+    assert_eq!(s.stats.open_connections(), 1);
+}
+
+#[tokio::test]
 async fn queue_overflow_and_timeout_answer_at_once() {
     let s = spawn_sample("busy").await;
     let gw = spawn_gateway(&cluster_toml(
