@@ -387,6 +387,15 @@ impl Cluster {
                 }
                 // Every connection at the server's stream limit, for too long.
                 Err(error @ BalancerError::QueueTimeout { .. }) => return Err(error),
+                // Another request's connect failed while this one waited for
+                // it; that one recorded the failure and the back-off.
+                Err(error @ BalancerError::ConnectFailedMeanwhile { .. }) => {
+                    tried.push(index);
+                    if attempt < self.max_attempts && tried.len() < set.endpoints.len() {
+                        continue;
+                    }
+                    return Err(error);
+                }
                 Err(error) => {
                     if ep.pool.connections() > 0 {
                         // An extra connection failed; the open ones serve on.

@@ -78,6 +78,14 @@ pub enum BalancerError {
         #[source]
         source: crate::body::BoxError,
     },
+    /// A connect to the endpoint, made by another request while this one
+    /// waited for it, failed; this request shares the failure rather than
+    /// trying again in turn.
+    #[error("connect to {addr} failed (another request's attempt)")]
+    ConnectFailedMeanwhile {
+        /// The endpoint.
+        addr: SocketAddr,
+    },
     /// The connection closed before the request was sent; safe to retry.
     #[error("connection to {addr} closed before the request was sent")]
     NotSent {
@@ -107,6 +115,7 @@ impl BalancerError {
         match self {
             Self::NoHealthyEndpoint { .. }
             | Self::Connect { .. }
+            | Self::ConnectFailedMeanwhile { .. }
             | Self::Tls { .. }
             | Self::Handshake { .. }
             | Self::NotSent { .. }
@@ -123,6 +132,7 @@ impl BalancerError {
         match self {
             Self::Connect { .. }
             | Self::ConnectTimeout { .. }
+            | Self::ConnectFailedMeanwhile { .. }
             | Self::Tls { .. }
             | Self::Handshake { .. }
             | Self::NotSent { .. } => true,

@@ -4,7 +4,15 @@
 //! server's SETTINGS_MAX_CONCURRENT_STREAMS (up to a cap per endpoint); for
 //! plain HTTP/1.1 clusters, a pool of idle keep-alive connections.
 
-use std::{io, net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    io,
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
 
 use arc_swap::ArcSwap;
 use hyper_util::rt::TokioIo;
@@ -352,6 +360,9 @@ pub struct ConnPool {
     /// Notified when a stream on one of them ends.
     freed: Arc<tokio::sync::Notify>,
     connecting: Mutex<()>,
+    /// Failed connects so far: a request that waited for `connecting`
+    /// while one failed shares that failure.
+    connect_failures: AtomicU64,
     idle_h1: std::sync::Mutex<Vec<H1Sender>>,
 }
 
@@ -370,6 +381,7 @@ impl ConnPool {
             h2: ArcSwap::from_pointee(Vec::new()),
             freed: Arc::new(tokio::sync::Notify::new()),
             connecting: Mutex::new(()),
+            connect_failures: AtomicU64::new(0),
             idle_h1: std::sync::Mutex::new(Vec::new()),
         }
     }
@@ -389,9 +401,15 @@ impl ConnPool {
             return Ok((slot, false));
         }
         {
+            let failures = self.connect_failures.load(Ordering::Acquire);
             let _guard = self.connecting.lock().await;
             if let Some(slot) = self.reserve() {
                 return Ok((slot, false));
+            }
+            if self.connect_failures.load(Ordering::Acquire) != failures {
+                // The connect this request waited for failed: trying again
+                // in turn would cost every waiter another connect timeout.
+                return Err(BalancerError::ConnectFailedMeanwhile { addr });
             }
             let conns = self.h2.load();
             let open = conns.iter().filter(|c| !c.is_closed()).count();
@@ -399,7 +417,11 @@ impl ConnPool {
             let refusing = conns.iter().any(|c| !c.is_closed() && c.allows_no_stream());
             if open < connector.max_connections.max(1) && !refusing {
                 // Boxed: the connect future (TCP, TLS, h2) is large and rare.
-                let conn = Box::pin(connector.connect(addr, host, self.freed.clone())).await?;
+                let conn = Box::pin(connector.connect(addr, host, self.freed.clone()))
+                    .await
+                    .inspect_err(|_| {
+                        self.connect_failures.fetch_add(1, Ordering::Release);
+                    })?;
                 let slot = conn.try_reserve();
                 if open > 0 {
                     debug!(%addr, connections = open + 1, "Endpoint's connections are at its stream limit; opened another");

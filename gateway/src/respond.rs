@@ -148,6 +148,7 @@ impl GatewayError {
             ),
             B::Connect { .. }
             | B::ConnectTimeout { .. }
+            | B::ConnectFailedMeanwhile { .. }
             | B::Handshake { .. }
             | B::NotSent { .. } => {
                 let mut e = Self::new(Code::Unavailable, "upstream connect error", "SC");

@@ -1,7 +1,8 @@
 //! Upstream servers at the edges of HTTP/2: one that allows no stream at
 //! all, and one that answers every request with a graceful GOAWAY naming a
 //! last stream below it (the request was not processed, so it is retried
-//! on another server).
+//! on another server), and one that accepts TCP but never speaks HTTP/2
+//! (requests waiting on that connect share its failure).
 
 use std::{
     sync::{
@@ -139,5 +140,65 @@ async fn a_request_beyond_a_graceful_goaway_is_retried_on_another_server() {
         real.stats.requests(),
         10,
         "every call ended on the real server"
+    );
+}
+
+/// A server that accepts TCP connections and never speaks HTTP/2: every
+/// handshake with it times out. Counts the connections it accepted.
+async fn silent_server() -> (std::net::SocketAddr, Arc<AtomicU64>) {
+    let listener = TcpListener::bind(loopback()).await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let accepted = Arc::new(AtomicU64::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((tcp, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            held.push(tcp);
+        }
+    });
+    (addr, accepted)
+}
+
+/// Requests waiting for a connection to a server whose connect then fails
+/// share that failure and go to another server at once, instead of each
+/// trying the dead server again in turn (a connect timeout each).
+#[tokio::test]
+async fn requests_waiting_on_a_failed_connect_share_the_failure() {
+    let good = spawn_sample("good").await;
+    let (silent, accepted) = silent_server().await;
+    let gw = spawn_gateway(&cluster_toml(
+        &[silent.to_string(), good.addr.to_string()],
+        "connect_timeout_ms = 400",
+    ))
+    .await;
+    let ch = channel(gw.first_addr()).await;
+    let started = Instant::now();
+    let calls: Vec<_> = (0..10)
+        .map(|_| {
+            let mut c = EchoClient::new(ch.clone());
+            tokio::spawn(async move { c.unary(EchoRequest::default()).await })
+        })
+        .collect();
+    for call in calls {
+        within(10, "call", call)
+            .await
+            .expect("join")
+            .expect("served by the good server");
+    }
+    let elapsed = started.elapsed();
+    println!(
+        "10 calls in {elapsed:?}; the silent server accepted {} connections",
+        accepted.load(Ordering::SeqCst)
+    );
+    assert_eq!(good.stats.requests(), 10);
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        1,
+        "one connect attempt to the silent server, shared by the requests waiting on it"
+    );
+    assert!(
+        elapsed < Duration::from_millis(800),
+        "every call done about one connect timeout (400 ms) after the start: {elapsed:?}"
     );
 }
