@@ -612,12 +612,7 @@ fn trailers_only_status(resp: &Response<UpstreamIncoming>) -> Option<i32> {
     if !resp.body().is_end_stream() {
         return None;
     }
-    resp.headers()
-        .get(crate::headers::GRPC_STATUS)?
-        .to_str()
-        .ok()?
-        .parse()
-        .ok()
+    crate::headers::grpc_status(resp.headers())
 }
 
 /// Retry settings, compiled.

@@ -35,7 +35,6 @@ pub const DEFAULT_REFLECTION_INTERVAL_MS: u64 = 60_000;
 pub const DEFAULT_MAX_CONNECT_ATTEMPTS: u32 = 3;
 /// Default idle time after which an upstream connection closes (10 min).
 pub const DEFAULT_UPSTREAM_IDLE_TIMEOUT_MS: u64 = 600_000;
-
 /// Default cap on h2 connections to one endpoint.
 pub const DEFAULT_MAX_CONNECTIONS_PER_ENDPOINT: u32 = 8;
 
@@ -384,7 +383,6 @@ fn default_max_connections_per_endpoint() -> u32 {
 fn default_upstream_idle_timeout_ms() -> u64 {
     DEFAULT_UPSTREAM_IDLE_TIMEOUT_MS
 }
-
 fn default_keepalive_interval_ms() -> u64 {
     DEFAULT_KEEPALIVE_INTERVAL_MS
 }

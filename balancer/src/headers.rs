@@ -14,6 +14,11 @@ pub const GRPC_STATUS_DETAILS_BIN: HeaderName = HeaderName::from_static("grpc-st
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
+/// The `grpc-status` of a header or trailer map.
+pub fn grpc_status(h: &HeaderMap) -> Option<i32> {
+    h.get(GRPC_STATUS)?.to_str().ok()?.parse().ok()
+}
+
 /// Removes connection-specific headers (RFC 9110 section 7.6.1; not
 /// allowed at all in HTTP/2, RFC 9113 section 8.2.2) and anything the
 /// `connection` header names; `te: trailers` stays.

@@ -6,7 +6,7 @@
 use std::{sync::Arc, time::Duration};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use http::{HeaderMap, Request, header};
+use http::{Request, header};
 use http_body_util::{BodyExt, Limited};
 use prost::Message;
 use tokio_util::sync::CancellationToken;
@@ -141,7 +141,8 @@ async fn grpc_check(cluster: &Cluster, ep: &Endpoint, service: &str) -> Result<(
         .await
         .map_err(|e| e.to_string())?;
     let trailers = collected.trailers().cloned().unwrap_or_default();
-    let status = grpc_status(&trailers).or_else(|| grpc_status(&parts.headers));
+    let status = crate::headers::grpc_status(&trailers)
+        .or_else(|| crate::headers::grpc_status(&parts.headers));
     match status {
         Some(0) => {}
         Some(code) => return Err(format!("grpc-status {code}")),
@@ -158,12 +159,4 @@ async fn grpc_check(cluster: &Cluster, ep: &Endpoint, service: &str) -> Result<(
     } else {
         Err(format!("serving status {}", resp.status))
     }
-}
-
-fn grpc_status(h: &HeaderMap) -> Option<i32> {
-    h.get(crate::headers::GRPC_STATUS)?
-        .to_str()
-        .ok()?
-        .parse()
-        .ok()
 }

@@ -16,7 +16,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Version, header};
+use http::{HeaderMap, HeaderName, Method, Request, Response, Version, header};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -28,7 +28,7 @@ use balancer::{
     body::BoxError,
     body::UpstreamBody,
     cluster::ErrorChain,
-    headers::{GRPC_MESSAGE, GRPC_STATUS, GRPC_TIMEOUT, strip_hop_by_hop},
+    headers::{GRPC_TIMEOUT, strip_hop_by_hop},
 };
 use descriptors::Registry;
 
@@ -462,10 +462,7 @@ async fn forward_plain(
     Ok(Response::from_parts(parts, body.boxed_unsync()))
 }
 
-/// The `grpc-status` of a header or trailer map.
-pub(crate) fn grpc_status(h: &HeaderMap) -> Option<i32> {
-    h.get(GRPC_STATUS)?.to_str().ok()?.parse().ok()
-}
+pub(crate) use balancer::headers::grpc_status;
 
 enum State {
     Streaming,
@@ -604,10 +601,7 @@ impl ObservedBody {
         termination: &'static str,
     ) -> Frame<Bytes> {
         let mut t = HeaderMap::new();
-        t.insert(GRPC_STATUS, HeaderValue::from(code as i32));
-        if let Ok(v) = HeaderValue::from_str(message) {
-            t.insert(GRPC_MESSAGE, v);
-        }
+        crate::respond::insert_grpc_status(&mut t, code, message);
         self.guard.rec.grpc_status = Some(code as i32);
         self.finish(termination);
         Frame::trailers(t)

@@ -183,6 +183,17 @@ impl GatewayError {
     }
 }
 
+/// Sets `grpc-status` and, when there is one, the percent-encoded
+/// `grpc-message` (for a head or trailers).
+pub fn insert_grpc_status(h: &mut http::HeaderMap, code: Code, message: &str) {
+    h.insert(GRPC_STATUS, HeaderValue::from(code as i32));
+    if !message.is_empty()
+        && let Ok(v) = HeaderValue::from_str(&percent_encode(message))
+    {
+        h.insert(GRPC_MESSAGE, v);
+    }
+}
+
 /// A gRPC trailers-only response: HTTP 200, status in the headers.
 pub fn grpc_status_response(
     code: Code,
@@ -197,12 +208,7 @@ pub fn grpc_status_response(
     let mut resp = Response::new(empty());
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
-    h.insert(GRPC_STATUS, HeaderValue::from(code as i32));
-    if !message.is_empty()
-        && let Ok(v) = HeaderValue::from_str(&percent_encode(message))
-    {
-        h.insert(GRPC_MESSAGE, v);
-    }
+    insert_grpc_status(h, code, message);
     resp
 }
 
