@@ -387,9 +387,13 @@ fn observe(
         grpc: grpc_head.is_some(),
     };
     if ended {
-        // Trailers-only (or an empty body): hyper sends the head with
-        // END_STREAM and never polls the body.
+        // Trailers-only (or an empty body): the head goes out with
+        // END_STREAM, so the body must say it has ended already; a body
+        // that ends only when polled makes hyper add an empty DATA frame
+        // with END_STREAM, which C-core clients (grpcio, grpc C++)
+        // read as a broken stream.
         body.finish("--");
+        body.state = State::Done;
     }
     body
 }
