@@ -12,6 +12,7 @@ pub mod demo;
 pub mod descriptor_sync;
 pub mod grpc_frame;
 pub mod grpc_timeout;
+pub mod limits;
 pub mod listener;
 pub mod proxy;
 pub mod reflection;
@@ -123,6 +124,8 @@ impl Gateway {
             prepared.push((l.clone(), tls, ctx));
         }
         let transcode = TranscodeSettings::new(&cfg.transcoding).map_err(ConfigError::from)?;
+        let limits = limits::Limits::new(&cfg.limits).map_err(ConfigError::from)?;
+        clusters.set_memory_budget(&limits.budget);
         let cors = cfg
             .cors
             .as_ref()
@@ -178,6 +181,7 @@ impl Gateway {
             registry: registry.clone(),
             transcode,
             cors,
+            limits,
         });
         let shutdown = CancellationToken::new();
         let mut accept_loops = JoinSet::new();

@@ -55,6 +55,8 @@ pub struct Shared {
     pub transcode: TranscodeSettings,
     /// CORS policy for HTTP callers, if any.
     pub cors: Option<Cors>,
+    /// Buffered-bytes budget and body read timeouts.
+    pub limits: crate::limits::Limits,
 }
 
 /// Per-listener policy.
