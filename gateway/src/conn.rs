@@ -422,8 +422,14 @@ impl<B: Body> Body for TrackedBody<B> {
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let this = self.project();
         let res = this.inner.poll_frame(cx);
-        // The end, or an error of ours (not a client reset).
-        if matches!(res, Poll::Ready(None | Some(Err(_)))) {
+        // The end (trailers are last; hyper need not poll past them), or
+        // an error of ours (not a client reset).
+        let end = match &res {
+            Poll::Ready(None | Some(Err(_))) => true,
+            Poll::Ready(Some(Ok(frame))) => frame.is_trailers(),
+            Poll::Pending => false,
+        };
+        if end {
             this.guard.finish();
         }
         res

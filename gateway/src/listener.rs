@@ -55,6 +55,10 @@ const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 /// Streams still open on a connection closed for premature resets get
 /// this long after its GOAWAY.
 const PREMATURE_RESET_GRACE: Duration = Duration::from_secs(1);
+/// Longest wait after an idle or shed GOAWAY: no stream is open, only a
+/// client that does not answer the GOAWAY's PING (or is opening a stream
+/// at that moment) keeps it open (Envoy's `drain_timeout` default).
+const IDLE_CLOSE_GRACE: Duration = Duration::from_secs(5);
 
 /// Everything one accept loop needs.
 pub struct Listener {
@@ -383,7 +387,8 @@ impl ConnTask {
                 // The listener's drain timeout bounds the rest.
                 CloseReason::Drain => None,
                 CloseReason::PrematureResets => Some(PREMATURE_RESET_GRACE),
-                CloseReason::Idle | CloseReason::MaxAge | CloseReason::Shed => Some(limits.grace),
+                CloseReason::Idle | CloseReason::Shed => Some(limits.grace.min(IDLE_CLOSE_GRACE)),
+                CloseReason::MaxAge => Some(limits.grace),
             };
             if let Some(grace) = grace {
                 let at = Instant::now() + grace;
