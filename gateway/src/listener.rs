@@ -10,7 +10,7 @@ use std::{
     convert::Infallible,
     net::IpAddr,
     sync::{
-        Arc, Mutex,
+        Arc, Mutex, PoisonError,
         atomic::{AtomicBool, Ordering},
     },
     time::Duration,
@@ -129,7 +129,7 @@ struct TableEntry {
 
 impl Drop for TableEntry {
     fn drop(&mut self) {
-        let Ok(mut t) = self.table.lock() else { return };
+        let mut t = self.table.lock().unwrap_or_else(PoisonError::into_inner);
         t.by_id.remove(&self.id);
         if let Some(n) = t.per_ip.get_mut(&self.ip) {
             *n -= 1;
@@ -238,7 +238,7 @@ fn register(
     ip: IpAddr,
     limits: &Limits,
 ) -> Option<(Arc<ConnState>, TableEntry)> {
-    let mut t = table.lock().ok()?;
+    let mut t = table.lock().unwrap_or_else(PoisonError::into_inner);
     let n = t.per_ip.entry(ip).or_insert(0);
     if limits.max_per_ip.is_some_and(|max| *n >= max) {
         return None;
@@ -261,7 +261,7 @@ fn register(
 /// Asks the oldest connection without an open stream to close; true if
 /// there was one.
 fn shed_oldest_idle(table: &Mutex<ConnTable>) -> bool {
-    let Ok(t) = table.lock() else { return false };
+    let t = table.lock().unwrap_or_else(PoisonError::into_inner);
     t.by_id.values().any(|c| c.shed_if_idle())
 }
 
