@@ -449,6 +449,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn lifecycle_defaults() {
+        let cfg = GatewayConfig::from_toml("[[listeners]]\nname='a'\naddress='127.0.0.1:0'\n")
+            .expect("valid");
+        let l = &cfg.listeners[0];
+        assert_eq!(l.preface_timeout_ms, DEFAULT_PREFACE_TIMEOUT_MS);
+        assert_eq!(l.idle_timeout_ms, DEFAULT_IDLE_TIMEOUT_MS);
+        assert_eq!(l.max_connection_age_ms, 0);
+        assert_eq!(
+            l.max_connection_age_grace_ms,
+            DEFAULT_MAX_CONNECTION_AGE_GRACE_MS
+        );
+        assert_eq!(l.max_connections_per_ip, 0);
+        assert!(l.shed_idle_when_full);
+        assert_eq!(l.stream_window_bytes, 256 * 1024);
+        assert_eq!(l.connection_window_bytes, 1024 * 1024);
+        assert_eq!(l.premature_reset_min_stream_lifetime_ms, 1_000);
+        assert_eq!(l.premature_reset_total_stream_count, 500);
+    }
+
+    #[test]
     fn errors_name_the_field() {
         let cases = [
             ("", "listeners: at least one listener is needed"),
