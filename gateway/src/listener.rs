@@ -8,7 +8,7 @@
 use std::{
     collections::{BTreeMap, HashMap},
     convert::Infallible,
-    net::IpAddr,
+    net::{IpAddr, Ipv6Addr},
     sync::{
         Arc, Mutex, PoisonError,
         atomic::{AtomicBool, Ordering},
@@ -55,6 +55,8 @@ const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 /// Streams still open on a connection closed for premature resets get
 /// this long after its GOAWAY.
 const PREMATURE_RESET_GRACE: Duration = Duration::from_secs(1);
+/// At most one "listener full" warning this often; the rest are debug.
+const FULL_WARN_INTERVAL: Duration = Duration::from_secs(10);
 /// Longest wait after an idle or shed GOAWAY: no stream is open, only a
 /// client that does not answer the GOAWAY's PING (or is opening a stream
 /// at that moment) keeps it open (Envoy's `drain_timeout` default).
@@ -164,7 +166,7 @@ pub async fn run(
     let limits = Limits::new(&l.cfg);
     let permits = Arc::new(Semaphore::new(l.cfg.max_connections));
     let table = Arc::new(Mutex::new(ConnTable::default()));
-    let full_logged = AtomicBool::new(false);
+    let mut last_full_warn: Option<Instant> = None;
     let premature_logged = Arc::new(AtomicBool::new(false));
     loop {
         let (tcp, peer) = tokio::select! {
@@ -183,7 +185,8 @@ pub async fn run(
         // so the kernel backlog never fills with clients waiting for nothing.
         let Ok(permit) = permits.clone().try_acquire_owned() else {
             let shed = limits.shed_idle_when_full && shed_oldest_idle(&table);
-            if !full_logged.swap(true, Ordering::Relaxed) {
+            if last_full_warn.is_none_or(|at| at.elapsed() >= FULL_WARN_INTERVAL) {
+                last_full_warn = Some(Instant::now());
                 warn!(listener = %l.ctx.name, max_connections = l.cfg.max_connections, shed, "Listener full; closing new connections");
             } else {
                 debug!(listener = %l.ctx.name, client.addr = %peer, shed, "Listener full; connection closed");
@@ -191,8 +194,7 @@ pub async fn run(
             drop(tcp);
             continue;
         };
-        full_logged.store(false, Ordering::Relaxed);
-        let Some((state, entry)) = register(&table, peer.ip(), &limits) else {
+        let Some((state, entry)) = register(&table, client_key(peer.ip()), &limits) else {
             debug!(listener = %l.ctx.name, client.addr = %peer, "Too many connections from this client IP; connection closed");
             drop(tcp);
             continue;
@@ -229,6 +231,19 @@ pub async fn run(
         .is_err()
     {
         warn!(listener = %l.ctx.name, "Drain timeout reached; closing remaining connections");
+    }
+}
+
+/// The address a per-client cap counts: an IPv4 address (IPv4-mapped
+/// IPv6 included) as it is, an IPv6 address by its /64 prefix (one host
+/// usually has a whole /64 to pick addresses from).
+fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1))),
+        },
     }
 }
 
@@ -484,5 +499,20 @@ fn http_builders(cfg: &ListenerConfig) -> Builders {
     Builders {
         h1: b.clone().http1_only(),
         h2: b.http2_only(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_key_groups_ipv6_by_64() {
+        let key = |s: &str| client_key(s.parse().expect("ip")).to_string();
+        assert_eq!(key("127.0.0.2"), "127.0.0.2");
+        assert_eq!(key("::ffff:10.1.2.3"), "10.1.2.3");
+        assert_eq!(key("2001:db8:1:2:aaaa:bbbb:cccc:dddd"), "2001:db8:1:2::");
+        assert_eq!(key("2001:db8:1:2::1"), "2001:db8:1:2::");
+        assert_ne!(key("2001:db8:1:3::1"), key("2001:db8:1:2::1"));
     }
 }
