@@ -350,9 +350,13 @@ impl ConnTask {
                     if self.state.open_streams() == 0 {
                         idle_since = Instant::now();
                     }
-                    if self.state.is_tripped() {
+                    // Each close request acts once (a trip may still
+                    // shorten another close's grace).
+                    if self.state.is_tripped()
+                        && !matches!(closing, Some(CloseReason::PrematureResets))
+                    {
                         CloseReason::PrematureResets
-                    } else if self.state.is_shed() {
+                    } else if self.state.is_shed() && closing.is_none() {
                         CloseReason::Shed
                     } else {
                         continue;
