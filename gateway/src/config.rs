@@ -23,6 +23,40 @@ pub const DEFAULT_HEADER_READ_TIMEOUT_MS: u64 = 30_000;
 pub const DEFAULT_KEEPALIVE_INTERVAL_MS: u64 = 60_000;
 /// Default captured header length (HAProxy `len`).
 pub const DEFAULT_CAPTURE_LEN: usize = 64;
+/// Default time from accept (cleartext) or from the end of the TLS
+/// handshake until the client's first bytes: the HTTP/2 preface and first
+/// frame header, or the first byte of an HTTP/1.1 request.
+pub const DEFAULT_PREFACE_TIMEOUT_MS: u64 = 10_000;
+/// Default time a downstream connection may stay without an open stream
+/// (HTTP/2) or request (HTTP/1.1) before it gets GOAWAY / is closed.
+pub const DEFAULT_IDLE_TIMEOUT_MS: u64 = 300_000;
+/// Default maximum downstream connection age; 0 = unlimited.
+pub const DEFAULT_MAX_CONNECTION_AGE_MS: u64 = 0;
+/// Default time in-flight streams get after an age, idle or premature-reset
+/// GOAWAY before the connection is closed.
+pub const DEFAULT_MAX_CONNECTION_AGE_GRACE_MS: u64 = 30_000;
+/// Default cap on concurrent connections from one client IP; 0 = no cap
+/// (clients behind one NAT or L4 balancer share an address).
+pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 0;
+/// Default: when the listener is full, also ask its oldest idle connection
+/// to close, so the next client gets a slot.
+pub const DEFAULT_SHED_IDLE_WHEN_FULL: bool = true;
+/// Default HTTP/2 receive window per downstream stream, in bytes.
+pub const DEFAULT_STREAM_WINDOW_BYTES: u32 = 256 * 1024;
+/// Default HTTP/2 receive window per downstream connection, in bytes.
+pub const DEFAULT_CONNECTION_WINDOW_BYTES: u32 = 1024 * 1024;
+/// Default: a stream the client resets within this time of opening counts
+/// as a premature reset (Envoy `premature_reset_min_stream_lifetime_seconds`).
+pub const DEFAULT_PREMATURE_RESET_MIN_STREAM_LIFETIME_MS: u64 = 1_000;
+/// Default number of streams on a connection after which more than half
+/// of them being premature resets closes it (Envoy
+/// `premature_reset_total_stream_count`); 0 disables the check.
+pub const DEFAULT_PREMATURE_RESET_TOTAL_STREAM_COUNT: u64 = 500;
+/// Smallest HTTP/2 window the listener accepts (the protocol's initial
+/// window, RFC 9113 6.9.2).
+const MIN_WINDOW_BYTES: u32 = 65_535;
+/// Largest HTTP/2 window (RFC 9113 6.9.1).
+const MAX_WINDOW_BYTES: u32 = (1 << 31) - 1;
 
 /// The whole file.
 #[derive(Debug, Clone, Deserialize)]
@@ -127,6 +161,48 @@ pub struct ListenerConfig {
     /// `%2F` / `%5C` in HTTP request paths: `keep` or `reject` (400).
     #[serde(default)]
     pub escaped_slashes: crate::edge::EscapedSlashes,
+
+    // --- Connection lifecycle (front hardening) ---
+    /// Time for the client's first bytes: from accept on cleartext, from
+    /// the end of the TLS handshake under TLS. HTTP/2 must send the preface
+    /// and a SETTINGS frame header, HTTP/1.1 its first byte.
+    #[serde(default = "default_preface_timeout_ms")]
+    pub preface_timeout_ms: u64,
+    /// A connection with no open stream (HTTP/2) or request (HTTP/1.1)
+    /// for this long gets GOAWAY and is closed; 0 = never.
+    #[serde(default = "default_idle_timeout_ms")]
+    pub idle_timeout_ms: u64,
+    /// A connection this old gets a graceful GOAWAY (in-flight calls
+    /// finish, new ones go to a new connection); 0 = never.
+    #[serde(default = "default_max_connection_age_ms")]
+    pub max_connection_age_ms: u64,
+    /// After an age, idle or premature-reset GOAWAY, streams still open
+    /// get this long before the connection is closed.
+    #[serde(default = "default_max_connection_age_grace_ms")]
+    pub max_connection_age_grace_ms: u64,
+    /// Concurrent connections from one client IP; beyond it a new
+    /// connection is accepted and closed at once; 0 = no cap.
+    #[serde(default = "default_max_connections_per_ip")]
+    pub max_connections_per_ip: usize,
+    /// When `max_connections` is reached, a new connection is accepted and
+    /// closed at once; with this on, the oldest connection without an open
+    /// stream is also asked to close (GOAWAY), so the next client gets in.
+    #[serde(default = "default_shed_idle_when_full")]
+    pub shed_idle_when_full: bool,
+    /// HTTP/2 receive window per stream (SETTINGS_INITIAL_WINDOW_SIZE), bytes.
+    #[serde(default = "default_stream_window_bytes")]
+    pub stream_window_bytes: u32,
+    /// HTTP/2 receive window per connection, bytes.
+    #[serde(default = "default_connection_window_bytes")]
+    pub connection_window_bytes: u32,
+    /// A stream reset by the client (or dropped before its response ended)
+    /// within this time of opening is a premature reset.
+    #[serde(default = "default_premature_reset_min_stream_lifetime_ms")]
+    pub premature_reset_min_stream_lifetime_ms: u64,
+    /// Once a connection has had at least this many streams, more than
+    /// half of them premature resets closes it (GOAWAY); 0 = no check.
+    #[serde(default = "default_premature_reset_total_stream_count")]
+    pub premature_reset_total_stream_count: u64,
 }
 
 /// Server certificate of a TLS listener.
@@ -215,6 +291,36 @@ fn default_keepalive_interval_ms() -> u64 {
 fn default_capture_len() -> usize {
     DEFAULT_CAPTURE_LEN
 }
+fn default_preface_timeout_ms() -> u64 {
+    DEFAULT_PREFACE_TIMEOUT_MS
+}
+fn default_idle_timeout_ms() -> u64 {
+    DEFAULT_IDLE_TIMEOUT_MS
+}
+fn default_max_connection_age_ms() -> u64 {
+    DEFAULT_MAX_CONNECTION_AGE_MS
+}
+fn default_max_connection_age_grace_ms() -> u64 {
+    DEFAULT_MAX_CONNECTION_AGE_GRACE_MS
+}
+fn default_max_connections_per_ip() -> usize {
+    DEFAULT_MAX_CONNECTIONS_PER_IP
+}
+fn default_shed_idle_when_full() -> bool {
+    DEFAULT_SHED_IDLE_WHEN_FULL
+}
+fn default_stream_window_bytes() -> u32 {
+    DEFAULT_STREAM_WINDOW_BYTES
+}
+fn default_connection_window_bytes() -> u32 {
+    DEFAULT_CONNECTION_WINDOW_BYTES
+}
+fn default_premature_reset_min_stream_lifetime_ms() -> u64 {
+    DEFAULT_PREMATURE_RESET_MIN_STREAM_LIFETIME_MS
+}
+fn default_premature_reset_total_stream_count() -> u64 {
+    DEFAULT_PREMATURE_RESET_TOTAL_STREAM_COUNT
+}
 
 /// Why a configuration was refused.
 #[derive(Debug, thiserror::Error)]
@@ -283,6 +389,7 @@ impl GatewayConfig {
                     "must be at least 1",
                 ));
             }
+            l.validate_lifecycle(&at)?;
             for (k, c) in l
                 .capture_request_headers
                 .iter()
@@ -304,9 +411,76 @@ impl GatewayConfig {
     }
 }
 
+// === impl ListenerConfig ===
+
+impl ListenerConfig {
+    /// Checks the connection lifecycle settings.
+    fn validate_lifecycle(&self, at: &str) -> Result<(), balancer::config::ConfigError> {
+        use balancer::config::ConfigError as E;
+        if self.preface_timeout_ms == 0 {
+            return Err(E::new(
+                format!("{at}.preface_timeout_ms"),
+                "must be at least 1",
+            ));
+        }
+        if self.tls_handshake_timeout_ms == 0 {
+            return Err(E::new(
+                format!("{at}.tls_handshake_timeout_ms"),
+                "must be at least 1",
+            ));
+        }
+        for (key, v) in [
+            ("stream_window_bytes", self.stream_window_bytes),
+            ("connection_window_bytes", self.connection_window_bytes),
+        ] {
+            if !(MIN_WINDOW_BYTES..=MAX_WINDOW_BYTES).contains(&v) {
+                return Err(E::new(
+                    format!("{at}.{key}"),
+                    format!("must be between {MIN_WINDOW_BYTES} and {MAX_WINDOW_BYTES}"),
+                ));
+            }
+        }
+        if self.connection_window_bytes < self.stream_window_bytes {
+            return Err(E::new(
+                format!("{at}.connection_window_bytes"),
+                "must be at least stream_window_bytes",
+            ));
+        }
+        if self.premature_reset_total_stream_count > 0
+            && self.premature_reset_min_stream_lifetime_ms == 0
+        {
+            return Err(E::new(
+                format!("{at}.premature_reset_min_stream_lifetime_ms"),
+                "must be at least 1 when premature_reset_total_stream_count is set",
+            ));
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lifecycle_defaults() {
+        let cfg = GatewayConfig::from_toml("[[listeners]]\nname='a'\naddress='127.0.0.1:0'\n")
+            .expect("valid");
+        let l = &cfg.listeners[0];
+        assert_eq!(l.preface_timeout_ms, DEFAULT_PREFACE_TIMEOUT_MS);
+        assert_eq!(l.idle_timeout_ms, DEFAULT_IDLE_TIMEOUT_MS);
+        assert_eq!(l.max_connection_age_ms, 0);
+        assert_eq!(
+            l.max_connection_age_grace_ms,
+            DEFAULT_MAX_CONNECTION_AGE_GRACE_MS
+        );
+        assert_eq!(l.max_connections_per_ip, 0);
+        assert!(l.shed_idle_when_full);
+        assert_eq!(l.stream_window_bytes, 256 * 1024);
+        assert_eq!(l.connection_window_bytes, 1024 * 1024);
+        assert_eq!(l.premature_reset_min_stream_lifetime_ms, 1_000);
+        assert_eq!(l.premature_reset_total_stream_count, 500);
+    }
 
     #[test]
     fn errors_name_the_field() {
@@ -324,6 +498,18 @@ mod tests {
             (
                 "[[listeners]]\nname='a'\naddress='127.0.0.1:0'\n[[clusters]]\nname='c'\nlb='fastest'\nendpoints=[{address='127.0.0.1:1'}]\n",
                 "unknown variant `fastest`",
+            ),
+            (
+                "[[listeners]]\nname='a'\naddress='127.0.0.1:0'\npreface_timeout_ms=0\n",
+                "listeners[0].preface_timeout_ms: must be at least 1",
+            ),
+            (
+                "[[listeners]]\nname='a'\naddress='127.0.0.1:0'\nstream_window_bytes=1024\n",
+                "listeners[0].stream_window_bytes: must be between",
+            ),
+            (
+                "[[listeners]]\nname='a'\naddress='127.0.0.1:0'\nstream_window_bytes=1048576\nconnection_window_bytes=65535\n",
+                "listeners[0].connection_window_bytes: must be at least stream_window_bytes",
             ),
         ];
         for (text, want) in cases {

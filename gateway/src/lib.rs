@@ -7,6 +7,7 @@ pub mod admin;
 pub mod classify;
 pub mod cli;
 pub mod config;
+pub mod conn;
 pub mod cors;
 pub mod demo;
 pub mod descriptor_sync;
