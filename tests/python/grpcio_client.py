@@ -5,35 +5,16 @@ category switch, through the gateway. Prints one JSON object.
 Usage: grpcio_client.py HOST:PORT PROTO_DIR
 """
 import json
-import os
 import queue
 import sys
-import tempfile
 
 import grpc
-from grpc_tools import protoc
-
-
-def load_stubs(proto_dir):
-    out = tempfile.mkdtemp(prefix="grpcio-stubs-")
-    rc = protoc.main([
-        "protoc",
-        f"-I{proto_dir}",
-        f"--python_out={out}",
-        f"--grpc_python_out={out}",
-        os.path.join(proto_dir, "codename.proto"),
-    ])
-    if rc != 0:
-        raise SystemExit(f"protoc failed: {rc}")
-    sys.path.insert(0, out)
-    import codename_pb2  # noqa: E402
-    import codename_pb2_grpc  # noqa: E402
-    return codename_pb2, codename_pb2_grpc
+from stubs import load_stubs
 
 
 def main():
     addr, proto_dir = sys.argv[1], sys.argv[2]
-    pb, pb_grpc = load_stubs(proto_dir)
+    pb, pb_grpc = load_stubs(proto_dir, "codename.proto")
     result = {}
     with grpc.insecure_channel(addr) as channel:
         stub = pb_grpc.CodenameCreatorStub(channel)

@@ -15,38 +15,19 @@ tested against a server that is not tonic.
 Usage: grpcio_echo_server.py PROTO_DIR; prints the bound port on the first
 line of standard output, then serves until killed.
 """
-import os
 import sys
-import tempfile
 from concurrent import futures
 
 import grpc
-from grpc_tools import protoc
 from grpc_status import rpc_status
 from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
+from stubs import load_stubs
 
 CODES = {c.value[0]: c for c in grpc.StatusCode}
 
 
-def load_stubs(proto_dir):
-    out = tempfile.mkdtemp(prefix="grpcio-echo-stubs-")
-    rc = protoc.main([
-        "protoc",
-        f"-I{proto_dir}",
-        f"--python_out={out}",
-        f"--grpc_python_out={out}",
-        os.path.join(proto_dir, "echo.proto"),
-    ])
-    if rc != 0:
-        raise SystemExit(f"protoc failed: {rc}")
-    sys.path.insert(0, out)
-    import echo_pb2  # noqa: E402
-    import echo_pb2_grpc  # noqa: E402
-    return echo_pb2, echo_pb2_grpc
-
-
-pb, pb_grpc = load_stubs(sys.argv[1])
+pb, pb_grpc = load_stubs(sys.argv[1], "echo.proto")
 
 
 def fail(req, context):

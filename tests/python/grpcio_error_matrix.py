@@ -6,31 +6,12 @@ services. Prints one JSON list: {case, code, message, received, reason}.
 Usage: grpcio_error_matrix.py HOST:PORT PROTO_DIR
 """
 import json
-import os
 import sys
-import tempfile
 
 import grpc
-from grpc_tools import protoc
 from grpc_status import rpc_status
 from google.rpc import error_details_pb2
-
-
-def load_stubs(proto_dir):
-    out = tempfile.mkdtemp(prefix="grpcio-matrix-stubs-")
-    rc = protoc.main([
-        "protoc",
-        f"-I{proto_dir}",
-        f"--python_out={out}",
-        f"--grpc_python_out={out}",
-        os.path.join(proto_dir, "echo.proto"),
-    ])
-    if rc != 0:
-        raise SystemExit(f"protoc failed: {rc}")
-    sys.path.insert(0, out)
-    import echo_pb2  # noqa: E402
-    import echo_pb2_grpc  # noqa: E402
-    return echo_pb2, echo_pb2_grpc
+from stubs import load_stubs
 
 
 def message_for(code):
@@ -59,7 +40,7 @@ def run(case, fn):
 
 def main():
     addr, proto_dir = sys.argv[1], sys.argv[2]
-    pb, pb_grpc = load_stubs(proto_dir)
+    pb, pb_grpc = load_stubs(proto_dir, "echo.proto")
     out = []
     with grpc.insecure_channel(addr) as channel:
         stub = pb_grpc.EchoStub(channel)
