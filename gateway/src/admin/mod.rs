@@ -14,13 +14,13 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header
 use http_body_util::{BodyExt, Limited};
 use hyper::{body::Incoming, service::service_fn};
 use hyper_util::{
-    rt::{TokioExecutor, TokioIo},
+    rt::{TokioExecutor, TokioIo, TokioTimer},
     server::{conn::auto, graceful::GracefulShutdown},
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
-use tokio::net::TcpListener;
+use tokio::{net::TcpListener, sync::Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 
@@ -36,6 +36,17 @@ pub const DEFAULT_ADMIN_ADDRESS: &str = "127.0.0.1:9901";
 pub const DEFAULT_MAX_UPLOAD_BYTES: usize = 64 * 1024 * 1024;
 /// Environment variable holding the admin token.
 pub const TOKEN_ENV: &str = "GATEWAY_ADMIN_TOKEN";
+/// Default time to receive an admin request head (HTTP/1.1), in ms.
+pub const DEFAULT_HEADER_READ_TIMEOUT_MS: u64 = 10_000;
+/// Default cap on concurrent admin connections; beyond it the admin
+/// listener stops accepting until one closes.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 64;
+/// Default cap on uploads (`PUT`) read and compiled at once; the excess is
+/// answered 429 at once.
+pub const DEFAULT_MAX_CONCURRENT_UPLOADS: usize = 2;
+/// Longest the admin listener keeps serving connections after the drain
+/// of the front listeners.
+const ADMIN_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// `[admin]` in the config file.
 #[derive(Debug, Clone, Deserialize)]
@@ -53,6 +64,19 @@ pub struct AdminConfig {
     /// Largest upload body.
     #[serde(default = "default_max_upload")]
     pub max_upload_bytes: usize,
+    /// Serve the admin API over TLS with this certificate (the listeners'
+    /// `{ cert_file, key_file }`); none = cleartext.
+    #[serde(default)]
+    pub tls: Option<crate::config::ListenerTlsConfig>,
+    /// Time to receive an HTTP/1.1 request head, in ms.
+    #[serde(default = "default_header_read_timeout_ms")]
+    pub header_read_timeout_ms: u64,
+    /// Concurrent admin connections.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Uploads in progress at once; more are answered 429.
+    #[serde(default = "default_max_concurrent_uploads")]
+    pub max_concurrent_uploads: usize,
 }
 
 impl Default for AdminConfig {
@@ -62,6 +86,10 @@ impl Default for AdminConfig {
             address: default_address(),
             token: None,
             max_upload_bytes: DEFAULT_MAX_UPLOAD_BYTES,
+            tls: None,
+            header_read_timeout_ms: DEFAULT_HEADER_READ_TIMEOUT_MS,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_concurrent_uploads: DEFAULT_MAX_CONCURRENT_UPLOADS,
         }
     }
 }
@@ -75,6 +103,15 @@ fn default_address() -> SocketAddr {
 fn default_max_upload() -> usize {
     DEFAULT_MAX_UPLOAD_BYTES
 }
+fn default_header_read_timeout_ms() -> u64 {
+    DEFAULT_HEADER_READ_TIMEOUT_MS
+}
+fn default_max_connections() -> usize {
+    DEFAULT_MAX_CONNECTIONS
+}
+fn default_max_concurrent_uploads() -> usize {
+    DEFAULT_MAX_CONCURRENT_UPLOADS
+}
 
 impl AdminConfig {
     /// The effective token: the environment variable, else the config's.
@@ -85,10 +122,11 @@ impl AdminConfig {
             .or_else(|| self.token.clone().filter(|t| !t.is_empty()))
     }
 
-    /// Refuses a non-loopback address without a token.
+    /// Refuses a non-loopback address without a token, and limits of 0.
     pub fn validate(&self, token: Option<&str>) -> Result<(), balancer::config::ConfigError> {
+        use balancer::config::ConfigError as E;
         if self.enabled && !self.address.ip().is_loopback() && token.is_none() {
-            return Err(balancer::config::ConfigError::new(
+            return Err(E::new(
                 "admin.address",
                 format!(
                     "{} is not a loopback address: set admin.token or {TOKEN_ENV} to expose the admin API",
@@ -96,7 +134,27 @@ impl AdminConfig {
                 ),
             ));
         }
+        for (field, value) in [
+            ("max_upload_bytes", self.max_upload_bytes as u64),
+            ("header_read_timeout_ms", self.header_read_timeout_ms),
+            ("max_connections", self.max_connections as u64),
+            ("max_concurrent_uploads", self.max_concurrent_uploads as u64),
+        ] {
+            if value == 0 {
+                return Err(E::new(format!("admin.{field}"), "must be at least 1"));
+            }
+        }
         Ok(())
+    }
+
+    /// The TLS acceptor of `[admin] tls`, when set; errors name the file.
+    pub fn tls_acceptor(
+        &self,
+    ) -> Result<Option<tokio_rustls::TlsAcceptor>, balancer::config::ConfigError> {
+        self.tls
+            .as_ref()
+            .map(|t| crate::tls::server_config(t, "admin").map(tokio_rustls::TlsAcceptor::from))
+            .transpose()
     }
 }
 
@@ -114,16 +172,45 @@ pub struct AdminState {
     pub routes: RouteTable,
     /// Upload limit.
     pub max_upload: usize,
+    /// Uploads in progress; `try_acquire` fails past the cap.
+    pub uploads: Arc<tokio::sync::Semaphore>,
+    /// Cancelled when the gateway drains: `/healthz` answers 503 then.
+    pub draining: CancellationToken,
 }
 
-/// Serves the admin API until `shutdown`.
-pub async fn run(tcp: TcpListener, state: Arc<AdminState>, shutdown: CancellationToken) {
+/// The admin listener's settings, compiled from `[admin]`.
+pub struct AdminListener {
+    /// The bound socket.
+    pub tcp: TcpListener,
+    /// TLS acceptor, when `[admin] tls` is set.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// HTTP/1.1 request head timeout.
+    pub header_read_timeout: Duration,
+    /// Concurrent connections.
+    pub max_connections: usize,
+}
+
+/// Serves the admin API until `stop`, which the gateway cancels after the
+/// front listeners drained, so `/healthz` says "draining" (503) meanwhile.
+pub async fn run(l: AdminListener, state: Arc<AdminState>, stop: CancellationToken) {
     let graceful = GracefulShutdown::new();
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(l.header_read_timeout);
+    let builder = Arc::new(builder);
+    let permits = Arc::new(Semaphore::new(l.max_connections));
     loop {
+        // Wait for a free connection slot before accepting more.
+        let permit = tokio::select! {
+            _ = stop.cancelled() => break,
+            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+        };
+        // `accept` is cancel-safe.
         let (io, peer) = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            r = tcp.accept() => match r {
+            _ = stop.cancelled() => break,
+            r = l.tcp.accept() => match r {
                 Ok(c) => c,
                 Err(error) => {
                     warn!(%error, "Admin accept failed");
@@ -137,18 +224,47 @@ pub async fn run(tcp: TcpListener, state: Arc<AdminState>, shutdown: Cancellatio
             let state = state.clone();
             async move { Ok::<_, Infallible>(handle(&state, req).await) }
         });
-        let conn = builder.serve_connection(TokioIo::new(io), svc).into_owned();
-        let watched = graceful.watch(conn);
+        let builder = builder.clone();
+        let tls = l.tls.clone();
+        let graceful = graceful.watcher();
+        let header_read_timeout = l.header_read_timeout;
         tokio::spawn(
             async move {
-                if let Err(error) = watched.await {
+                let _permit = permit;
+                let result = match tls {
+                    None => {
+                        let conn = builder.serve_connection(TokioIo::new(io), svc);
+                        graceful.watch(conn.into_owned()).await
+                    }
+                    Some(acceptor) => {
+                        // The handshake gets the head's time budget.
+                        let stream =
+                            match tokio::time::timeout(header_read_timeout, acceptor.accept(io))
+                                .await
+                            {
+                                Ok(Ok(s)) => s,
+                                Ok(Err(error)) => {
+                                    debug!(%error, "Admin TLS handshake failed");
+                                    return;
+                                }
+                                Err(_) => {
+                                    debug!("Admin TLS handshake timed out");
+                                    return;
+                                }
+                            };
+                        let conn = builder.serve_connection(TokioIo::new(stream), svc);
+                        graceful.watch(conn.into_owned()).await
+                    }
+                };
+                if let Err(error) = result {
                     debug!(%error, "Admin connection ended");
                 }
             }
             .instrument(info_span!("admin", client.addr = %peer)),
         );
     }
-    let _ = tokio::time::timeout(Duration::from_secs(5), graceful.shutdown()).await;
+    drop(l.tcp);
+    let _ = tokio::time::timeout(ADMIN_CLOSE_TIMEOUT, graceful.shutdown()).await;
 }
 
 /// An admin API error: HTTP status and message, as
@@ -207,7 +323,14 @@ async fn route(
     let path = req.uri().path().trim_end_matches('/').to_string();
     let segments: Vec<&str> = path.split('/').skip(1).collect();
     match (req.method().clone(), segments.as_slice()) {
-        (Method::GET, ["healthz"]) => Ok(json_response(StatusCode::OK, &json!({ "status": "ok" }))),
+        (Method::GET, ["healthz"]) => Ok(if state.draining.is_cancelled() {
+            json_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &json!({ "status": "draining" }),
+            )
+        } else {
+            json_response(StatusCode::OK, &json!({ "status": "ok" }))
+        }),
         (Method::GET, ["v1", "descriptor-sets"]) => Ok(list_sets(state)),
         (Method::GET, ["v1", "descriptor-sets", name]) => {
             get_set(state, &decode(name)?, req.uri().query())
@@ -215,6 +338,13 @@ async fn route(
         (Method::PUT, ["v1", "descriptor-sets", name]) => {
             authorize(state, req.headers())?;
             let name = decode(name)?;
+            // Held while the upload is read and compiled.
+            let _upload = state.uploads.clone().try_acquire_owned().map_err(|_| {
+                ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too many uploads in progress; retry when one has finished",
+                )
+            })?;
             put_set(state, &name, req).await
         }
         (Method::DELETE, ["v1", "descriptor-sets", name]) => {
