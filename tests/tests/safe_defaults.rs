@@ -58,8 +58,9 @@ async fn default_request_limit_is_1024_per_endpoint_and_the_excess_queues() {
         .map(|i| {
             let mut c = EchoClient::new(channels[i % 2].clone());
             tokio::spawn(async move {
+                // Long enough for all the calls to be sent on a busy machine.
                 c.slow(EchoRequest {
-                    interval_ms: 1500,
+                    interval_ms: 3000,
                     ..Default::default()
                 })
                 .await
@@ -286,4 +287,40 @@ async fn access_log_fields_are_bounded_and_escaped() {
         line.contains("/v1/aaaa") && line.contains("... HTTP/1.1\""),
         "{line}"
     );
+}
+
+/// A `deny_unless` exact value (compared in constant time) still admits
+/// only the whole value: same length but one byte off, a prefix or a
+/// longer value is denied; any one of several values may match.
+#[tokio::test]
+async fn deny_unless_exact_admits_only_the_whole_value() {
+    let s = spawn_sample("guarded").await;
+    let toml = one_server(&s, "").replace(
+        "address = \"127.0.0.1:0\"\n",
+        "address = \"127.0.0.1:0\"\ndeny_unless = [{ name = \"x-pass\", exact = \"abc123\" }]\n",
+    );
+    let gw = spawn_gateway(&toml).await;
+    let mut client = EchoClient::new(channel(gw.first_addr()).await);
+    for (values, admitted) in [
+        (&["abc123"][..], true),
+        (&["abc124"][..], false),
+        (&["Abc123"][..], false),
+        (&["abc12"][..], false),
+        (&["abc1234"][..], false),
+        (&["nope", "abc123"][..], true),
+    ] {
+        let mut req = tonic::Request::new(EchoRequest::default());
+        for v in values {
+            req.metadata_mut()
+                .append("x-pass", v.parse().expect("value"));
+        }
+        match client.unary(req).await {
+            Ok(_) => assert!(admitted, "{values:?} admitted"),
+            Err(e) => {
+                assert!(!admitted, "{values:?} denied: {e}");
+                assert_eq!(e.code(), tonic::Code::PermissionDenied);
+            }
+        }
+    }
+    assert_eq!(s.stats.requests(), 2);
 }
