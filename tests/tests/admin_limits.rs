@@ -69,6 +69,9 @@ async fn healthz_answers_503_draining_while_the_gateway_drains() {
     assert!(tokio::net::TcpStream::connect(admin).await.is_err());
 }
 
+/// `header_read_timeout_ms` bounds a request head, and how long a
+/// connection may stay without a request in progress (before its first
+/// byte, between keep-alive requests).
 #[tokio::test]
 async fn a_request_head_slower_than_header_read_timeout_is_cut() {
     let gw = spawn_gateway(&format!(
@@ -87,6 +90,40 @@ async fn a_request_head_slower_than_header_read_timeout_is_cut() {
     let _ = within(5, "connection closed", tcp.read_to_end(&mut answer)).await;
     let answer = String::from_utf8_lossy(&answer);
     assert!(!answer.contains("200 OK"), "{answer}");
+    assert!(
+        t.elapsed() >= Duration::from_millis(250),
+        "{:?}",
+        t.elapsed()
+    );
+    // A connection that sends nothing at all is closed too, so idle
+    // connections cannot hold the connection cap.
+    let mut idle = tokio::net::TcpStream::connect(gw.admin_addr().expect("admin"))
+        .await
+        .expect("connect");
+    let t = Instant::now();
+    let mut answer = Vec::new();
+    let _ = within(5, "idle connection closed", idle.read_to_end(&mut answer)).await;
+    assert!(
+        t.elapsed() >= Duration::from_millis(250),
+        "{:?}",
+        t.elapsed()
+    );
+    // And so is a keep-alive connection after its answer.
+    let mut kept = tokio::net::TcpStream::connect(gw.admin_addr().expect("admin"))
+        .await
+        .expect("connect");
+    kept.write_all(b"GET /healthz HTTP/1.1\r\nhost: a\r\n\r\n")
+        .await
+        .expect("write");
+    let t = Instant::now();
+    let mut answer = Vec::new();
+    let _ = within(
+        5,
+        "kept-alive connection closed",
+        kept.read_to_end(&mut answer),
+    )
+    .await;
+    assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200 OK"));
     assert!(
         t.elapsed() >= Duration::from_millis(250),
         "{:?}",

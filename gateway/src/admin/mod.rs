@@ -15,7 +15,7 @@ use http_body_util::{BodyExt, Limited};
 use hyper::{body::Incoming, service::service_fn};
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
-    server::{conn::auto, graceful::GracefulShutdown},
+    server::conn::auto,
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -36,7 +36,8 @@ pub const DEFAULT_ADMIN_ADDRESS: &str = "127.0.0.1:9901";
 pub const DEFAULT_MAX_UPLOAD_BYTES: usize = 64 * 1024 * 1024;
 /// Environment variable holding the admin token.
 pub const TOKEN_ENV: &str = "GATEWAY_ADMIN_TOKEN";
-/// Default time to receive an admin request head (HTTP/1.1), in ms.
+/// Default time to receive an admin request head (HTTP/1.1), in ms, and
+/// the longest a connection stays with no request in progress.
 pub const DEFAULT_HEADER_READ_TIMEOUT_MS: u64 = 10_000;
 /// Default cap on concurrent admin connections; beyond it the admin
 /// listener stops accepting until one closes.
@@ -68,7 +69,8 @@ pub struct AdminConfig {
     /// `{ cert_file, key_file }`); none = cleartext.
     #[serde(default)]
     pub tls: Option<crate::config::ListenerTlsConfig>,
-    /// Time to receive an HTTP/1.1 request head, in ms.
+    /// Time to receive an HTTP/1.1 request head, in ms; also how long a
+    /// connection may stay open with no request in progress.
     #[serde(default = "default_header_read_timeout_ms")]
     pub header_read_timeout_ms: u64,
     /// Concurrent admin connections.
@@ -193,7 +195,6 @@ pub struct AdminListener {
 /// Serves the admin API until `stop`, which the gateway cancels after the
 /// front listeners drained, so `/healthz` says "draining" (503) meanwhile.
 pub async fn run(l: AdminListener, state: Arc<AdminState>, stop: CancellationToken) {
-    let graceful = GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -201,7 +202,10 @@ pub async fn run(l: AdminListener, state: Arc<AdminState>, stop: CancellationTok
         .header_read_timeout(l.header_read_timeout);
     let builder = Arc::new(builder);
     let permits = Arc::new(Semaphore::new(l.max_connections));
+    // Connection tasks, joined (up to a deadline) when the loop ends.
+    let mut conns = tokio::task::JoinSet::new();
     loop {
+        while conns.try_join_next().is_some() {}
         // Wait for a free connection slot before accepting more.
         let permit = tokio::select! {
             _ = stop.cancelled() => break,
@@ -219,52 +223,149 @@ pub async fn run(l: AdminListener, state: Arc<AdminState>, stop: CancellationTok
                 }
             },
         };
-        let state = state.clone();
-        let svc = service_fn(move |req| {
-            let state = state.clone();
-            async move { Ok::<_, Infallible>(handle(&state, req).await) }
-        });
-        let builder = builder.clone();
+        let conn = AdminConn {
+            builder: builder.clone(),
+            state: state.clone(),
+            stop: stop.clone(),
+            idle_timeout: l.header_read_timeout,
+        };
         let tls = l.tls.clone();
-        let graceful = graceful.watcher();
-        let header_read_timeout = l.header_read_timeout;
-        tokio::spawn(
+        conns.spawn(
             async move {
                 let _permit = permit;
-                let result = match tls {
-                    None => {
-                        let conn = builder.serve_connection(TokioIo::new(io), svc);
-                        graceful.watch(conn.into_owned()).await
-                    }
+                match tls {
+                    None => conn.serve(io).await,
                     Some(acceptor) => {
                         // The handshake gets the head's time budget.
-                        let stream =
-                            match tokio::time::timeout(header_read_timeout, acceptor.accept(io))
-                                .await
-                            {
-                                Ok(Ok(s)) => s,
-                                Ok(Err(error)) => {
-                                    debug!(%error, "Admin TLS handshake failed");
-                                    return;
-                                }
-                                Err(_) => {
-                                    debug!("Admin TLS handshake timed out");
-                                    return;
-                                }
-                            };
-                        let conn = builder.serve_connection(TokioIo::new(stream), svc);
-                        graceful.watch(conn.into_owned()).await
+                        match tokio::time::timeout(conn.idle_timeout, acceptor.accept(io)).await {
+                            Ok(Ok(stream)) => conn.serve(stream).await,
+                            Ok(Err(error)) => debug!(%error, "Admin TLS handshake failed"),
+                            Err(_) => debug!("Admin TLS handshake timed out"),
+                        }
                     }
-                };
-                if let Err(error) = result {
-                    debug!(%error, "Admin connection ended");
                 }
             }
             .instrument(info_span!("admin", client.addr = %peer)),
         );
     }
     drop(l.tcp);
-    let _ = tokio::time::timeout(ADMIN_CLOSE_TIMEOUT, graceful.shutdown()).await;
+    // Each connection got a graceful shutdown from `stop`; the rest are
+    // aborted when the set drops.
+    let _ = tokio::time::timeout(ADMIN_CLOSE_TIMEOUT, async {
+        while conns.join_next().await.is_some() {}
+    })
+    .await;
+}
+
+/// What one admin connection needs.
+struct AdminConn {
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    state: Arc<AdminState>,
+    stop: CancellationToken,
+    /// A connection with no request in progress for this long is closed
+    /// (before its first byte, between keep-alive requests, an idle HTTP/2
+    /// connection), so idle connections cannot hold the connection cap.
+    idle_timeout: Duration,
+}
+
+impl AdminConn {
+    async fn serve<I>(self, io: I)
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let activity = Arc::new(Activity::new());
+        let state = self.state;
+        let busy = activity.clone();
+        let svc = service_fn(move |req| {
+            let state = state.clone();
+            let request = busy.begin();
+            async move {
+                let _request = request;
+                Ok::<_, Infallible>(handle(&state, req).await)
+            }
+        });
+        let conn = self.builder.serve_connection(TokioIo::new(io), svc);
+        let mut conn = std::pin::pin!(conn);
+        let mut closing = false;
+        loop {
+            // Cancel-safe branches: the connection future is polled by
+            // reference, `cancelled` and `idle_for` keep no state.
+            tokio::select! {
+                res = conn.as_mut() => {
+                    if let Err(error) = res {
+                        debug!(%error, "Admin connection ended");
+                    }
+                    return;
+                }
+                _ = self.stop.cancelled(), if !closing => {
+                    closing = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+                _ = activity.idle_for(self.idle_timeout), if !closing => {
+                    debug!(timeout = ?self.idle_timeout, "Admin connection idle; closing");
+                    closing = true;
+                    // Responses being written still finish.
+                    conn.as_mut().graceful_shutdown();
+                }
+            }
+        }
+    }
+}
+
+/// Requests in progress on one connection, and when that last changed.
+struct Activity {
+    in_flight: std::sync::atomic::AtomicUsize,
+    changed: std::sync::Mutex<tokio::time::Instant>,
+}
+
+/// One request in progress; its end restarts the idle clock.
+struct Busy(Arc<Activity>);
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            in_flight: std::sync::atomic::AtomicUsize::new(0),
+            changed: std::sync::Mutex::new(tokio::time::Instant::now()),
+        }
+    }
+
+    fn begin(self: &Arc<Self>) -> Busy {
+        self.in_flight
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        Busy(self.clone())
+    }
+
+    /// Resolves once no request has been in progress for `idle`.
+    async fn idle_for(&self, idle: Duration) {
+        loop {
+            let since = self
+                .changed
+                .lock()
+                .map(|t| *t)
+                .unwrap_or_else(|_| tokio::time::Instant::now());
+            let busy = self.in_flight.load(std::sync::atomic::Ordering::Acquire) > 0;
+            if !busy && since.elapsed() >= idle {
+                return;
+            }
+            let wake = if busy {
+                tokio::time::Instant::now() + idle
+            } else {
+                since + idle
+            };
+            tokio::time::sleep_until(wake).await;
+        }
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        if let Ok(mut t) = self.0.changed.lock() {
+            *t = tokio::time::Instant::now();
+        }
+        self.0
+            .in_flight
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
 }
 
 /// An admin API error: HTTP status and message, as
