@@ -36,6 +36,55 @@ use crate::{
     upstream::Connector,
 };
 
+/// The servers of `cfg` as `host:port` targets, unresolved; errors name
+/// the address field.
+fn parse_targets(cfg: &ClusterConfig, at: &str) -> Result<Vec<Target>, ConfigError> {
+    let mut targets = Vec::with_capacity(cfg.endpoints.len());
+    for (i, ep) in cfg.endpoints.iter().enumerate() {
+        let field = format!("{at}.endpoints[{i}].address");
+        let (host, port) = ep
+            .address
+            .rsplit_once(':')
+            .map(|(h, p)| {
+                (
+                    h.trim_start_matches('[').trim_end_matches(']').to_string(),
+                    p,
+                )
+            })
+            .ok_or_else(|| {
+                ConfigError::new(&field, format!("`{}` is not host:port", ep.address))
+            })?;
+        let port: u16 = port
+            .parse()
+            .map_err(|_| ConfigError::new(&field, format!("`{}` has no valid port", ep.address)))?;
+        if host.is_empty() {
+            return Err(ConfigError::new(
+                &field,
+                format!("`{}` has no host", ep.address),
+            ));
+        }
+        let literal = host.parse::<std::net::IpAddr>().is_ok();
+        targets.push(Target {
+            name: ep.name.clone(),
+            address: ep.address.clone(),
+            host,
+            port,
+            weight: ep.weight,
+            literal,
+        });
+    }
+    Ok(targets)
+}
+
+/// Checks `cfg` as [`Cluster::new`] does, without resolving host names:
+/// values, TLS files, address syntax.
+pub fn check_cluster(cfg: &ClusterConfig, at: &str) -> Result<(), ConfigError> {
+    cfg.validate(at)?;
+    Connector::new(cfg, at)?;
+    parse_targets(cfg, at)?;
+    Ok(())
+}
+
 /// A cluster of endpoints.
 pub struct Cluster {
     name: ClusterName,
@@ -153,34 +202,7 @@ impl Cluster {
     ) -> Result<Self, ConfigError> {
         cfg.validate(at)?;
         let connector = Connector::new(cfg, at)?;
-        let mut targets = Vec::with_capacity(cfg.endpoints.len());
-        for (i, ep) in cfg.endpoints.iter().enumerate() {
-            let field = format!("{at}.endpoints[{i}].address");
-            let (host, port) = ep
-                .address
-                .rsplit_once(':')
-                .map(|(h, p)| {
-                    (
-                        h.trim_start_matches('[').trim_end_matches(']').to_string(),
-                        p,
-                    )
-                })
-                .ok_or_else(|| {
-                    ConfigError::new(&field, format!("`{}` is not host:port", ep.address))
-                })?;
-            let port: u16 = port.parse().map_err(|_| {
-                ConfigError::new(&field, format!("`{}` has no valid port", ep.address))
-            })?;
-            let literal = host.parse::<std::net::IpAddr>().is_ok();
-            targets.push(Target {
-                name: ep.name.clone(),
-                address: ep.address.clone(),
-                host,
-                port,
-                weight: ep.weight,
-                literal,
-            });
-        }
+        let targets = parse_targets(cfg, at)?;
         let mut endpoints = Vec::new();
         for (i, t) in targets.iter().enumerate() {
             let addrs = resolve_target(resolver, t).await.map_err(|e| {
@@ -223,7 +245,7 @@ impl Cluster {
                 max: Duration::from_millis(o.max_ejection_ms.max(o.base_ejection_ms)),
                 max_percent: o.max_ejection_percent,
             }),
-            limit: cfg.max_requests_per_endpoint,
+            limit: Some(cfg.effective_requests_per_endpoint()),
             max_queue: cfg.max_queue,
             queue_timeout: Duration::from_millis(cfg.queue_timeout_ms),
             waiting: AtomicUsize::new(0),
@@ -935,6 +957,23 @@ impl Clusters {
         for c in self.by_name.values() {
             let _ = c.budget.set(budget.clone());
         }
+    }
+
+    /// Checks every cluster as [`Clusters::new`] does, without resolving
+    /// host names (the `gateway check` half of the build).
+    pub fn check(configs: &[ClusterConfig]) -> Result<(), ConfigError> {
+        let mut names = std::collections::HashSet::new();
+        for (i, cfg) in configs.iter().enumerate() {
+            let at = format!("clusters[{i}]");
+            if !names.insert(&cfg.name) {
+                return Err(ConfigError::new(
+                    format!("{at}.name"),
+                    format!("duplicate cluster `{}`", cfg.name),
+                ));
+            }
+            check_cluster(cfg, &at)?;
+        }
+        Ok(())
     }
 
     /// Builds every cluster; names must be unique.

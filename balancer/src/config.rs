@@ -37,6 +37,16 @@ pub const DEFAULT_MAX_CONNECT_ATTEMPTS: u32 = 3;
 pub const DEFAULT_UPSTREAM_IDLE_TIMEOUT_MS: u64 = 600_000;
 /// Default cap on h2 connections to one endpoint.
 pub const DEFAULT_MAX_CONNECTIONS_PER_ENDPOINT: u32 = 8;
+/// Default cap on streams (requests) in flight per endpoint: Envoy's
+/// circuit-breaker default `max_requests`, so one slow server cannot take
+/// unbounded work; the excess waits in the cluster's queue.
+pub const DEFAULT_MAX_REQUESTS_PER_ENDPOINT: u32 = 1_024;
+/// Default cap on open HTTP/1.1 connections to one endpoint of a plain
+/// `http1` cluster (one request at a time each): as many as the idle
+/// keep-alive pool keeps.
+pub const DEFAULT_MAX_HTTP1_CONNECTIONS_PER_ENDPOINT: u32 = 64;
+/// Largest accepted `max_http1_connections_per_endpoint`.
+pub const MAX_HTTP1_CONNECTIONS_PER_ENDPOINT: u32 = 10_000;
 
 /// Name of a cluster, unique in the configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize)]
@@ -100,9 +110,15 @@ pub struct ClusterConfig {
     /// Time to open a connection, TLS included.
     #[serde(default = "default_connect_timeout_ms")]
     pub connect_timeout_ms: u64,
-    /// Streams in flight per endpoint (HAProxy `maxconn`); none = no limit.
+    /// Streams in flight per endpoint (HAProxy `maxconn`, Envoy's
+    /// `max_requests`); the excess waits in the queue.
+    #[serde(default = "default_max_requests_per_endpoint")]
+    pub max_requests_per_endpoint: u32,
+    /// Open HTTP/1.1 connections per endpoint of an `http1` cluster (each
+    /// carries one request at a time, so this also caps its requests in
+    /// flight); the excess waits in the queue. None = the default.
     #[serde(default)]
-    pub max_requests_per_endpoint: Option<u32>,
+    pub max_http1_connections_per_endpoint: Option<u32>,
     /// Requests that may wait for a slot when every endpoint is full.
     #[serde(default = "default_max_queue")]
     pub max_queue: usize,
@@ -377,6 +393,9 @@ fn default_max_queue() -> usize {
 fn default_max_connect_attempts() -> u32 {
     DEFAULT_MAX_CONNECT_ATTEMPTS
 }
+fn default_max_requests_per_endpoint() -> u32 {
+    DEFAULT_MAX_REQUESTS_PER_ENDPOINT
+}
 fn default_max_connections_per_endpoint() -> u32 {
     DEFAULT_MAX_CONNECTIONS_PER_ENDPOINT
 }
@@ -429,6 +448,24 @@ impl ConfigError {
 }
 
 impl ClusterConfig {
+    /// Requests in flight per endpoint: `max_requests_per_endpoint`, and
+    /// for an `http1` cluster at most its connection cap (one request per
+    /// connection at a time), so the excess waits in the cluster's queue.
+    pub fn effective_requests_per_endpoint(&self) -> u32 {
+        match self.protocol {
+            UpstreamProtocol::Http1 => self
+                .max_requests_per_endpoint
+                .min(self.http1_connections_per_endpoint()),
+            _ => self.max_requests_per_endpoint,
+        }
+    }
+
+    /// Open HTTP/1.1 connections per endpoint of an `http1` cluster.
+    pub fn http1_connections_per_endpoint(&self) -> u32 {
+        self.max_http1_connections_per_endpoint
+            .unwrap_or(DEFAULT_MAX_HTTP1_CONNECTIONS_PER_ENDPOINT)
+    }
+
     /// Checks the values serde cannot; `at` is this cluster's field path.
     pub fn validate(&self, at: &str) -> Result<(), ConfigError> {
         if self.name.as_str().is_empty() {
@@ -460,11 +497,25 @@ impl ClusterConfig {
                 "must be greater than 0",
             ));
         }
-        if self.max_requests_per_endpoint == Some(0) {
+        if self.max_requests_per_endpoint == 0 {
             return Err(ConfigError::new(
                 format!("{at}.max_requests_per_endpoint"),
-                "must be at least 1 (omit it for no limit)",
+                "must be at least 1",
             ));
+        }
+        if let Some(n) = self.max_http1_connections_per_endpoint {
+            if self.protocol != UpstreamProtocol::Http1 {
+                return Err(ConfigError::new(
+                    format!("{at}.max_http1_connections_per_endpoint"),
+                    "only used with protocol = \"http1\" (HTTP/2 clusters: max_connections_per_endpoint)",
+                ));
+            }
+            if !(1..=MAX_HTTP1_CONNECTIONS_PER_ENDPOINT).contains(&n) {
+                return Err(ConfigError::new(
+                    format!("{at}.max_http1_connections_per_endpoint"),
+                    format!("must be from 1 to {MAX_HTTP1_CONNECTIONS_PER_ENDPOINT}"),
+                ));
+            }
         }
         if !(1..=1024).contains(&self.max_connections_per_endpoint) {
             return Err(ConfigError::new(

@@ -166,9 +166,10 @@ impl Endpoint {
         self.in_flight.load(Relaxed)
     }
 
-    /// HTTP/2 connections open to this endpoint.
+    /// Connections open to this endpoint (HTTP/2, or HTTP/1.1 for `http1`
+    /// clusters).
     pub fn connections(&self) -> usize {
-        self.pool.connections()
+        self.pool.connections() + self.pool.h1_connections()
     }
 
     /// Requests sent here since start.

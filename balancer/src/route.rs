@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
+use subtle::ConstantTimeEq;
 
 use crate::config::{ClusterName, ConfigError, HeaderMatchConfig, RouteConfig};
 
@@ -92,7 +93,14 @@ impl HeaderMatch {
         let mut values = headers.get_all(&self.name).iter().peekable();
         match &self.kind {
             HeaderMatchKind::Present(want) => values.peek().is_some() == *want,
-            HeaderMatchKind::Exact(v) => values.any(|x| x == v),
+            // Constant time in the value (a deny rule's value is a shared
+            // secret, as in the HAProxy demo); only its length may show.
+            // Every value is compared, with no early exit.
+            HeaderMatchKind::Exact(v) => values
+                .fold(subtle::Choice::from(0), |acc, x| {
+                    acc | x.as_bytes().ct_eq(v.as_bytes())
+                })
+                .into(),
             HeaderMatchKind::Prefix(p) => values.any(|x| x.as_bytes().starts_with(p)),
         }
     }
@@ -373,6 +381,25 @@ mod tests {
         assert!(m(hdr("a", None, None, Some(true))).matches(&h));
         assert!(m(hdr("b", None, None, Some(false))).matches(&h));
         assert!(HeaderMatch::compile(&hdr("a", Some("x"), Some("y"), None), "x").is_err());
+    }
+
+    #[test]
+    fn exact_match_compares_every_value_whole() {
+        let m = HeaderMatch::compile(&hdr("k", Some("abc123"), None, None), "x").expect("valid");
+        let with = |values: &[&'static str]| {
+            let mut h = HeaderMap::new();
+            for v in values {
+                h.append("k", HeaderValue::from_static(v));
+            }
+            m.matches(&h)
+        };
+        assert!(with(&["abc123"]));
+        assert!(!with(&["abc124"]), "same length, last byte differs");
+        assert!(!with(&["xbc123"]), "same length, first byte differs");
+        assert!(!with(&["abc12"]) && !with(&["abc1234"]) && !with(&[""]));
+        assert!(with(&["nope", "abc123"]), "any value may match");
+        assert!(with(&["abc123", "nope"]));
+        assert!(!with(&[]));
     }
 
     #[test]

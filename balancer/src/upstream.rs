@@ -9,7 +9,7 @@ use std::{
     net::SocketAddr,
     sync::{
         Arc,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicU64, AtomicUsize, Ordering},
     },
     time::Duration,
 };
@@ -43,6 +43,9 @@ pub struct Connector {
     h2: H2Settings,
     /// Most h2 connections open to one endpoint at once.
     pub max_connections: usize,
+    /// Most HTTP/1.1 connections open to one endpoint at once (`http1`
+    /// clusters).
+    pub max_http1_connections: usize,
     /// Longest wait for a free stream when every connection is at the
     /// server's limit and no more may be opened.
     stream_wait: Duration,
@@ -92,6 +95,7 @@ impl Connector {
                     .then(|| Duration::from_millis(cfg.idle_timeout_ms)),
             },
             max_connections: cfg.max_connections_per_endpoint as usize,
+            max_http1_connections: cfg.http1_connections_per_endpoint() as usize,
             stream_wait: Duration::from_millis(cfg.queue_timeout_ms),
             cluster: cfg.name.clone(),
             scheme,
@@ -169,17 +173,20 @@ impl Connector {
 }
 
 impl Connector {
-    /// Opens a new HTTP/1.1 connection and spawns its driver task.
-    pub async fn connect_h1(
+    /// Opens a new HTTP/1.1 connection and spawns its driver task, which
+    /// holds `open` (the connection's place under the endpoint's cap) until
+    /// the connection ends.
+    async fn connect_h1(
         &self,
         addr: SocketAddr,
         host: &str,
+        open: H1Open,
     ) -> Result<H1Sender, BalancerError> {
         let io = self.connect_io(addr, host).await?;
         let handshake = async {
             match io {
-                Io::Plain(s) => spawn_h1(TokioIo::new(s), addr).await,
-                Io::Tls(s) => spawn_h1(TokioIo::new(*s), addr).await,
+                Io::Plain(s) => spawn_h1(TokioIo::new(s), addr, open).await,
+                Io::Tls(s) => spawn_h1(TokioIo::new(*s), addr, open).await,
             }
         };
         tokio::time::timeout(self.connect_timeout, handshake)
@@ -192,7 +199,11 @@ impl Connector {
 }
 
 /// HTTP/1.1 handshake on `io`, with the connection driven by its own task.
-async fn spawn_h1<T>(io: TokioIo<T>, addr: SocketAddr) -> Result<H1Sender, BalancerError>
+async fn spawn_h1<T>(
+    io: TokioIo<T>,
+    addr: SocketAddr,
+    open: H1Open,
+) -> Result<H1Sender, BalancerError>
 where
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -204,11 +215,45 @@ where
             source: Box::new(source),
         })?;
     tokio::spawn(async move {
+        // Counted as open until the connection is over.
+        let _open = open;
         if let Err(error) = conn.await {
             debug!(%addr, %error, "Upstream HTTP/1.1 connection ended");
         }
     });
     Ok(tx)
+}
+
+/// One open HTTP/1.1 connection's place under the endpoint's cap; given
+/// back, and waiters woken, on drop.
+struct H1Open {
+    open: Arc<AtomicUsize>,
+    changed: Arc<tokio::sync::Notify>,
+}
+
+impl H1Open {
+    /// Takes a place if fewer than `cap` connections are open.
+    fn try_take(
+        open: &Arc<AtomicUsize>,
+        changed: &Arc<tokio::sync::Notify>,
+        cap: usize,
+    ) -> Option<Self> {
+        open.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            (n < cap).then_some(n + 1)
+        })
+        .ok()?;
+        Some(Self {
+            open: open.clone(),
+            changed: changed.clone(),
+        })
+    }
+}
+
+impl Drop for H1Open {
+    fn drop(&mut self) {
+        self.open.fetch_sub(1, Ordering::AcqRel);
+        self.changed.notify_waiters();
+    }
 }
 
 /// A sender on one upstream HTTP/1.1 connection (one request at a time).
@@ -363,7 +408,13 @@ pub struct ConnPool {
     /// Failed connects so far: a request that waited for `connecting`
     /// while one failed shares that failure.
     connect_failures: AtomicU64,
+    /// HTTP/1.1 connections of this endpoint, oldest first: idle ones, and
+    /// busy ones whose response is still being read (ready again after).
     idle_h1: std::sync::Mutex<Vec<H1Sender>>,
+    /// Open HTTP/1.1 connections, from connect to the end of their driver.
+    h1_open: Arc<AtomicUsize>,
+    /// Notified when an HTTP/1.1 connection is handed back or closes.
+    h1_changed: Arc<tokio::sync::Notify>,
 }
 
 // === impl ConnPool ===
@@ -383,6 +434,8 @@ impl ConnPool {
             connecting: Mutex::new(()),
             connect_failures: AtomicU64::new(0),
             idle_h1: std::sync::Mutex::new(Vec::new()),
+            h1_open: Arc::new(AtomicUsize::new(0)),
+            h1_changed: Arc::new(tokio::sync::Notify::new()),
         }
     }
 
@@ -479,30 +532,93 @@ impl ConnPool {
     }
 
     /// An idle HTTP/1.1 connection ready for a request, or a new one (the
-    /// flag is true when this call opened it).
+    /// flag is true when this call opened it) while fewer than the
+    /// connector's `max_http1_connections` are open. Past the cap the
+    /// request waits, up to the queue timeout, for a connection to finish
+    /// its response or to close, then fails with `QueueTimeout`.
     pub async fn get_h1(
         &self,
         connector: &Connector,
         addr: SocketAddr,
         host: &str,
     ) -> Result<(H1Sender, bool), BalancerError> {
-        if let Ok(mut idle) = self.idle_h1.lock() {
-            idle.retain(|s| !s.is_closed());
-            if let Some(pos) = idle.iter().position(|s| s.is_ready()) {
-                return Ok((idle.swap_remove(pos), false));
+        let start = std::time::Instant::now();
+        let mut deadline = None;
+        loop {
+            // Registered before looking, so a change in between is not missed.
+            let mut changed = std::pin::pin!(self.h1_changed.notified());
+            changed.as_mut().enable();
+            if let Some(ready) = self.take_ready_h1() {
+                return Ok((ready, false));
+            }
+            let cap = connector.max_http1_connections.max(1);
+            if let Some(open) = H1Open::try_take(&self.h1_open, &self.h1_changed, cap) {
+                // Boxed: the connect future (TCP, TLS) is large and rare.
+                let sender = Box::pin(connector.connect_h1(addr, host, open)).await?;
+                return Ok((sender, true));
+            }
+            let deadline = *deadline.get_or_insert_with(|| {
+                tokio::time::Instant::from_std(start + connector.stream_wait)
+            });
+            let timed_out = || BalancerError::QueueTimeout {
+                cluster: connector.cluster.clone(),
+                waited: start.elapsed(),
+            };
+            // Wait on the oldest busy connection (its response ends, then
+            // it is ready) or for another to come back or close.
+            let busy = self.idle_h1.lock().ok().and_then(|mut idle| {
+                idle.retain(|s| !s.is_closed());
+                (!idle.is_empty()).then(|| idle.remove(0))
+            });
+            let Some(mut busy) = busy else {
+                if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                    return Err(timed_out());
+                }
+                continue;
+            };
+            // Cancel-safe branches only: `ready` and `notified` keep no
+            // state a drop loses; the connection is handed back when not used.
+            tokio::select! {
+                r = busy.ready() => match r {
+                    Ok(()) => return Ok((busy, false)),
+                    Err(_) => continue, // closed: its place is free now
+                },
+                _ = changed => self.put_back_h1(busy),
+                _ = tokio::time::sleep_until(deadline) => {
+                    self.put_back_h1(busy);
+                    return Err(timed_out());
+                }
             }
         }
-        Ok((Box::pin(connector.connect_h1(addr, host)).await?, true))
     }
 
-    /// Returns an HTTP/1.1 connection for reuse once its response is read.
+    /// Removes and returns an open connection ready for a request.
+    fn take_ready_h1(&self) -> Option<H1Sender> {
+        let mut idle = self.idle_h1.lock().ok()?;
+        idle.retain(|s| !s.is_closed());
+        let pos = idle.iter().position(|s| s.is_ready())?;
+        Some(idle.swap_remove(pos))
+    }
+
+    /// Returns an HTTP/1.1 connection for reuse once its response is read,
+    /// and wakes a request waiting for one.
     pub fn put_h1(&self, sender: H1Sender) {
+        self.put_back_h1(sender);
+        self.h1_changed.notify_waiters();
+    }
+
+    fn put_back_h1(&self, sender: H1Sender) {
         if let Ok(mut idle) = self.idle_h1.lock()
             && idle.len() < MAX_IDLE_H1
             && !sender.is_closed()
         {
             idle.push(sender);
         }
+    }
+
+    /// Open HTTP/1.1 connections.
+    pub fn h1_connections(&self) -> usize {
+        self.h1_open.load(Ordering::Acquire)
     }
 
     /// Takes one connection out of use.

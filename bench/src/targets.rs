@@ -252,6 +252,11 @@ pub(crate) fn free_port() -> anyhow::Result<SocketAddr> {
     listener.local_addr().context("local address")
 }
 
+/// Streams in flight per server in the bench: no limit in effect, as in the HAProxy config
+/// (no `maxconn` on its servers); the memory scenario holds 10,000 streams over two servers,
+/// beyond the gateway's default of 1024 per server.
+const BENCH_MAX_REQUESTS_PER_ENDPOINT: u32 = 1_000_000;
+
 /// The gateway's config: one listener, one cluster over `backends`, a catch-all route, no
 /// admin API, no access log, the sample descriptors preloaded (see README "Config reference").
 fn gateway_config(
@@ -271,7 +276,8 @@ fn gateway_config(
     format!(
         "drain_timeout_ms = {GATEWAY_DRAIN_TIMEOUT_MS}\n\n\
          [[listeners]]\nname = \"front\"\naddress = \"{addr}\"\n{max_connections}\n\
-         [[clusters]]\nname = \"backend\"\nendpoints = [{}]\n\n\
+         [[clusters]]\nname = \"backend\"\nendpoints = [{}]\n\
+         max_requests_per_endpoint = {BENCH_MAX_REQUESTS_PER_ENDPOINT}\n\n\
          [[routes]]\ncluster = \"backend\"\n\n\
          [admin]\nenabled = false\n\n\
          [access_log]\nenabled = false\n\n\
@@ -363,6 +369,7 @@ mod tests {
             "address = \"127.0.0.1:8080\"",
             "max_connections = 12000",
             "{ name = \"b1\", address = \"127.0.0.1:8080\" }",
+            "max_requests_per_endpoint = 1000000",
             "[admin]\nenabled = false",
             "[access_log]\nenabled = false",
             r#"preload = ["/tmp/a \"b\"/samples.pb"]"#,

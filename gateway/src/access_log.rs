@@ -21,6 +21,16 @@ use crate::config::{AccessLogConfig, CaptureConfig, LogFormat};
 
 /// Lines waiting to be written before new ones are dropped.
 const QUEUE_LINES: usize = 16 * 1024;
+/// Longest request path (with its query) written to a log line, in bytes
+/// after escaping; a longer one is cut and ends with `...`.
+pub const MAX_LOG_PATH_BYTES: usize = 1024;
+/// Longest request method written, in bytes (extension methods are tokens
+/// of any length).
+pub const MAX_LOG_METHOD_BYTES: usize = 32;
+/// Longest header value written by `debug_headers`, in bytes.
+pub const MAX_LOG_HEADER_BYTES: usize = 1024;
+/// What marks a value cut to its bound.
+const CUT_MARK: &str = "...";
 
 /// Handle used by the request path to emit lines.
 #[derive(Clone)]
@@ -156,9 +166,15 @@ impl AccessLog {
         let mut s = String::new();
         for (k, v) in headers {
             let v = if is_secret(k) {
-                "<redacted>"
+                std::borrow::Cow::Borrowed("<redacted>")
             } else {
-                v.to_str().unwrap_or("<binary>")
+                log_safe(
+                    &String::from_utf8_lossy(v.as_bytes()),
+                    MAX_LOG_HEADER_BYTES,
+                    "",
+                )
+                .into_owned()
+                .into()
             };
             let _ = write!(s, "{k}: {v}; ");
         }
@@ -255,7 +271,9 @@ impl Drop for LogGuard {
     }
 }
 
-/// Captures the configured headers' values, cut to their length.
+/// Captures the configured headers' values, cut to their length (HAProxy
+/// cuts silently, so no mark) after escaping control characters and the
+/// line's own separators (`"`, `\\`, `{`, `|`, `}`).
 pub fn capture(headers: &HeaderMap, list: &[(HeaderName, usize)]) -> Vec<String> {
     list.iter()
         .map(|(name, len)| {
@@ -263,17 +281,65 @@ pub fn capture(headers: &HeaderMap, list: &[(HeaderName, usize)]) -> Vec<String>
                 .get(name)
                 .map(|v| String::from_utf8_lossy(v.as_bytes()))
                 .unwrap_or_default();
-            let mut v = v.into_owned();
-            if v.len() > *len {
-                let mut cut = *len;
-                while !v.is_char_boundary(cut) {
-                    cut -= 1;
-                }
-                v.truncate(cut);
-            }
+            let mut v = escape(&v, *len, "{|}");
+            v.truncate(v.len().min(*len));
             v
         })
         .collect()
+}
+
+/// `s` with control characters, `"`, `\\` and the characters in `extra`
+/// escaped (`\\xHH`, `\\u{HHHH}`), so a value can neither end a log line nor
+/// break its fields; at most `max` bytes, stopping before a character
+/// whose escape would not fit.
+fn escape(s: &str, max: usize, extra: &str) -> String {
+    let mut out = String::with_capacity(s.len().min(max));
+    for c in s.chars() {
+        let start = out.len();
+        if c.is_control() || c == '"' || c == '\\' || extra.contains(c) {
+            if c.is_ascii() {
+                let _ = write!(out, "\\x{:02x}", c as u32);
+            } else {
+                let _ = write!(out, "\\u{{{:04x}}}", c as u32);
+            }
+        } else {
+            out.push(c);
+        }
+        if out.len() > max {
+            out.truncate(start);
+            break;
+        }
+    }
+    out
+}
+
+/// `s` escaped as in [`escape`], bounded to `max` bytes: a longer value is
+/// cut and ends with `...`.
+fn log_safe<'a>(s: &'a str, max: usize, extra: &str) -> std::borrow::Cow<'a, str> {
+    let clean = |c: char| !(c.is_control() || c == '"' || c == '\\' || extra.contains(c));
+    if s.len() <= max && s.chars().all(clean) {
+        return s.into();
+    }
+    let whole = escape(s, usize::MAX, extra);
+    if whole.len() <= max {
+        return whole.into();
+    }
+    let mut cut = escape(s, max.saturating_sub(CUT_MARK.len()), extra);
+    cut.push_str(CUT_MARK);
+    cut.into()
+}
+
+/// `s` cut to `max` bytes (on a character boundary) with `...` when cut,
+/// for the JSON format (serde escapes the rest).
+fn bounded(s: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    if s.len() <= max {
+        return s.into();
+    }
+    let mut cut = max.saturating_sub(CUT_MARK.len());
+    while !s.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}{CUT_MARK}", &s[..cut]).into()
 }
 
 /// Compiles capture settings.
@@ -331,7 +397,13 @@ fn httplog(r: &LogRecord, phase: Phase) -> String {
     if !r.response_captures.is_empty() {
         let _ = write!(s, "{{{}}} ", r.response_captures.join("|"));
     }
-    let _ = write!(s, "\"{} {} {}\"", r.method, r.path, version(r.version));
+    let _ = write!(
+        s,
+        "\"{} {} {}\"",
+        log_safe(r.method.as_str(), MAX_LOG_METHOD_BYTES, ""),
+        log_safe(&r.path, MAX_LOG_PATH_BYTES, " "),
+        version(r.version)
+    );
     match r.grpc_status {
         Some(code) => {
             let _ = write!(s, " grpc-status={code}");
@@ -361,8 +433,8 @@ fn json(r: &LogRecord, phase: Phase) -> String {
         "retries": r.retries,
         "request_headers": r.request_captures,
         "response_headers": r.response_captures,
-        "method": r.method.as_str(),
-        "path": r.path,
+        "method": bounded(r.method.as_str(), MAX_LOG_METHOD_BYTES),
+        "path": bounded(&r.path, MAX_LOG_PATH_BYTES),
         "version": version(r.version),
         "protocol": r.protocol,
     })
@@ -403,6 +475,7 @@ pub fn haproxy_date(t: SystemTime) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::HeaderValue;
 
     #[test]
     fn date() {
@@ -423,5 +496,26 @@ mod tests {
             ],
         );
         assert_eq!(got, ["abc", ""]);
+    }
+
+    #[test]
+    fn log_values_are_escaped_and_bounded() {
+        assert_eq!(log_safe("/a/b?c=d", 100, " "), "/a/b?c=d");
+        assert_eq!(
+            log_safe("/a\n\"b\\ c\u{85}", 100, " "),
+            "/a\\x0a\\x22b\\x5c\\x20c\\u{0085}"
+        );
+        let long = "/".repeat(5000);
+        let got = log_safe(&long, MAX_LOG_PATH_BYTES, " ");
+        assert_eq!(got.len(), MAX_LOG_PATH_BYTES);
+        assert!(got.ends_with("..."));
+        // An escape is never cut in half.
+        let got = log_safe("abcdef\n\n\n", 10, "");
+        assert_eq!(got, "abcdef...");
+        assert_eq!(bounded("abcdef", 5), "ab...");
+        let mut h = HeaderMap::new();
+        h.insert("x", HeaderValue::from_bytes(b"a|b}\t\xff").expect("value"));
+        let got = capture(&h, &[(HeaderName::from_static("x"), 100)]);
+        assert_eq!(got, ["a\\x7cb\\x7d\\x09\u{fffd}"]);
     }
 }

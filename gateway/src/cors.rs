@@ -28,7 +28,8 @@ pub struct CorsConfig {
     /// Preflight cache time.
     #[serde(default = "default_max_age")]
     pub max_age_secs: u64,
-    /// Allow cookies and credentials (then `*` origins are echoed, not `*`).
+    /// Allow cookies and credentials; refused with `*` origins (any site
+    /// could then read answers made with the user's cookies).
     #[serde(default)]
     pub allow_credentials: bool,
 }
@@ -72,6 +73,14 @@ impl Cors {
             ));
         }
         let any_origin = cfg.allowed_origins.iter().any(|o| o == "*");
+        if any_origin && cfg.allow_credentials {
+            // Browsers refuse `*` with credentials; echoing every origin
+            // instead would let any site act with the user's cookies.
+            return Err(E::new(
+                "cors.allow_credentials",
+                "cannot be true with \"*\" in allowed_origins: list the origins allowed to send credentials",
+            ));
+        }
         let origins = cfg
             .allowed_origins
             .iter()
@@ -104,7 +113,8 @@ impl Cors {
     }
 
     fn allow_origin(&self, origin: &HeaderValue, h: &mut HeaderMap) {
-        if self.any_origin && !self.credentials {
+        // `any_origin` never comes with `credentials` (refused in `new`).
+        if self.any_origin {
             h.insert(
                 header::ACCESS_CONTROL_ALLOW_ORIGIN,
                 HeaderValue::from_static("*"),
@@ -161,5 +171,33 @@ impl Cors {
         if let Some(e) = &self.exposed {
             h.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, e.clone());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(origins: &[&str], credentials: bool) -> CorsConfig {
+        CorsConfig {
+            allowed_origins: origins.iter().map(|o| o.to_string()).collect(),
+            allowed_methods: default_methods(),
+            allowed_headers: default_headers(),
+            exposed_headers: vec![],
+            max_age_secs: DEFAULT_MAX_AGE_SECS,
+            allow_credentials: credentials,
+        }
+    }
+
+    #[test]
+    fn any_origin_with_credentials_is_refused() {
+        let err = Cors::new(&cfg(&["https://a.example", "*"], true)).expect_err("refused");
+        assert!(
+            err.to_string()
+                .starts_with("cors.allow_credentials: cannot be true"),
+            "{err}"
+        );
+        assert!(Cors::new(&cfg(&["*"], false)).is_ok());
+        assert!(Cors::new(&cfg(&["https://a.example"], true)).is_ok());
     }
 }

@@ -6,6 +6,7 @@ pub mod access_log;
 pub mod admin;
 pub mod classify;
 pub mod cli;
+pub mod compile;
 pub mod config;
 pub mod conn;
 pub mod cors;
@@ -25,7 +26,7 @@ pub mod transcode;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use balancer::{Clusters, RouteTable, route::compile_headers};
+use balancer::{Clusters, RouteTable};
 use tokio::{net::TcpListener, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
@@ -33,11 +34,9 @@ use tracing::info;
 use descriptors::Registry;
 
 use crate::{
-    access_log::{AccessLog, capture_list},
+    access_log::AccessLog,
     config::{ConfigError, GatewayConfig},
-    cors::Cors,
-    proxy::{ListenerCtx, Shared},
-    transcode::TranscodeSettings,
+    proxy::Shared,
 };
 
 /// Why the gateway could not start.
@@ -84,6 +83,9 @@ pub struct Gateway {
     addrs: Vec<(String, SocketAddr)>,
     shutdown: CancellationToken,
     accept_loops: JoinSet<()>,
+    /// Stops the admin listener, after the front listeners drained.
+    admin_stop: CancellationToken,
+    admin_loop: JoinSet<()>,
     drain_timeout: Duration,
 }
 
@@ -100,78 +102,22 @@ impl Gateway {
         cfg: GatewayConfig,
         resolver: Arc<dyn balancer::Resolve>,
     ) -> Result<Self, StartError> {
-        cfg.validate().map_err(ConfigError::from)?;
+        let compile::Compiled {
+            cfg,
+            routes,
+            listeners: prepared,
+            transcode,
+            limits,
+            cors,
+            registry,
+            admin_token,
+            admin_tls,
+        } = compile::compile(cfg).await?;
+        // Checked by `compile`; what is left can fail only on resolution.
         let clusters = Clusters::new(&cfg.clusters, resolver)
             .await
             .map_err(ConfigError::from)?;
-        let routes = RouteTable::compile(&cfg.routes, |c| clusters.contains(c))
-            .map_err(ConfigError::from)?;
-        let mut prepared = Vec::new();
-        for (i, l) in cfg.listeners.iter().enumerate() {
-            let at = format!("listeners[{i}]");
-            let tls = match &l.tls {
-                Some(t) => Some(tokio_rustls::TlsAcceptor::from(
-                    tls::server_config(t, &at).map_err(ConfigError::from)?,
-                )),
-                None => None,
-            };
-            let trusted_proxies = l
-                .trusted_proxies
-                .iter()
-                .enumerate()
-                .map(|(k, t)| {
-                    edge::IpNet::parse(t).ok_or_else(|| {
-                        ConfigError::from(balancer::config::ConfigError::new(
-                            format!("{at}.trusted_proxies[{k}]"),
-                            format!("`{t}` is not an address or CIDR block"),
-                        ))
-                    })
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            let ctx = Arc::new(ListenerCtx {
-                tls: l.tls.is_some(),
-                trusted_proxies,
-                merge_slashes: l.merge_slashes,
-                escaped_slashes: l.escaped_slashes,
-                name: l.name.as_str().into(),
-                deny_unless: compile_headers(&l.deny_unless, &format!("{at}.deny_unless"))
-                    .map_err(ConfigError::from)?,
-                capture_request: capture_list(&l.capture_request_headers),
-                capture_response: capture_list(&l.capture_response_headers),
-                log_at_start: l.log_at_start,
-            });
-            prepared.push((l.clone(), tls, ctx));
-        }
-        let transcode = TranscodeSettings::new(&cfg.transcoding).map_err(ConfigError::from)?;
-        let limits = limits::Limits::new(&cfg.limits).map_err(ConfigError::from)?;
         clusters.set_memory_budget(&limits.budget);
-        let cors = cfg
-            .cors
-            .as_ref()
-            .map(Cors::new)
-            .transpose()
-            .map_err(ConfigError::from)?;
-        let registry = Arc::new(Registry::new());
-        for path in &cfg.registry.preload {
-            let bytes = tokio::fs::read(path)
-                .await
-                .map_err(|e| StartError::Preload {
-                    path: path.clone(),
-                    reason: e.to_string(),
-                })?;
-            let name = path
-                .file_stem()
-                .and_then(|s| s.to_str())
-                .unwrap_or("preload")
-                .to_string();
-            let outcome = registry
-                .put(&name, &bytes)
-                .map_err(|e| StartError::Preload {
-                    path: path.clone(),
-                    reason: e.to_string(),
-                })?;
-            info!(set = %name, services = outcome.set.services.len(), methods = outcome.set.methods.len(), "Descriptor set loaded");
-        }
         let store = match &cfg.registry.data_dir {
             None => None,
             Some(dir) => {
@@ -186,10 +132,6 @@ impl Gateway {
         if let Some(store) = &store {
             load_stored(&registry, store, &clusters, &routes).await;
         }
-        let admin_token = cfg.admin.effective_token();
-        cfg.admin
-            .validate(admin_token.as_deref())
-            .map_err(ConfigError::from)?;
         let access_log = AccessLog::start(&cfg.access_log)
             .await
             .map_err(StartError::AccessLog)?;
@@ -203,7 +145,10 @@ impl Gateway {
             limits,
         });
         let shutdown = CancellationToken::new();
+        let admin_stop = CancellationToken::new();
         let mut accept_loops = JoinSet::new();
+        // A JoinSet, so the admin loop is aborted when the gateway is dropped.
+        let mut admin_loop = JoinSet::new();
         let mut addrs = Vec::new();
         let mut admin_addr = None;
         if cfg.admin.enabled {
@@ -217,7 +162,7 @@ impl Gateway {
                 addr: cfg.admin.address,
                 source,
             })?;
-            info!(%addr, token = admin_token.is_some(), "Admin API listening");
+            info!(%addr, token = admin_token.is_some(), tls = admin_tls.is_some(), "Admin API listening");
             admin_addr = Some(addr);
             let state = Arc::new(admin::AdminState {
                 registry: registry.clone(),
@@ -226,11 +171,21 @@ impl Gateway {
                 clusters: shared.clusters.clone(),
                 routes: shared.routes.clone(),
                 max_upload: cfg.admin.max_upload_bytes,
+                uploads: Arc::new(tokio::sync::Semaphore::new(
+                    cfg.admin.max_concurrent_uploads,
+                )),
+                draining: shutdown.clone(),
             });
-            accept_loops.spawn(admin::run(tcp, state, shutdown.clone()));
+            let l = admin::AdminListener {
+                tcp,
+                tls: admin_tls,
+                header_read_timeout: Duration::from_millis(cfg.admin.header_read_timeout_ms),
+                max_connections: cfg.admin.max_connections,
+            };
+            admin_loop.spawn(admin::run(l, state, admin_stop.clone()));
         }
         let drain_timeout = Duration::from_millis(cfg.drain_timeout_ms);
-        for (cfg, tls, ctx) in prepared {
+        for compile::CompiledListener { cfg, tls, ctx } in prepared {
             let tcp = TcpListener::bind(cfg.address)
                 .await
                 .map_err(|source| StartError::Bind {
@@ -265,6 +220,8 @@ impl Gateway {
             addrs,
             shutdown,
             accept_loops,
+            admin_stop,
+            admin_loop,
             drain_timeout,
         })
     }
@@ -290,11 +247,14 @@ impl Gateway {
     }
 
     /// Stops accepting, sends GOAWAY on every connection, and waits for
-    /// in-flight requests up to the drain timeout.
+    /// in-flight requests up to the drain timeout. The admin API serves on
+    /// meanwhile (`/healthz` answers 503 "draining") and stops last.
     pub async fn shutdown(mut self) {
         info!(timeout = ?self.drain_timeout, "Shutting down; draining connections");
         self.shutdown.cancel();
         while self.accept_loops.join_next().await.is_some() {}
+        self.admin_stop.cancel();
+        while self.admin_loop.join_next().await.is_some() {}
     }
 }
 

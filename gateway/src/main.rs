@@ -50,13 +50,7 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     telemetry::init("info");
     let result = match cli.command {
-        Command::Check { config } => match GatewayConfig::load(&config) {
-            Ok(_) => {
-                println!("{}: OK", config.display());
-                Ok(())
-            }
-            Err(e) => Err(anyhow::Error::new(e)),
-        },
+        Command::Check { config } => check(config).await,
         Command::Run { config } => run(config).await,
         Command::Descriptors { cmd } => return ExitCode::from(gateway::cli::run(cmd).await),
         Command::Demo { listen } => demo::run(listen, shutdown_signal()).await,
@@ -68,6 +62,15 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Validates exactly what `run` validates short of binding sockets and
+/// resolving host names (`gateway::compile::check`).
+async fn check(path: PathBuf) -> anyhow::Result<()> {
+    let cfg = GatewayConfig::load(&path)?;
+    gateway::compile::check(cfg).await?;
+    println!("{}: OK", path.display());
+    Ok(())
 }
 
 async fn run(path: PathBuf) -> anyhow::Result<()> {

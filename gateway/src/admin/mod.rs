@@ -14,13 +14,13 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header
 use http_body_util::{BodyExt, Limited};
 use hyper::{body::Incoming, service::service_fn};
 use hyper_util::{
-    rt::{TokioExecutor, TokioIo},
-    server::{conn::auto, graceful::GracefulShutdown},
+    rt::{TokioExecutor, TokioIo, TokioTimer},
+    server::conn::auto,
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
-use tokio::net::TcpListener;
+use tokio::{net::TcpListener, sync::Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 
@@ -36,6 +36,18 @@ pub const DEFAULT_ADMIN_ADDRESS: &str = "127.0.0.1:9901";
 pub const DEFAULT_MAX_UPLOAD_BYTES: usize = 64 * 1024 * 1024;
 /// Environment variable holding the admin token.
 pub const TOKEN_ENV: &str = "GATEWAY_ADMIN_TOKEN";
+/// Default time to receive an admin request head (HTTP/1.1), in ms, and
+/// the longest a connection stays with no request in progress.
+pub const DEFAULT_HEADER_READ_TIMEOUT_MS: u64 = 10_000;
+/// Default cap on concurrent admin connections; beyond it the admin
+/// listener stops accepting until one closes.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 64;
+/// Default cap on uploads (`PUT`) read and compiled at once; the excess is
+/// answered 429 at once.
+pub const DEFAULT_MAX_CONCURRENT_UPLOADS: usize = 2;
+/// Longest the admin listener keeps serving connections after the drain
+/// of the front listeners.
+const ADMIN_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// `[admin]` in the config file.
 #[derive(Debug, Clone, Deserialize)]
@@ -53,6 +65,20 @@ pub struct AdminConfig {
     /// Largest upload body.
     #[serde(default = "default_max_upload")]
     pub max_upload_bytes: usize,
+    /// Serve the admin API over TLS with this certificate (the listeners'
+    /// `{ cert_file, key_file }`); none = cleartext.
+    #[serde(default)]
+    pub tls: Option<crate::config::ListenerTlsConfig>,
+    /// Time to receive an HTTP/1.1 request head, in ms; also how long a
+    /// connection may stay open with no request in progress.
+    #[serde(default = "default_header_read_timeout_ms")]
+    pub header_read_timeout_ms: u64,
+    /// Concurrent admin connections.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Uploads in progress at once; more are answered 429.
+    #[serde(default = "default_max_concurrent_uploads")]
+    pub max_concurrent_uploads: usize,
 }
 
 impl Default for AdminConfig {
@@ -62,6 +88,10 @@ impl Default for AdminConfig {
             address: default_address(),
             token: None,
             max_upload_bytes: DEFAULT_MAX_UPLOAD_BYTES,
+            tls: None,
+            header_read_timeout_ms: DEFAULT_HEADER_READ_TIMEOUT_MS,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_concurrent_uploads: DEFAULT_MAX_CONCURRENT_UPLOADS,
         }
     }
 }
@@ -75,6 +105,15 @@ fn default_address() -> SocketAddr {
 fn default_max_upload() -> usize {
     DEFAULT_MAX_UPLOAD_BYTES
 }
+fn default_header_read_timeout_ms() -> u64 {
+    DEFAULT_HEADER_READ_TIMEOUT_MS
+}
+fn default_max_connections() -> usize {
+    DEFAULT_MAX_CONNECTIONS
+}
+fn default_max_concurrent_uploads() -> usize {
+    DEFAULT_MAX_CONCURRENT_UPLOADS
+}
 
 impl AdminConfig {
     /// The effective token: the environment variable, else the config's.
@@ -85,10 +124,11 @@ impl AdminConfig {
             .or_else(|| self.token.clone().filter(|t| !t.is_empty()))
     }
 
-    /// Refuses a non-loopback address without a token.
+    /// Refuses a non-loopback address without a token, and limits of 0.
     pub fn validate(&self, token: Option<&str>) -> Result<(), balancer::config::ConfigError> {
+        use balancer::config::ConfigError as E;
         if self.enabled && !self.address.ip().is_loopback() && token.is_none() {
-            return Err(balancer::config::ConfigError::new(
+            return Err(E::new(
                 "admin.address",
                 format!(
                     "{} is not a loopback address: set admin.token or {TOKEN_ENV} to expose the admin API",
@@ -96,7 +136,27 @@ impl AdminConfig {
                 ),
             ));
         }
+        for (field, value) in [
+            ("max_upload_bytes", self.max_upload_bytes as u64),
+            ("header_read_timeout_ms", self.header_read_timeout_ms),
+            ("max_connections", self.max_connections as u64),
+            ("max_concurrent_uploads", self.max_concurrent_uploads as u64),
+        ] {
+            if value == 0 {
+                return Err(E::new(format!("admin.{field}"), "must be at least 1"));
+            }
+        }
         Ok(())
+    }
+
+    /// The TLS acceptor of `[admin] tls`, when set; errors name the file.
+    pub fn tls_acceptor(
+        &self,
+    ) -> Result<Option<tokio_rustls::TlsAcceptor>, balancer::config::ConfigError> {
+        self.tls
+            .as_ref()
+            .map(|t| crate::tls::server_config(t, "admin").map(tokio_rustls::TlsAcceptor::from))
+            .transpose()
     }
 }
 
@@ -114,16 +174,47 @@ pub struct AdminState {
     pub routes: RouteTable,
     /// Upload limit.
     pub max_upload: usize,
+    /// Uploads in progress; `try_acquire` fails past the cap.
+    pub uploads: Arc<tokio::sync::Semaphore>,
+    /// Cancelled when the gateway drains: `/healthz` answers 503 then.
+    pub draining: CancellationToken,
 }
 
-/// Serves the admin API until `shutdown`.
-pub async fn run(tcp: TcpListener, state: Arc<AdminState>, shutdown: CancellationToken) {
-    let graceful = GracefulShutdown::new();
-    let builder = auto::Builder::new(TokioExecutor::new());
+/// The admin listener's settings, compiled from `[admin]`.
+pub struct AdminListener {
+    /// The bound socket.
+    pub tcp: TcpListener,
+    /// TLS acceptor, when `[admin] tls` is set.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// HTTP/1.1 request head timeout.
+    pub header_read_timeout: Duration,
+    /// Concurrent connections.
+    pub max_connections: usize,
+}
+
+/// Serves the admin API until `stop`, which the gateway cancels after the
+/// front listeners drained, so `/healthz` says "draining" (503) meanwhile.
+pub async fn run(l: AdminListener, state: Arc<AdminState>, stop: CancellationToken) {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(l.header_read_timeout);
+    let builder = Arc::new(builder);
+    let permits = Arc::new(Semaphore::new(l.max_connections));
+    // Connection tasks, joined (up to a deadline) when the loop ends.
+    let mut conns = tokio::task::JoinSet::new();
     loop {
+        while conns.try_join_next().is_some() {}
+        // Wait for a free connection slot before accepting more.
+        let permit = tokio::select! {
+            _ = stop.cancelled() => break,
+            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+        };
+        // `accept` is cancel-safe.
         let (io, peer) = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            r = tcp.accept() => match r {
+            _ = stop.cancelled() => break,
+            r = l.tcp.accept() => match r {
                 Ok(c) => c,
                 Err(error) => {
                     warn!(%error, "Admin accept failed");
@@ -132,23 +223,149 @@ pub async fn run(tcp: TcpListener, state: Arc<AdminState>, shutdown: Cancellatio
                 }
             },
         };
-        let state = state.clone();
-        let svc = service_fn(move |req| {
-            let state = state.clone();
-            async move { Ok::<_, Infallible>(handle(&state, req).await) }
-        });
-        let conn = builder.serve_connection(TokioIo::new(io), svc).into_owned();
-        let watched = graceful.watch(conn);
-        tokio::spawn(
+        let conn = AdminConn {
+            builder: builder.clone(),
+            state: state.clone(),
+            stop: stop.clone(),
+            idle_timeout: l.header_read_timeout,
+        };
+        let tls = l.tls.clone();
+        conns.spawn(
             async move {
-                if let Err(error) = watched.await {
-                    debug!(%error, "Admin connection ended");
+                let _permit = permit;
+                match tls {
+                    None => conn.serve(io).await,
+                    Some(acceptor) => {
+                        // The handshake gets the head's time budget.
+                        match tokio::time::timeout(conn.idle_timeout, acceptor.accept(io)).await {
+                            Ok(Ok(stream)) => conn.serve(stream).await,
+                            Ok(Err(error)) => debug!(%error, "Admin TLS handshake failed"),
+                            Err(_) => debug!("Admin TLS handshake timed out"),
+                        }
+                    }
                 }
             }
             .instrument(info_span!("admin", client.addr = %peer)),
         );
     }
-    let _ = tokio::time::timeout(Duration::from_secs(5), graceful.shutdown()).await;
+    drop(l.tcp);
+    // Each connection got a graceful shutdown from `stop`; the rest are
+    // aborted when the set drops.
+    let _ = tokio::time::timeout(ADMIN_CLOSE_TIMEOUT, async {
+        while conns.join_next().await.is_some() {}
+    })
+    .await;
+}
+
+/// What one admin connection needs.
+struct AdminConn {
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    state: Arc<AdminState>,
+    stop: CancellationToken,
+    /// A connection with no request in progress for this long is closed
+    /// (before its first byte, between keep-alive requests, an idle HTTP/2
+    /// connection), so idle connections cannot hold the connection cap.
+    idle_timeout: Duration,
+}
+
+impl AdminConn {
+    async fn serve<I>(self, io: I)
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let activity = Arc::new(Activity::new());
+        let state = self.state;
+        let busy = activity.clone();
+        let svc = service_fn(move |req| {
+            let state = state.clone();
+            let request = busy.begin();
+            async move {
+                let _request = request;
+                Ok::<_, Infallible>(handle(&state, req).await)
+            }
+        });
+        let conn = self.builder.serve_connection(TokioIo::new(io), svc);
+        let mut conn = std::pin::pin!(conn);
+        let mut closing = false;
+        loop {
+            // Cancel-safe branches: the connection future is polled by
+            // reference, `cancelled` and `idle_for` keep no state.
+            tokio::select! {
+                res = conn.as_mut() => {
+                    if let Err(error) = res {
+                        debug!(%error, "Admin connection ended");
+                    }
+                    return;
+                }
+                _ = self.stop.cancelled(), if !closing => {
+                    closing = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+                _ = activity.idle_for(self.idle_timeout), if !closing => {
+                    debug!(timeout = ?self.idle_timeout, "Admin connection idle; closing");
+                    closing = true;
+                    // Responses being written still finish.
+                    conn.as_mut().graceful_shutdown();
+                }
+            }
+        }
+    }
+}
+
+/// Requests in progress on one connection, and when that last changed.
+struct Activity {
+    in_flight: std::sync::atomic::AtomicUsize,
+    changed: std::sync::Mutex<tokio::time::Instant>,
+}
+
+/// One request in progress; its end restarts the idle clock.
+struct Busy(Arc<Activity>);
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            in_flight: std::sync::atomic::AtomicUsize::new(0),
+            changed: std::sync::Mutex::new(tokio::time::Instant::now()),
+        }
+    }
+
+    fn begin(self: &Arc<Self>) -> Busy {
+        self.in_flight
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        Busy(self.clone())
+    }
+
+    /// Resolves once no request has been in progress for `idle`.
+    async fn idle_for(&self, idle: Duration) {
+        loop {
+            let since = self
+                .changed
+                .lock()
+                .map(|t| *t)
+                .unwrap_or_else(|_| tokio::time::Instant::now());
+            let busy = self.in_flight.load(std::sync::atomic::Ordering::Acquire) > 0;
+            if !busy && since.elapsed() >= idle {
+                return;
+            }
+            let wake = if busy {
+                tokio::time::Instant::now() + idle
+            } else {
+                since + idle
+            };
+            tokio::time::sleep_until(wake).await;
+        }
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        if let Ok(mut t) = self.0.changed.lock() {
+            *t = tokio::time::Instant::now();
+        }
+        self.0
+            .in_flight
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
 }
 
 /// An admin API error: HTTP status and message, as
@@ -207,7 +424,14 @@ async fn route(
     let path = req.uri().path().trim_end_matches('/').to_string();
     let segments: Vec<&str> = path.split('/').skip(1).collect();
     match (req.method().clone(), segments.as_slice()) {
-        (Method::GET, ["healthz"]) => Ok(json_response(StatusCode::OK, &json!({ "status": "ok" }))),
+        (Method::GET, ["healthz"]) => Ok(if state.draining.is_cancelled() {
+            json_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &json!({ "status": "draining" }),
+            )
+        } else {
+            json_response(StatusCode::OK, &json!({ "status": "ok" }))
+        }),
         (Method::GET, ["v1", "descriptor-sets"]) => Ok(list_sets(state)),
         (Method::GET, ["v1", "descriptor-sets", name]) => {
             get_set(state, &decode(name)?, req.uri().query())
@@ -215,6 +439,13 @@ async fn route(
         (Method::PUT, ["v1", "descriptor-sets", name]) => {
             authorize(state, req.headers())?;
             let name = decode(name)?;
+            // Held while the upload is read and compiled.
+            let _upload = state.uploads.clone().try_acquire_owned().map_err(|_| {
+                ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too many uploads in progress; retry when one has finished",
+                )
+            })?;
             put_set(state, &name, req).await
         }
         (Method::DELETE, ["v1", "descriptor-sets", name]) => {
