@@ -113,6 +113,27 @@ pub struct ListenerConfig {
     /// HTTP/2 PING interval; 0 disables.
     #[serde(default = "default_keepalive_interval_ms")]
     pub keepalive_interval_ms: u64,
+    /// Who answers gRPC server reflection on this listener.
+    #[serde(default)]
+    pub reflection: ReflectionMode,
+}
+
+/// Who answers gRPC server reflection (`grpc.reflection.v1` and `v1alpha`)
+/// on a listener.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReflectionMode {
+    /// The gateway answers from its registry, and asks the backends
+    /// (through the routes, deny rules applied) what the registry cannot
+    /// answer; their services join the list.
+    #[default]
+    Merge,
+    /// The gateway answers from its registry alone.
+    #[serde(alias = "gateway")]
+    Registry,
+    /// The gateway does not answer: reflection calls are routed to the
+    /// backends like any other gRPC call (as a transparent proxy would).
+    Passthrough,
 }
 
 /// Server certificate of a TLS listener.
@@ -311,10 +332,29 @@ mod tests {
                 "[[listeners]]\nname='a'\naddress='127.0.0.1:0'\n[[clusters]]\nname='c'\nlb='fastest'\nendpoints=[{address='127.0.0.1:1'}]\n",
                 "unknown variant `fastest`",
             ),
+            (
+                "[[listeners]]\nname='a'\naddress='127.0.0.1:0'\nreflection='both'\n",
+                "unknown variant `both`",
+            ),
         ];
         for (text, want) in cases {
             let err = GatewayConfig::from_toml(text).expect_err(text).to_string();
             assert!(err.contains(want), "{err:?} should contain {want:?}");
+        }
+    }
+
+    #[test]
+    fn reflection_modes() {
+        for (line, want) in [
+            ("", ReflectionMode::Merge),
+            ("reflection = 'merge'", ReflectionMode::Merge),
+            ("reflection = 'registry'", ReflectionMode::Registry),
+            ("reflection = 'gateway'", ReflectionMode::Registry),
+            ("reflection = 'passthrough'", ReflectionMode::Passthrough),
+        ] {
+            let text = format!("[[listeners]]\nname='a'\naddress='127.0.0.1:0'\n{line}\n");
+            let cfg = GatewayConfig::from_toml(&text).expect("valid config");
+            assert_eq!(cfg.listeners[0].reflection, want, "{line}");
         }
     }
 }

@@ -119,6 +119,7 @@ impl Gateway {
                 capture_request: capture_list(&l.capture_request_headers),
                 capture_response: capture_list(&l.capture_response_headers),
                 log_at_start: l.log_at_start,
+                reflection: l.reflection,
             });
             prepared.push((l.clone(), tls, ctx));
         }

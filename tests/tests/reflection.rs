@@ -64,7 +64,7 @@ async fn spawn_reflection(registry: Arc<Registry>, refuse: Refuse) -> SocketAddr
                         if refused {
                             return Ok::<_, Infallible>(unimplemented());
                         }
-                        Ok(gateway::reflection::serve(registry, req).await)
+                        Ok(gateway::reflection::serve(registry, None, req).await)
                     }
                 });
             tokio::spawn(
