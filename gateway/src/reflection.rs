@@ -21,4 +21,6 @@ mod wire;
 
 pub use client::{ReflectionError, fetch_descriptor_set};
 pub use server::{is_reflection_path, serve};
-pub use upstream::{BACKEND_TIMEOUT, MAX_ANSWER_BYTES, MAX_CLUSTERS_ASKED, QUESTION_TIMEOUT, Upstreams};
+pub use upstream::{
+    BACKEND_TIMEOUT, MAX_ANSWER_BYTES, MAX_CLUSTERS_ASKED, QUESTION_TIMEOUT, Upstreams,
+};

@@ -137,9 +137,11 @@ impl Upstreams {
     async fn ask(&self, cluster: &Arc<Cluster>, query: Query) -> Option<Answer> {
         let transport = cluster_transport(cluster.clone(), self.metadata.clone());
         let describe = query.describe();
-        let result =
-            tokio::time::timeout(BACKEND_TIMEOUT, ask_once(transport, query, MAX_ANSWER_BYTES))
-                .await;
+        let result = tokio::time::timeout(
+            BACKEND_TIMEOUT,
+            ask_once(transport, query, MAX_ANSWER_BYTES),
+        )
+        .await;
         match result {
             Ok(Ok(answer)) => Some(answer),
             Ok(Err(error)) => {
@@ -289,14 +291,16 @@ fn cluster_transport(cluster: Arc<Cluster>, metadata: HeaderMap) -> Transport {
                         TransportError(Box::new(Status::unavailable(ErrorChain(&e).to_string())))
                     })?;
                 let lease = up.lease;
-                Ok(up.response.map(|inner| -> UnsyncBoxBody<Bytes, TransportError> {
-                    LeasedBody {
-                        inner,
-                        _lease: lease,
-                    }
-                    .map_err(TransportError)
-                    .boxed_unsync()
-                }))
+                Ok(up
+                    .response
+                    .map(|inner| -> UnsyncBoxBody<Bytes, TransportError> {
+                        LeasedBody {
+                            inner,
+                            _lease: lease,
+                        }
+                        .map_err(TransportError)
+                        .boxed_unsync()
+                    }))
             });
             fut
         },
