@@ -942,3 +942,36 @@ async fn grpcurl_reaches_a_python_backend_without_upload() {
         "{list}"
     );
 }
+
+#[tokio::test]
+async fn listener_deny_rules_apply_in_every_mode() {
+    let backend = spawn_sample("s0").await;
+    for mode in ["merge", "registry", "passthrough"] {
+        let config = with_reflection(&simple_config(&[&backend], ""), mode).replacen(
+            "reflection = ",
+            "deny_unless = [{ name = \"x-key\", exact = \"k\" }]\nreflection = ",
+            1,
+        );
+        let gw = spawn_gateway(&config).await;
+        let addr = gw.first_addr();
+        let mut client =
+            v1::server_reflection_client::ServerReflectionClient::new(channel(addr).await);
+        let request = v1::ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        let status = within(
+            10,
+            "denied call",
+            client.server_reflection_info(tokio_stream::iter([request])),
+        )
+        .await
+        .expect_err("denied");
+        assert_eq!(status.code(), tonic::Code::PermissionDenied, "{mode}");
+        let services = open_with(addr, &[("x-key", "k")]).await.services().await;
+        assert!(
+            services.iter().any(|s| s == REFLECTION_SERVICES[0]),
+            "{mode}: {services:?}"
+        );
+    }
+}
