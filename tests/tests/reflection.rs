@@ -776,6 +776,24 @@ async fn route_deny_rules_hide_backend_services() {
                 .await,
         );
     }
+    // Nor through a message of its file, or the file's name.
+    assert_not_found(
+        outsider
+            .ask(MessageRequest::FileContainingSymbol(
+                "sample.echo.v1.EchoRequest".into(),
+            ))
+            .await,
+    );
+    assert_not_found(
+        outsider
+            .ask(MessageRequest::FileByFilename("echo.proto".into()))
+            .await,
+    );
+    // Other files still come.
+    let files = outsider
+        .files(MessageRequest::FileByFilename("codename.proto".into()))
+        .await;
+    assert_eq!(file_name(&files[0]), "codename.proto");
 
     let mut member = open_with(addr, &[("x-team", "echo")]).await;
     let services = member.services().await;
@@ -786,6 +804,12 @@ async fn route_deny_rules_hide_backend_services() {
     let files = member
         .files(MessageRequest::FileContainingSymbol(
             "sample.echo.v1.Echo".into(),
+        ))
+        .await;
+    assert_eq!(file_name(&files[0]), "echo.proto");
+    let files = member
+        .files(MessageRequest::FileContainingSymbol(
+            "sample.echo.v1.EchoRequest".into(),
         ))
         .await;
     assert_eq!(file_name(&files[0]), "echo.proto");

@@ -18,6 +18,10 @@
 //!   makes the symbol unknown.
 //! - a file name: the clusters in turn.
 //!
+//! A file answer is dropped when one of its files defines a service this
+//! client is denied (every call to it, or all its methods): asking for a
+//! message or a file name must not reveal what the routes hide.
+//!
 //! Failures (no reflection, unreachable, timeout) are logged at debug and
 //! skipped: the registry's answer stands. Each question is bounded in time,
 //! answer size and number of clusters asked.
@@ -35,6 +39,7 @@ use futures_util::future::{BoxFuture, join_all};
 use http::{HeaderMap, header};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{BodyExt as _, combinators::UnsyncBoxBody};
+use prost::Message as _;
 use tonic::Status;
 use tower::util::BoxCloneService;
 use tracing::debug;
@@ -117,9 +122,14 @@ impl Upstreams {
         let in_turn = async {
             for cluster in &clusters {
                 match self.ask(cluster, query.clone()).await {
-                    Some(answer @ (Answer::Files(_) | Answer::ExtensionNumbers { .. })) => {
-                        return Some(answer);
+                    Some(Answer::Files(files)) => {
+                        if let Some(service) = self.denied_service_in(&files) {
+                            debug!(%service, request = %query.describe(), "Reflection: answer defines a denied service");
+                            return None;
+                        }
+                        return Some(Answer::Files(files));
                     }
+                    Some(answer @ Answer::ExtensionNumbers { .. }) => return Some(answer),
                     _ => continue,
                 }
             }
@@ -199,6 +209,41 @@ impl Upstreams {
             })
     }
 
+    /// A service defined in `files` that this client is denied: the route
+    /// for the service as a whole denies it, or those of all its methods do.
+    fn denied_service_in(&self, files: &[Vec<u8>]) -> Option<String> {
+        let denied = |path: &str| {
+            self.shared
+                .routes
+                .route(path, &self.headers)
+                .is_some_and(|r| r.denied_by(&self.headers).is_some())
+        };
+        files
+            .iter()
+            // Undecodable files are the client's to reject; they name nothing.
+            .filter_map(|bytes| FileServices::decode(bytes.as_slice()).ok())
+            .flat_map(|file| {
+                let package = file.package.unwrap_or_default();
+                file.service.into_iter().map(move |s| {
+                    let name = s.name.unwrap_or_default();
+                    let full = if package.is_empty() {
+                        name
+                    } else {
+                        format!("{package}.{name}")
+                    };
+                    (full, s.method)
+                })
+            })
+            .find(|(service, methods)| {
+                denied(&format!("/{service}/x"))
+                    || (!methods.is_empty()
+                        && methods.iter().all(|m| {
+                            denied(&format!("/{service}/{}", m.name.as_deref().unwrap_or("")))
+                        }))
+            })
+            .map(|(service, _)| service)
+    }
+
     /// The clusters to ask about `symbol`: the one the routes pick for it
     /// (as a method `/pkg.Svc/Method`, then as a service `/pkg.Svc/x`)
     /// first, then the others; `None` when a route for it denies this
@@ -227,6 +272,33 @@ impl Upstreams {
         }
         Some(out)
     }
+}
+
+/// What [`Upstreams::denied_service_in`] reads of a `FileDescriptorProto`;
+/// the rest of the bytes is skipped.
+#[derive(Clone, PartialEq, prost::Message)]
+struct FileServices {
+    #[prost(string, optional, tag = "2")]
+    package: Option<String>,
+    #[prost(message, repeated, tag = "6")]
+    service: Vec<NamedWithMethods>,
+}
+
+/// A `ServiceDescriptorProto`'s name and methods (a `MethodDescriptorProto`
+/// has its name at the same tag, and no field 2 of this type).
+#[derive(Clone, PartialEq, prost::Message)]
+struct NamedWithMethods {
+    #[prost(string, optional, tag = "1")]
+    name: Option<String>,
+    #[prost(message, repeated, tag = "2")]
+    method: Vec<Named>,
+}
+
+/// A descriptor's name (field 1).
+#[derive(Clone, PartialEq, prost::Message)]
+struct Named {
+    #[prost(string, optional, tag = "1")]
+    name: Option<String>,
 }
 
 /// Merges the backends' services into the registry's answer, without
@@ -357,6 +429,26 @@ mod tests {
         let mut names: Vec<&str> = out.keys().map(|k| k.as_str()).collect();
         names.sort_unstable();
         assert_eq!(names, ["authorization", "x-tenant"]);
+    }
+
+    #[test]
+    fn reads_service_and_method_names_of_a_file() {
+        let pool = prost_reflect::DescriptorPool::decode(sample_services::FILE_DESCRIPTOR_SET)
+            .expect("sample set decodes");
+        let file = pool
+            .get_file_by_name("echo.proto")
+            .expect("echo.proto")
+            .encode_to_vec();
+        let read = FileServices::decode(file.as_slice()).expect("decodes");
+        assert_eq!(read.package.as_deref(), Some("sample.echo.v1"));
+        assert_eq!(read.service.len(), 1);
+        assert_eq!(read.service[0].name.as_deref(), Some("Echo"));
+        assert!(
+            read.service[0]
+                .method
+                .iter()
+                .any(|m| m.name.as_deref() == Some("Unary"))
+        );
     }
 
     #[test]
