@@ -955,6 +955,15 @@ async fn grpcurl_reaches_a_python_backend_without_upload() {
     .await;
     assert!(reply.contains(r#""message": "hello gateway""#), "{reply}");
 
+    // With an upload: the union, once each.
+    gw.registry()
+        .put("extra", &extra_set())
+        .expect("register extra");
+    let list = grpcurl(&["-plaintext", &addr, "list"]).await;
+    let listed: Vec<String> = list.lines().map(|l| l.trim().to_owned()).collect();
+    assert_listed_once(&listed, &["extra.v1.Extra", PY_SERVICE]);
+    assert_listed_once(&listed, &REFLECTION_SERVICES);
+
     // The same, the gateway passing reflection through.
     let gw = spawn_gateway(&python_config(&py, "passthrough")).await;
     let addr = gw.first_addr().to_string();
