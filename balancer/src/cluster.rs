@@ -55,6 +55,9 @@ pub struct Cluster {
     slot_freed: Notify,
     max_attempts: u32,
     retry: RetryPolicy,
+    /// Where retry replay copies take their bytes from (set once by the
+    /// gateway; none = only the per-request `max_buffered_bytes` bound).
+    budget: std::sync::OnceLock<crate::budget::MemoryBudget>,
     active: AtomicUsize,
     retrying: AtomicUsize,
     health_check: Option<HealthCheckConfig>,
@@ -227,6 +230,7 @@ impl Cluster {
             slot_freed: Notify::new(),
             max_attempts: cfg.max_connect_attempts,
             retry: RetryPolicy::new(cfg.retry.as_ref()),
+            budget: std::sync::OnceLock::new(),
             active: AtomicUsize::new(0),
             retrying: AtomicUsize::new(0),
             health_check: cfg.health_check.clone(),
@@ -350,7 +354,7 @@ impl Cluster {
             .as_ref()
             .and_then(|h| parts.headers.get(h))
             .map(|v| bytes::Bytes::copy_from_slice(v.as_bytes()));
-        let (first, handle) = ReplayBody::new(body, self.retry.buffer);
+        let (first, handle) = ReplayBody::new(body, self.retry.buffer, self.budget.get());
         let mut body = Some(first);
         let mut tried: Vec<usize> = Vec::new();
         let mut timings = Timings::default();
@@ -925,6 +929,14 @@ pub struct Clusters {
 // === impl Clusters ===
 
 impl Clusters {
+    /// Makes every cluster's retry replay copies take their bytes from
+    /// `budget` (the process-wide buffered-bytes budget).
+    pub fn set_memory_budget(&self, budget: &crate::budget::MemoryBudget) {
+        for c in self.by_name.values() {
+            let _ = c.budget.set(budget.clone());
+        }
+    }
+
     /// Builds every cluster; names must be unique.
     pub async fn new(
         configs: &[ClusterConfig],

@@ -3,6 +3,7 @@
 //! request upstream. It knows nothing of JSON or of the downstream protocol.
 
 pub mod body;
+pub mod budget;
 pub mod cluster;
 pub mod coalesce;
 pub mod config;

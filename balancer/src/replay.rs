@@ -14,7 +14,10 @@ use bytes::Bytes;
 use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 
-use crate::body::{BoxError, UpstreamBody};
+use crate::{
+    body::{BoxError, UpstreamBody},
+    budget::{MemoryBudget, Reservation},
+};
 
 /// Default largest request kept for replay.
 pub const DEFAULT_REPLAY_BYTES: usize = 64 * 1024;
@@ -31,6 +34,9 @@ struct State {
     ended: bool,
     /// Bumped by each replay; older bodies stop.
     generation: u32,
+    /// The kept bytes, taken from the process-wide budget; when it has no
+    /// room, the copy is given up (no replay) instead of kept.
+    reservation: Option<Reservation>,
 }
 
 /// One copy of the request body.
@@ -49,8 +55,13 @@ pub struct ReplayHandle {
 }
 
 impl ReplayBody {
-    /// Wraps `inner`, keeping up to `limit` bytes for replay.
-    pub fn new(inner: UpstreamBody, limit: usize) -> (Self, ReplayHandle) {
+    /// Wraps `inner`, keeping up to `limit` bytes for replay, taken from
+    /// `budget` when given.
+    pub fn new(
+        inner: UpstreamBody,
+        limit: usize,
+        budget: Option<&MemoryBudget>,
+    ) -> (Self, ReplayHandle) {
         let ended = inner.is_end_stream();
         let body = Self {
             state: Arc::new(Mutex::new(State {
@@ -62,6 +73,7 @@ impl ReplayBody {
                 over: false,
                 ended,
                 generation: 0,
+                reservation: budget.map(MemoryBudget::reserve_empty),
             })),
             generation: 0,
             pos: 0,
@@ -149,13 +161,18 @@ impl Body for ReplayBody {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     if !s.over {
-                        if s.len + data.len() <= s.limit {
-                            s.len += data.len();
+                        let n = data.len();
+                        let budgeted = s.reservation.as_mut().is_none_or(|r| r.grow(n));
+                        if budgeted && s.len + n <= s.limit {
+                            s.len += n;
                             s.frames.push(data.clone());
                             this.pos = s.frames.len();
                         } else {
                             s.over = true;
                             s.frames = Vec::new();
+                            if let Some(r) = s.reservation.as_mut() {
+                                r.release();
+                            }
                             this.pos = 0;
                         }
                     }
@@ -199,7 +216,8 @@ mod tests {
 
     #[tokio::test]
     async fn replays_what_was_sent() {
-        let (first, handle) = ReplayBody::new(crate::body::full(Bytes::from_static(b"hello")), 16);
+        let (first, handle) =
+            ReplayBody::new(crate::body::full(Bytes::from_static(b"hello")), 16, None);
         let _second = handle.replay().expect("replayable");
         // The first copy is dead once a replay exists.
         assert!(first.collect().await.is_err());
@@ -210,14 +228,40 @@ mod tests {
 
     #[tokio::test]
     async fn over_the_limit_cannot_replay() {
-        let (body, handle) = ReplayBody::new(crate::body::full(Bytes::from(vec![0u8; 100])), 16);
+        let (body, handle) =
+            ReplayBody::new(crate::body::full(Bytes::from(vec![0u8; 100])), 16, None);
         assert!(handle.can_replay() && !handle.is_complete());
         let got = body.collect().await.expect("body").to_bytes();
         assert_eq!(got.len(), 100);
         assert!(!handle.can_replay());
         assert!(handle.replay().is_none());
-        let (small, handle) = ReplayBody::new(crate::body::full(Bytes::from_static(b"x")), 16);
+        let (small, handle) =
+            ReplayBody::new(crate::body::full(Bytes::from_static(b"x")), 16, None);
         let _ = small.collect().await;
         assert!(handle.is_complete());
+    }
+
+    #[tokio::test]
+    async fn no_room_in_the_budget_means_no_copy() {
+        let budget = MemoryBudget::new(10);
+        let (body, handle) = ReplayBody::new(
+            crate::body::full(Bytes::from_static(b"0123456789abc")),
+            64,
+            Some(&budget),
+        );
+        let got = body.collect().await.expect("body").to_bytes();
+        assert_eq!(got.len(), 13, "the request itself goes through");
+        assert!(!handle.can_replay());
+        assert_eq!(budget.used(), 0);
+        let (body, handle) = ReplayBody::new(
+            crate::body::full(Bytes::from_static(b"01234")),
+            64,
+            Some(&budget),
+        );
+        let _ = body.collect().await;
+        assert!(handle.is_complete());
+        assert_eq!(budget.used(), 5, "kept while the copy lives");
+        drop(handle);
+        assert_eq!(budget.used(), 0);
     }
 }

@@ -147,6 +147,23 @@ impl Route {
 
     /// Whether the request head matches this route.
     pub fn matches(&self, path: &str, headers: &HeaderMap) -> bool {
+        self.matches_path(path) && self.headers.iter().all(|h| h.matches(headers))
+    }
+
+    /// Whether this route names paths at all (`path`, `path_prefix`,
+    /// `service` or `method`); a route without, like a catch-all or a
+    /// content-type rule, claims no path for its cluster.
+    pub fn is_path_specific(&self) -> bool {
+        self.path.is_some() || self.service.is_some() || self.method.is_some()
+    }
+
+    /// Whether the route names `path` explicitly: path-specific and its
+    /// path conditions hold (header conditions aside).
+    pub fn claims(&self, path: &str) -> bool {
+        self.is_path_specific() && self.matches_path(path)
+    }
+
+    fn matches_path(&self, path: &str) -> bool {
         match &self.path {
             Some(PathMatch::Exact(p)) if path != p => return false,
             Some(PathMatch::Prefix(p)) if !path.starts_with(p.as_str()) => return false,
@@ -162,7 +179,7 @@ impl Route {
                 return false;
             }
         }
-        self.headers.iter().all(|h| h.matches(headers))
+        true
     }
 
     /// The first deny condition that fails, if any.
@@ -223,6 +240,15 @@ impl RouteTable {
     /// The first route matching the request head.
     pub fn route(&self, path: &str, headers: &HeaderMap) -> Option<&Route> {
         self.routes.iter().find(|r| r.matches(path, headers))
+    }
+
+    /// The first route that names `path` explicitly (see [`Route::claims`])
+    /// and sends it to a cluster other than `cluster`: a descriptor set
+    /// bound to `cluster` may not take that path away from the routes.
+    pub fn claimed_elsewhere(&self, path: &str, cluster: &str) -> Option<&Route> {
+        self.routes
+            .iter()
+            .find(|r| r.claims(path) && r.cluster.as_str() != cluster)
     }
 
     /// All routes, in order.

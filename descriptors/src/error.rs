@@ -101,6 +101,16 @@ pub enum DescriptorError {
         /// What failed.
         message: String,
     },
+    /// A `commit` hook refused the set for a reason of its caller's (e.g.
+    /// a binding that would take a method away from the gateway's routes);
+    /// nothing was changed.
+    #[error("descriptor set `{name}` refused: {message}")]
+    Refused {
+        /// The set.
+        name: String,
+        /// Why.
+        message: String,
+    },
 }
 
 /// Coarse classification of a [`DescriptorError`], so callers can map it to a
@@ -132,7 +142,9 @@ impl DescriptorError {
             | Self::InvalidDescriptor { .. }
             | Self::MissingDependency { .. }
             | Self::InvalidRule { .. } => ErrorKind::InvalidUpload,
-            Self::Conflict { .. } | Self::RouteCollision { .. } => ErrorKind::Conflict,
+            Self::Conflict { .. } | Self::RouteCollision { .. } | Self::Refused { .. } => {
+                ErrorKind::Conflict
+            }
             Self::UnknownSet(_) => ErrorKind::NotFound,
             Self::InvalidJson { .. } | Self::TooDeep { .. } | Self::InvalidPath { .. } => {
                 ErrorKind::InvalidRequest

@@ -52,6 +52,9 @@ pub struct GatewayConfig {
     /// CORS for HTTP callers; none = no CORS headers.
     #[serde(default)]
     pub cors: Option<crate::cors::CorsConfig>,
+    /// Bounds on buffered request bytes and body read times.
+    #[serde(default)]
+    pub limits: crate::limits::LimitsConfig,
     /// Time in-flight requests get to finish on shutdown.
     #[serde(default = "default_drain_timeout_ms")]
     pub drain_timeout_ms: u64,

@@ -5,7 +5,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use balancer::{ClusterConfig, Clusters};
+use balancer::{ClusterConfig, Clusters, RouteTable};
 use descriptors::{Registry, SetMeta};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
@@ -22,6 +22,7 @@ const RETRY_AFTER: Duration = Duration::from_secs(2);
 pub fn spawn(
     registry: &Arc<Registry>,
     clusters: &Clusters,
+    routes: &RouteTable,
     configs: &[ClusterConfig],
     shutdown: &CancellationToken,
 ) {
@@ -36,6 +37,7 @@ pub fn spawn(
             .collect();
         tokio::spawn(run(
             registry.clone(),
+            routes.clone(),
             cfg.clone(),
             addrs,
             shutdown.child_token(),
@@ -45,6 +47,7 @@ pub fn spawn(
 
 async fn run(
     registry: Arc<Registry>,
+    routes: RouteTable,
     cfg: ClusterConfig,
     addrs: Vec<(std::net::SocketAddr, String)>,
     shutdown: CancellationToken,
@@ -63,13 +66,23 @@ async fn run(
                         break;
                     }
                     let registry = registry.clone();
+                    let routes = routes.clone();
                     let set = name.clone();
                     let res = tokio::task::spawn_blocking(move || {
                         let meta = SetMeta {
                             cluster: Some(set.clone()),
                             uploaded_at_unix_ms: 0,
                         };
-                        registry.put_with(&set, &bytes, meta, |_| Ok(()))
+                        // A reflection-fed set may not claim methods that
+                        // the routes send to another cluster.
+                        registry.put_with(&set, &bytes, meta, |info| {
+                            crate::proxy::check_binding(&routes, &set, &info.methods).map_err(
+                                |message| descriptors::DescriptorError::Refused {
+                                    name: set.clone(),
+                                    message,
+                                },
+                            )
+                        })
                     })
                     .await;
                     match res {

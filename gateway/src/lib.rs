@@ -12,6 +12,7 @@ pub mod demo;
 pub mod descriptor_sync;
 pub mod grpc_frame;
 pub mod grpc_timeout;
+pub mod limits;
 pub mod listener;
 pub mod proxy;
 pub mod reflection;
@@ -124,6 +125,8 @@ impl Gateway {
             prepared.push((l.clone(), tls, ctx));
         }
         let transcode = TranscodeSettings::new(&cfg.transcoding).map_err(ConfigError::from)?;
+        let limits = limits::Limits::new(&cfg.limits).map_err(ConfigError::from)?;
+        clusters.set_memory_budget(&limits.budget);
         let cors = cfg
             .cors
             .as_ref()
@@ -163,7 +166,7 @@ impl Gateway {
             }
         };
         if let Some(store) = &store {
-            load_stored(&registry, store, &clusters).await;
+            load_stored(&registry, store, &clusters, &routes).await;
         }
         let admin_token = cfg.admin.effective_token();
         cfg.admin
@@ -179,6 +182,7 @@ impl Gateway {
             registry: registry.clone(),
             transcode,
             cors,
+            limits,
         });
         let shutdown = CancellationToken::new();
         let mut accept_loops = JoinSet::new();
@@ -230,7 +234,13 @@ impl Gateway {
             ));
         }
         shared.clusters.start_health_checks(&shutdown);
-        descriptor_sync::spawn(&registry, &shared.clusters, &cfg.clusters, &shutdown);
+        descriptor_sync::spawn(
+            &registry,
+            &shared.clusters,
+            &shared.routes,
+            &cfg.clusters,
+            &shutdown,
+        );
         Ok(Self {
             registry,
             admin_addr,
@@ -272,9 +282,15 @@ impl Gateway {
 
 /// Registers the sets persisted in the data directory; a set that no longer
 /// validates (or names a cluster that is gone) is logged and skipped.
-async fn load_stored(registry: &Arc<Registry>, store: &admin::store::Store, clusters: &Clusters) {
+async fn load_stored(
+    registry: &Arc<Registry>,
+    store: &admin::store::Store,
+    clusters: &Clusters,
+    routes: &RouteTable,
+) {
     let registry = registry.clone();
     let store = store.clone();
+    let routes = routes.clone();
     let known: std::collections::HashSet<String> =
         clusters.iter().map(|c| c.name().to_string()).collect();
     let _ = tokio::task::spawn_blocking(move || {
@@ -289,7 +305,28 @@ async fn load_stored(registry: &Arc<Registry>, store: &admin::store::Store, clus
                 tracing::warn!(file = %set.path.display(), cluster = %c, "Stored descriptor set is bound to an unknown cluster; loading it unbound");
                 meta.cluster = None;
             }
-            match registry.put_with(&set.name, &set.bytes, meta, |_| Ok(())) {
+            // A binding that the routes now contradict (the config changed
+            // since the upload) is dropped, not the set.
+            let res = registry.put_with(&set.name, &set.bytes, meta.clone(), |info| {
+                match &info.cluster {
+                    Some(c) => proxy::check_binding(&routes, c, &info.methods).map_err(|message| {
+                        descriptors::DescriptorError::Refused {
+                            name: set.name.clone(),
+                            message,
+                        }
+                    }),
+                    None => Ok(()),
+                }
+            });
+            let res = match res {
+                Err(descriptors::DescriptorError::Refused { message, .. }) => {
+                    tracing::warn!(file = %set.path.display(), %message, "Stored descriptor set's binding conflicts with the routes; loading it unbound");
+                    meta.cluster = None;
+                    registry.put_with(&set.name, &set.bytes, meta, |_| Ok(()))
+                }
+                other => other,
+            };
+            match res {
                 Ok(o) => info!(set = %set.name, file = %set.path.display(), methods = o.set.methods.len(), "Stored descriptor set loaded"),
                 Err(error) => tracing::warn!(file = %set.path.display(), %error, "Skipping stored descriptor set that no longer loads (left in place)"),
             }

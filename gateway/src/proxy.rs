@@ -55,6 +55,8 @@ pub struct Shared {
     pub transcode: TranscodeSettings,
     /// CORS policy for HTTP callers, if any.
     pub cors: Option<Cors>,
+    /// Buffered-bytes budget and body read timeouts.
+    pub limits: crate::limits::Limits,
 }
 
 /// Per-listener policy.
@@ -163,9 +165,13 @@ pub async fn handle(conn: Arc<ConnCtx>, req: Request<Incoming>) -> Response<Resp
     resp
 }
 
-/// The route and cluster for a gRPC method path, after deny rules. A
-/// method whose descriptor set is bound to a cluster (`?cluster=` on
-/// upload) goes there; otherwise the first matching route decides.
+/// The route and cluster for a gRPC method path, after deny rules. The
+/// first matching route's policy (deny rules, timeouts) applies to every
+/// request, bound or not. A method whose descriptor set is bound to a
+/// cluster (`?cluster=` on upload, or fetched by reflection) goes there
+/// unless a route names its path for another cluster: bindings that would
+/// do that are refused when registered (`check_binding`), and should one
+/// slip through, the routes win.
 pub(crate) fn select_route<'a>(
     conn: &'a ConnCtx,
     grpc_path: &str,
@@ -187,18 +193,10 @@ pub(crate) fn select_route<'a>(
         ));
     }
     let shared = &conn.shared;
-    if let Some(cluster) = binding.and_then(|b| shared.clusters.get_str(b)) {
-        rec.cluster = Some(cluster.name().as_arc());
-        return Ok((None, cluster));
-    }
-    let Some(route) = shared.routes.route(grpc_path, headers) else {
-        return Err(GatewayError::new(
-            Code::Unimplemented,
-            format!("unknown method {grpc_path}"),
-            "PR",
-        ));
-    };
-    if let Some(m) = route.denied_by(headers) {
+    let route = shared.routes.route(grpc_path, headers);
+    if let Some(route) = route
+        && let Some(m) = route.denied_by(headers)
+    {
         debug!(route = %route.name, header = %m.name(), "Denied by route rule");
         return Err(GatewayError::new(
             Code::PermissionDenied,
@@ -206,11 +204,40 @@ pub(crate) fn select_route<'a>(
             "PR",
         ));
     }
-    rec.cluster = Some(route.cluster.as_arc());
-    let Some(cluster) = shared.clusters.get(&route.cluster) else {
-        return Err(GatewayError::new(Code::Internal, "internal error", "PR"));
+    let bound = binding
+        .filter(|_| route.is_none_or(|r| !r.is_path_specific()))
+        .and_then(|b| shared.clusters.get_str(b));
+    let cluster = match (bound, route) {
+        (Some(cluster), _) => cluster,
+        (None, Some(route)) => match shared.clusters.get(&route.cluster) {
+            Some(cluster) => cluster,
+            None => return Err(GatewayError::new(Code::Internal, "internal error", "PR")),
+        },
+        (None, None) => {
+            return Err(GatewayError::new(
+                Code::Unimplemented,
+                format!("unknown method {grpc_path}"),
+                "PR",
+            ));
+        }
     };
-    Ok((Some(route), cluster))
+    rec.cluster = Some(cluster.name().as_arc());
+    Ok((route, cluster))
+}
+
+/// Refuses a descriptor set bound to `cluster` when a route names one of
+/// its methods for another cluster: a binding (an upload's `?cluster=`, or
+/// a reflection-fed set) must not take traffic away from the routes.
+pub fn check_binding(routes: &RouteTable, cluster: &str, methods: &[String]) -> Result<(), String> {
+    for m in methods {
+        if let Some(route) = routes.claimed_elsewhere(m, cluster) {
+            return Err(format!(
+                "method {m} is routed to cluster `{}` by route `{}`; it cannot be bound to cluster `{cluster}` (change the route, or upload the set without a cluster)",
+                route.cluster, route.name
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The call's deadline: the request's `grpc-timeout` (or `default`), capped
@@ -400,9 +427,13 @@ fn observe(
         grpc: grpc_head.is_some(),
     };
     if ended {
-        // Trailers-only (or an empty body): hyper sends the head with
-        // END_STREAM and never polls the body.
+        // Trailers-only (or an empty body): the head goes out with
+        // END_STREAM, so the body must say it has ended already; a body
+        // that ends only when polled makes hyper add an empty DATA frame
+        // with END_STREAM, which C-core clients (grpcio, grpc C++)
+        // read as a broken stream.
         body.finish("--");
+        body.state = State::Done;
     }
     body
 }

@@ -489,6 +489,7 @@ async fn put_set(
     let upload = read_upload(req, state.max_upload).await?;
     let registry = state.registry.clone();
     let store = state.store.clone();
+    let routes = state.routes.clone();
     let name = name.to_string();
     let started = std::time::Instant::now();
     // Compiling and indexing are CPU-bound: off the runtime threads.
@@ -504,21 +505,32 @@ async fn put_set(
             uploaded_at_unix_ms: 0,
         };
         registry
-            .put_with(&name, &bytes, meta, |info| match &store {
-                None => Ok(()),
-                Some(store) => store
-                    .write(
-                        &name,
-                        &bytes,
-                        &StoredMeta {
-                            cluster: info.cluster.clone(),
-                            uploaded_at_unix_ms: info.uploaded_at_unix_ms,
-                        },
-                    )
-                    .map_err(|e| DescriptorError::Storage {
-                        name: name.clone(),
-                        message: e.to_string(),
-                    }),
+            .put_with(&name, &bytes, meta, |info| {
+                if let Some(c) = &info.cluster {
+                    crate::proxy::check_binding(&routes, c, &info.methods).map_err(|message| {
+                        warn!(set = %name, %message, "Descriptor set binding refused");
+                        DescriptorError::Refused {
+                            name: name.clone(),
+                            message,
+                        }
+                    })?;
+                }
+                match &store {
+                    None => Ok(()),
+                    Some(store) => store
+                        .write(
+                            &name,
+                            &bytes,
+                            &StoredMeta {
+                                cluster: info.cluster.clone(),
+                                uploaded_at_unix_ms: info.uploaded_at_unix_ms,
+                            },
+                        )
+                        .map_err(|e| DescriptorError::Storage {
+                            name: name.clone(),
+                            message: e.to_string(),
+                        }),
+                }
             })
             .map_err(|e| ApiError::from_descriptor(&e))
     })

@@ -18,7 +18,7 @@ use std::{
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Version, header};
 use http_body::Body as _;
-use http_body_util::{BodyExt, Limited};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use serde::Deserialize;
 
@@ -128,15 +128,7 @@ fn invalid(e: &descriptors::DescriptorError) -> GatewayError {
     GatewayError::new(Code::InvalidArgument, e.to_string(), "PR")
 }
 
-fn too_large(what: &str, max: usize) -> GatewayError {
-    let mut e = GatewayError::new(
-        Code::ResourceExhausted,
-        format!("{what} exceeds the limit of {max} bytes"),
-        "PR",
-    );
-    e.http_status = Some(StatusCode::PAYLOAD_TOO_LARGE);
-    e
-}
+use crate::limits::too_large;
 
 /// A JSON error response for an upstream gRPC status, details decoded.
 fn status_response(
@@ -226,6 +218,9 @@ pub(crate) async fn forward_json(
     let format = StreamFormat::from_accept(parts.headers.get(header::ACCEPT));
 
     let failure: FailureSlot = Arc::default();
+    // The buffered request bytes, held from the budget until the upstream
+    // answers (the encoded message is in flight until then).
+    let mut _held = None;
     let upstream_body = if method.client_streaming {
         boxed(ndjson::NdjsonBody::new(
             body,
@@ -233,21 +228,10 @@ pub(crate) async fn forward_json(
             settings.json.clone(),
             settings.max_message,
             failure.clone(),
+            shared.limits.budget.reserve_empty(),
         ))
     } else {
-        let bytes = match Limited::new(body, settings.max_body).collect().await {
-            Ok(c) => c.to_bytes(),
-            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-                return Err(too_large("request body", settings.max_body));
-            }
-            Err(_) => {
-                return Err(GatewayError::new(
-                    Code::Cancelled,
-                    "request body not received",
-                    "CR",
-                ));
-            }
-        };
+        let (bytes, mut held) = shared.limits.collect(body, settings.max_body).await?;
         let mut msg = Vec::with_capacity(bytes.len());
         let built = match &rule {
             Some(m) => json::build_request(m, &bytes, parts.uri.query(), &settings.json, &mut msg),
@@ -257,6 +241,11 @@ pub(crate) async fn forward_json(
         if msg.len() > settings.max_message {
             return Err(too_large("request message", settings.max_message));
         }
+        drop(bytes);
+        if !held.set(msg.len()) {
+            return Err(crate::limits::over_budget());
+        }
+        _held = Some(held);
         full(grpc_frame::encode(&msg))
     };
     let mut up_req = Request::new(upstream_body);

@@ -17,7 +17,7 @@ use balancer::body::BoxError;
 use descriptors::{JsonOptions, json};
 
 use super::{FailureSlot, invalid, too_large};
-use crate::grpc_frame;
+use crate::{grpc_frame, limits::Reservation};
 
 pub(super) struct NdjsonBody {
     inner: Incoming,
@@ -30,6 +30,8 @@ pub(super) struct NdjsonBody {
     failure: FailureSlot,
     eof: bool,
     scratch: Vec<u8>,
+    /// `buf`'s bytes, taken from the buffered-bytes budget.
+    held: Reservation,
 }
 
 impl NdjsonBody {
@@ -39,6 +41,7 @@ impl NdjsonBody {
         opts: JsonOptions,
         max_line: usize,
         failure: FailureSlot,
+        held: Reservation,
     ) -> Self {
         Self {
             inner,
@@ -50,6 +53,7 @@ impl NdjsonBody {
             failure,
             eof: false,
             scratch: Vec::new(),
+            held,
         }
     }
 
@@ -85,6 +89,7 @@ impl Body for NdjsonBody {
             if let Some(pos) = this.buf[this.scanned..].iter().position(|b| *b == b'\n') {
                 let line = this.buf.split_to(this.scanned + pos + 1);
                 this.scanned = 0;
+                this.held.set(this.buf.len());
                 match this.convert(&line) {
                     Ok(Some(frame)) => return Poll::Ready(Some(Ok(Frame::data(frame)))),
                     Ok(None) => continue,
@@ -112,6 +117,10 @@ impl Body for NdjsonBody {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Some(Ok(frame))) => {
                     if let Ok(data) = frame.into_data() {
+                        if !this.held.grow(data.len()) {
+                            let e = this.fail(crate::limits::over_budget());
+                            return Poll::Ready(Some(Err(e)));
+                        }
                         this.buf.extend_from_slice(&data);
                     }
                 }

@@ -1,0 +1,171 @@
+//! `[limits]`: what bounds the memory and time a client can make the
+//! gateway spend on request bodies it buffers. Everything buffered (JSON
+//! bodies being collected, NDJSON lines being assembled, retry replay
+//! copies) takes its bytes from one process-wide [`MemoryBudget`]; past it
+//! a request is refused at once with RESOURCE_EXHAUSTED / 429. A buffered
+//! body must also arrive within a total time and without long pauses.
+
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http::StatusCode;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use serde::Deserialize;
+
+pub use balancer::budget::{DEFAULT_MAX_BUFFERED_REQUEST_BYTES, MemoryBudget, Reservation};
+
+use crate::respond::{Code, GatewayError};
+
+/// Default time a buffered request body may take to arrive, in total.
+pub const DEFAULT_REQUEST_BODY_TIMEOUT_MS: u64 = 60_000;
+/// Default longest pause between two chunks of a buffered request body.
+pub const DEFAULT_REQUEST_BODY_IDLE_TIMEOUT_MS: u64 = 15_000;
+
+/// `[limits]` in the config file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Request bytes the whole process may hold in buffers.
+    #[serde(default = "default_max_buffered")]
+    pub max_buffered_request_bytes: usize,
+    /// Time a buffered (JSON unary) request body may take to arrive.
+    #[serde(default = "default_body_timeout")]
+    pub request_body_timeout_ms: u64,
+    /// Longest pause between chunks of a buffered request body.
+    #[serde(default = "default_body_idle_timeout")]
+    pub request_body_idle_timeout_ms: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_buffered_request_bytes: DEFAULT_MAX_BUFFERED_REQUEST_BYTES,
+            request_body_timeout_ms: DEFAULT_REQUEST_BODY_TIMEOUT_MS,
+            request_body_idle_timeout_ms: DEFAULT_REQUEST_BODY_IDLE_TIMEOUT_MS,
+        }
+    }
+}
+
+fn default_max_buffered() -> usize {
+    DEFAULT_MAX_BUFFERED_REQUEST_BYTES
+}
+fn default_body_timeout() -> u64 {
+    DEFAULT_REQUEST_BODY_TIMEOUT_MS
+}
+fn default_body_idle_timeout() -> u64 {
+    DEFAULT_REQUEST_BODY_IDLE_TIMEOUT_MS
+}
+
+/// The compiled limits.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// The process-wide buffered-bytes budget.
+    pub budget: MemoryBudget,
+    body_timeout: Duration,
+    body_idle_timeout: Duration,
+}
+
+impl Limits {
+    /// Compiles `[limits]`.
+    pub fn new(cfg: &LimitsConfig) -> Result<Self, balancer::config::ConfigError> {
+        use balancer::config::ConfigError as E;
+        if cfg.max_buffered_request_bytes == 0 {
+            return Err(E::new(
+                "limits.max_buffered_request_bytes",
+                "must be greater than 0",
+            ));
+        }
+        if cfg.request_body_timeout_ms == 0 || cfg.request_body_idle_timeout_ms == 0 {
+            return Err(E::new(
+                "limits",
+                "request_body_timeout_ms and request_body_idle_timeout_ms must be greater than 0",
+            ));
+        }
+        Ok(Self {
+            budget: MemoryBudget::new(cfg.max_buffered_request_bytes),
+            body_timeout: Duration::from_millis(cfg.request_body_timeout_ms),
+            body_idle_timeout: Duration::from_millis(cfg.request_body_idle_timeout_ms),
+        })
+    }
+
+    /// Reads a whole request body of at most `max` bytes, taking its bytes
+    /// from the budget as they arrive, within the body timeouts. The
+    /// reservation holds them until dropped.
+    pub async fn collect(
+        &self,
+        mut body: Incoming,
+        max: usize,
+    ) -> Result<(Bytes, Reservation), GatewayError> {
+        let mut held = self.budget.reserve_empty();
+        let mut first: Option<Bytes> = None;
+        let mut rest = BytesMut::new();
+        let mut len = 0usize;
+        let total = tokio::time::sleep(self.body_timeout);
+        tokio::pin!(total);
+        loop {
+            let frame = tokio::select! {
+                _ = &mut total => return Err(body_timeout("request body took too long")),
+                f = tokio::time::timeout(self.body_idle_timeout, body.frame()) => match f {
+                    Err(_) => return Err(body_timeout("request body stalled")),
+                    Ok(f) => f,
+                },
+            };
+            let Some(frame) = frame else { break };
+            let frame = frame.map_err(|_| {
+                GatewayError::new(Code::Cancelled, "request body not received", "CR")
+            })?;
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            if data.is_empty() {
+                continue;
+            }
+            len += data.len();
+            if len > max {
+                return Err(too_large("request body", max));
+            }
+            if !held.grow(data.len()) {
+                return Err(over_budget());
+            }
+            // One chunk (the common case) is kept without a copy.
+            match &first {
+                None if rest.is_empty() => first = Some(data),
+                _ => {
+                    if let Some(f) = first.take() {
+                        rest.extend_from_slice(&f);
+                    }
+                    rest.extend_from_slice(&data);
+                }
+            }
+        }
+        let bytes = first.unwrap_or_else(|| rest.freeze());
+        Ok((bytes, held))
+    }
+}
+
+/// The answer when the buffered-bytes budget is spent.
+pub fn over_budget() -> GatewayError {
+    GatewayError::new(
+        Code::ResourceExhausted,
+        "the gateway is at its limit of buffered request bytes; retry later",
+        "PR",
+    )
+}
+
+/// A body or message over its size limit: RESOURCE_EXHAUSTED, 413.
+pub fn too_large(what: &str, max: usize) -> GatewayError {
+    let mut e = GatewayError::new(
+        Code::ResourceExhausted,
+        format!("{what} exceeds the limit of {max} bytes"),
+        "PR",
+    );
+    e.http_status = Some(StatusCode::PAYLOAD_TOO_LARGE);
+    e
+}
+
+fn body_timeout(message: &'static str) -> GatewayError {
+    let mut e = GatewayError::new(Code::DeadlineExceeded, message, "cR");
+    e.http_status = Some(StatusCode::REQUEST_TIMEOUT);
+    e
+}

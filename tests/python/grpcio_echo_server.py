@@ -1,0 +1,109 @@
+"""A gRPC backend of another implementation (Python grpcio, C-core) for the
+integration tests: sample.echo.v1.Echo, answering every call shape with the
+status the request asks for, so the error path through the gateway is
+tested against a server that is not tonic.
+
+- `status_code` != 0: fail with that code and `status_message`
+  (unary: before any message; server stream: after `fail_after` messages,
+  or at once; client stream: after reading the whole stream; bidi: at the
+  first request that carries a code).
+- `message == "details"`: the status also carries `grpc-status-details-bin`
+  (a google.rpc.Status with an ErrorInfo), through grpcio-status.
+- `message == "headers-first"`: initial metadata is sent before the status,
+  so the answer is HEADERS then trailers with no DATA in between.
+
+Usage: grpcio_echo_server.py PROTO_DIR; prints the bound port on the first
+line of standard output, then serves until killed.
+"""
+import os
+import sys
+import tempfile
+from concurrent import futures
+
+import grpc
+from grpc_tools import protoc
+from grpc_status import rpc_status
+from google.protobuf import any_pb2
+from google.rpc import error_details_pb2, status_pb2
+
+CODES = {c.value[0]: c for c in grpc.StatusCode}
+
+
+def load_stubs(proto_dir):
+    out = tempfile.mkdtemp(prefix="grpcio-echo-stubs-")
+    rc = protoc.main([
+        "protoc",
+        f"-I{proto_dir}",
+        f"--python_out={out}",
+        f"--grpc_python_out={out}",
+        os.path.join(proto_dir, "echo.proto"),
+    ])
+    if rc != 0:
+        raise SystemExit(f"protoc failed: {rc}")
+    sys.path.insert(0, out)
+    import echo_pb2  # noqa: E402
+    import echo_pb2_grpc  # noqa: E402
+    return echo_pb2, echo_pb2_grpc
+
+
+pb, pb_grpc = load_stubs(sys.argv[1])
+
+
+def fail(req, context):
+    if req.message == "details":
+        detail = any_pb2.Any()
+        detail.Pack(error_details_pb2.ErrorInfo(
+            reason="PY_REASON", domain="grpcio.example", metadata={"code": str(req.status_code)}))
+        st = status_pb2.Status(code=req.status_code, message=req.status_message, details=[detail])
+        context.abort_with_status(rpc_status.to_status(st))
+    if req.message == "headers-first":
+        context.send_initial_metadata((("x-server-id", "py"),))
+    context.abort(CODES[req.status_code], req.status_message)
+
+
+class Echo(pb_grpc.EchoServicer):
+    def Unary(self, req, context):
+        if req.status_code:
+            fail(req, context)
+        return pb.EchoResponse(message=req.message, server_id="py",
+                               received_bytes=len(req.payload))
+
+    def ServerStream(self, req, context):
+        for i in range(req.count):
+            if req.status_code and req.fail_after and i == req.fail_after:
+                fail(req, context)
+            yield pb.EchoResponse(message=req.message, server_id="py", seq=i)
+        if req.status_code:
+            fail(req, context)
+
+    def ClientStream(self, reqs, context):
+        n = 0
+        first = None
+        for r in reqs:
+            first = first or r
+            n += 1
+        if first is not None and first.status_code:
+            fail(first, context)
+        return pb.EchoResponse(server_id="py", seq=n)
+
+    def BidiStream(self, reqs, context):
+        for i, r in enumerate(reqs):
+            if r.status_code:
+                fail(r, context)
+            yield pb.EchoResponse(message=r.message, server_id="py", seq=i)
+
+    def Slow(self, req, context):
+        return pb.EchoResponse(server_id="py")
+
+
+def main():
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
+    pb_grpc.add_EchoServicer_to_server(Echo(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    print(port, flush=True)
+    server.wait_for_termination()
+
+
+if __name__ == "__main__":
+    main()
