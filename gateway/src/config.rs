@@ -116,6 +116,17 @@ pub struct ListenerConfig {
     /// HTTP/2 PING interval; 0 disables.
     #[serde(default = "default_keepalive_interval_ms")]
     pub keepalive_interval_ms: u64,
+    /// Peers (addresses or CIDR blocks) whose inbound `X-Forwarded-For`,
+    /// `Forwarded` and `X-Forwarded-Proto` are kept and appended to; from
+    /// anyone else they are replaced by the peer's address.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+    /// Merge repeated slashes in HTTP request paths before routing.
+    #[serde(default = "yes")]
+    pub merge_slashes: bool,
+    /// `%2F` / `%5C` in HTTP request paths: `keep` or `reject` (400).
+    #[serde(default)]
+    pub escaped_slashes: crate::edge::EscapedSlashes,
     /// Who answers gRPC server reflection on this listener.
     #[serde(default)]
     pub reflection: ReflectionMode,

@@ -10,6 +10,7 @@ pub mod config;
 pub mod cors;
 pub mod demo;
 pub mod descriptor_sync;
+pub mod edge;
 pub mod grpc_frame;
 pub mod grpc_timeout;
 pub mod limits;
@@ -113,7 +114,24 @@ impl Gateway {
                 )),
                 None => None,
             };
+            let trusted_proxies = l
+                .trusted_proxies
+                .iter()
+                .enumerate()
+                .map(|(k, t)| {
+                    edge::IpNet::parse(t).ok_or_else(|| {
+                        ConfigError::from(balancer::config::ConfigError::new(
+                            format!("{at}.trusted_proxies[{k}]"),
+                            format!("`{t}` is not an address or CIDR block"),
+                        ))
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
             let ctx = Arc::new(ListenerCtx {
+                tls: l.tls.is_some(),
+                trusted_proxies,
+                merge_slashes: l.merge_slashes,
+                escaped_slashes: l.escaped_slashes,
                 name: l.name.as_str().into(),
                 deny_unless: compile_headers(&l.deny_unless, &format!("{at}.deny_unless"))
                     .map_err(ConfigError::from)?,

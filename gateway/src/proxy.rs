@@ -71,6 +71,14 @@ pub struct ListenerCtx {
     pub capture_response: Vec<(HeaderName, usize)>,
     /// Log at the response head too.
     pub log_at_start: bool,
+    /// Whether the listener speaks TLS (`X-Forwarded-Proto`).
+    pub tls: bool,
+    /// Peers whose forwarding headers are kept.
+    pub trusted_proxies: Vec<crate::edge::IpNet>,
+    /// Merge repeated slashes in HTTP paths.
+    pub merge_slashes: bool,
+    /// Escaped slashes in HTTP paths.
+    pub escaped_slashes: crate::edge::EscapedSlashes,
     /// Who answers gRPC server reflection.
     pub reflection: crate::config::ReflectionMode,
 }
@@ -86,8 +94,15 @@ pub struct ConnCtx {
 }
 
 /// Handles one request; never fails (errors become responses).
-pub async fn handle(conn: Arc<ConnCtx>, req: Request<Incoming>) -> Response<ResponseBody> {
+pub async fn handle(conn: Arc<ConnCtx>, mut req: Request<Incoming>) -> Response<ResponseBody> {
     let started = Instant::now();
+    let listener = &conn.listener;
+    crate::edge::set_forwarded(
+        req.headers_mut(),
+        conn.peer,
+        &listener.trusted_proxies,
+        listener.tls,
+    );
     let protocol = classify(req.headers());
     let log = &conn.shared.access_log;
     log.debug_headers("request headers", req.headers());
@@ -127,6 +142,32 @@ pub async fn handle(conn: Arc<ConnCtx>, req: Request<Incoming>) -> Response<Resp
             "PR",
         )),
         Protocol::Http => {
+            // Routes and rules see the path the backend will.
+            match crate::edge::normalize_path(
+                req.uri().path(),
+                listener.merge_slashes,
+                listener.escaped_slashes,
+            ) {
+                Ok(None) => {}
+                Ok(Some(path)) => {
+                    if let Some(uri) = crate::edge::with_path(req.uri(), &path) {
+                        *req.uri_mut() = uri;
+                    }
+                }
+                Err(_) => {
+                    let e = GatewayError::new(
+                        Code::InvalidArgument,
+                        "escaped slash in the request path",
+                        "PR",
+                    );
+                    let resp = e.clone().into_response(protocol);
+                    rec.termination = e.termination;
+                    rec.status = resp.status().as_u16();
+                    rec.total = started.elapsed();
+                    log.emit(&rec, Phase::End);
+                    return resp;
+                }
+            }
             if let Some(cors) = &conn.shared.cors
                 && req.method() == Method::OPTIONS
                 && let Some(resp) = cors.preflight(req.headers())
