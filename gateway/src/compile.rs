@@ -98,6 +98,7 @@ pub async fn compile(cfg: GatewayConfig) -> Result<Compiled, StartError> {
             capture_request: capture_list(&l.capture_request_headers),
             capture_response: capture_list(&l.capture_response_headers),
             log_at_start: l.log_at_start,
+            reflection: l.reflection,
         });
         listeners.push(CompiledListener {
             cfg: l.clone(),

@@ -203,6 +203,27 @@ pub struct ListenerConfig {
     /// half of them premature resets closes it (GOAWAY); 0 = no check.
     #[serde(default = "default_premature_reset_total_stream_count")]
     pub premature_reset_total_stream_count: u64,
+    /// Who answers gRPC server reflection on this listener.
+    #[serde(default)]
+    pub reflection: ReflectionMode,
+}
+
+/// Who answers gRPC server reflection (`grpc.reflection.v1` and `v1alpha`)
+/// on a listener.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReflectionMode {
+    /// The gateway answers from its registry, and asks the backends
+    /// (through the routes, deny rules applied) what the registry cannot
+    /// answer; their services join the list.
+    #[default]
+    Merge,
+    /// The gateway answers from its registry alone.
+    #[serde(alias = "gateway")]
+    Registry,
+    /// The gateway does not answer: reflection calls are routed to the
+    /// backends like any other gRPC call (as a transparent proxy would).
+    Passthrough,
 }
 
 /// Server certificate of a TLS listener.
@@ -511,10 +532,29 @@ mod tests {
                 "[[listeners]]\nname='a'\naddress='127.0.0.1:0'\nstream_window_bytes=1048576\nconnection_window_bytes=65535\n",
                 "listeners[0].connection_window_bytes: must be at least stream_window_bytes",
             ),
+            (
+                "[[listeners]]\nname='a'\naddress='127.0.0.1:0'\nreflection='both'\n",
+                "unknown variant `both`",
+            ),
         ];
         for (text, want) in cases {
             let err = GatewayConfig::from_toml(text).expect_err(text).to_string();
             assert!(err.contains(want), "{err:?} should contain {want:?}");
+        }
+    }
+
+    #[test]
+    fn reflection_modes() {
+        for (line, want) in [
+            ("", ReflectionMode::Merge),
+            ("reflection = 'merge'", ReflectionMode::Merge),
+            ("reflection = 'registry'", ReflectionMode::Registry),
+            ("reflection = 'gateway'", ReflectionMode::Registry),
+            ("reflection = 'passthrough'", ReflectionMode::Passthrough),
+        ] {
+            let text = format!("[[listeners]]\nname='a'\naddress='127.0.0.1:0'\n{line}\n");
+            let cfg = GatewayConfig::from_toml(&text).expect("valid config");
+            assert_eq!(cfg.listeners[0].reflection, want, "{line}");
         }
     }
 }

@@ -79,6 +79,8 @@ pub struct ListenerCtx {
     pub merge_slashes: bool,
     /// Escaped slashes in HTTP paths.
     pub escaped_slashes: crate::edge::EscapedSlashes,
+    /// Who answers gRPC server reflection.
+    pub reflection: crate::config::ReflectionMode,
 }
 
 /// Per-connection context.
@@ -362,8 +364,12 @@ async fn forward_grpc(
             "PR",
         ));
     }
-    if crate::reflection::is_reflection_path(req.uri().path()) {
-        // Served by the gateway itself, for every registered service.
+    let reflection = conn.listener.reflection;
+    if reflection != crate::config::ReflectionMode::Passthrough
+        && crate::reflection::is_reflection_path(req.uri().path())
+    {
+        // Served by the gateway itself, for every registered service (and,
+        // merging, every service the backends list).
         if let Some(m) = conn
             .listener
             .deny_unless
@@ -377,7 +383,14 @@ async fn forward_grpc(
                 "PR",
             ));
         }
-        let resp = Box::pin(crate::reflection::serve(conn.shared.registry.clone(), req)).await;
+        let upstreams = (reflection == crate::config::ReflectionMode::Merge)
+            .then(|| crate::reflection::Upstreams::new(conn.shared.clone(), req.headers()));
+        let resp = Box::pin(crate::reflection::serve(
+            conn.shared.registry.clone(),
+            upstreams,
+            req,
+        ))
+        .await;
         rec.status = resp.status().as_u16();
         rec.total = started.elapsed();
         rec.cluster = Some("<gateway>".into());

@@ -5,6 +5,8 @@
 //! - [`serve`]: the gateway answers `grpc.reflection.v1.ServerReflection` and
 //!   `grpc.reflection.v1alpha.ServerReflection` itself, from the descriptor
 //!   registry, so `grpcurl list` / `describe` work against the front listener.
+//!   With [`Upstreams`], what the registry cannot answer is asked of the
+//!   backends through the routes, and their services join the list.
 //! - [`fetch_descriptor_set`]: asks a backend for everything it serves and
 //!   assembles one encoded `FileDescriptorSet`, to be registered like an upload.
 //!
@@ -14,7 +16,11 @@
 
 mod client;
 mod server;
+mod upstream;
 mod wire;
 
 pub use client::{ReflectionError, fetch_descriptor_set};
 pub use server::{is_reflection_path, serve};
+pub use upstream::{
+    BACKEND_TIMEOUT, MAX_ANSWER_BYTES, MAX_CLUSTERS_ASKED, QUESTION_TIMEOUT, Upstreams,
+};

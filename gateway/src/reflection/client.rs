@@ -5,6 +5,10 @@
 //! One stream, one request at a time: `list_services`, then
 //! `file_containing_symbol` for each service, then `file_by_filename` for
 //! every import not yet seen. Files keep the exact bytes the server sent.
+//!
+//! [`ask_once`] is the same client for one question on a stream of its own,
+//! over any [`Transport`]: the front's reflection service uses it to ask the
+//! backends through their clusters.
 
 use std::{
     collections::{HashMap, HashSet, VecDeque},
@@ -12,12 +16,17 @@ use std::{
     time::Duration,
 };
 
+use bytes::Bytes;
 use futures_util::{Stream, StreamExt as _};
+use http_body_util::{BodyExt as _, combinators::UnsyncBoxBody};
 use prost::Message as _;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Status, transport::Channel};
 use tonic_reflection::pb::{v1, v1alpha};
+use tower::{ServiceExt as _, util::BoxCloneService};
+
+use balancer::body::BoxError;
 
 use super::wire::{Answer, NOT_FOUND, Query};
 
@@ -93,8 +102,59 @@ pub async fn fetch_descriptor_set(channel: Channel) -> Result<Vec<u8>, Reflectio
         .map_err(|_| ReflectionError::Timeout(FETCH_TIMEOUT))?
 }
 
+/// What a reflection stream runs over: a tonic [`Channel`] (descriptor
+/// sync), or a cluster of the balancer (the front's reflection service).
+pub(super) type Transport = BoxCloneService<
+    http::Request<tonic::body::Body>,
+    http::Response<UnsyncBoxBody<Bytes, TransportError>>,
+    TransportError,
+>;
+
+/// A [`Transport`] failing to deliver a call or its response. A concrete
+/// type rather than [`BoxError`]: with a boxed trait object here, rustc
+/// cannot prove the generated client's futures `Send`
+/// (rust-lang/rust#102211). tonic reads the gRPC status from the source
+/// chain.
+#[derive(Debug, thiserror::Error)]
+#[error("transport failed")]
+pub(super) struct TransportError(#[source] pub(super) BoxError);
+
+/// A tonic channel as a [`Transport`]; its errors keep their source chain,
+/// so a refused connection is still `UNAVAILABLE`.
+fn channel_transport(channel: Channel) -> Transport {
+    BoxCloneService::new(
+        channel
+            .map_response(|resp: http::Response<tonic::body::Body>| {
+                resp.map(|body| {
+                    body.map_err(|status: Status| TransportError(Box::new(status)))
+                        .boxed_unsync()
+                })
+            })
+            .map_err(|error: tonic::transport::Error| TransportError(Box::new(error))),
+    )
+}
+
+/// Asks one question on a stream of its own (v1, or v1alpha when v1 is
+/// `UNIMPLEMENTED`) and returns the answer; answer messages over
+/// `max_answer_bytes` fail the call. The caller bounds the time.
+pub(super) async fn ask_once(
+    transport: Transport,
+    query: Query,
+    max_answer_bytes: usize,
+) -> Result<Answer, ReflectionError> {
+    let opened = open_v1(transport.clone(), query.clone(), max_answer_bytes).await;
+    let mut session = match opened {
+        Err(ReflectionError::Unimplemented) => {
+            open_v1alpha(transport, query.clone(), max_answer_bytes).await?
+        }
+        other => other?,
+    };
+    // Dropping the session ends the request stream, then the call.
+    session.receive(&query).await
+}
+
 async fn fetch(channel: Channel) -> Result<Vec<u8>, ReflectionError> {
-    let (mut session, services) = Session::connect(channel).await?;
+    let (mut session, services) = Session::connect(channel_transport(channel)).await?;
     let mut files = Files::default();
     for service in services.into_iter().filter(|s| !is_infrastructure(s)) {
         let query = Query::FileContainingSymbol(service.clone());
@@ -160,19 +220,23 @@ struct Session {
     answers: Answers,
 }
 
-/// Opens a stream of one version with `list_services` already queued: some
-/// servers send response headers only with their first message, and the
-/// client call waits for those headers.
+/// Opens a stream of one version with its `first` request already queued:
+/// some servers send response headers only with their first message, and
+/// the client call waits for those headers.
 macro_rules! open_stream {
     ($($name:ident => $pb:ident),+) => {$(
-        async fn $name(channel: Channel) -> Result<Session, ReflectionError> {
+        async fn $name(
+            transport: Transport,
+            first: Query,
+            max_answer_bytes: usize,
+        ) -> Result<Session, ReflectionError> {
             let (requests, rx) = mpsc::channel::<Query>(1);
             requests
-                .try_send(Query::ListServices)
+                .try_send(first)
                 .map_err(|_| ReflectionError::StreamEnded)?;
             let outgoing = ReceiverStream::new(rx).map($pb::ServerReflectionRequest::from);
-            let responses = $pb::server_reflection_client::ServerReflectionClient::new(channel)
-                .max_decoding_message_size(MAX_SET_BYTES)
+            let responses = $pb::server_reflection_client::ServerReflectionClient::new(transport)
+                .max_decoding_message_size(max_answer_bytes)
                 .server_reflection_info(outgoing)
                 .await
                 .map_err(ReflectionError::from_status)?
@@ -193,9 +257,12 @@ open_stream!(open_v1 => v1, open_v1alpha => v1alpha);
 impl Session {
     /// Opens a stream (v1, else v1alpha) and returns it with the services the
     /// server lists.
-    async fn connect(channel: Channel) -> Result<(Self, Vec<String>), ReflectionError> {
-        match Self::listed(open_v1(channel.clone()).await).await {
-            Err(ReflectionError::Unimplemented) => Self::listed(open_v1alpha(channel).await).await,
+    async fn connect(transport: Transport) -> Result<(Self, Vec<String>), ReflectionError> {
+        let list = Query::ListServices;
+        match Self::listed(open_v1(transport.clone(), list.clone(), MAX_SET_BYTES).await).await {
+            Err(ReflectionError::Unimplemented) => {
+                Self::listed(open_v1alpha(transport, list, MAX_SET_BYTES).await).await
+            }
             other => other,
         }
     }

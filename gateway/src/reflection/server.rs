@@ -1,6 +1,9 @@
 //! The reflection service on the gateway's front: tonic-reflection's
 //! generated `ServerReflectionServer` (v1 and v1alpha) around our own
-//! implementation, which answers from the registry's current snapshot.
+//! implementation, which answers from the registry's current snapshot and,
+//! given [`Upstreams`], merges in what the backends answer: their services
+//! join the list, and a file or symbol the registry does not know is asked
+//! of them.
 //!
 //! Each request message on a stream takes a fresh snapshot, so a set uploaded
 //! while a client (e.g. grpcurl) holds a stream open shows up at once. Like
@@ -26,7 +29,10 @@ use tracing::{debug, error};
 
 use balancer::body::BoxError;
 
-use super::wire::{Answer, INVALID_ARGUMENT, Query, V1_SERVICE, V1ALPHA_SERVICE};
+use super::{
+    upstream::{Upstreams, is_not_found, merge_services},
+    wire::{Answer, INVALID_ARGUMENT, Query, V1_SERVICE, V1ALPHA_SERVICE},
+};
 use crate::respond::ResponseBody;
 
 /// Path prefix of the v1 service (it has one method, `ServerReflectionInfo`).
@@ -43,21 +49,25 @@ pub fn is_reflection_path(path: &str) -> bool {
     path.starts_with(V1_PREFIX) || path.starts_with(V1ALPHA_PREFIX)
 }
 
-/// Serves one reflection call (a bidirectional stream) from the registry.
+/// Serves one reflection call (a bidirectional stream) from the registry,
+/// and from the backends when `upstreams` is given.
 ///
 /// The answer streams as the client asks; every request message is answered
-/// from the registry's snapshot at that moment. Errors on the stream itself
-/// (a malformed frame, the client going away) end it with a gRPC status in
-/// the trailers; this function always returns a response.
+/// from the registry's snapshot at that moment, then (for a list, or what
+/// the registry does not know) from the backends, one request at a time.
+/// Errors on the stream itself (a malformed frame, the client going away)
+/// end it with a gRPC status in the trailers; this function always returns
+/// a response.
 pub async fn serve<B>(
     registry: Arc<Registry>,
+    upstreams: Option<Upstreams>,
     req: http::Request<B>,
 ) -> http::Response<ResponseBody>
 where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError> + Send + 'static,
 {
-    let reflection = Reflection::new(registry);
+    let reflection = Reflection::new(registry, upstreams.map(Arc::new));
     // Both generated servers answer UNIMPLEMENTED for a path they don't know.
     let result = if req.uri().path().starts_with(V1ALPHA_PREFIX) {
         v1alpha::server_reflection_server::ServerReflectionServer::new(reflection)
@@ -90,23 +100,40 @@ struct Reflection {
     /// `grpc/reflection/v1{,alpha}/reflection.proto`: the service's own
     /// descriptors, consulted after the registry.
     own: DescriptorPool,
+    /// The backends, asked after both; none = the registry alone.
+    upstreams: Option<Arc<Upstreams>>,
 }
 
 // === impl Reflection ===
 
 impl Reflection {
-    fn new(registry: Arc<Registry>) -> Self {
+    fn new(registry: Arc<Registry>, upstreams: Option<Arc<Upstreams>>) -> Self {
         Self {
             registry,
             own: own_pool(),
+            upstreams,
         }
     }
 
     /// Answers one request from the current snapshot.
     fn answer(&self, query: Query) -> Answer {
+        answer(&self.registry.snapshot(), &self.own, query)
+    }
+
+    /// Answers one request from the current snapshot, then the backends.
+    async fn answer_merged(&self, query: Query) -> Answer {
         debug!(request = %query.describe(), "Reflection request");
-        let snapshot = self.registry.snapshot();
-        answer(&snapshot, &self.own, query)
+        let own = self.answer(query.clone());
+        let Some(upstreams) = &self.upstreams else {
+            return own;
+        };
+        match own {
+            Answer::Services(names) => {
+                Answer::Services(merge_services(names, upstreams.list_services().await))
+            }
+            own if is_not_found(&own) => upstreams.find(&query).await.unwrap_or(own),
+            own => own,
+        }
     }
 }
 
@@ -122,22 +149,27 @@ macro_rules! impl_server {
                 request: tonic::Request<tonic::Streaming<$pb::ServerReflectionRequest>>,
             ) -> Result<tonic::Response<Self::ServerReflectionInfoStream>, Status> {
                 let this = self.clone();
-                // Answered in the response stream's own poll: no task, no
-                // channel, and the client's flow control paces us.
-                let responses = request.into_inner().map(move |req| {
-                    let req = req?;
-                    let answer = match req.message_request.clone() {
-                        Some(m) => this.answer(Query::from(m)),
-                        None => Answer::Error {
-                            code: INVALID_ARGUMENT,
-                            message: "message_request is required".to_owned(),
-                        },
-                    };
-                    Ok($pb::ServerReflectionResponse {
-                        valid_host: req.host.clone(),
-                        original_request: Some(req),
-                        message_response: Some(answer.into()),
-                    })
+                // Answered in the response stream's own poll, one request
+                // at a time: no task, no channel, and the client's flow
+                // control paces us; a client going away drops the
+                // questions to the backends.
+                let responses = request.into_inner().then(move |req| {
+                    let this = this.clone();
+                    async move {
+                        let req = req?;
+                        let answer = match req.message_request.clone() {
+                            Some(m) => this.answer_merged(Query::from(m)).await,
+                            None => Answer::Error {
+                                code: INVALID_ARGUMENT,
+                                message: "message_request is required".to_owned(),
+                            },
+                        };
+                        Ok($pb::ServerReflectionResponse {
+                            valid_host: req.host.clone(),
+                            original_request: Some(req),
+                            message_response: Some(answer.into()),
+                        })
+                    }
                 });
                 Ok(tonic::Response::new(Box::pin(responses)))
             }

@@ -20,7 +20,7 @@ fn reflection() -> Reflection {
     registry
         .put("samples", sample_services::FILE_DESCRIPTOR_SET)
         .expect("samples register");
-    Reflection::new(Arc::new(registry))
+    Reflection::new(Arc::new(registry), None)
 }
 
 fn file_names(answer: &Answer) -> Vec<String> {
@@ -212,7 +212,7 @@ async fn unknown_method_is_unimplemented() {
         .header("content-type", "application/grpc")
         .body(Full::new(Bytes::new()))
         .expect("request");
-    let response = serve(Arc::new(Registry::new()), req).await;
+    let response = serve(Arc::new(Registry::new()), None, req).await;
     assert_eq!(response.status(), http::StatusCode::OK);
     assert_eq!(
         response
