@@ -14,9 +14,8 @@ import tempfile
 from concurrent import futures
 
 import grpc
-import grpc_tools
 from grpc_reflection.v1alpha import reflection
-from grpc_tools import protoc
+from stubs import load_stubs
 
 PROTO = """
 syntax = "proto3";
@@ -40,29 +39,15 @@ message HelloReply {
 """
 
 
-def load_stubs():
-    out = tempfile.mkdtemp(prefix="pyrefl-")
-    with open(os.path.join(out, "greeter.proto"), "w") as f:
+def load_greeter():
+    src = tempfile.mkdtemp(prefix="pyrefl-")
+    with open(os.path.join(src, "greeter.proto"), "w") as f:
         f.write(PROTO)
-    well_known = os.path.join(os.path.dirname(grpc_tools.__file__), "_proto")
-    rc = protoc.main([
-        "protoc",
-        f"-I{out}",
-        f"-I{well_known}",
-        f"--python_out={out}",
-        f"--grpc_python_out={out}",
-        os.path.join(out, "greeter.proto"),
-    ])
-    if rc != 0:
-        raise SystemExit(f"protoc failed: {rc}")
-    sys.path.insert(0, out)
-    import greeter_pb2  # noqa: E402
-    import greeter_pb2_grpc  # noqa: E402
-    return greeter_pb2, greeter_pb2_grpc
+    return load_stubs(src, "greeter.proto")
 
 
 def main():
-    pb, pb_grpc = load_stubs()
+    pb, pb_grpc = load_greeter()
 
     class Greeter(pb_grpc.GreeterServicer):
         def SayHello(self, request, context):

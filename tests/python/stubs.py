@@ -6,15 +6,19 @@ import os
 import sys
 import tempfile
 
+import grpc_tools
 from grpc_tools import protoc
 
 
 def load_stubs(proto_dir, proto_file):
-    """Returns the (messages, services) modules of PROTO_DIR/PROTO_FILE."""
+    """Returns the (messages, services) modules of PROTO_DIR/PROTO_FILE;
+    the well-known types (google/protobuf/*.proto) resolve as imports."""
     out = tempfile.mkdtemp(prefix="grpcio-stubs-")
+    well_known = os.path.join(os.path.dirname(grpc_tools.__file__), "_proto")
     rc = protoc.main([
         "protoc",
         f"-I{proto_dir}",
+        f"-I{well_known}",
         f"--python_out={out}",
         f"--grpc_python_out={out}",
         os.path.join(proto_dir, proto_file),
