@@ -2,7 +2,10 @@
 FROM rust:1.88-bookworm AS build
 WORKDIR /src
 COPY . .
-RUN cargo build --release -p gateway -p sample-services --bins
+# The gateway without the demo's sample code; the sample servers and client
+# (the demo topology's backends) as their own binaries.
+RUN cargo build --release -p gateway --no-default-features \
+ && cargo build --release -p sample-services --bins
 
 FROM debian:bookworm-slim
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates && rm -rf /var/lib/apt/lists/*

@@ -10,6 +10,7 @@ pub mod compile;
 pub mod config;
 pub mod conn;
 pub mod cors;
+#[cfg(feature = "demo")]
 pub mod demo;
 pub mod descriptor_sync;
 pub mod edge;

@@ -4,7 +4,7 @@
 use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
-use gateway::{Gateway, config::GatewayConfig, demo, telemetry};
+use gateway::{Gateway, config::GatewayConfig, telemetry};
 
 #[derive(Parser)]
 #[command(
@@ -53,7 +53,12 @@ async fn main() -> ExitCode {
         Command::Check { config } => check(config).await,
         Command::Run { config } => run(config).await,
         Command::Descriptors { cmd } => return ExitCode::from(gateway::cli::run(cmd).await),
-        Command::Demo { listen } => demo::run(listen, shutdown_signal()).await,
+        #[cfg(feature = "demo")]
+        Command::Demo { listen } => gateway::demo::run(listen, shutdown_signal()).await,
+        #[cfg(not(feature = "demo"))]
+        Command::Demo { .. } => Err(anyhow::anyhow!(
+            "this gateway was built without the `demo` feature (cargo build -p gateway --features demo)"
+        )),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
