@@ -83,7 +83,7 @@ pub struct LogRecord {
     /// Captured response headers.
     pub response_captures: Vec<String>,
     /// HAProxy-style termination state (two letters).
-    pub termination: &'static str,
+    pub termination: crate::error::Termination,
     /// Request method.
     pub method: Method,
     /// Path and query.
@@ -249,7 +249,7 @@ impl LogGuard {
     }
 
     /// Logs the end of the exchange (once).
-    pub fn finish(&mut self, termination: &'static str) {
+    pub fn finish(&mut self, termination: crate::error::Termination) {
         if self.done {
             return;
         }
@@ -267,7 +267,7 @@ impl LogGuard {
 
 impl Drop for LogGuard {
     fn drop(&mut self) {
-        self.finish("CD");
+        self.finish(crate::error::Termination::ClientAbortedData);
     }
 }
 
@@ -429,7 +429,7 @@ fn json(r: &LogRecord, phase: Phase) -> String {
         "status": r.status,
         "grpc_status": r.grpc_status,
         "bytes": r.bytes,
-        "termination": r.termination,
+        "termination": r.termination.as_str(),
         "retries": r.retries,
         "request_headers": r.request_captures,
         "response_headers": r.response_captures,

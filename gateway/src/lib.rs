@@ -14,6 +14,7 @@ pub mod cors;
 pub mod demo;
 pub mod descriptor_sync;
 pub mod edge;
+pub mod error;
 pub mod grpc_frame;
 pub mod grpc_timeout;
 pub mod limits;

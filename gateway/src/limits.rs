@@ -8,14 +8,13 @@
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use http::StatusCode;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use serde::Deserialize;
 
 pub use balancer::budget::{DEFAULT_MAX_BUFFERED_REQUEST_BYTES, MemoryBudget, Reservation};
 
-use crate::respond::{Code, GatewayError};
+use crate::error::GatewayError;
 
 /// Default time a buffered request body may take to arrive, in total.
 pub const DEFAULT_REQUEST_BODY_TIMEOUT_MS: u64 = 60_000;
@@ -105,16 +104,14 @@ impl Limits {
         tokio::pin!(total);
         loop {
             let frame = tokio::select! {
-                _ = &mut total => return Err(body_timeout("request body took too long")),
+                _ = &mut total => return Err(GatewayError::BodyTimeout { stalled: false }),
                 f = tokio::time::timeout(self.body_idle_timeout, body.frame()) => match f {
-                    Err(_) => return Err(body_timeout("request body stalled")),
+                    Err(_) => return Err(GatewayError::BodyTimeout { stalled: true }),
                     Ok(f) => f,
                 },
             };
             let Some(frame) = frame else { break };
-            let frame = frame.map_err(|_| {
-                GatewayError::new(Code::Cancelled, "request body not received", "CR")
-            })?;
+            let frame = frame.map_err(|_| GatewayError::BodyNotReceived)?;
             let Ok(data) = frame.into_data() else {
                 continue;
             };
@@ -146,26 +143,10 @@ impl Limits {
 
 /// The answer when the buffered-bytes budget is spent.
 pub fn over_budget() -> GatewayError {
-    GatewayError::new(
-        Code::ResourceExhausted,
-        "the gateway is at its limit of buffered request bytes; retry later",
-        "PR",
-    )
+    GatewayError::OverBudget
 }
 
 /// A body or message over its size limit: RESOURCE_EXHAUSTED, 413.
-pub fn too_large(what: &str, max: usize) -> GatewayError {
-    let mut e = GatewayError::new(
-        Code::ResourceExhausted,
-        format!("{what} exceeds the limit of {max} bytes"),
-        "PR",
-    );
-    e.http_status = Some(StatusCode::PAYLOAD_TOO_LARGE);
-    e
-}
-
-fn body_timeout(message: &'static str) -> GatewayError {
-    let mut e = GatewayError::new(Code::DeadlineExceeded, message, "cR");
-    e.http_status = Some(StatusCode::REQUEST_TIMEOUT);
-    e
+pub fn too_large(what: &'static str, max: usize) -> GatewayError {
+    GatewayError::TooLarge { what, max }
 }

@@ -36,8 +36,9 @@ use crate::{
     access_log::{AccessLog, LogGuard, LogRecord, Phase, capture},
     classify::{Protocol, classify},
     cors::Cors,
+    error::Termination,
     grpc_timeout,
-    respond::{Code, GatewayError, ResponseBody},
+    respond::{GatewayError, ResponseBody},
     transcode::{self, TranscodeSettings},
 };
 
@@ -122,7 +123,7 @@ pub async fn handle(conn: Arc<ConnCtx>, mut req: Request<Incoming>) -> Response<
         bytes: 0,
         request_captures: capture(req.headers(), &conn.listener.capture_request),
         response_captures: Vec::new(),
-        termination: "--",
+        termination: Termination::Normal,
         method: req.method().clone(),
         path: req
             .uri()
@@ -136,11 +137,7 @@ pub async fn handle(conn: Arc<ConnCtx>, mut req: Request<Incoming>) -> Response<
     };
     let result = match protocol {
         Protocol::Grpc => forward_grpc(&conn, req, &mut rec, started).await,
-        Protocol::GrpcWeb { .. } => Err(GatewayError::new(
-            Code::Unimplemented,
-            "gRPC-Web is not enabled",
-            "PR",
-        )),
+        Protocol::GrpcWeb { .. } => Err(GatewayError::GrpcWebDisabled),
         Protocol::Http => {
             // Routes and rules see the path the backend will.
             match crate::edge::normalize_path(
@@ -155,13 +152,9 @@ pub async fn handle(conn: Arc<ConnCtx>, mut req: Request<Incoming>) -> Response<
                     }
                 }
                 Err(_) => {
-                    let e = GatewayError::new(
-                        Code::InvalidArgument,
-                        "escaped slash in the request path",
-                        "PR",
-                    );
-                    let resp = e.clone().into_response(protocol);
-                    rec.termination = e.termination;
+                    let e = GatewayError::EscapedSlash;
+                    rec.termination = e.termination();
+                    let resp = e.into_response(protocol);
                     rec.status = resp.status().as_u16();
                     rec.total = started.elapsed();
                     log.emit(&rec, Phase::End);
@@ -187,11 +180,11 @@ pub async fn handle(conn: Arc<ConnCtx>, mut req: Request<Incoming>) -> Response<
     let mut resp = match result {
         Ok(resp) => resp,
         Err(err) => {
-            debug!(code = ?err.code, message = %err.message, "Answered by the gateway");
-            let resp = err.clone().into_response(protocol);
-            rec.termination = err.termination;
+            debug!(error = ?err, "Answered by the gateway");
+            rec.termination = err.termination();
+            rec.grpc_status = Some(err.code() as i32);
+            let resp = err.into_response(protocol);
             rec.status = resp.status().as_u16();
-            rec.grpc_status = Some(err.code as i32);
             rec.total = started.elapsed();
             log.debug_headers("response headers", resp.headers());
             log.emit(&rec, Phase::End);
@@ -227,11 +220,7 @@ pub(crate) fn select_route<'a>(
         .find(|m| !m.matches(headers))
     {
         debug!(header = %m.name(), "Denied by listener rule");
-        return Err(GatewayError::new(
-            Code::PermissionDenied,
-            "request denied",
-            "PR",
-        ));
+        return Err(GatewayError::Denied);
     }
     let shared = &conn.shared;
     let route = shared.routes.route(grpc_path, headers);
@@ -239,11 +228,7 @@ pub(crate) fn select_route<'a>(
         && let Some(m) = route.denied_by(headers)
     {
         debug!(route = %route.name, header = %m.name(), "Denied by route rule");
-        return Err(GatewayError::new(
-            Code::PermissionDenied,
-            "request denied",
-            "PR",
-        ));
+        return Err(GatewayError::Denied);
     }
     let bound = binding
         .filter(|_| route.is_none_or(|r| !r.is_path_specific()))
@@ -252,14 +237,12 @@ pub(crate) fn select_route<'a>(
         (Some(cluster), _) => cluster,
         (None, Some(route)) => match shared.clusters.get(&route.cluster) {
             Some(cluster) => cluster,
-            None => return Err(GatewayError::new(Code::Internal, "internal error", "PR")),
+            None => return Err(GatewayError::Internal),
         },
         (None, None) => {
-            return Err(GatewayError::new(
-                Code::Unimplemented,
-                format!("unknown method {grpc_path}"),
-                "PR",
-            ));
+            return Err(GatewayError::UnknownMethod {
+                path: grpc_path.to_string(),
+            });
         }
     };
     rec.cluster = Some(cluster.name().as_arc());
@@ -317,11 +300,7 @@ pub(crate) async fn send(
         Some(d) => match tokio::time::timeout_at(d, cluster.send(req)).await {
             Ok(r) => r,
             Err(_) => {
-                return Err(GatewayError::new(
-                    Code::DeadlineExceeded,
-                    "deadline exceeded",
-                    "sH",
-                ));
+                return Err(GatewayError::Deadline);
             }
         },
         None => cluster.send(req).await,
@@ -358,11 +337,7 @@ async fn forward_grpc(
     started: Instant,
 ) -> Result<Response<ResponseBody>, GatewayError> {
     if req.version() != Version::HTTP_2 {
-        return Err(GatewayError::new(
-            Code::Internal,
-            "gRPC requires HTTP/2",
-            "PR",
-        ));
+        return Err(GatewayError::GrpcNeedsHttp2);
     }
     let reflection = conn.listener.reflection;
     if reflection != crate::config::ReflectionMode::Passthrough
@@ -377,11 +352,7 @@ async fn forward_grpc(
             .find(|m| !m.matches(req.headers()))
         {
             debug!(header = %m.name(), "Denied by listener rule");
-            return Err(GatewayError::new(
-                Code::PermissionDenied,
-                "request denied",
-                "PR",
-            ));
+            return Err(GatewayError::Denied);
         }
         let upstreams = (reflection == crate::config::ReflectionMode::Merge)
             .then(|| crate::reflection::Upstreams::new(conn.shared.clone(), req.headers()));
@@ -473,7 +444,7 @@ fn observe(
         // that ends only when polled makes hyper add an empty DATA frame
         // with END_STREAM, which C-core clients (grpcio, grpc C++)
         // read as a broken stream.
-        body.finish("--");
+        body.finish(Termination::Normal);
         body.state = State::Done;
     }
     body
@@ -652,44 +623,26 @@ impl Body for ActivityBody {
 }
 
 impl ObservedBody {
-    fn finish(&mut self, termination: &'static str) {
+    fn finish(&mut self, termination: Termination) {
         self.lease = None;
         self.inner = None;
         self.guard.finish(termination);
         self.state = State::Ending;
     }
 
-    /// Ends the stream early: gRPC trailers with `code`, or for plain HTTP
-    /// an error.
-    fn fail(
-        &mut self,
-        code: Code,
-        message: &'static str,
-        termination: &'static str,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    /// Ends the stream early: gRPC trailers with the error's status, or
+    /// for plain HTTP an error.
+    fn fail(&mut self, e: GatewayError) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         if self.grpc {
-            return Poll::Ready(Some(Ok(self.synthetic_trailers(
-                code,
-                message,
-                termination,
-            ))));
+            let mut t = HeaderMap::new();
+            crate::respond::insert_grpc_status(&mut t, e.code(), &e.message());
+            self.guard.rec.grpc_status = Some(e.code() as i32);
+            self.finish(e.termination());
+            return Poll::Ready(Some(Ok(Frame::trailers(t))));
         }
-        self.finish(termination);
+        self.finish(e.termination());
         self.state = State::Done;
-        Poll::Ready(Some(Err(message.into())))
-    }
-
-    fn synthetic_trailers(
-        &mut self,
-        code: Code,
-        message: &str,
-        termination: &'static str,
-    ) -> Frame<Bytes> {
-        let mut t = HeaderMap::new();
-        crate::respond::insert_grpc_status(&mut t, code, message);
-        self.guard.rec.grpc_status = Some(code as i32);
-        self.finish(termination);
-        Frame::trailers(t)
+        Poll::Ready(Some(Err(e.into())))
     }
 }
 
@@ -715,15 +668,15 @@ impl Body for ObservedBody {
         {
             // Past the deadline mid-stream: end it for the client; dropping
             // `inner` resets the upstream stream.
-            return this.fail(Code::DeadlineExceeded, "deadline exceeded", "sD");
+            return this.fail(GatewayError::DeadlineMidStream);
         }
         if let Some(idle) = &mut this.idle
             && idle.expired(cx)
         {
-            return this.fail(Code::DeadlineExceeded, "stream idle timeout", "sD");
+            return this.fail(GatewayError::StreamIdle);
         }
         let Some(inner) = &mut this.inner else {
-            this.finish("--");
+            this.finish(Termination::Normal);
             return Poll::Ready(None);
         };
         match ready!(Pin::new(inner).poll_frame(cx)) {
@@ -742,7 +695,7 @@ impl Body for ObservedBody {
                         lease.record_status(grpc_status(t));
                     }
                     // Trailers end the stream; hyper may not poll again.
-                    this.finish("--");
+                    this.finish(Termination::Normal);
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
@@ -751,10 +704,10 @@ impl Body for ObservedBody {
                 if let Some(lease) = &this.lease {
                     lease.record_status(None);
                 }
-                this.fail(Code::Unavailable, "upstream stream failed", "SD")
+                this.fail(GatewayError::UpstreamStreamFailed)
             }
             None => {
-                this.finish("--");
+                this.finish(Termination::Normal);
                 this.state = State::Done;
                 Poll::Ready(None)
             }

@@ -8,7 +8,6 @@ use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 
 use balancer::{
-    BalancerError,
     body::BoxError,
     headers::{GRPC_MESSAGE, GRPC_STATUS},
 };
@@ -105,80 +104,18 @@ impl Code {
     }
 }
 
-/// An error the gateway answers itself.
-#[derive(Debug, Clone)]
-pub struct GatewayError {
-    /// gRPC status code.
-    pub code: Code,
-    /// Client-facing message (no internal detail).
-    pub message: String,
-    /// Overrides the HTTP status derived from `code` for non-gRPC callers.
-    pub http_status: Option<StatusCode>,
-    /// Termination flags for the access log (HAProxy's two letters).
-    pub termination: &'static str,
-}
+pub use crate::error::GatewayError;
 
 impl GatewayError {
-    /// Makes an error.
-    pub fn new(code: Code, message: impl Into<String>, termination: &'static str) -> Self {
-        Self {
-            code,
-            message: message.into(),
-            http_status: None,
-            termination,
-        }
-    }
-
-    /// Maps a balancer failure, without exposing its internal text.
-    pub fn from_balancer(e: &BalancerError) -> Self {
-        use BalancerError as B;
-        match e {
-            B::NoHealthyEndpoint { cluster } => Self::new(
-                Code::Unavailable,
-                format!("no healthy upstream in cluster {cluster}"),
-                "SC",
-            ),
-            B::QueueFull { .. } => {
-                Self::new(Code::ResourceExhausted, "too many requests queued", "sQ")
-            }
-            B::QueueTimeout { .. } => Self::new(
-                Code::ResourceExhausted,
-                "timed out waiting for a free upstream",
-                "sQ",
-            ),
-            B::Connect { .. }
-            | B::ConnectTimeout { .. }
-            | B::ConnectFailedMeanwhile { .. }
-            | B::Handshake { .. }
-            | B::NotSent { .. } => {
-                let mut e = Self::new(Code::Unavailable, "upstream connect error", "SC");
-                e.http_status = Some(StatusCode::BAD_GATEWAY);
-                e
-            }
-            B::Tls { .. } => {
-                let mut e = Self::new(Code::Unavailable, "upstream TLS handshake failed", "SC");
-                e.http_status = Some(StatusCode::BAD_GATEWAY);
-                e
-            }
-            B::Upstream { .. } => {
-                let mut e = Self::new(Code::Unavailable, "upstream reset the stream", "SH");
-                e.http_status = Some(StatusCode::BAD_GATEWAY);
-                e
-            }
-            B::BadRequest(_) => Self::new(Code::Internal, "internal error", "PR"),
-        }
-    }
-
-    /// The downstream response for a caller of `protocol`.
+    /// The downstream response for a caller of `protocol`, from the
+    /// error table ([`GatewayError::row`]).
     pub fn into_response(self, protocol: Protocol) -> Response<ResponseBody> {
+        let row = self.row();
         match protocol {
             Protocol::Grpc | Protocol::GrpcWeb { .. } => {
-                grpc_status_response(self.code, &self.message, protocol)
+                grpc_status_response(row.code, &self.message(), protocol)
             }
-            Protocol::Http => {
-                let status = self.http_status.unwrap_or_else(|| self.code.http_status());
-                json_error(status, self.code, &self.message)
-            }
+            Protocol::Http => json_error(row.http, row.code, &self.message()),
         }
     }
 }
@@ -299,11 +236,10 @@ mod tests {
 
     #[test]
     fn grpc_error_is_trailers_only() {
-        let r = GatewayError::new(Code::PermissionDenied, "denied: 100%", "PR")
-            .into_response(Protocol::Grpc);
+        let r = GatewayError::InvalidRequest("bad: 100%".into()).into_response(Protocol::Grpc);
         assert_eq!(r.status(), 200);
-        assert_eq!(r.headers()["grpc-status"], "7");
-        assert_eq!(r.headers()["grpc-message"], "denied: 100%25");
+        assert_eq!(r.headers()["grpc-status"], "3");
+        assert_eq!(r.headers()["grpc-message"], "bad: 100%25");
         assert_eq!(percent_encode("héllo"), "h%C3%A9llo");
         assert_eq!(
             percent_decode(b"h%C3%A9llo 100%25 %zz %"),

@@ -30,6 +30,7 @@ use descriptors::{JsonOptions, MethodInfo, Snapshot, json};
 
 use crate::{
     access_log::{LogGuard, LogRecord, Phase, capture},
+    error::Termination,
     grpc_frame::{self, FrameDecoder},
     proxy::{ConnCtx, deadline, grpc_status, record_response, select_route, send},
     respond::{Code, GatewayError, ResponseBody, percent_decode},
@@ -117,15 +118,14 @@ impl TranscodeSettings {
 type FailureSlot = Arc<OnceLock<GatewayError>>;
 
 fn not_found(method: &Method, path: &str) -> GatewayError {
-    GatewayError::new(
-        Code::NotFound,
-        format!("no route for {method} {path}"),
-        "PR",
-    )
+    GatewayError::NoHttpRoute {
+        method: method.to_string(),
+        path: path.to_string(),
+    }
 }
 
 fn invalid(e: &descriptors::DescriptorError) -> GatewayError {
-    GatewayError::new(Code::InvalidArgument, e.to_string(), "PR")
+    GatewayError::InvalidRequest(e.to_string())
 }
 
 use crate::limits::too_large;
@@ -253,7 +253,7 @@ pub(crate) async fn forward_json(
     *up_req.uri_mut() = method
         .grpc_path
         .parse()
-        .map_err(|_| GatewayError::new(Code::Internal, "internal error", "PR"))?;
+        .map_err(|_| GatewayError::Internal)?;
     *up_req.version_mut() = Version::HTTP_2;
     *up_req.headers_mut() = headers;
 
@@ -338,10 +338,11 @@ pub(crate) async fn forward_json(
         match outcome {
             Err(e) => {
                 let e = failure.get().cloned().unwrap_or(e);
-                guard.rec.grpc_status = Some(e.code as i32);
-                let resp = e.clone().into_response(crate::classify::Protocol::Http);
+                guard.rec.grpc_status = Some(e.code() as i32);
+                let termination = e.termination();
+                let resp = e.into_response(crate::classify::Protocol::Http);
                 guard.rec.status = resp.status().as_u16();
-                guard.finish(e.termination);
+                guard.finish(termination);
                 return Ok(resp);
             }
             Ok((msg, trailers)) => {
@@ -404,7 +405,7 @@ pub(crate) async fn forward_json(
     let mut resp = resp;
     resp.headers_mut().extend(resp_headers);
     guard.rec.status = resp.status().as_u16();
-    guard.finish("--");
+    guard.finish(Termination::Normal);
     Ok(resp)
 }
 
@@ -419,21 +420,13 @@ async fn read_unary(
         let mut msg = None;
         let mut trailers = HeaderMap::new();
         while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|_| {
-                let mut e = GatewayError::new(Code::Unavailable, "upstream stream failed", "SD");
-                e.http_status = Some(StatusCode::BAD_GATEWAY);
-                e
-            })?;
+            let frame = frame.map_err(|_| GatewayError::UpstreamStreamFailed)?;
             match frame.into_data() {
                 Ok(data) => {
                     dec.push(&data);
                     while let Some(m) = dec.next_message().map_err(frame_error)? {
                         if msg.replace(m).is_some() {
-                            return Err(GatewayError::new(
-                                Code::Internal,
-                                "upstream sent two messages to a unary call",
-                                "SD",
-                            ));
+                            return Err(GatewayError::UpstreamTwoMessages);
                         }
                     }
                 }
@@ -448,25 +441,17 @@ async fn read_unary(
         Ok((msg, trailers))
     };
     match deadline {
-        Some(d) => tokio::time::timeout_at(d, read).await.unwrap_or_else(|_| {
-            Err(GatewayError::new(
-                Code::DeadlineExceeded,
-                "deadline exceeded",
-                "sD",
-            ))
-        }),
+        Some(d) => tokio::time::timeout_at(d, read)
+            .await
+            .unwrap_or(Err(GatewayError::DeadlineMidStream)),
         None => read.await,
     }
 }
 
 fn frame_error(e: grpc_frame::FrameError) -> GatewayError {
     match e {
-        grpc_frame::FrameError::TooLarge { max, .. } => too_large("response message", max),
-        other => {
-            let mut g = GatewayError::new(Code::Internal, other.to_string(), "SD");
-            g.http_status = Some(StatusCode::BAD_GATEWAY);
-            g
-        }
+        grpc_frame::FrameError::TooLarge { max, .. } => GatewayError::ReplyTooLarge { max },
+        other => GatewayError::UpstreamBadFrame(other.to_string()),
     }
 }
 

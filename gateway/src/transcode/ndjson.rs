@@ -58,7 +58,7 @@ impl NdjsonBody {
     }
 
     fn fail(&self, e: crate::respond::GatewayError) -> BoxError {
-        let msg = e.message.clone();
+        let msg = e.message();
         let _ = self.failure.set(e);
         msg.into()
     }

@@ -24,6 +24,7 @@ use descriptors::{HttpBinding, JsonOptions, MethodInfo, Snapshot, json};
 use super::{FailureSlot, UpstreamStatus};
 use crate::{
     access_log::LogGuard,
+    error::Termination,
     grpc_frame::FrameDecoder,
     respond::{Code, ResponseBody},
 };
@@ -153,7 +154,7 @@ impl JsonStream {
             Event::End(Some((code, message, details))) if code != 0 => {
                 self.guard.rec.grpc_status = Some(code);
                 self.guard.rec.status = Code::from_i32(code).http_status().as_u16();
-                self.finish("--");
+                self.finish(Termination::Normal);
                 Some((code, message, details))
             }
             ev => {
@@ -167,7 +168,7 @@ impl JsonStream {
         super::log_start(&self.guard, self.started);
     }
 
-    fn finish(&mut self, termination: &'static str) {
+    fn finish(&mut self, termination: Termination) {
         self.done = true;
         self.inner = None;
         self.lease = None;
@@ -232,13 +233,13 @@ impl JsonStream {
                 },
                 Poll::Ready(Some(Err(_))) => {
                     if let Some(e) = self.failure.get() {
-                        return Poll::Ready(end(e.code, &e.message));
+                        return Poll::Ready(end(e.code(), &e.message()));
                     }
                     return Poll::Ready(end(Code::Unavailable, "upstream stream failed"));
                 }
                 Poll::Ready(None) => {
                     if let Some(e) = self.failure.get() {
-                        return Poll::Ready(end(e.code, &e.message));
+                        return Poll::Ready(end(e.code(), &e.message()));
                     }
                     return Poll::Ready(end(
                         Code::Unknown,
@@ -304,7 +305,11 @@ impl JsonStream {
                         }
                     }
                 }
-                let termination = if code == 0 { "--" } else { "SD" };
+                let termination = if code == 0 {
+                    Termination::Normal
+                } else {
+                    Termination::ServerData
+                };
                 self.finish(termination);
             }
         }
