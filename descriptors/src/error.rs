@@ -84,6 +84,30 @@ pub enum DescriptorError {
     /// expected message, or that cannot be rendered as JSON.
     #[error("invalid protobuf message: {0}")]
     InvalidProto(String),
+    /// A protobuf message (normally from the upstream) nests deeper than the
+    /// limit: `JsonOptions::max_depth` JSON levels, or
+    /// [`MAX_MESSAGE_NESTING`](crate::wire::MAX_MESSAGE_NESTING) message
+    /// levels counted across `google.protobuf.Any` payloads. Refused before
+    /// decoding it.
+    #[error("protobuf message nested deeper than {max} levels")]
+    TooDeepMessage {
+        /// The limit that was exceeded.
+        max: usize,
+    },
+    /// The `google.protobuf.Any` payloads of a message add up to more bytes
+    /// than allowed (each nested level is decoded again to render it).
+    #[error("google.protobuf.Any payloads add up to more than {max} bytes")]
+    AnyTooLarge {
+        /// The budget, in bytes.
+        max: usize,
+    },
+    /// The JSON rendering of a message is longer than
+    /// `JsonOptions::max_json_output_bytes`.
+    #[error("JSON rendering exceeds the limit of {max} bytes")]
+    JsonTooLarge {
+        /// The limit, in bytes.
+        max: usize,
+    },
     /// A path or query parameter does not name a field or has a bad value.
     #[error("invalid parameter `{path}`: {message}")]
     InvalidPath {
@@ -137,7 +161,10 @@ impl DescriptorError {
             Self::InvalidJson { .. } | Self::TooDeep { .. } | Self::InvalidPath { .. } => {
                 ErrorKind::InvalidRequest
             }
-            Self::InvalidProto(_) => ErrorKind::InvalidResponse,
+            Self::InvalidProto(_)
+            | Self::TooDeepMessage { .. }
+            | Self::AnyTooLarge { .. }
+            | Self::JsonTooLarge { .. } => ErrorKind::InvalidResponse,
             Self::Storage { .. } => ErrorKind::Internal,
         }
     }
