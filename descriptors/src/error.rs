@@ -30,6 +30,15 @@ pub enum DescriptorError {
         #[source]
         source: prost_reflect::DescriptorError,
     },
+    /// A file declares a `syntax` other than `proto2` or `proto3` (refused
+    /// before prost-reflect sees it: its error report for this case panics).
+    #[error("file `{file}` has unsupported syntax `{syntax}`")]
+    UnsupportedSyntax {
+        /// The file.
+        file: String,
+        /// Its declared syntax.
+        syntax: String,
+    },
     /// A file imports a file that is neither in the same set nor bundled.
     #[error("file `{file}` imports `{dependency}`, which is neither in the set nor bundled")]
     MissingDependency {
@@ -155,6 +164,7 @@ impl DescriptorError {
             | Self::EmptySet { .. }
             | Self::InvalidDescriptor { .. }
             | Self::MissingDependency { .. }
+            | Self::UnsupportedSyntax { .. }
             | Self::InvalidRule { .. } => ErrorKind::InvalidUpload,
             Self::Conflict { .. } | Self::RouteCollision { .. } => ErrorKind::Conflict,
             Self::UnknownSet(_) => ErrorKind::NotFound,

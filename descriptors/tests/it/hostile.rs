@@ -416,3 +416,36 @@ fn malformed_and_group_wire_data_is_an_error_not_a_panic() {
         assert!(to_json(&desc, bytes).is_err(), "{bytes:?}");
     }
 }
+
+// === uploads ===
+
+#[test]
+fn unknown_syntax_upload_is_refused_not_a_panic() {
+    // Found by fuzz/fuzz_targets/registry_put.rs: prost-reflect panics while
+    // reporting a syntax other than proto2/proto3.
+    let crash = include_bytes!("../../../fuzz/corpus/registry_put/unknown_syntax");
+    for syntax in ["proto1", "editions", "proto3 "] {
+        let set = prost_types::FileDescriptorSet {
+            file: vec![prost_types::FileDescriptorProto {
+                name: Some("x/v1/x.proto".to_owned()),
+                package: Some("x.v1".to_owned()),
+                syntax: Some(syntax.to_owned()),
+                ..Default::default()
+            }],
+        };
+        let registry = Registry::new();
+        let err = registry
+            .put("x", &prost::Message::encode_to_vec(&set))
+            .unwrap_err();
+        assert!(
+            matches!(err, DescriptorError::UnsupportedSyntax { .. }),
+            "{err:?}"
+        );
+        assert_eq!(err.kind(), ErrorKind::InvalidUpload);
+    }
+    let err = Registry::new().put("crash", crash).unwrap_err();
+    assert!(
+        matches!(err, DescriptorError::UnsupportedSyntax { .. }),
+        "{err:?}"
+    );
+}

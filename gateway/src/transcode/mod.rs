@@ -128,6 +128,18 @@ fn invalid(e: &descriptors::DescriptorError) -> GatewayError {
     GatewayError::new(Code::InvalidArgument, e.to_string(), "PR")
 }
 
+/// What a JSON caller is told when the upstream reply cannot be rendered:
+/// the limit it broke, or that it did not decode (the detail goes to the log).
+fn unrenderable(e: &descriptors::DescriptorError) -> &'static str {
+    use descriptors::DescriptorError as E;
+    match e {
+        E::TooDeepMessage { .. } => "upstream reply nests too deeply to render as JSON",
+        E::AnyTooLarge { .. } => "upstream reply holds too many nested Any payloads",
+        E::JsonTooLarge { .. } => "upstream reply exceeds the JSON output limit",
+        _ => "upstream sent an undecodable message",
+    }
+}
+
 fn too_large(what: &str, max: usize) -> GatewayError {
     let mut e = GatewayError::new(
         Code::ResourceExhausted,
@@ -402,7 +414,7 @@ pub(crate) async fn forward_json(
                                 status_response(
                                     &snapshot,
                                     Code::Internal as i32,
-                                    "upstream sent an undecodable message",
+                                    unrenderable(&e),
                                     None,
                                 )
                             }
