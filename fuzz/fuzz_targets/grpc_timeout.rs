@@ -12,6 +12,9 @@ fuzz_target!(|data: &[u8]| {
     };
     if let Some(timeout) = grpc_timeout::parse(&value) {
         let again = grpc_timeout::parse(&grpc_timeout::encode(timeout));
-        assert!(again.is_some_and(|t| t >= timeout), "{timeout:?} -> {again:?}");
+        assert!(
+            again.is_some_and(|t| t >= timeout),
+            "{timeout:?} -> {again:?}"
+        );
     }
 });

@@ -21,6 +21,8 @@ fuzz_target!(|data: &[u8]| {
     });
     if registry.put("fuzz", data).is_ok() {
         assert!(registry.snapshot().set_bytes("fuzz").is_some());
-        registry.remove("fuzz").expect("a set just put can be removed");
+        registry
+            .remove("fuzz")
+            .expect("a set just put can be removed");
     }
 });

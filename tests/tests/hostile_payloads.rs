@@ -22,9 +22,9 @@ use std::{
 };
 
 use bytes::Bytes;
+use gateway::Gateway;
 use http_body_util::{BodyExt as _, StreamBody, combinators::BoxBody};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use gateway::Gateway;
 use tests::*;
 use tokio::net::TcpListener;
 
@@ -49,14 +49,22 @@ impl Rev {
 
     fn wrap(&mut self, number: u32) {
         let mut head = Vec::new();
-        prost::encoding::encode_key(number, prost::encoding::WireType::LengthDelimited, &mut head);
+        prost::encoding::encode_key(
+            number,
+            prost::encoding::WireType::LengthDelimited,
+            &mut head,
+        );
         prost::encoding::encode_varint(self.0.len() as u64, &mut head);
         self.prepend(&head);
     }
 
     fn prepend_field(&mut self, number: u32, value: &[u8]) {
         let mut field = Vec::new();
-        prost::encoding::encode_key(number, prost::encoding::WireType::LengthDelimited, &mut field);
+        prost::encoding::encode_key(
+            number,
+            prost::encoding::WireType::LengthDelimited,
+            &mut field,
+        );
         prost::encoding::encode_varint(value.len() as u64, &mut field);
         field.extend_from_slice(value);
         self.prepend(&field);
@@ -255,13 +263,20 @@ async fn a_query_chain_of_5000_levels_is_400_and_never_sent() {
         let json = r.json();
         assert_eq!(json["code"], 3, "{json}");
         assert!(
-            json["message"].as_str().unwrap_or_default().contains("deeper than"),
+            json["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("deeper than"),
             "{json}"
         );
         assert!(r.body.len() < 1_000, "the 30 KB name is not echoed back");
         assert!(started.elapsed() < Duration::from_secs(5));
     }
-    assert_eq!(requests.load(Ordering::SeqCst), before, "nothing went upstream");
+    assert_eq!(
+        requests.load(Ordering::SeqCst),
+        before,
+        "nothing went upstream"
+    );
     still_answers(&gw).await;
 }
 
@@ -306,7 +321,12 @@ async fn deep_status_details_leave_the_status_without_details() {
     let (gw, _dir) = hostile_gateway(&backend).await;
     for version in [HttpVersion::H1, HttpVersion::H2] {
         let started = Instant::now();
-        let r = http_call(gw.first_addr(), version, get("/v1/nodes/n1", "deep-details")).await;
+        let r = http_call(
+            gw.first_addr(),
+            version,
+            get("/v1/nodes/n1", "deep-details"),
+        )
+        .await;
         assert_eq!(r.status, 500, "{}", r.text());
         assert_eq!(
             r.json(),

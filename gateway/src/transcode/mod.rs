@@ -102,6 +102,12 @@ impl TranscodeSettings {
                 "max_body_bytes and max_message_bytes must be greater than 0",
             ));
         }
+        if cfg.json.max_json_output_bytes == 0 {
+            return Err(E::new(
+                "transcoding.json",
+                "max_json_output_bytes must be greater than 0",
+            ));
+        }
         Ok(Self {
             json: cfg.json.clone(),
             max_body: cfg.max_body_bytes,
