@@ -312,7 +312,7 @@ fn parse_message(
     opts: &JsonOptions,
     field: Option<&str>,
 ) -> Result<DynamicMessage, DescriptorError> {
-    check_depth(json, opts.max_depth)?;
+    check_depth(json, opts.depth_limit())?;
     let options = opts.deserialize_options();
     let seed = || MessageSeed {
         desc,

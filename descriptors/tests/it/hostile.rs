@@ -194,6 +194,17 @@ fn max_depth_above_the_nesting_limit_acts_as_it() {
     let query = format!("{}name=x", "child.".repeat(5_000));
     let err = build_request(&m, b"", Some(&query), &opts, &mut Vec::new()).unwrap_err();
     assert!(err.to_string().contains("deeper than 100"), "{err}");
+    let json = format!("{}{}", r#"{"child":"#.repeat(150), "}".repeat(150));
+    let err = json_to_proto(&node(&snapshot), json.as_bytes(), &opts, &mut Vec::new()).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            DescriptorError::TooDeep {
+                max: MAX_MESSAGE_NESTING
+            }
+        ),
+        "{err:?}"
+    );
 }
 
 #[test]
