@@ -41,7 +41,7 @@ for target in $targets; do
     log="$work/$target.log"
     echo "== fuzz $target for ${seconds} s"
     cargo +nightly fuzz run -O "$target" "$work/$target" "fuzz/corpus/$target" -- \
-        -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
+        -max_total_time="$seconds" -max_len=16384 -timeout=10 -rss_limit_mb=2048 \
         -print_final_stats=1 >"$log" 2>&1 || {
         tail -n 40 "$log" >&2
         echo "fuzz target $target failed; the input is in fuzz/artifacts/$target/" >&2
