@@ -247,8 +247,8 @@ fn json_step(parent: Option<&MessageDescriptor>, list: bool, child: &MessageDesc
 }
 
 /// The payload of an `Any` (its last `type_url` and `value`, as in a
-/// decode), when the type resolves in the `Any`'s pool the way prost-reflect
-/// resolves it (the part of the URL after the last `/`).
+/// decode), when the type resolves in the `Any`'s pool by the part of the
+/// URL after its last `/`.
 fn any_payload<'a>(
     any: &MessageDescriptor,
     mut bytes: &'a [u8],
@@ -281,10 +281,11 @@ fn any_payload<'a>(
             _ => return Err(malformed("invalid wire type")),
         }
     }
+    // The part after the last `/`, or the whole URL: prost-reflect needs a
+    // `/`, status details rendering does not; the wider reading checks both.
     let name = std::str::from_utf8(type_url)
         .ok()
-        .and_then(|url| url.rsplit_once('/'))
-        .map(|(_, name)| name);
+        .and_then(|url| url.rsplit('/').next());
     Ok(name
         .and_then(|name| any.parent_pool().get_message_by_name(name))
         .map(|desc| (desc, value)))

@@ -387,17 +387,20 @@ fn deep_status_details_render_as_no_details() {
     let snapshot = snapshot();
     let pool = snapshot.pool();
     let started = Instant::now();
-    for detail in [
-        nested_any(20_000),
-        nested_struct(20_000),
-        nested_child(5_000),
-    ] {
-        let bin = status_with_detail(NODE_URL, &detail);
-        let json = status_to_json(pool, 3, "bad", Some(&bin));
-        assert_eq!(
-            json,
-            serde_json::json!({ "code": 3, "message": "bad", "details": [] })
-        );
+    // Details resolve a type URL without a `/` too (as its whole name).
+    for url in [NODE_URL, NODE] {
+        for detail in [
+            nested_any(20_000),
+            nested_struct(20_000),
+            nested_child(5_000),
+        ] {
+            let bin = status_with_detail(url, &detail);
+            let json = status_to_json(pool, 3, "bad", Some(&bin));
+            assert_eq!(
+                json,
+                serde_json::json!({ "code": 3, "message": "bad", "details": [] })
+            );
+        }
     }
     assert!(started.elapsed() < Duration::from_secs(2));
     // A shallow one still renders.
