@@ -30,6 +30,15 @@ pub enum DescriptorError {
         #[source]
         source: prost_reflect::DescriptorError,
     },
+    /// A file declares a `syntax` other than `proto2` or `proto3` (refused
+    /// before prost-reflect sees it: its error report for this case panics).
+    #[error("file `{file}` has unsupported syntax `{syntax}`")]
+    UnsupportedSyntax {
+        /// The file.
+        file: String,
+        /// Its declared syntax.
+        syntax: String,
+    },
     /// A file imports a file that is neither in the same set nor bundled.
     #[error("file `{file}` imports `{dependency}`, which is neither in the set nor bundled")]
     MissingDependency {
@@ -84,6 +93,30 @@ pub enum DescriptorError {
     /// expected message, or that cannot be rendered as JSON.
     #[error("invalid protobuf message: {0}")]
     InvalidProto(String),
+    /// A protobuf message (normally from the upstream) nests deeper than the
+    /// limit: `JsonOptions::max_depth` JSON levels, or
+    /// [`MAX_MESSAGE_NESTING`](crate::wire::MAX_MESSAGE_NESTING) message
+    /// levels counted across `google.protobuf.Any` payloads. Refused before
+    /// decoding it.
+    #[error("protobuf message nested deeper than {max} levels")]
+    TooDeepMessage {
+        /// The limit that was exceeded.
+        max: usize,
+    },
+    /// The `google.protobuf.Any` payloads of a message add up to more bytes
+    /// than allowed (each nested level is decoded again to render it).
+    #[error("google.protobuf.Any payloads add up to more than {max} bytes")]
+    AnyTooLarge {
+        /// The budget, in bytes.
+        max: usize,
+    },
+    /// The JSON rendering of a message is longer than
+    /// `JsonOptions::max_json_output_bytes`.
+    #[error("JSON rendering exceeds the limit of {max} bytes")]
+    JsonTooLarge {
+        /// The limit, in bytes.
+        max: usize,
+    },
     /// A path or query parameter does not name a field or has a bad value.
     #[error("invalid parameter `{path}`: {message}")]
     InvalidPath {
@@ -141,6 +174,7 @@ impl DescriptorError {
             | Self::EmptySet { .. }
             | Self::InvalidDescriptor { .. }
             | Self::MissingDependency { .. }
+            | Self::UnsupportedSyntax { .. }
             | Self::InvalidRule { .. } => ErrorKind::InvalidUpload,
             Self::Conflict { .. } | Self::RouteCollision { .. } | Self::Refused { .. } => {
                 ErrorKind::Conflict
@@ -149,7 +183,10 @@ impl DescriptorError {
             Self::InvalidJson { .. } | Self::TooDeep { .. } | Self::InvalidPath { .. } => {
                 ErrorKind::InvalidRequest
             }
-            Self::InvalidProto(_) => ErrorKind::InvalidResponse,
+            Self::InvalidProto(_)
+            | Self::TooDeepMessage { .. }
+            | Self::AnyTooLarge { .. }
+            | Self::JsonTooLarge { .. } => ErrorKind::InvalidResponse,
             Self::Storage { .. } => ErrorKind::Internal,
         }
     }

@@ -14,6 +14,7 @@ use prost_reflect::{
 use crate::{
     error::DescriptorError,
     index::MethodInfo,
+    json::DEFAULT_MAX_DEPTH,
     template::{PathTemplate, Rank, RequestPath},
 };
 
@@ -240,6 +241,12 @@ fn resolve_path_field(
     message: &MessageDescriptor,
     path: &str,
 ) -> Result<Vec<FieldDescriptor>, String> {
+    // Bounded like query parameters: the message built from it is as deep.
+    if path.split('.').nth(DEFAULT_MAX_DEPTH).is_some() {
+        return Err(format!(
+            "variable `{path}` nests deeper than {DEFAULT_MAX_DEPTH} fields"
+        ));
+    }
     let mut chain = Vec::new();
     let mut current = message.clone();
     let mut parts = path.split('.').peekable();

@@ -11,7 +11,7 @@
 //! All functions append to the caller's `out` buffer and leave it as it was on
 //! error.
 
-use std::collections::HashSet;
+use std::{collections::HashSet, io};
 
 use base64::Engine as _;
 use prost::Message as _;
@@ -19,10 +19,7 @@ use prost_reflect::{
     DescriptorPool, DeserializeOptions, DynamicMessage, FieldDescriptor, Kind, MessageDescriptor,
     ReflectMessage as _, SerializeOptions, Value,
 };
-use serde::{
-    Serialize,
-    de::{self, DeserializeSeed, MapAccess, Visitor},
-};
+use serde::de::{self, DeserializeSeed, MapAccess, Visitor};
 use serde_path_to_error::{Path, Segment, Track};
 
 use crate::{
@@ -30,10 +27,23 @@ use crate::{
     http_rule::{BodySpec, HttpBinding, HttpMatch},
     index::MethodInfo,
     template::percent_decode,
+    wire::{self, MAX_MESSAGE_NESTING, is_wkt},
 };
 
 /// Default for [`JsonOptions::max_depth`]: nesting levels of objects/arrays.
 pub const DEFAULT_MAX_DEPTH: usize = 64;
+
+/// Default for [`JsonOptions::max_json_output_bytes`]: 16 MiB, four times
+/// the gateway's default largest message.
+pub const DEFAULT_MAX_JSON_OUTPUT_BYTES: usize = 16 * 1024 * 1024;
+
+/// Most query parameters (`key=value` pairs) one request may carry; more is
+/// [`DescriptorError::InvalidPath`] before any field is looked up.
+pub const MAX_QUERY_PARAMS: usize = 1_000;
+
+/// Most bytes of JSON for the `details` of one rendered `google.rpc.Status`
+/// ([`status_to_json`]); larger details render as `[]`.
+pub const MAX_STATUS_DETAILS_JSON_BYTES: usize = 1024 * 1024;
 
 /// How JSON is read and written. Deserializable from config (unknown keys are errors).
 #[derive(Clone, Debug, serde::Deserialize)]
@@ -49,8 +59,16 @@ pub struct JsonOptions {
     /// query parameters instead of rejecting the request. Default false.
     pub ignore_unknown_fields: bool,
     /// Reject request JSON nested deeper than this many objects/arrays
-    /// ([`DescriptorError::TooDeep`]). Default [`DEFAULT_MAX_DEPTH`].
+    /// ([`DescriptorError::TooDeep`]), query and path parameters naming a
+    /// field path longer than this, and replies whose JSON would nest deeper
+    /// ([`DescriptorError::TooDeepMessage`], checked on the protobuf bytes
+    /// before decoding, `Any`, `Struct` and `Value` included). Default
+    /// [`DEFAULT_MAX_DEPTH`]; values above [`MAX_MESSAGE_NESTING`] act as it.
     pub max_depth: usize,
+    /// Largest JSON rendering of one reply message, in bytes
+    /// ([`DescriptorError::JsonTooLarge`]). Default
+    /// [`DEFAULT_MAX_JSON_OUTPUT_BYTES`].
+    pub max_json_output_bytes: usize,
 }
 
 impl Default for JsonOptions {
@@ -61,6 +79,7 @@ impl Default for JsonOptions {
             enums_as_ints: false,
             ignore_unknown_fields: false,
             max_depth: DEFAULT_MAX_DEPTH,
+            max_json_output_bytes: DEFAULT_MAX_JSON_OUTPUT_BYTES,
         }
     }
 }
@@ -77,6 +96,11 @@ impl JsonOptions {
 
     fn deserialize_options(&self) -> DeserializeOptions {
         DeserializeOptions::new().deny_unknown_fields(!self.ignore_unknown_fields)
+    }
+
+    /// `max_depth`, capped at what the recursive codecs are known to survive.
+    fn depth_limit(&self) -> usize {
+        self.max_depth.min(MAX_MESSAGE_NESTING)
     }
 }
 
@@ -133,7 +157,7 @@ pub fn build_request(
     for (path, value) in &m.path_params {
         let chain = match binding.path_fields.iter().find(|(p, _)| p == path) {
             Some((_, chain)) => chain.clone(),
-            None => resolve_chain(desc, path)?
+            None => resolve_chain(desc, path, opts.depth_limit())?
                 .ok_or_else(|| DescriptorError::invalid_path(path, "no such field"))?,
         };
         set_from_str(&mut message, &chain, path, value)?;
@@ -152,8 +176,8 @@ pub fn proto_to_json(
     opts: &JsonOptions,
     out: &mut Vec<u8>,
 ) -> Result<(), DescriptorError> {
-    let message = decode(desc, proto)?;
-    write_json(&message, &opts.serialize_options(), out)
+    let message = decode(desc, proto, opts)?;
+    write_json(&message, &opts.serialize_options(), opts, out)
 }
 
 /// Like [`proto_to_json`] for `method`'s response, honouring the binding's
@@ -168,14 +192,14 @@ pub fn response_to_json(
     let Some(field) = binding.and_then(|b| b.response_field.as_ref()) else {
         return proto_to_json(&method.output, proto, opts, out);
     };
-    let mut message = decode(&method.output, proto)?;
+    let mut message = decode(&method.output, proto, opts)?;
     let options = opts.serialize_options();
     if let (Kind::Message(sub_desc), false) = (field.kind(), field.is_list() || field.is_map()) {
         let sub = match message.take_field(field) {
             Some(Value::Message(sub)) => sub,
             _ => DynamicMessage::new(sub_desc),
         };
-        return write_json(&sub, &options, out);
+        return write_json(&sub, &options, opts, out);
     }
 
     // Scalars, lists and maps: render a message holding only that field and
@@ -190,8 +214,12 @@ pub fn response_to_json(
     } else {
         field.json_name()
     };
+    // Rendered as text under the output limit first, so the `Value` tree
+    // built from it is bounded too.
     let to_value = |options: &SerializeOptions| {
-        serde_json::to_value(WithOptions(&only, options))
+        let mut text = Vec::new();
+        write_json(&only, options, opts, &mut text)?;
+        serde_json::from_slice::<serde_json::Value>(&text)
             .map_err(|e| DescriptorError::InvalidProto(e.to_string()))
     };
     let mut rendered = to_value(&options)?;
@@ -211,8 +239,10 @@ pub fn response_to_json(
 /// JSON as `{"@type": url, ...fields}` (or `{"@type": url, "value": ...}` for
 /// well-known types), resolving the type by the part of the URL after the
 /// last `/`, whatever the prefix. A detail whose type is unknown is rendered
-/// as `{"@type": url, "value": "<base64>"}`; undecodable bytes give
-/// `"details": []`. Never fails.
+/// as `{"@type": url, "value": "<base64>"}`; undecodable bytes, details
+/// nested deeper than [`DEFAULT_MAX_DEPTH`] (checked on the bytes before
+/// decoding) and details longer than [`MAX_STATUS_DETAILS_JSON_BYTES`] as
+/// JSON give `"details": []`. Never fails.
 pub fn status_to_json(
     pool: &DescriptorPool,
     code: i32,
@@ -282,7 +312,7 @@ fn parse_message(
     opts: &JsonOptions,
     field: Option<&str>,
 ) -> Result<DynamicMessage, DescriptorError> {
-    check_depth(json, opts.max_depth)?;
+    check_depth(json, opts.depth_limit())?;
     let options = opts.deserialize_options();
     let seed = || MessageSeed {
         desc,
@@ -451,33 +481,74 @@ fn encode(message: &DynamicMessage, out: &mut Vec<u8>) -> Result<(), DescriptorE
         .map_err(|e| DescriptorError::InvalidProto(e.to_string()))
 }
 
-fn decode(desc: &MessageDescriptor, proto: &[u8]) -> Result<DynamicMessage, DescriptorError> {
+/// Decodes an upstream message, after [`wire::check_nesting`] has bounded
+/// its depth (so neither decoding, rendering nor dropping it can exhaust the
+/// stack) and its `Any` payloads (so rendering is linear in its size).
+fn decode(
+    desc: &MessageDescriptor,
+    proto: &[u8],
+    opts: &JsonOptions,
+) -> Result<DynamicMessage, DescriptorError> {
+    wire::check_nesting(desc, proto, opts.depth_limit())?;
     DynamicMessage::decode(desc.clone(), proto)
         .map_err(|e| DescriptorError::InvalidProto(e.to_string()))
 }
 
+/// Appends `message` as JSON to `out`, at most `opts.max_json_output_bytes`
+/// of it; on error `out` is left as it was.
 fn write_json(
     message: &DynamicMessage,
     options: &SerializeOptions,
+    opts: &JsonOptions,
     out: &mut Vec<u8>,
 ) -> Result<(), DescriptorError> {
     let start = out.len();
+    let mut writer = LimitedWriter {
+        out: &mut *out,
+        remaining: opts.max_json_output_bytes,
+        exceeded: false,
+    };
     let result = {
-        let mut serializer = serde_json::Serializer::new(&mut *out);
+        let mut serializer = serde_json::Serializer::new(&mut writer);
         message.serialize_with_options(&mut serializer, options)
     };
+    let exceeded = writer.exceeded;
     result.map_err(|e| {
         out.truncate(start);
-        DescriptorError::InvalidProto(e.to_string())
+        if exceeded {
+            DescriptorError::JsonTooLarge {
+                max: opts.max_json_output_bytes,
+            }
+        } else {
+            DescriptorError::InvalidProto(e.to_string())
+        }
     })
 }
 
-/// `Serialize` for a message with explicit options.
-struct WithOptions<'a>(&'a DynamicMessage, &'a SerializeOptions);
+/// A `Vec` writer that fails once more than `remaining` bytes are written.
+struct LimitedWriter<'a> {
+    out: &'a mut Vec<u8>,
+    remaining: usize,
+    exceeded: bool,
+}
 
-impl Serialize for WithOptions<'_> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        self.0.serialize_with_options(serializer, self.1)
+impl io::Write for LimitedWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.write_all(buf).map(|()| buf.len())
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        if buf.len() > self.remaining {
+            self.exceeded = true;
+            return Err(io::Error::other("JSON output limit"));
+        }
+        self.remaining -= buf.len();
+        self.out.extend_from_slice(buf);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
 }
 
@@ -485,10 +556,21 @@ impl Serialize for WithOptions<'_> {
 
 /// Resolves a dotted field path by proto or JSON names. `Ok(None)` when a
 /// component does not exist; an error when it exists but cannot be traversed.
+///
+/// A path of more than `max_depth` components is an error before any lookup
+/// (a recursive message would otherwise accept any length, and the message
+/// built from it would be as deep).
 fn resolve_chain(
     desc: &MessageDescriptor,
     path: &str,
+    max_depth: usize,
 ) -> Result<Option<Vec<FieldDescriptor>>, DescriptorError> {
+    if path.split('.').nth(max_depth).is_some() {
+        return Err(DescriptorError::invalid_path(
+            truncate_path(path),
+            format!("field path nests deeper than {max_depth} levels"),
+        ));
+    }
     let mut chain = Vec::new();
     let mut current = desc.clone();
     let mut parts = path.split('.').peekable();
@@ -635,28 +717,14 @@ fn parse_wkt(desc: &MessageDescriptor, s: &str) -> Result<DynamicMessage, String
     }
 }
 
-/// Message types with a special JSON mapping (not an object of fields).
-fn is_wkt(desc: &MessageDescriptor) -> bool {
-    matches!(
-        desc.full_name(),
-        "google.protobuf.Any"
-            | "google.protobuf.Timestamp"
-            | "google.protobuf.Duration"
-            | "google.protobuf.Struct"
-            | "google.protobuf.Value"
-            | "google.protobuf.ListValue"
-            | "google.protobuf.FieldMask"
-            | "google.protobuf.Empty"
-            | "google.protobuf.DoubleValue"
-            | "google.protobuf.FloatValue"
-            | "google.protobuf.Int64Value"
-            | "google.protobuf.UInt64Value"
-            | "google.protobuf.Int32Value"
-            | "google.protobuf.UInt32Value"
-            | "google.protobuf.BoolValue"
-            | "google.protobuf.StringValue"
-            | "google.protobuf.BytesValue"
-    )
+/// The start of a long parameter name, for error messages (a refused
+/// 30 KB name is not echoed back whole).
+fn truncate_path(path: &str) -> String {
+    const MAX_CHARS: usize = 64;
+    match path.char_indices().nth(MAX_CHARS) {
+        Some((end, _)) => format!("{}...", &path[..end]),
+        None => path.to_owned(),
+    }
 }
 
 fn field_numbers(chain: &[FieldDescriptor]) -> Vec<u32> {
@@ -681,6 +749,18 @@ fn apply_query(
     }
     let mut seen: HashSet<Vec<u32>> = HashSet::new();
 
+    if query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .nth(MAX_QUERY_PARAMS)
+        .is_some()
+    {
+        return Err(DescriptorError::invalid_path(
+            "",
+            format!("more than {MAX_QUERY_PARAMS} query parameters"),
+        ));
+    }
+    let max_depth = opts.depth_limit();
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (raw_key, raw_value) = pair.split_once('=').unwrap_or((pair, ""));
         let key = percent_decode(raw_key, false, true)
@@ -688,7 +768,7 @@ fn apply_query(
         let value = percent_decode(raw_value, false, true)
             .ok_or_else(|| DescriptorError::invalid_path(&key, "value is not UTF-8"))?;
 
-        let chain = match resolve_chain(&desc, &key) {
+        let chain = match resolve_chain(&desc, &key, max_depth) {
             Ok(Some(chain)) => chain,
             Ok(None) if opts.ignore_unknown_fields => continue,
             Ok(None) => return Err(DescriptorError::invalid_path(key, "unknown field")),
@@ -739,24 +819,42 @@ fn status_details(pool: &DescriptorPool, bytes: &[u8]) -> Vec<serde_json::Value>
     let Some(desc) = pool.get_message_by_name("google.rpc.Status") else {
         return Vec::new();
     };
-    let Ok(status) = DynamicMessage::decode(desc, bytes) else {
+    let opts = JsonOptions {
+        max_json_output_bytes: MAX_STATUS_DETAILS_JSON_BYTES,
+        ..JsonOptions::default()
+    };
+    let Ok(status) = decode(&desc, bytes, &opts) else {
         return Vec::new();
     };
     let Some(details) = status.get_field_by_name("details") else {
         return Vec::new();
     };
-    details
+    let mut budget = MAX_STATUS_DETAILS_JSON_BYTES;
+    let mut rendered = Vec::new();
+    for any in details
         .as_list()
         .unwrap_or_default()
         .iter()
         .filter_map(Value::as_message)
-        .map(|any| render_any(pool, any))
-        .collect()
+    {
+        let Some((json, len)) = render_any(pool, any, budget) else {
+            return Vec::new();
+        };
+        budget -= len;
+        rendered.push(json);
+    }
+    rendered
 }
 
 /// One `google.protobuf.Any` in proto3 JSON, resolving its type in `pool` by
-/// the part of the type URL after the last `/`.
-fn render_any(pool: &DescriptorPool, any: &DynamicMessage) -> serde_json::Value {
+/// the part of the type URL after the last `/`, and the length of its JSON
+/// payload; `None` when longer than `budget` bytes. (Its depth was checked
+/// with the whole status.)
+fn render_any(
+    pool: &DescriptorPool,
+    any: &DynamicMessage,
+    budget: usize,
+) -> Option<(serde_json::Value, usize)> {
     let type_url = any
         .get_field_by_name("type_url")
         .and_then(|v| v.as_str().map(str::to_owned))
@@ -766,20 +864,34 @@ fn render_any(pool: &DescriptorPool, any: &DynamicMessage) -> serde_json::Value 
         .and_then(|v| v.as_bytes().cloned())
         .unwrap_or_default();
     let name = type_url.rsplit('/').next().unwrap_or_default();
+    let opts = JsonOptions {
+        max_json_output_bytes: budget,
+        ..JsonOptions::default()
+    };
+    let mut text = Vec::new();
     let rendered = pool.get_message_by_name(name).and_then(|desc| {
         let message = DynamicMessage::decode(desc.clone(), value.as_ref()).ok()?;
-        let json = serde_json::to_value(WithOptions(&message, &SerializeOptions::new())).ok()?;
+        write_json(&message, &SerializeOptions::new(), &opts, &mut text).ok()?;
+        let json = serde_json::from_slice::<serde_json::Value>(&text).ok()?;
         Some((is_wkt(&desc), json))
     });
-    match rendered {
+    let (json, len) = match rendered {
         Some((false, serde_json::Value::Object(mut fields))) => {
             fields.insert("@type".to_owned(), type_url.into());
-            serde_json::Value::Object(fields)
+            (serde_json::Value::Object(fields), text.len())
         }
-        Some((_, json)) => serde_json::json!({ "@type": type_url, "value": json }),
-        None => serde_json::json!({
-            "@type": type_url,
-            "value": base64::engine::general_purpose::STANDARD.encode(&value),
-        }),
-    }
+        Some((_, json)) => (
+            serde_json::json!({ "@type": type_url, "value": json }),
+            text.len(),
+        ),
+        None => {
+            let encoded = base64::engine::general_purpose::STANDARD.encode(&value);
+            let len = encoded.len();
+            (
+                serde_json::json!({ "@type": type_url, "value": encoded }),
+                len,
+            )
+        }
+    };
+    (len <= budget).then_some((json, len))
 }

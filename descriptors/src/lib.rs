@@ -7,6 +7,8 @@
 //!   templates (google/api/http.proto), matched by [`Snapshot::match_http`].
 //! - [`compile`]: `.proto` sources compiled in-process with protox, for
 //!   uploads of sources rather than descriptor sets.
+//! - [`wire`]: an iterative pre-pass bounding how deep protobuf bytes nest
+//!   before they are decoded.
 //! - [`json`]: the proto3 JSON mapping (via prost-reflect), the HTTP request
 //!   mapping and `google.rpc.Status` rendering.
 //!
@@ -21,6 +23,7 @@ pub mod index;
 pub mod json;
 pub mod registry;
 pub mod template;
+pub mod wire;
 
 pub use compile::{CompileError, SourceFile, compile_protos};
 pub use error::{DescriptorError, ErrorKind};

@@ -375,6 +375,14 @@ impl Upload {
             .into_iter()
             .map(|file| {
                 let proto = FileDescriptorProto::decode(file.clone()).map_err(decode_err)?;
+                // prost-reflect 0.16 panics (index out of bounds) reporting
+                // an unknown syntax; found by fuzz/fuzz_targets/registry_put.rs.
+                if !matches!(proto.syntax(), "" | "proto2" | "proto3") {
+                    return Err(DescriptorError::UnsupportedSyntax {
+                        file: proto.name().to_owned(),
+                        syntax: proto.syntax().to_owned(),
+                    });
+                }
                 Ok((proto.name().to_owned(), file, proto))
             })
             .collect::<Result<Vec<_>, DescriptorError>>()?;

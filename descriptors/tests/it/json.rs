@@ -425,6 +425,9 @@ fn deeply_nested_protobuf_is_rejected_not_overflowed() {
     }
     let mut out = Vec::new();
     let err = proto_to_json(&nested, &proto, &JsonOptions::default(), &mut out).unwrap_err();
-    assert!(matches!(err, DescriptorError::InvalidProto(_)), "{err}");
+    assert!(
+        matches!(err, DescriptorError::TooDeepMessage { max: 64 }),
+        "{err}"
+    );
     assert!(out.is_empty());
 }

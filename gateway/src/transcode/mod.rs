@@ -103,6 +103,12 @@ impl TranscodeSettings {
                 "max_body_bytes and max_message_bytes must be greater than 0",
             ));
         }
+        if cfg.json.max_json_output_bytes == 0 {
+            return Err(E::new(
+                "transcoding.json",
+                "max_json_output_bytes must be greater than 0",
+            ));
+        }
         Ok(Self {
             json: cfg.json.clone(),
             max_body: cfg.max_body_bytes,
@@ -129,6 +135,18 @@ fn invalid(e: &descriptors::DescriptorError) -> GatewayError {
 }
 
 use crate::limits::too_large;
+
+/// What a JSON caller is told when the upstream reply cannot be rendered:
+/// the limit it broke, or that it did not decode (the detail goes to the log).
+fn unrenderable(e: &descriptors::DescriptorError) -> &'static str {
+    use descriptors::DescriptorError as E;
+    match e {
+        E::TooDeepMessage { .. } => "upstream reply nests too deeply to render as JSON",
+        E::AnyTooLarge { .. } => "upstream reply holds too many nested Any payloads",
+        E::JsonTooLarge { .. } => "upstream reply exceeds the JSON output limit",
+        _ => "upstream sent an undecodable message",
+    }
+}
 
 /// A JSON error response for an upstream gRPC status, details decoded.
 fn status_response(
@@ -392,7 +410,7 @@ pub(crate) async fn forward_json(
                                 status_response(
                                     &snapshot,
                                     Code::Internal as i32,
-                                    "upstream sent an undecodable message",
+                                    unrenderable(&e),
                                     None,
                                 )
                             }

@@ -191,7 +191,7 @@ impl JsonStream {
                         Ok(()) => Event::Message(Bytes::copy_from_slice(&self.scratch)),
                         Err(e) => {
                             tracing::debug!(error = %e, "Bad upstream message");
-                            end(Code::Internal, "upstream sent an undecodable message")
+                            end(Code::Internal, super::unrenderable(&e))
                         }
                     });
                 }

@@ -1,0 +1,465 @@
+//! Hostile input: the inputs that used to abort the process (a 5,000-level
+//! query chain, an `Any` nested 20,000 deep, a deep `Struct`, deep status
+//! details) and the limits that now refuse them, each checked at and just
+//! past its bound.
+
+use std::time::{Duration, Instant};
+
+use descriptors::{
+    DescriptorError, ErrorKind, JsonOptions, Registry, Snapshot,
+    json::{
+        DEFAULT_MAX_DEPTH, MAX_QUERY_PARAMS, build_request, json_to_proto, proto_to_json,
+        status_to_json,
+    },
+    wire::MAX_MESSAGE_NESTING,
+};
+use http::Method;
+use prost_reflect::MessageDescriptor;
+
+use crate::common::{compile, compile_source};
+
+pub(crate) const HOSTILE: &str = "example/hostile/v1/hostile.proto";
+const NODE: &str = "example.hostile.v1.Node";
+const NODE_URL: &str = "type.googleapis.com/example.hostile.v1.Node";
+
+fn snapshot() -> std::sync::Arc<Snapshot> {
+    let registry = Registry::new();
+    registry.put("hostile", &compile(&[HOSTILE])).unwrap();
+    registry.snapshot()
+}
+
+fn node(snapshot: &Snapshot) -> MessageDescriptor {
+    snapshot.pool().get_message_by_name(NODE).unwrap()
+}
+
+// === wire builders: nested messages built inside out in O(size) ===
+
+/// A message under construction, its bytes kept reversed so that wrapping
+/// it in one more level is an append, not a copy.
+struct Rev(Vec<u8>);
+
+impl Rev {
+    fn new(inner: &[u8]) -> Self {
+        Self(inner.iter().rev().copied().collect())
+    }
+
+    fn prepend(&mut self, bytes: &[u8]) {
+        self.0.extend(bytes.iter().rev());
+    }
+
+    /// The current bytes become the length-delimited field `number`.
+    fn wrap(&mut self, number: u32) {
+        let mut head = Vec::new();
+        prost::encoding::encode_key(
+            number,
+            prost::encoding::WireType::LengthDelimited,
+            &mut head,
+        );
+        prost::encoding::encode_varint(self.0.len() as u64, &mut head);
+        self.prepend(&head);
+    }
+
+    /// Prepends the length-delimited field `number` holding `value`.
+    fn prepend_field(&mut self, number: u32, value: &[u8]) {
+        let mut field = Vec::new();
+        prost::encoding::encode_key(
+            number,
+            prost::encoding::WireType::LengthDelimited,
+            &mut field,
+        );
+        prost::encoding::encode_varint(value.len() as u64, &mut field);
+        field.extend_from_slice(value);
+        self.prepend(&field);
+    }
+
+    fn finish(self) -> Vec<u8> {
+        self.0.into_iter().rev().collect()
+    }
+}
+
+/// `Node { any: Any(Node { any: ... Node { name: "leaf" } }) }`, `levels` Anys.
+pub(crate) fn nested_any(levels: usize) -> Vec<u8> {
+    let mut rev = Rev::new(b"\x12\x04leaf");
+    for _ in 0..levels {
+        rev.wrap(2); // Any.value
+        rev.prepend_field(1, NODE_URL.as_bytes()); // Any.type_url
+        rev.wrap(8); // Node.any
+    }
+    rev.finish()
+}
+
+/// `Node { value: {"a": {"a": ... {}}} }`, `levels` Structs.
+pub(crate) fn nested_struct(levels: usize) -> Vec<u8> {
+    let mut rev = Rev::new(b"\x08\x00"); // Value { null_value: NULL_VALUE }
+    for _ in 0..levels {
+        rev.wrap(2); // entry.value
+        rev.prepend_field(1, b"a"); // entry.key
+        rev.wrap(1); // Struct.fields
+        rev.wrap(5); // Value.struct_value
+    }
+    rev.wrap(10); // Node.value
+    rev.finish()
+}
+
+/// `Node { child: Node { child: ... } }`, `levels` deep.
+fn nested_child(levels: usize) -> Vec<u8> {
+    let mut rev = Rev::new(b"\x12\x01x");
+    for _ in 0..levels {
+        rev.wrap(1);
+    }
+    rev.finish()
+}
+
+/// A `google.rpc.Status` whose one detail is `detail` as an Any of `url`.
+fn status_with_detail(url: &str, detail: &[u8]) -> Vec<u8> {
+    let mut rev = Rev::new(detail);
+    rev.wrap(2);
+    rev.prepend_field(1, url.as_bytes());
+    rev.wrap(3); // Status.details
+    rev.prepend(b"\x08\x03"); // code: INVALID_ARGUMENT
+    rev.finish()
+}
+
+fn to_json(desc: &MessageDescriptor, proto: &[u8]) -> Result<String, DescriptorError> {
+    let mut out = b"prefix".to_vec();
+    let result = proto_to_json(desc, proto, &JsonOptions::default(), &mut out);
+    match result {
+        Ok(()) => Ok(String::from_utf8(out[6..].to_vec()).unwrap()),
+        Err(e) => {
+            assert_eq!(out, b"prefix", "out left as it was on error");
+            Err(e)
+        }
+    }
+}
+
+// === requests: query and path field chains ===
+
+fn get_node(snapshot: &Snapshot, query: &str) -> Result<Vec<u8>, DescriptorError> {
+    let m = snapshot.match_http(&Method::GET, "/v1/nodes/n1").unwrap();
+    let mut out = Vec::new();
+    build_request(&m, b"", Some(query), &JsonOptions::default(), &mut out).map(|()| out)
+}
+
+#[test]
+fn query_chain_of_5000_levels_is_refused() {
+    let snapshot = snapshot();
+    let query = format!("{}name=x", "child.".repeat(5_000));
+    assert!(query.len() > 30_000);
+    let started = Instant::now();
+    let err = get_node(&snapshot, &query).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidRequest, "{err}");
+    assert!(err.to_string().contains("deeper than 64"), "{err}");
+    assert!(
+        err.to_string().len() < 300,
+        "the name is not echoed whole: {err}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(1));
+}
+
+#[test]
+fn query_chain_at_the_limit_is_accepted() {
+    let snapshot = snapshot();
+    // 63 `child` + `name`: 64 components.
+    let at = format!("{}name=x", "child.".repeat(DEFAULT_MAX_DEPTH - 1));
+    let proto = get_node(&snapshot, &at).unwrap();
+    let json = to_json(&node(&snapshot), &proto).unwrap();
+    assert_eq!(json.matches("child").count(), DEFAULT_MAX_DEPTH - 1);
+
+    let past = format!("{}name=x", "child.".repeat(DEFAULT_MAX_DEPTH));
+    assert!(matches!(
+        get_node(&snapshot, &past),
+        Err(DescriptorError::InvalidPath { .. })
+    ));
+}
+
+#[test]
+fn too_many_query_parameters_are_refused() {
+    let snapshot = snapshot();
+    let at = vec!["tags=a"; MAX_QUERY_PARAMS].join("&");
+    get_node(&snapshot, &at).unwrap();
+    let past = vec!["tags=a"; MAX_QUERY_PARAMS + 1].join("&");
+    let err = get_node(&snapshot, &past).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidRequest);
+    assert!(err.to_string().contains("query parameters"), "{err}");
+}
+
+#[test]
+fn max_depth_above_the_nesting_limit_acts_as_it() {
+    let snapshot = snapshot();
+    let m = snapshot.match_http(&Method::GET, "/v1/nodes/n1").unwrap();
+    let opts = JsonOptions {
+        max_depth: 1_000_000,
+        ..JsonOptions::default()
+    };
+    let query = format!("{}name=x", "child.".repeat(5_000));
+    let err = build_request(&m, b"", Some(&query), &opts, &mut Vec::new()).unwrap_err();
+    assert!(err.to_string().contains("deeper than 100"), "{err}");
+    let json = format!("{}{}", r#"{"child":"#.repeat(150), "}".repeat(150));
+    let err = json_to_proto(&node(&snapshot), json.as_bytes(), &opts, &mut Vec::new()).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            DescriptorError::TooDeep {
+                max: MAX_MESSAGE_NESTING
+            }
+        ),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn path_variable_deeper_than_the_limit_is_refused_at_registration() {
+    let chain = format!("{}name", "child.".repeat(DEFAULT_MAX_DEPTH));
+    let source = format!(
+        r#"syntax = "proto3";
+package deep.v1;
+import "google/api/annotations.proto";
+message Node {{ Node child = 1; string name = 2; }}
+service S {{ rpc Get(Node) returns (Node) {{ option (google.api.http) = {{ get: "/v1/{{{chain}}}" }}; }} }}
+"#
+    );
+    let set = compile_source("deep/v1/deep.proto", &source);
+    let err = Registry::new().put("deep", &set).unwrap_err();
+    assert!(
+        matches!(err, DescriptorError::InvalidRule { .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("deeper than 64"), "{err}");
+}
+
+// === replies: protobuf -> JSON ===
+
+#[test]
+fn any_nested_20000_deep_is_refused_quickly() {
+    let snapshot = snapshot();
+    let proto = nested_any(20_000);
+    assert!(proto.len() > 900_000, "{}", proto.len());
+    let started = Instant::now();
+    let err = to_json(&node(&snapshot), &proto).unwrap_err();
+    // Whichever bound is met first: the payloads' sum grows with the depth.
+    assert!(
+        matches!(
+            err,
+            DescriptorError::TooDeepMessage { max: 64 } | DescriptorError::AnyTooLarge { .. }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(err.kind(), ErrorKind::InvalidResponse);
+    assert!(started.elapsed() < Duration::from_secs(1));
+}
+
+#[test]
+fn nested_any_within_the_limit_renders() {
+    let snapshot = snapshot();
+    // Each Any is one JSON object: 1 + 63 levels.
+    let json = to_json(&node(&snapshot), &nested_any(DEFAULT_MAX_DEPTH - 1)).unwrap();
+    assert_eq!(json.matches("@type").count(), DEFAULT_MAX_DEPTH - 1);
+    assert!(json.contains(r#""name":"leaf""#));
+    let err = to_json(&node(&snapshot), &nested_any(DEFAULT_MAX_DEPTH)).unwrap_err();
+    assert!(matches!(err, DescriptorError::TooDeepMessage { .. }));
+}
+
+#[test]
+fn struct_nested_20000_deep_is_refused() {
+    let snapshot = snapshot();
+    let err = to_json(&node(&snapshot), &nested_struct(20_000)).unwrap_err();
+    assert!(
+        matches!(err, DescriptorError::TooDeepMessage { .. }),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn struct_depth_counts_json_levels() {
+    let snapshot = snapshot();
+    // A Struct level is one JSON object but three messages on the wire
+    // (Value, Struct, map entry): 30 levels are 92 messages deep and render;
+    // 40 are 122, past prost's own limit of 100 nested messages per decode
+    // (which prost-reflect would hit too), refused before decoding.
+    let within = to_json(&node(&snapshot), &nested_struct(30)).unwrap();
+    assert_eq!(within.matches(r#"{"a":"#).count(), 30);
+    let err = to_json(&node(&snapshot), &nested_struct(40)).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            DescriptorError::TooDeepMessage {
+                max: MAX_MESSAGE_NESTING
+            }
+        ),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn deep_child_chain_reply_is_refused() {
+    let snapshot = snapshot();
+    to_json(&node(&snapshot), &nested_child(DEFAULT_MAX_DEPTH - 1)).unwrap();
+    for levels in [DEFAULT_MAX_DEPTH, 5_000, 100_000] {
+        let err = to_json(&node(&snapshot), &nested_child(levels)).unwrap_err();
+        assert!(
+            matches!(err, DescriptorError::TooDeepMessage { .. }),
+            "{levels}: {err:?}"
+        );
+    }
+}
+
+#[test]
+fn what_a_request_may_hold_a_reply_may_too() {
+    let snapshot = snapshot();
+    let desc = node(&snapshot);
+    let opts = JsonOptions::default();
+    // 63 nested objects inside the top one: the deepest request accepted.
+    let deep_children = format!(
+        "{}{{}}{}",
+        r#"{"child":"#.repeat(DEFAULT_MAX_DEPTH - 1),
+        "}".repeat(DEFAULT_MAX_DEPTH - 1)
+    );
+    let deep_lists = format!(
+        "{}{{}}{}",
+        r#"{"children":["#.repeat(DEFAULT_MAX_DEPTH / 2 - 1),
+        "]}".repeat(DEFAULT_MAX_DEPTH / 2 - 1)
+    );
+    let deep_maps = format!(
+        "{}{{}}{}",
+        r#"{"named":{"k":"#.repeat(DEFAULT_MAX_DEPTH / 2 - 1),
+        "}}".repeat(DEFAULT_MAX_DEPTH / 2 - 1)
+    );
+    for json in [deep_children, deep_lists, deep_maps] {
+        let mut proto = Vec::new();
+        json_to_proto(&desc, json.as_bytes(), &opts, &mut proto).unwrap();
+        let mut out = Vec::new();
+        proto_to_json(&desc, &proto, &opts, &mut out).unwrap();
+    }
+}
+
+#[test]
+fn any_payloads_beyond_their_budget_are_refused() {
+    let snapshot = snapshot();
+    // 40 levels of Any around a 200 KB blob: each level is decoded again
+    // when rendered, 40 x 200 KB of work for a 200 KB message.
+    let mut blob = Vec::new();
+    prost::encoding::bytes::encode(12, &vec![7u8; 200_000], &mut blob);
+    let mut rev = Rev::new(&blob);
+    for _ in 0..40 {
+        rev.wrap(2);
+        rev.prepend_field(1, NODE_URL.as_bytes());
+        rev.wrap(8);
+    }
+    let err = to_json(&node(&snapshot), &rev.finish()).unwrap_err();
+    assert!(
+        matches!(err, DescriptorError::AnyTooLarge { .. }),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn json_output_over_the_limit_is_refused() {
+    let snapshot = snapshot();
+    let desc = node(&snapshot);
+    let mut proto = Vec::new();
+    json_to_proto(
+        &desc,
+        br#"{"tags":["aaaaaaaaaa","bbbbbbbbbb","cccccccccc"]}"#,
+        &JsonOptions::default(),
+        &mut proto,
+    )
+    .unwrap();
+    let opts = JsonOptions {
+        max_json_output_bytes: 20,
+        ..JsonOptions::default()
+    };
+    let mut out = b"keep".to_vec();
+    let err = proto_to_json(&desc, &proto, &opts, &mut out).unwrap_err();
+    assert!(
+        matches!(err, DescriptorError::JsonTooLarge { max: 20 }),
+        "{err:?}"
+    );
+    assert_eq!(out, b"keep");
+    let opts = JsonOptions {
+        max_json_output_bytes: 100,
+        ..JsonOptions::default()
+    };
+    proto_to_json(&desc, &proto, &opts, &mut out).unwrap();
+}
+
+#[test]
+fn deep_status_details_render_as_no_details() {
+    let snapshot = snapshot();
+    let pool = snapshot.pool();
+    let started = Instant::now();
+    // Details resolve a type URL without a `/` too (as its whole name).
+    for url in [NODE_URL, NODE] {
+        for detail in [
+            nested_any(20_000),
+            nested_struct(20_000),
+            nested_child(5_000),
+        ] {
+            let bin = status_with_detail(url, &detail);
+            let json = status_to_json(pool, 3, "bad", Some(&bin));
+            assert_eq!(
+                json,
+                serde_json::json!({ "code": 3, "message": "bad", "details": [] })
+            );
+        }
+    }
+    assert!(started.elapsed() < Duration::from_secs(2));
+    // A shallow one still renders.
+    let bin = status_with_detail(NODE_URL, &nested_any(3));
+    let json = status_to_json(pool, 3, "bad", Some(&bin));
+    assert_eq!(json["details"][0]["@type"], NODE_URL);
+}
+
+#[test]
+fn malformed_and_group_wire_data_is_an_error_not_a_panic() {
+    let snapshot = snapshot();
+    let desc = node(&snapshot);
+    // Unknown field 20 as a group nested 10,000 deep, never closed.
+    let mut deep_groups = Vec::new();
+    for _ in 0..10_000 {
+        prost::encoding::encode_key(20, prost::encoding::WireType::StartGroup, &mut deep_groups);
+    }
+    for bytes in [
+        &b"\x0a\xff\xff\xff\xff\x0f"[..],
+        b"\x0a\x05\x0a\x03",
+        b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff",
+        b"\x00",
+        b"\xa3\x01",
+        b"\xa4\x01",
+        &deep_groups,
+    ] {
+        assert!(to_json(&desc, bytes).is_err(), "{bytes:?}");
+    }
+}
+
+// === uploads ===
+
+#[test]
+fn unknown_syntax_upload_is_refused_not_a_panic() {
+    // Found by fuzz/fuzz_targets/registry_put.rs: prost-reflect panics while
+    // reporting a syntax other than proto2/proto3.
+    let crash = include_bytes!("../../../fuzz/corpus/registry_put/unknown_syntax");
+    for syntax in ["proto1", "editions", "proto3 "] {
+        let set = prost_types::FileDescriptorSet {
+            file: vec![prost_types::FileDescriptorProto {
+                name: Some("x/v1/x.proto".to_owned()),
+                package: Some("x.v1".to_owned()),
+                syntax: Some(syntax.to_owned()),
+                ..Default::default()
+            }],
+        };
+        let registry = Registry::new();
+        let err = registry
+            .put("x", &prost::Message::encode_to_vec(&set))
+            .unwrap_err();
+        assert!(
+            matches!(err, DescriptorError::UnsupportedSyntax { .. }),
+            "{err:?}"
+        );
+        assert_eq!(err.kind(), ErrorKind::InvalidUpload);
+    }
+    let err = Registry::new().put("crash", crash).unwrap_err();
+    assert!(
+        matches!(err, DescriptorError::UnsupportedSyntax { .. }),
+        "{err:?}"
+    );
+}
