@@ -3,6 +3,7 @@
 //! configuration; `main.rs` only parses arguments and waits for a signal.
 
 pub mod access_log;
+mod adapter;
 pub mod admin;
 pub mod classify;
 pub mod cli;
@@ -15,12 +16,14 @@ pub mod demo;
 pub mod descriptor_sync;
 pub mod edge;
 pub mod error;
+mod forward;
 pub mod grpc_frame;
 pub mod grpc_timeout;
 pub mod limits;
 pub mod listener;
 pub mod proxy;
 pub mod reflection;
+mod resolve;
 pub mod respond;
 pub mod telemetry;
 pub mod tls;

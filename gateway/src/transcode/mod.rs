@@ -31,8 +31,9 @@ use descriptors::{JsonOptions, MethodInfo, Snapshot, json};
 use crate::{
     access_log::{LogGuard, LogRecord, Phase, capture},
     error::Termination,
+    forward::{deadline, grpc_status, record_response, send},
     grpc_frame::{self, FrameDecoder},
-    proxy::{ConnCtx, deadline, grpc_status, record_response, select_route, send},
+    proxy::ConnCtx,
     respond::{Code, GatewayError, ResponseBody, percent_decode},
 };
 
@@ -123,13 +124,6 @@ impl TranscodeSettings {
 /// left for the response side to report.
 type FailureSlot = Arc<OnceLock<GatewayError>>;
 
-fn not_found(method: &Method, path: &str) -> GatewayError {
-    GatewayError::NoHttpRoute {
-        method: method.to_string(),
-        path: path.to_string(),
-    }
-}
-
 fn invalid(e: &descriptors::DescriptorError) -> GatewayError {
     GatewayError::InvalidRequest(e.to_string())
 }
@@ -202,9 +196,25 @@ fn decode_base64(v: &[u8]) -> Option<Vec<u8>> {
         .ok()
 }
 
+/// A JSON/REST call as resolved: the method (from `snapshot`), the rule
+/// that matched, the route whose policy applies, the cluster.
+pub(crate) struct JsonCall<'a> {
+    /// The first matching route, if any.
+    pub route: Option<&'a balancer::Route>,
+    /// Where the call goes.
+    pub cluster: &'a Arc<balancer::Cluster>,
+    /// The registry snapshot the method came from.
+    pub snapshot: Arc<Snapshot>,
+    /// The gRPC method.
+    pub method: Arc<MethodInfo>,
+    /// The `google.api.http` rule that matched, if any.
+    pub rule: Option<descriptors::HttpMatch>,
+}
+
 /// Transcodes one HTTP request; see the module docs.
 pub(crate) async fn forward_json(
     conn: &ConnCtx,
+    call: JsonCall<'_>,
     req: Request<Incoming>,
     rec: &mut LogRecord,
     started: Instant,
@@ -212,20 +222,14 @@ pub(crate) async fn forward_json(
     rec.protocol = "json";
     let shared = &conn.shared;
     let settings = &shared.transcode;
-    let snapshot = shared.registry.snapshot();
+    let JsonCall {
+        route,
+        cluster,
+        snapshot,
+        method,
+        rule,
+    } = call;
     let (parts, body) = req.into_parts();
-    let path = parts.uri.path();
-    let rule = snapshot.match_http(&parts.method, path);
-    let method: Arc<MethodInfo> = match &rule {
-        Some(m) => m.method.clone(),
-        None if parts.method == Method::POST => snapshot
-            .method(path)
-            .cloned()
-            .ok_or_else(|| not_found(&parts.method, path))?,
-        None => return Err(not_found(&parts.method, path)),
-    };
-    let binding = snapshot.cluster_for(&method.grpc_path);
-    let (route, cluster) = select_route(conn, &method.grpc_path, &parts.headers, binding, rec)?;
     let mut headers = settings.headers.metadata(&parts.headers);
     let deadline = deadline(&mut headers, route, settings.default_timeout, started);
     headers.insert(

@@ -1,0 +1,366 @@
+//! Forwarding through the balancer, shared by every protocol adapter: the
+//! call's deadline, `send` within it, the log record filled from the
+//! response head, and the bodies that carry a response downstream
+//! ([`ObservedBody`]: deadline, stream idle timeout, final `grpc-status`,
+//! the endpoint lease, the access-log line) and a request upstream
+//! ([`ActivityBody`]: activity for the idle timeout).
+
+use std::{
+    pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering::Relaxed},
+    },
+    task::{Context, Poll, ready},
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use http::{HeaderMap, Request};
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use tokio::time::Sleep;
+use tracing::debug;
+
+use balancer::{
+    Cluster, Lease, Route, UpstreamResponse,
+    body::{BoxError, UpstreamBody},
+    cluster::ErrorChain,
+    headers::GRPC_TIMEOUT,
+};
+
+use crate::{
+    access_log::{AccessLog, LogGuard, LogRecord},
+    error::Termination,
+    grpc_timeout,
+    respond::GatewayError,
+};
+
+/// The call's deadline: the request's `grpc-timeout` (or `default`), capped
+/// by the route's timeout; rewrites the header to what goes upstream.
+pub(crate) fn deadline(
+    headers: &mut HeaderMap,
+    route: Option<&Route>,
+    default: Option<Duration>,
+    started: Instant,
+) -> Option<tokio::time::Instant> {
+    let client = headers
+        .get(GRPC_TIMEOUT)
+        .and_then(grpc_timeout::parse)
+        .or(default);
+    let timeout = match (client, route.and_then(|r| r.timeout)) {
+        (Some(c), Some(r)) => Some(c.min(r)),
+        (c, r) => c.or(r),
+    };
+    if let Some(t) = timeout {
+        // What is left after the time already spent here.
+        headers.insert(
+            GRPC_TIMEOUT,
+            grpc_timeout::encode(t.saturating_sub(started.elapsed())),
+        );
+    }
+    timeout.map(|t| tokio::time::Instant::from_std(started + t))
+}
+
+/// Sends through the cluster within the deadline.
+pub(crate) async fn send(
+    cluster: &Arc<Cluster>,
+    req: Request<UpstreamBody>,
+    deadline: Option<tokio::time::Instant>,
+) -> Result<UpstreamResponse, GatewayError> {
+    let result = match deadline {
+        Some(d) => match tokio::time::timeout_at(d, cluster.send(req)).await {
+            Ok(r) => r,
+            Err(_) => {
+                return Err(GatewayError::Deadline);
+            }
+        },
+        None => cluster.send(req).await,
+    };
+    result.map_err(|e| {
+        debug!(cluster = %cluster.name(), error = %ErrorChain(&e), "Upstream request failed");
+        GatewayError::from_balancer(&e)
+    })
+}
+
+/// Fills the log record from the upstream response head.
+pub(crate) fn record_response(
+    rec: &mut LogRecord,
+    up: &UpstreamResponse,
+    cluster: &Cluster,
+    started: Instant,
+) {
+    let ep = up.lease.endpoint();
+    rec.server = Some(ep.name.clone());
+    rec.queue = up.timings.queue;
+    rec.connect = up.timings.connect;
+    rec.response = Some(started.elapsed());
+    rec.retries = up.attempts.saturating_sub(1);
+    rec.status = up.response.status().as_u16();
+    rec.server_in_flight = ep.in_flight();
+    rec.cluster_queued = cluster.queued();
+    rec.grpc_status = grpc_status(up.response.headers());
+}
+
+/// Wraps an upstream response body for its way downstream (see
+/// [`ObservedBody`]). For gRPC, `grpc_head` holds the response head, whose
+/// `grpc-status` settles a trailers-only answer at once; without it the
+/// exchange is plain HTTP, whose failures mid-body are errors.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn observe(
+    body: balancer::body::UpstreamIncoming,
+    lease: Lease,
+    rec: &LogRecord,
+    log: &AccessLog,
+    deadline: Option<tokio::time::Instant>,
+    idle: Option<Idle>,
+    started: Instant,
+    grpc_head: Option<&HeaderMap>,
+) -> ObservedBody {
+    let ended = body.is_end_stream();
+    if ended && let Some(head) = grpc_head {
+        lease.record_status(grpc_status(head));
+    }
+    let mut body = ObservedBody {
+        inner: Some(body),
+        lease: Some(lease),
+        guard: LogGuard::new(rec.clone(), log.clone(), started),
+        deadline: deadline.map(|d| Box::pin(tokio::time::sleep_until(d))),
+        idle,
+        state: State::Streaming,
+        grpc: grpc_head.is_some(),
+    };
+    if ended {
+        // Trailers-only (or an empty body): the head goes out with
+        // END_STREAM, so the body must say it has ended already; a body
+        // that ends only when polled makes hyper add an empty DATA frame
+        // with END_STREAM, which C-core clients (grpcio, grpc C++)
+        // read as a broken stream.
+        body.finish(Termination::Normal);
+        body.state = State::Done;
+    }
+    body
+}
+
+pub(crate) use balancer::headers::grpc_status;
+
+enum State {
+    Streaming,
+    /// Sent the final trailers; next poll ends the stream.
+    Ending,
+    Done,
+}
+
+/// The upstream response body on its way downstream: counts bytes, reads
+/// the final `grpc-status` from the trailers, enforces the deadline, keeps
+/// the endpoint slot until the end, and logs once when done or dropped (a
+/// drop before the end means the client went away; dropping `inner` then
+/// resets the upstream stream).
+pub(crate) struct ObservedBody {
+    inner: Option<balancer::body::UpstreamIncoming>,
+    lease: Option<Lease>,
+    guard: LogGuard,
+    deadline: Option<Pin<Box<Sleep>>>,
+    idle: Option<Idle>,
+    state: State,
+    /// gRPC ends a failed stream with a status in trailers; plain HTTP has
+    /// no such word, so the failure goes to hyper as a body error, which
+    /// resets the HTTP/2 stream or closes the HTTP/1.1 connection before
+    /// the last chunk: the client sees a broken response, not a short one.
+    grpc: bool,
+}
+
+/// The stream idle timeout: when nothing moved either way for `limit`.
+pub(crate) struct Idle {
+    limit: Duration,
+    started: Instant,
+    /// Milliseconds since `started` of the last frame either way.
+    last: Arc<AtomicU64>,
+    timer: Pin<Box<Sleep>>,
+}
+
+impl Idle {
+    pub(crate) fn new(limit: Duration, started: Instant) -> Self {
+        Self {
+            limit,
+            started,
+            last: Arc::new(AtomicU64::new(0)),
+            timer: Box::pin(tokio::time::sleep(limit)),
+        }
+    }
+
+    fn touch(&self) {
+        self.last
+            .store(self.started.elapsed().as_millis() as u64, Relaxed);
+    }
+
+    /// Whether the stream has been idle too long; re-arms the timer when
+    /// something moved since it was set.
+    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        loop {
+            if self.timer.as_mut().poll(cx).is_pending() {
+                return false;
+            }
+            let last = self.started + Duration::from_millis(self.last.load(Relaxed));
+            let due = last + self.limit;
+            if Instant::now() >= due {
+                return true;
+            }
+            self.timer
+                .as_mut()
+                .reset(tokio::time::Instant::from_std(due));
+        }
+    }
+}
+
+/// The downstream request body on its way upstream, noting activity for
+/// the idle timeout.
+pub(crate) struct ActivityBody {
+    inner: Incoming,
+    last: Arc<AtomicU64>,
+    started: Instant,
+}
+
+impl ActivityBody {
+    /// Wraps `inner`, noting its frames as activity for `idle`.
+    pub(crate) fn new(inner: Incoming, idle: &Idle) -> Self {
+        Self {
+            inner,
+            last: idle.last.clone(),
+            started: idle.started,
+        }
+    }
+}
+
+impl Body for ActivityBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let res = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(_))) = &res {
+            self.last
+                .store(self.started.elapsed().as_millis() as u64, Relaxed);
+        }
+        res
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl ObservedBody {
+    fn finish(&mut self, termination: Termination) {
+        self.lease = None;
+        self.inner = None;
+        self.guard.finish(termination);
+        self.state = State::Ending;
+    }
+
+    /// Ends the stream early: gRPC trailers with the error's status, or
+    /// for plain HTTP an error.
+    fn fail(&mut self, e: GatewayError) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if self.grpc {
+            let mut t = HeaderMap::new();
+            crate::respond::insert_grpc_status(&mut t, e.code(), &e.message());
+            self.guard.rec.grpc_status = Some(e.code() as i32);
+            self.finish(e.termination());
+            return Poll::Ready(Some(Ok(Frame::trailers(t))));
+        }
+        self.finish(e.termination());
+        self.state = State::Done;
+        Poll::Ready(Some(Err(e.into())))
+    }
+}
+
+impl Body for ObservedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        match this.state {
+            State::Streaming => {}
+            State::Ending => {
+                this.state = State::Done;
+                return Poll::Ready(None);
+            }
+            State::Done => return Poll::Ready(None),
+        }
+        if let Some(d) = &mut this.deadline
+            && d.as_mut().poll(cx).is_ready()
+        {
+            // Past the deadline mid-stream: end it for the client; dropping
+            // `inner` resets the upstream stream.
+            return this.fail(GatewayError::DeadlineMidStream);
+        }
+        if let Some(idle) = &mut this.idle
+            && idle.expired(cx)
+        {
+            return this.fail(GatewayError::StreamIdle);
+        }
+        let Some(inner) = &mut this.inner else {
+            this.finish(Termination::Normal);
+            return Poll::Ready(None);
+        };
+        match ready!(Pin::new(inner).poll_frame(cx)) {
+            Some(Ok(frame)) => {
+                if let Some(idle) = &this.idle {
+                    idle.touch();
+                }
+                if let Some(data) = frame.data_ref() {
+                    this.guard.rec.bytes += data.len() as u64;
+                } else if let Some(t) = frame.trailers_ref() {
+                    this.guard.log().debug_headers("response trailers", t);
+                    if let Some(code) = grpc_status(t) {
+                        this.guard.rec.grpc_status = Some(code);
+                    }
+                    if let Some(lease) = &this.lease {
+                        lease.record_status(grpc_status(t));
+                    }
+                    // Trailers end the stream; hyper may not poll again.
+                    this.finish(Termination::Normal);
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Some(Err(error)) => {
+                debug!(error = %ErrorChain(error.as_ref()), "Upstream stream failed");
+                if let Some(lease) = &this.lease {
+                    lease.record_status(None);
+                }
+                this.fail(GatewayError::UpstreamStreamFailed)
+            }
+            None => {
+                this.finish(Termination::Normal);
+                this.state = State::Done;
+                Poll::Ready(None)
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self.state {
+            State::Done => true,
+            State::Ending => false,
+            State::Streaming => self.inner.as_ref().is_none_or(Body::is_end_stream),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match (&self.state, &self.inner) {
+            (State::Streaming, Some(inner)) => inner.size_hint(),
+            _ => SizeHint::with_exact(0),
+        }
+    }
+}
