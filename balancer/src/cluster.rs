@@ -5,7 +5,7 @@
 //! a loop over attempts (see `attempt`) that the retry policy drives.
 //! The registry of all clusters is [`Clusters`].
 //!
-//! What each concern lives in: admission and [`Lease`] in `queue`, the
+//! What each concern lives in: admission in `queue`, [`Lease`] in `lease`, the
 //! retry decision and budget in `retry`, outlier detection in `outlier`,
 //! resolution in `dns`, errors in `error`.
 
@@ -41,7 +41,7 @@ use crate::{
 pub use crate::{
     dns::{Resolve, SystemResolver},
     error::ErrorChain,
-    queue::Lease,
+    lease::Lease,
 };
 
 mod attempt;

@@ -4,7 +4,8 @@
 //!
 //! Modules by concern: `cluster` (clusters, membership, the send loop and
 //! one attempt), `pick` (the pick policies), `queue` (admission: the
-//! per-endpoint limit, the FIFO queue, `Lease`), `retry` (policy, budget,
+//! per-endpoint limit, the FIFO queue), `lease` (in-flight accounting and
+//! outcome reporting: `Lease`, `LeasedBody`), `retry` (policy, budget,
 //! decision), `outlier` (outlier detection), `dns` (resolution and
 //! re-resolution), `health` (active checks), `endpoint` (one server's live
 //! state), `upstream` / `h2conn` (connections), `error`.
@@ -20,6 +21,7 @@ pub mod error;
 pub mod h2conn;
 pub mod headers;
 pub mod health;
+pub mod lease;
 pub mod outlier;
 pub mod pick;
 pub mod queue;
@@ -32,6 +34,6 @@ pub use cluster::{Cluster, Clusters, EndpointSet, Timings, UpstreamResponse};
 pub use config::{ClusterConfig, ClusterName, EndpointConfig, LbPolicy};
 pub use dns::{Resolve, SystemResolver};
 pub use error::{BalancerError, ErrorChain, Fault};
+pub use lease::{Lease, LeasedBody};
 pub use outlier::Outcome;
-pub use queue::Lease;
 pub use route::{HeaderMatch, Route, RouteTable};

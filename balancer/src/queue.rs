@@ -2,30 +2,18 @@
 //! stream limit (`max_requests_per_endpoint`, HAProxy's `maxconn`), or
 //! waits in the cluster's bounded FIFO queue (`max_queue`) for at most
 //! `queue_timeout_ms` until one frees up (linkerd2-proxy's `QueueConfig`:
-//! bounded, fail fast). A taken slot is a [`Lease`]; it is the in-flight
-//! count of its endpoint (what `least_request` compares) until dropped,
-//! and the handle through which the response's [`Outcome`] reaches
-//! outlier detection.
+//! bounded, fail fast). A taken slot becomes a [`Lease`](crate::Lease),
+//! whose drop frees it and wakes the next waiter ([`Queue::slot_freed`]).
 
 use std::{
     pin::pin,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed},
-    },
+    sync::atomic::{AtomicUsize, Ordering::Relaxed},
     time::{Duration, Instant},
 };
 
 use tokio::sync::Notify;
 
-use crate::{
-    cluster::{Cluster, EndpointSet},
-    config::ClusterName,
-    endpoint::Endpoint,
-    error::BalancerError,
-    outlier::Outcome,
-    pick::Pick,
-};
+use crate::{cluster::EndpointSet, config::ClusterName, error::BalancerError, pick::Pick};
 
 /// The admission state of one cluster.
 #[derive(Debug)]
@@ -40,22 +28,6 @@ pub(crate) struct Queue {
     waiting: AtomicUsize,
     /// Woken (one waiter, in FIFO order) when a slot frees up.
     slot_freed: Notify,
-}
-
-/// A taken slot on an endpoint; dropping it frees the slot. Keep it for as
-/// long as the stream lives (until the response body ends), so the
-/// endpoint's in-flight count covers streams as well as unary calls.
-///
-/// Report how the exchange ended with [`Lease::record`] (or
-/// [`Lease::record_status`]) once, when the response ends: only the first
-/// report counts. A lease dropped without a report counts for nothing in
-/// outlier detection (neither success nor failure): that is a client that
-/// went away, or a caller that never learned the outcome, and neither
-/// says anything about the server. The slot is freed either way.
-pub struct Lease {
-    cluster: Arc<Cluster>,
-    endpoint: Arc<Endpoint>,
-    recorded: AtomicBool,
 }
 
 /// Leaves the waiting count when dropped (the wait may be cancelled).
@@ -152,58 +124,6 @@ impl Queue {
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Relaxed);
-    }
-}
-
-// === impl Lease ===
-
-impl Lease {
-    /// The lease of a slot already taken on `endpoint`.
-    pub(crate) fn new(cluster: Arc<Cluster>, endpoint: Arc<Endpoint>) -> Self {
-        Self {
-            cluster,
-            endpoint,
-            recorded: AtomicBool::new(false),
-        }
-    }
-
-    /// The endpoint serving the request.
-    pub fn endpoint(&self) -> &Arc<Endpoint> {
-        &self.endpoint
-    }
-
-    /// The cluster.
-    pub fn cluster(&self) -> &ClusterName {
-        self.cluster.name()
-    }
-
-    /// Reports how the exchange ended, for outlier detection: the final
-    /// gRPC status, or None when the stream failed (reset, I/O). Same as
-    /// [`Lease::record`] with `Outcome::from(status)`.
-    pub fn record_status(&self, status: Option<i32>) {
-        self.record(Outcome::from(status));
-    }
-
-    /// Reports how the exchange ended, for outlier detection. Only the
-    /// first report of a lease counts; see [`Lease`] for a lease dropped
-    /// without one.
-    pub fn record(&self, outcome: Outcome) {
-        if self.recorded.swap(true, Relaxed) {
-            return;
-        }
-        self.cluster.record_outcome(&self.endpoint, outcome);
-    }
-
-    /// Whether an outcome was reported.
-    pub fn is_recorded(&self) -> bool {
-        self.recorded.load(Relaxed)
-    }
-}
-
-impl Drop for Lease {
-    fn drop(&mut self) {
-        self.endpoint.release();
-        self.cluster.queue().slot_freed();
     }
 }
 

@@ -21,8 +21,8 @@ use crate::{
     endpoint::Endpoint,
     error::{BalancerError, ErrorChain, is_unprocessed},
     h2conn::SendError,
+    lease::Lease,
     outlier::Outcome,
-    queue::Lease,
     replay::ReplayBody,
     retry::RetryReason,
 };

@@ -4,6 +4,7 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use super::*;
 use crate::config::LbPolicy;
+use crate::endpoint::Endpoint;
 
 fn set(n: u16) -> Arc<EndpointSet> {
     let eps = (0..n)
