@@ -1,5 +1,7 @@
-//! Errors of the balancer, each saying who is at fault and whether a retry
-//! on another endpoint is safe.
+//! Errors of the balancer, each saying who is at fault ([`BalancerError::fault`])
+//! and whether a retry on another endpoint is safe
+//! ([`BalancerError::is_retryable`], which the send loop's retry decision
+//! uses); and [`ErrorChain`], to display an error with its sources.
 
 use std::{io, net::SocketAddr, time::Duration};
 
@@ -19,6 +21,9 @@ pub enum Fault {
     /// A bug or misconfiguration on our side.
     Internal,
 }
+
+/// Displays an error with all its sources: `a: b: c`.
+pub struct ErrorChain<'a>(pub &'a (dyn std::error::Error + 'static));
 
 /// A failure to get a request answered by an upstream endpoint.
 #[derive(Debug, thiserror::Error)]
@@ -109,6 +114,8 @@ pub enum BalancerError {
     BadRequest(String),
 }
 
+// === impl BalancerError ===
+
 impl BalancerError {
     /// Who is at fault.
     pub fn fault(&self) -> Fault {
@@ -126,8 +133,11 @@ impl BalancerError {
         }
     }
 
-    /// True only when no request byte reached the endpoint, so another
-    /// endpoint may be tried.
+    /// True only when no request byte reached the endpoint, or the endpoint
+    /// did not process the stream (REFUSED_STREAM, below a graceful
+    /// GOAWAY's last stream), so the request may be tried again. The send
+    /// loop retries exactly these errors (each within its own limit, see
+    /// `retry::RetryReason`); every other error ends the request.
     pub fn is_retryable(&self) -> bool {
         match self {
             Self::Connect { .. }
@@ -139,6 +149,20 @@ impl BalancerError {
             Self::Upstream { source, .. } => is_unprocessed(source.as_ref()),
             _ => false,
         }
+    }
+}
+
+// === impl ErrorChain ===
+
+impl std::fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(s) = source {
+            write!(f, ": {s}")?;
+            source = s.source();
+        }
+        Ok(())
     }
 }
 

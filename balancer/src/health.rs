@@ -14,9 +14,10 @@ use tracing::{info, warn};
 
 use crate::{
     body,
-    cluster::{Cluster, ErrorChain},
+    cluster::Cluster,
     config::{HealthCheckConfig, HealthCheckKind},
     endpoint::Endpoint,
+    error::ErrorChain,
 };
 
 /// Largest health response body read.
