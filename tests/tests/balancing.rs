@@ -782,3 +782,63 @@ async fn dns_re_resolution_adds_new_addresses_and_drains_vanished_ones() {
     drop(stream);
     drop((s2, s3));
 }
+
+/// Outlier detection hears every protocol: JSON callers' unary, trailers-only
+/// and streamed failures count as native gRPC ones do.
+#[tokio::test]
+async fn json_calls_and_json_streams_feed_outlier_detection() {
+    for (i, (path, body)) in [
+        // A server stream failing after one message.
+        (
+            "/sample.echo.v1.Echo/ServerStream",
+            r#"{"statusCode":14,"count":3,"failAfter":1}"#,
+        ),
+        // A server stream failing at once (trailers-only).
+        ("/sample.echo.v1.Echo/ServerStream", r#"{"statusCode":14}"#),
+        // A unary call.
+        ("/sample.echo.v1.Echo/Unary", r#"{"statusCode":14}"#),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        // Names of their own: the captured log is shared by the cases.
+        let (na, nb) = (format!("j{i}-a"), format!("j{i}-b"));
+        let a = spawn_sample(&na).await;
+        let b = spawn_sample(&nb).await;
+        let gw = spawn_gateway(&cluster_toml(
+            &[&a, &b],
+            "outlier_detection = { consecutive_failures = 3, base_ejection_ms = 5000, max_ejection_percent = 50 }",
+        ))
+        .await;
+        gw.registry()
+            .put("samples", sample_services::FILE_DESCRIPTOR_SET)
+            .expect("register");
+        for _ in 0..6 {
+            let r = http_call(
+                gw.first_addr(),
+                HttpVersion::H1,
+                json_request("POST", path, body),
+            )
+            .await;
+            assert!(
+                r.status == 503 || r.text().contains("\"code\":14"),
+                "{path}: {} {}",
+                r.status,
+                r.text()
+            );
+        }
+        let prefix = format!("j{i}-");
+        let line = wait_for_log(&["Endpoint ejected", &prefix]).await;
+        assert!(line.is_some(), "{path} {body}: no ejection\n{}", logs());
+        let ejected = if line.as_deref().is_some_and(|l| l.contains(&na)) {
+            &na
+        } else {
+            &nb
+        };
+        let mut echo = EchoClient::new(channel(gw.first_addr()).await);
+        for _ in 0..4 {
+            let r = echo.unary(EchoRequest::default()).await.expect("ok");
+            assert_ne!(&r.into_inner().server_id, ejected, "{path}");
+        }
+    }
+}

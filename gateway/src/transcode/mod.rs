@@ -295,6 +295,8 @@ pub(crate) async fn forward_json(
     metadata::copy_response_headers(&up_parts.headers, &mut resp_headers);
     let resp = if up_parts.status != StatusCode::OK {
         let code = Code::from_http(up_parts.status);
+        // Not a gRPC answer: a failure of the server, as for native gRPC.
+        lease.record_status(None);
         guard.rec.grpc_status = Some(code as i32);
         status_response(
             &snapshot,
@@ -306,6 +308,7 @@ pub(crate) async fn forward_json(
         UpstreamStatus::from_headers(&up_parts.headers).filter(|_| up_body.is_end_stream())
     {
         // Trailers-only.
+        lease.record_status(Some(st.code));
         guard.rec.grpc_status = Some(st.code);
         if st.code == 0 && method.server_streaming {
             stream::empty_response(format)

@@ -152,6 +152,7 @@ impl JsonStream {
         let ev = poll_fn(|cx| self.poll_event(cx)).await;
         match ev {
             Event::End(Some((code, message, details))) if code != 0 => {
+                self.report(code);
                 self.guard.rec.grpc_status = Some(code);
                 self.guard.rec.status = Code::from_i32(code).http_status().as_u16();
                 self.finish(Termination::Normal);
@@ -166,6 +167,13 @@ impl JsonStream {
 
     pub(super) fn log_start(&self) {
         super::log_start(&self.guard, self.started);
+    }
+
+    /// Reports the stream's final status to outlier detection.
+    fn report(&self, code: i32) {
+        if let Some(lease) = &self.lease {
+            lease.record_status(Some(code));
+        }
     }
 
     fn finish(&mut self, termination: Termination) {
@@ -310,6 +318,7 @@ impl JsonStream {
                 } else {
                     Termination::ServerData
                 };
+                self.report(code);
                 self.finish(termination);
             }
         }
