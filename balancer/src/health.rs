@@ -5,7 +5,6 @@
 
 use std::{sync::Arc, time::Duration};
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::{Request, header};
 use http_body_util::{BodyExt, Limited};
 use prost::Message;
@@ -109,10 +108,7 @@ async fn grpc_check(cluster: &Cluster, ep: &Endpoint, service: &str) -> Result<(
         service: service.to_string(),
     }
     .encode_to_vec();
-    let mut frame = BytesMut::with_capacity(5 + msg.len());
-    frame.put_u8(0);
-    frame.put_u32(msg.len() as u32);
-    frame.put_slice(&msg);
+    let frame = crate::grpc::frame::encode(&msg);
     let uri = format!(
         "{}://{}/grpc.health.v1.Health/Check",
         cluster.connector().scheme,
@@ -121,7 +117,7 @@ async fn grpc_check(cluster: &Cluster, ep: &Endpoint, service: &str) -> Result<(
     let req = Request::post(uri)
         .header(header::CONTENT_TYPE, "application/grpc")
         .header(header::TE, "trailers")
-        .body(body::full(frame.freeze()))
+        .body(body::full(frame))
         .map_err(|e| e.to_string())?;
     let conn = slot.conn().clone();
     let resp = crate::h2conn::send(slot, req).await.map_err(|e| {
@@ -149,11 +145,12 @@ async fn grpc_check(cluster: &Cluster, ep: &Endpoint, service: &str) -> Result<(
         Some(code) => return Err(format!("grpc-status {code}")),
         None => return Err("no grpc-status".into()),
     }
-    let mut data: Bytes = collected.to_bytes();
-    if data.len() < 5 {
-        return Err("empty health response".into());
-    }
-    data.advance(5);
+    let mut frames = crate::grpc::frame::FrameDecoder::new(MAX_HEALTH_RESPONSE_BYTES);
+    frames.push(&collected.to_bytes());
+    let data = frames
+        .next_message()
+        .map_err(|e| e.to_string())?
+        .ok_or("empty health response")?;
     let resp = HealthCheckResponse::decode(data).map_err(|e| e.to_string())?;
     if resp.status == SERVING {
         Ok(())

@@ -18,6 +18,7 @@ pub mod config;
 pub mod dns;
 pub mod endpoint;
 pub mod error;
+pub mod grpc;
 pub mod h2conn;
 pub mod headers;
 pub mod health;

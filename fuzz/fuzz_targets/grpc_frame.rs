@@ -1,4 +1,4 @@
-//! The gateway's gRPC frame decoder (gateway/src/grpc_frame.rs): arbitrary
+//! The gateway's gRPC frame decoder (balancer/src/grpc/frame.rs): arbitrary
 //! bytes in arbitrary chunks; every message it yields is within the limit.
 #![no_main]
 

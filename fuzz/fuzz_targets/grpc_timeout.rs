@@ -1,4 +1,4 @@
-//! `grpc-timeout` parsing (gateway/src/grpc_timeout.rs): never a panic, and
+//! `grpc-timeout` parsing (balancer/src/grpc/timeout.rs): never a panic, and
 //! whatever parses encodes back to a value that parses, no shorter.
 #![no_main]
 

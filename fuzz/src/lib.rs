@@ -8,12 +8,12 @@ use std::sync::{Arc, OnceLock};
 use descriptors::{Registry, Snapshot, SourceFile, compile_protos};
 use prost_reflect::MessageDescriptor;
 
-/// gateway/src/grpc_frame.rs, as the gateway compiles it.
-#[path = "../../gateway/src/grpc_frame.rs"]
+/// balancer/src/grpc/frame.rs, as the balancer compiles it.
+#[path = "../../balancer/src/grpc/frame.rs"]
 pub mod grpc_frame;
 
-/// gateway/src/grpc_timeout.rs, as the gateway compiles it.
-#[path = "../../gateway/src/grpc_timeout.rs"]
+/// balancer/src/grpc/timeout.rs, as the balancer compiles it.
+#[path = "../../balancer/src/grpc/timeout.rs"]
 pub mod grpc_timeout;
 
 const HOSTILE_PROTO: &str =

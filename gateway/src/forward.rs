@@ -26,13 +26,13 @@ use balancer::{
     Cluster, Lease, Route, UpstreamResponse,
     body::{BoxError, UpstreamBody},
     cluster::ErrorChain,
+    grpc::timeout as grpc_timeout,
     headers::GRPC_TIMEOUT,
 };
 
 use crate::{
     access_log::{AccessLog, LogGuard, LogRecord},
     error::Termination,
-    grpc_timeout,
     respond::GatewayError,
 };
 

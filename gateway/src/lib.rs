@@ -17,8 +17,6 @@ pub mod descriptor_sync;
 pub mod edge;
 pub mod error;
 mod forward;
-pub mod grpc_frame;
-pub mod grpc_timeout;
 pub mod limits;
 pub mod listener;
 pub mod proxy;

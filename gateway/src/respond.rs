@@ -161,36 +161,20 @@ pub fn json_error(status: StatusCode, code: Code, message: &str) -> Response<Res
     resp
 }
 
+/// What a `grpc-message` percent-encodes (gRPC over HTTP/2 spec: bytes
+/// outside 0x20..=0x7E, and `%`; non-ASCII bytes always are).
+const GRPC_MESSAGE_ESCAPES: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS.add(b'%');
+
 /// Decodes a percent-encoded `grpc-message` (invalid escapes kept as is).
 pub fn percent_decode(msg: &[u8]) -> String {
-    let mut out = Vec::with_capacity(msg.len());
-    let mut i = 0;
-    while i < msg.len() {
-        if msg[i] == b'%' && i + 2 < msg.len() {
-            let hex = |b: u8| (b as char).to_digit(16);
-            if let (Some(h), Some(l)) = (hex(msg[i + 1]), hex(msg[i + 2])) {
-                out.push((h * 16 + l) as u8);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(msg[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    percent_encoding::percent_decode(msg)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
-/// Percent-encodes a `grpc-message` (spec: bytes outside 0x20..=0x7E and `%`).
+/// Percent-encodes a `grpc-message`.
 pub fn percent_encode(msg: &str) -> String {
-    let mut out = String::with_capacity(msg.len());
-    for b in msg.bytes() {
-        if (0x20..=0x7e).contains(&b) && b != b'%' {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    percent_encoding::utf8_percent_encode(msg, GRPC_MESSAGE_ESCAPES).to_string()
 }
 
 /// An empty response body.

@@ -352,8 +352,10 @@ fn cluster_transport(cluster: Arc<Cluster>, metadata: HeaderMap) -> Transport {
                     req.headers_mut().append(name, value.clone());
                 }
             }
-            req.headers_mut()
-                .insert(GRPC_TIMEOUT, crate::grpc_timeout::encode(BACKEND_TIMEOUT));
+            req.headers_mut().insert(
+                GRPC_TIMEOUT,
+                balancer::grpc::timeout::encode(BACKEND_TIMEOUT),
+            );
             let fut: BoxFuture<'static, Result<_, TransportError>> = Box::pin(async move {
                 let up = cluster
                     .send(req.map(balancer::body::boxed))

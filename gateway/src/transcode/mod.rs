@@ -24,6 +24,7 @@ use serde::Deserialize;
 
 use balancer::{
     body::{boxed, full},
+    grpc::frame::{self as grpc_frame, FrameDecoder},
     headers::{GRPC_MESSAGE, GRPC_STATUS_DETAILS_BIN},
 };
 use descriptors::{JsonOptions, MethodInfo, Snapshot, json};
@@ -32,7 +33,6 @@ use crate::{
     access_log::{LogGuard, LogRecord, Phase, capture},
     error::Termination,
     forward::{deadline, grpc_status, record_response, send},
-    grpc_frame::{self, FrameDecoder},
     proxy::ConnCtx,
     respond::{Code, GatewayError, ResponseBody, percent_decode},
 };

@@ -17,7 +17,9 @@ use balancer::body::BoxError;
 use descriptors::{JsonOptions, json};
 
 use super::{FailureSlot, invalid, too_large};
-use crate::{grpc_frame, limits::Reservation};
+use balancer::grpc::frame as grpc_frame;
+
+use crate::limits::Reservation;
 
 pub(super) struct NdjsonBody {
     inner: Incoming,

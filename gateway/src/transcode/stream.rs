@@ -18,14 +18,13 @@ use http::{HeaderValue, Response, header};
 use http_body::{Body, Frame};
 use tokio::time::Sleep;
 
-use balancer::{Lease, body::BoxError};
+use balancer::{Lease, body::BoxError, grpc::frame::FrameDecoder};
 use descriptors::{HttpBinding, JsonOptions, MethodInfo, Snapshot, json};
 
 use super::{FailureSlot, UpstreamStatus};
 use crate::{
     access_log::LogGuard,
     error::Termination,
-    grpc_frame::FrameDecoder,
     respond::{Code, ResponseBody},
 };
 
@@ -206,7 +205,9 @@ impl JsonStream {
                 Ok(None) => {}
                 Err(e) => {
                     let code = match e {
-                        crate::grpc_frame::FrameError::TooLarge { .. } => Code::ResourceExhausted,
+                        balancer::grpc::frame::FrameError::TooLarge { .. } => {
+                            Code::ResourceExhausted
+                        }
                         _ => Code::Internal,
                     };
                     return Poll::Ready(end(code, &e.to_string()));
