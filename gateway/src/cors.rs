@@ -3,48 +3,9 @@
 //! `Access-Control-*` headers on actual responses.
 
 use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
-use serde::Deserialize;
 
+pub use crate::config::cors::CorsConfig;
 use crate::respond::{ResponseBody, empty};
-
-/// Default preflight cache time.
-pub const DEFAULT_MAX_AGE_SECS: u64 = 600;
-
-/// `[cors]` in the config file.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CorsConfig {
-    /// Origins allowed (`https://app.example.com`), or `["*"]` for any.
-    pub allowed_origins: Vec<String>,
-    /// Methods allowed in preflight answers.
-    #[serde(default = "default_methods")]
-    pub allowed_methods: Vec<String>,
-    /// Request headers allowed; `["*"]` echoes what the browser asks for.
-    #[serde(default = "default_headers")]
-    pub allowed_headers: Vec<String>,
-    /// Response headers the page may read.
-    #[serde(default)]
-    pub exposed_headers: Vec<String>,
-    /// Preflight cache time.
-    #[serde(default = "default_max_age")]
-    pub max_age_secs: u64,
-    /// Allow cookies and credentials; refused with `*` origins (any site
-    /// could then read answers made with the user's cookies).
-    #[serde(default)]
-    pub allow_credentials: bool,
-}
-
-fn default_methods() -> Vec<String> {
-    ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
-        .map(String::from)
-        .to_vec()
-}
-fn default_headers() -> Vec<String> {
-    vec!["*".into()]
-}
-fn default_max_age() -> u64 {
-    DEFAULT_MAX_AGE_SECS
-}
 
 /// The compiled policy.
 #[derive(Debug, Clone)]
@@ -177,6 +138,7 @@ impl Cors {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::cors::{DEFAULT_MAX_AGE_SECS, default_headers, default_methods};
 
     fn cfg(origins: &[&str], credentials: bool) -> CorsConfig {
         CorsConfig {

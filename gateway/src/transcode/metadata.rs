@@ -3,8 +3,8 @@
 //! default: no magic prefixes, same names both ways, `-bin` values stay
 //! base64.
 
+pub use crate::config::transcode::HeaderPolicyConfig;
 use http::{HeaderMap, HeaderName};
-use serde::Deserialize;
 
 /// Request headers never forwarded as metadata: hop-by-hop, HTTP framing
 /// and content negotiation of the JSON side.
@@ -42,18 +42,6 @@ const NOT_RESPONSE: &[&str] = &[
     "transfer-encoding",
     "upgrade",
 ];
-
-/// `[transcoding.forward_headers]`.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HeaderPolicyConfig {
-    /// When not empty, only these request headers become metadata.
-    #[serde(default)]
-    pub allow: Vec<String>,
-    /// These request headers never become metadata.
-    #[serde(default)]
-    pub deny: Vec<String>,
-}
 
 /// The compiled header policy.
 #[derive(Debug, Clone, Default)]

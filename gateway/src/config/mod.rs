@@ -1,5 +1,13 @@
-//! The gateway's configuration file (TOML): typed structs, parsed once and
-//! validated at start, with errors that name the field and the problem.
+//! The gateway's configuration file (TOML): every config struct, in this
+//! module tree (`[admin]`, `[cors]`, `[limits]`, `[transcoding]` in their own
+//! files; clusters and routes are the balancer's), parsed once; `validate`
+//! checks what serde cannot and `crate::compile` builds the runtime objects,
+//! with errors that name the field and the problem.
+
+pub mod admin;
+pub mod cors;
+pub mod limits;
+pub mod transcode;
 
 use std::{
     net::SocketAddr,
@@ -79,16 +87,16 @@ pub struct GatewayConfig {
     pub registry: RegistryConfig,
     /// The admin API.
     #[serde(default)]
-    pub admin: crate::admin::AdminConfig,
+    pub admin: admin::AdminConfig,
     /// JSON transcoding.
     #[serde(default)]
-    pub transcoding: crate::transcode::TranscodeConfig,
+    pub transcoding: transcode::TranscodeConfig,
     /// CORS for HTTP callers; none = no CORS headers.
     #[serde(default)]
-    pub cors: Option<crate::cors::CorsConfig>,
+    pub cors: Option<cors::CorsConfig>,
     /// Bounds on buffered request bytes and body read times.
     #[serde(default)]
-    pub limits: crate::limits::LimitsConfig,
+    pub limits: limits::LimitsConfig,
     /// Time in-flight requests get to finish on shutdown.
     #[serde(default = "default_drain_timeout_ms")]
     pub drain_timeout_ms: u64,
