@@ -1,6 +1,7 @@
-//! Forwarding through the balancer, shared by every protocol adapter: the
-//! call's deadline, `send` within it, the log record filled from the
-//! response head, and the bodies that carry a response downstream
+//! Forwarding through the balancer, the pipeline's side of every adapter:
+//! the call's deadline, `send` within it, `relay` (send an adapter's
+//! [`Outbound`] and pass the answer back as it is), the log record filled
+//! from the response head, and the bodies that carry a response downstream
 //! ([`ObservedBody`]: deadline, stream idle timeout, final `grpc-status`,
 //! the endpoint lease, the access-log line) and a request upstream
 //! ([`ActivityBody`]: activity for the idle timeout).
@@ -16,8 +17,9 @@ use std::{
 };
 
 use bytes::Bytes;
-use http::{HeaderMap, Request};
+use http::{HeaderMap, Request, Response};
 use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::time::Sleep;
 use tracing::debug;
@@ -27,13 +29,15 @@ use balancer::{
     body::{BoxError, UpstreamBody},
     cluster::ErrorChain,
     grpc::timeout as grpc_timeout,
-    headers::GRPC_TIMEOUT,
+    headers::{GRPC_TIMEOUT, strip_hop_by_hop},
 };
 
 use crate::{
-    access_log::{AccessLog, LogGuard, LogRecord},
+    access_log::{AccessLog, LogGuard, LogRecord, Phase, capture},
     error::Termination,
+    proxy::ConnCtx,
     respond::GatewayError,
+    respond::ResponseBody,
 };
 
 /// The call's deadline: the request's `grpc-timeout` (or `default`), capped
@@ -81,6 +85,62 @@ pub(crate) async fn send(
         debug!(cluster = %cluster.name(), error = %ErrorChain(&e), "Upstream request failed");
         GatewayError::from_balancer(&e)
     })
+}
+
+/// What an adapter hands the pipeline to send: the upstream request, the
+/// call's deadline and the stream idle timeout.
+pub(crate) struct Outbound {
+    /// The upstream request.
+    pub request: Request<UpstreamBody>,
+    /// When the whole call must be over.
+    pub deadline: Option<tokio::time::Instant>,
+    /// The route's stream idle timeout, with the request body feeding it.
+    pub idle: Option<Idle>,
+}
+
+/// How an answer relayed as it is ends when something fails mid-stream.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Relay {
+    /// gRPC: trailers with the status (a trailers-only head settles it at once).
+    Grpc,
+    /// Plain HTTP: a broken response (stream reset, connection closed).
+    Http,
+}
+
+/// Sends an adapter's request within its deadline and relays the answer
+/// as it is: the log record filled from the head (captures, debug
+/// headers, the `log_at_start` line), the body observed to its end.
+pub(crate) async fn relay(
+    conn: &ConnCtx,
+    cluster: &Arc<Cluster>,
+    out: Outbound,
+    kind: Relay,
+    rec: &mut LogRecord,
+    started: Instant,
+) -> Result<Response<ResponseBody>, GatewayError> {
+    let up = send(cluster, out.request, out.deadline).await?;
+    record_response(rec, &up, cluster, started);
+    let (mut parts, body) = up.response.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    rec.response_captures = capture(&parts.headers, &conn.listener.capture_response);
+    let log = &conn.shared.access_log;
+    log.debug_headers("response headers", &parts.headers);
+    if conn.listener.log_at_start {
+        rec.total = started.elapsed();
+        log.emit(rec, Phase::Start);
+    }
+    let grpc_head = (kind == Relay::Grpc).then_some(&parts.headers);
+    let body = observe(
+        body,
+        up.lease,
+        rec,
+        log,
+        out.deadline,
+        out.idle,
+        started,
+        grpc_head,
+    );
+    Ok(Response::from_parts(parts, body.boxed_unsync()))
 }
 
 /// Fills the log record from the upstream response head.

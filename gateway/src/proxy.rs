@@ -25,6 +25,7 @@ use crate::{
     classify::{Protocol, classify},
     cors::Cors,
     error::Termination,
+    forward::{self, Relay},
     resolve::{Target, resolve},
     respond::{GatewayError, ResponseBody},
     transcode::{self, TranscodeSettings},
@@ -202,11 +203,18 @@ async fn pipeline(
             Ok(resp)
         }
         (Target::Grpc, Some(cluster)) => {
-            adapter::grpc::forward(conn, route, cluster, req, rec, started).await
+            let out = adapter::grpc::outbound(req, route, started);
+            forward::relay(conn, cluster, out, Relay::Grpc, rec, started).await
         }
         (Target::Plain, Some(cluster)) => {
-            Box::pin(adapter::plain::forward(
-                conn, route, cluster, req, rec, started,
+            let out = adapter::plain::outbound(req, route, cluster.protocol(), started);
+            Box::pin(forward::relay(
+                conn,
+                cluster,
+                out,
+                Relay::Http,
+                rec,
+                started,
             ))
             .await
         }

@@ -1,36 +1,29 @@
 //! Plain HTTP: a request no registered method takes, whose route leads to
-//! an `http1`/`http2` cluster, is proxied there as it is (HTTP/1.1 or
-//! HTTP/2 upstream, whatever the downstream spoke), both bodies streamed; a
-//! response cut short upstream is an error downstream, never a short body.
+//! an `http1`/`http2` cluster, goes there as it is (HTTP/1.1 or HTTP/2
+//! upstream, whatever the downstream spoke), both bodies streamed; the
+//! answer is relayed as it is, and one cut short upstream is an error
+//! downstream, never a short body ([`crate::forward::Relay::Http`]).
 
-use std::{sync::Arc, time::Instant};
+use std::time::Instant;
 
-use http::{Request, Response, Version, header};
-use http_body_util::BodyExt;
+use http::{Request, Version, header};
 use hyper::body::Incoming;
 
-use balancer::{Cluster, Route, headers::strip_hop_by_hop};
+use balancer::{Route, config::UpstreamProtocol, headers::strip_hop_by_hop};
 
-use crate::{
-    access_log::{LogRecord, Phase, capture},
-    forward::{observe, record_response, send},
-    proxy::ConnCtx,
-    respond::{GatewayError, ResponseBody},
-};
+use crate::forward::Outbound;
 
-/// Proxies an HTTP request to a plain HTTP cluster (HTTP/1.1 or HTTP/2
-/// upstream, whatever the downstream spoke), streaming both bodies.
-pub(crate) async fn forward(
-    conn: &ConnCtx,
-    route: Option<&Route>,
-    cluster: &Arc<Cluster>,
+/// The upstream request for a plain HTTP request to a cluster speaking
+/// `protocol`.
+pub(crate) fn outbound(
     req: Request<Incoming>,
-    rec: &mut LogRecord,
+    route: Option<&Route>,
+    protocol: UpstreamProtocol,
     started: Instant,
-) -> Result<Response<ResponseBody>, GatewayError> {
+) -> Outbound {
     let (mut parts, body) = req.into_parts();
     strip_hop_by_hop(&mut parts.headers);
-    if cluster.protocol() == balancer::config::UpstreamProtocol::Http2 {
+    if protocol == UpstreamProtocol::Http2 {
         // HTTP/2 carries the host in :authority.
         if parts.uri.authority().is_none()
             && let Some(host) = parts.headers.remove(header::HOST)
@@ -46,22 +39,9 @@ pub(crate) async fn forward(
     let deadline = route
         .and_then(|r| r.timeout)
         .map(|t| tokio::time::Instant::from_std(started + t));
-    let up = send(
-        cluster,
-        Request::from_parts(parts, balancer::body::boxed(body)),
+    Outbound {
+        request: Request::from_parts(parts, balancer::body::boxed(body)),
         deadline,
-    )
-    .await?;
-    record_response(rec, &up, cluster, started);
-    let (mut parts, body) = up.response.into_parts();
-    strip_hop_by_hop(&mut parts.headers);
-    rec.response_captures = capture(&parts.headers, &conn.listener.capture_response);
-    let log = &conn.shared.access_log;
-    log.debug_headers("response headers", &parts.headers);
-    if conn.listener.log_at_start {
-        rec.total = started.elapsed();
-        log.emit(rec, Phase::Start);
+        idle: None,
     }
-    let body = observe(body, up.lease, rec, log, deadline, None, started, None);
-    Ok(Response::from_parts(parts, body.boxed_unsync()))
 }
