@@ -259,6 +259,11 @@ impl LogGuard {
         self.log.emit(&self.rec, Phase::End);
     }
 
+    /// Time since the exchange started.
+    pub fn elapsed(&self) -> std::time::Duration {
+        self.started.elapsed()
+    }
+
     /// The access log (for header debugging).
     pub fn log(&self) -> &AccessLog {
         &self.log

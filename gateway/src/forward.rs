@@ -143,6 +143,98 @@ pub(crate) async fn relay(
     Ok(Response::from_parts(parts, body.boxed_unsync()))
 }
 
+/// The pipeline's bookkeeping of one forwarded call, for an adapter that
+/// reads the answer before answering (JSON): the endpoint lease (its
+/// outcome feeds outlier detection; the slot is held until the exchange
+/// ends) and the access-log line, written once when the exchange ends, or
+/// when it is dropped before (the client went away).
+pub(crate) struct Exchange {
+    lease: Option<Lease>,
+    guard: LogGuard,
+}
+
+/// An upstream answer with its exchange.
+pub(crate) struct Answer {
+    /// The response head.
+    pub head: http::response::Parts,
+    /// The response body.
+    pub body: balancer::body::UpstreamIncoming,
+    /// The bookkeeping to report to.
+    pub exchange: Exchange,
+}
+
+/// Sends `request` within `deadline` and hands the answer back with its
+/// exchange; the log record is filled from the head (captures, debug
+/// headers).
+pub(crate) async fn call(
+    conn: &ConnCtx,
+    cluster: &Arc<Cluster>,
+    request: Request<UpstreamBody>,
+    deadline: Option<tokio::time::Instant>,
+    rec: &mut LogRecord,
+    started: Instant,
+) -> Result<Answer, GatewayError> {
+    let up = send(cluster, request, deadline).await?;
+    record_response(rec, &up, cluster, started);
+    let log = &conn.shared.access_log;
+    log.debug_headers("response headers", up.response.headers());
+    rec.response_captures = capture(up.response.headers(), &conn.listener.capture_response);
+    let (head, body) = up.response.into_parts();
+    Ok(Answer {
+        head,
+        body,
+        exchange: Exchange {
+            lease: Some(up.lease),
+            guard: LogGuard::new(rec.clone(), log.clone(), started),
+        },
+    })
+}
+
+// === impl Exchange ===
+
+impl Exchange {
+    /// Reports the upstream's final gRPC status (None: not a gRPC answer,
+    /// or the stream failed) to outlier detection; the first report counts.
+    pub(crate) fn upstream_status(&self, status: Option<i32>) {
+        if let Some(lease) = &self.lease {
+            lease.record_status(status);
+        }
+    }
+
+    /// The final gRPC status the caller is told.
+    pub(crate) fn set_grpc_status(&mut self, code: i32) {
+        self.guard.rec.grpc_status = Some(code);
+    }
+
+    /// The HTTP status the caller is told.
+    pub(crate) fn set_http_status(&mut self, status: u16) {
+        self.guard.rec.status = status;
+    }
+
+    /// Counts response body bytes sent downstream.
+    pub(crate) fn add_bytes(&mut self, n: usize) {
+        self.guard.rec.bytes += n as u64;
+    }
+
+    /// Writes the start line of a long stream (`log_at_start`).
+    pub(crate) fn log_start(&self) {
+        let mut rec = self.guard.rec.clone();
+        rec.total = self.guard.elapsed();
+        self.guard.log().emit(&rec, crate::access_log::Phase::Start);
+    }
+
+    /// Frees the endpoint slot (the answer is read).
+    pub(crate) fn release(&mut self) {
+        self.lease = None;
+    }
+
+    /// Ends the exchange: frees the endpoint slot, writes the log line.
+    pub(crate) fn finish(&mut self, termination: Termination) {
+        self.lease = None;
+        self.guard.finish(termination);
+    }
+}
+
 /// Fills the log record from the upstream response head.
 pub(crate) fn record_response(
     rec: &mut LogRecord,

@@ -30,9 +30,9 @@ use balancer::{
 use descriptors::{JsonOptions, MethodInfo, Snapshot, json};
 
 use crate::{
-    access_log::{LogGuard, LogRecord, Phase, capture},
+    access_log::LogRecord,
     error::Termination,
-    forward::{deadline, grpc_status, record_response, send},
+    forward::{self, Answer, deadline, grpc_status},
     proxy::ConnCtx,
     respond::{Code, GatewayError, ResponseBody, percent_decode},
 };
@@ -234,25 +234,22 @@ pub(crate) async fn forward_json(
     *up_req.version_mut() = Version::HTTP_2;
     *up_req.headers_mut() = headers;
 
-    let up = match send(cluster, up_req, deadline).await {
-        Ok(up) => up,
+    let Answer {
+        head: up_parts,
+        body: up_body,
+        mut exchange,
+    } = match forward::call(conn, cluster, up_req, deadline, rec, started).await {
+        Ok(answer) => answer,
         Err(e) => return Err(failure.get().cloned().unwrap_or(e)),
     };
-    record_response(rec, &up, cluster, started);
-    let log = &shared.access_log;
-    log.debug_headers("response headers", up.response.headers());
-    rec.response_captures = capture(up.response.headers(), &conn.listener.capture_response);
-    let (up_parts, up_body) = up.response.into_parts();
-    let mut guard = LogGuard::new(rec.clone(), log.clone(), started);
-    let lease = up.lease;
 
     let mut resp_headers = HeaderMap::new();
     metadata::copy_response_headers(&up_parts.headers, &mut resp_headers);
     let resp = if up_parts.status != StatusCode::OK {
         let code = Code::from_http(up_parts.status);
         // Not a gRPC answer: a failure of the server, as for native gRPC.
-        lease.record_status(None);
-        guard.rec.grpc_status = Some(code as i32);
+        exchange.upstream_status(None);
+        exchange.set_grpc_status(code as i32);
         status_response(
             &snapshot,
             code as i32,
@@ -263,8 +260,8 @@ pub(crate) async fn forward_json(
         UpstreamStatus::from_headers(&up_parts.headers).filter(|_| up_body.is_end_stream())
     {
         // Trailers-only.
-        lease.record_status(Some(st.code));
-        guard.rec.grpc_status = Some(st.code);
+        exchange.upstream_status(Some(st.code));
+        exchange.set_grpc_status(st.code);
         if st.code == 0 && method.server_streaming {
             stream::empty_response(format)
         } else if st.code == 0 {
@@ -280,8 +277,7 @@ pub(crate) async fn forward_json(
     } else if method.server_streaming {
         let mut s = stream::JsonStream::new(stream::JsonStreamParts {
             inner: up_body,
-            lease,
-            guard,
+            exchange,
             snapshot: snapshot.clone(),
             method: method.clone(),
             binding: rule.as_ref().map(|m| m.binding.clone()),
@@ -310,19 +306,19 @@ pub(crate) async fn forward_json(
         return Ok(resp);
     } else {
         let outcome = read_unary(up_body, settings.max_message, deadline).await;
-        lease.record_status(match &outcome {
+        exchange.upstream_status(match &outcome {
             Ok((_, trailers)) => grpc_status(trailers),
             Err(_) => None,
         });
-        drop(lease);
+        exchange.release();
         match outcome {
             Err(e) => {
                 let e = failure.get().cloned().unwrap_or(e);
-                guard.rec.grpc_status = Some(e.code() as i32);
+                exchange.set_grpc_status(e.code() as i32);
                 let termination = e.termination();
                 let resp = e.into_response(crate::classify::Protocol::Http);
-                guard.rec.status = resp.status().as_u16();
-                guard.finish(termination);
+                exchange.set_http_status(resp.status().as_u16());
+                exchange.finish(termination);
                 return Ok(resp);
             }
             Ok((msg, trailers)) => {
@@ -336,11 +332,11 @@ pub(crate) async fn forward_json(
                         None,
                     ),
                     (Some(st), _) if st.code != 0 => {
-                        guard.rec.grpc_status = Some(st.code);
+                        exchange.set_grpc_status(st.code);
                         status_response(&snapshot, st.code, &st.message, st.details.as_deref())
                     }
                     (Some(_), None) => {
-                        guard.rec.grpc_status = Some(0);
+                        exchange.set_grpc_status(0);
                         status_response(
                             &snapshot,
                             Code::Internal as i32,
@@ -349,7 +345,7 @@ pub(crate) async fn forward_json(
                         )
                     }
                     (Some(_), Some(msg)) => {
-                        guard.rec.grpc_status = Some(0);
+                        exchange.set_grpc_status(0);
                         let mut out = Vec::with_capacity(msg.len() * 2 + 16);
                         let binding = rule.as_ref().map(|m| &*m.binding);
                         match json::response_to_json(
@@ -384,8 +380,11 @@ pub(crate) async fn forward_json(
     };
     let mut resp = resp;
     resp.headers_mut().extend(resp_headers);
-    guard.rec.status = resp.status().as_u16();
-    guard.finish(Termination::Normal);
+    exchange.set_http_status(resp.status().as_u16());
+    if let Some(n) = resp.body().size_hint().exact() {
+        exchange.add_bytes(n as usize);
+    }
+    exchange.finish(Termination::Normal);
     Ok(resp)
 }
 
@@ -433,11 +432,4 @@ fn frame_error(e: grpc_frame::FrameError) -> GatewayError {
         grpc_frame::FrameError::TooLarge { max, .. } => GatewayError::ReplyTooLarge { max },
         other => GatewayError::UpstreamBadFrame(other.to_string()),
     }
-}
-
-/// Emits the start line of a long stream (`log_at_start`).
-pub(crate) fn log_start(guard: &LogGuard, started: Instant) {
-    let mut rec = guard.rec.clone();
-    rec.total = started.elapsed();
-    guard.log().emit(&rec, Phase::Start);
 }

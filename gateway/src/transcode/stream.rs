@@ -9,7 +9,6 @@ use std::{
     pin::Pin,
     sync::Arc,
     task::{Context, Poll},
-    time::Instant,
 };
 
 use balancer::body::UpstreamIncoming;
@@ -18,13 +17,13 @@ use http::{HeaderValue, Response, header};
 use http_body::{Body, Frame};
 use tokio::time::Sleep;
 
-use balancer::{Lease, body::BoxError, grpc::frame::FrameDecoder};
+use balancer::{body::BoxError, grpc::frame::FrameDecoder};
 use descriptors::{HttpBinding, JsonOptions, MethodInfo, Snapshot, json};
 
 use super::{FailureSlot, UpstreamStatus};
 use crate::{
-    access_log::LogGuard,
     error::Termination,
+    forward::Exchange,
     respond::{Code, ResponseBody},
 };
 
@@ -84,8 +83,7 @@ pub(super) fn empty_response(format: StreamFormat) -> Response<ResponseBody> {
 /// Everything a [`JsonStream`] is made of.
 pub(super) struct JsonStreamParts {
     pub inner: UpstreamIncoming,
-    pub lease: Lease,
-    pub guard: LogGuard,
+    pub exchange: Exchange,
     pub snapshot: Arc<Snapshot>,
     pub method: Arc<MethodInfo>,
     pub binding: Option<Arc<HttpBinding>>,
@@ -104,8 +102,7 @@ enum Event {
 /// The streaming response body.
 pub(super) struct JsonStream {
     inner: Option<UpstreamIncoming>,
-    lease: Option<Lease>,
-    guard: LogGuard,
+    exchange: Exchange,
     snapshot: Arc<Snapshot>,
     method: Arc<MethodInfo>,
     binding: Option<Arc<HttpBinding>>,
@@ -119,7 +116,6 @@ pub(super) struct JsonStream {
     /// A first event read ahead of the response head.
     pending: Option<Event>,
     done: bool,
-    started: Instant,
     scratch: Vec<u8>,
 }
 
@@ -127,8 +123,7 @@ impl JsonStream {
     pub(super) fn new(p: JsonStreamParts) -> Self {
         Self {
             inner: Some(p.inner),
-            lease: Some(p.lease),
-            guard: p.guard,
+            exchange: p.exchange,
             snapshot: p.snapshot,
             method: p.method,
             binding: p.binding,
@@ -140,7 +135,6 @@ impl JsonStream {
             sent: 0,
             pending: None,
             done: false,
-            started: Instant::now(),
             scratch: Vec::new(),
         }
     }
@@ -152,8 +146,9 @@ impl JsonStream {
         match ev {
             Event::End(Some((code, message, details))) if code != 0 => {
                 self.report(code);
-                self.guard.rec.grpc_status = Some(code);
-                self.guard.rec.status = Code::from_i32(code).http_status().as_u16();
+                self.exchange.set_grpc_status(code);
+                self.exchange
+                    .set_http_status(Code::from_i32(code).http_status().as_u16());
                 self.finish(Termination::Normal);
                 Some((code, message, details))
             }
@@ -165,21 +160,18 @@ impl JsonStream {
     }
 
     pub(super) fn log_start(&self) {
-        super::log_start(&self.guard, self.started);
+        self.exchange.log_start();
     }
 
     /// Reports the stream's final status to outlier detection.
     fn report(&self, code: i32) {
-        if let Some(lease) = &self.lease {
-            lease.record_status(Some(code));
-        }
+        self.exchange.upstream_status(Some(code));
     }
 
     fn finish(&mut self, termination: Termination) {
         self.done = true;
         self.inner = None;
-        self.lease = None;
-        self.guard.finish(termination);
+        self.exchange.finish(termination);
     }
 
     fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Event> {
@@ -225,7 +217,6 @@ impl JsonStream {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
                     Ok(data) => {
-                        self.guard.rec.bytes += data.len() as u64;
                         self.decoder.push(&data);
                     }
                     Err(frame) => {
@@ -284,7 +275,7 @@ impl JsonStream {
             Event::End(status) => {
                 let (code, message, details) =
                     status.unwrap_or((Code::Unknown as i32, String::new(), None));
-                self.guard.rec.grpc_status = Some(code);
+                self.exchange.set_grpc_status(code);
                 if code == 0 {
                     if self.format == StreamFormat::JsonArray {
                         out.put_slice(if self.sent == 0 { b"[]" } else { b"]" });
@@ -320,9 +311,12 @@ impl JsonStream {
                     Termination::ServerData
                 };
                 self.report(code);
+                self.exchange.add_bytes(out.len());
                 self.finish(termination);
+                return (!out.is_empty()).then(|| out.freeze());
             }
         }
+        self.exchange.add_bytes(out.len());
         (!out.is_empty()).then(|| out.freeze())
     }
 }
