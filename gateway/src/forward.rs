@@ -82,7 +82,7 @@ pub(crate) async fn send(
         None => cluster.send(req).await,
     };
     result.map_err(|e| {
-        debug!(cluster = %cluster.name(), error = %ErrorChain(&e), "Upstream request failed");
+        debug!(cluster = %cluster.name(), fault = ?e.fault(), error = %ErrorChain(&e), "Upstream request failed");
         GatewayError::from_balancer(&e)
     })
 }
