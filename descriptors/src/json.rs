@@ -23,7 +23,7 @@ use serde::de::{self, DeserializeSeed, MapAccess, Visitor};
 use serde_path_to_error::{Path, Segment, Track};
 
 use crate::{
-    codec::{Codec, to_json},
+    codec::{Codec, from_json, to_json},
     error::DescriptorError,
     http_rule::{BodySpec, HttpBinding, HttpMatch},
     index::MethodInfo,
@@ -117,10 +117,29 @@ pub fn json_to_proto(
     if is_blank(json) {
         return Ok(());
     }
-    let message = parse_message(desc, json, opts, None)?;
-    // The protobuf encoding is rarely longer than its JSON.
-    out.reserve(json.len());
-    encode(&message, out)
+    check_depth(json, opts.depth_limit())?;
+    let codec = Codec::for_pool(desc.parent_pool());
+    if let Some(program) = codec.program(desc.full_name()).filter(|p| !p.unsupported) {
+        let start = out.len();
+        // The protobuf encoding is rarely longer than its JSON.
+        out.reserve(json.len());
+        let seed = from_json::MessageSeed {
+            ctx: from_json::Ctx {
+                prog: &program,
+                deny_unknown: !opts.ignore_unknown_fields,
+            },
+            m: 0,
+            buf: &mut *out,
+        };
+        let mut de = serde_json::Deserializer::from_slice(json);
+        if seed.deserialize(&mut de).and_then(|()| de.end()).is_ok() {
+            return Ok(());
+        }
+        // Refused (or an `Any`): the prost-reflect reader says why, with the
+        // JSON path, exactly as before.
+        out.truncate(start);
+    }
+    legacy::json_to_proto(desc, json, opts, out)
 }
 
 /// Builds the request message of an HTTP match and appends its protobuf encoding to `out`.
@@ -246,6 +265,22 @@ fn render(
 /// and the fallback for proto2 groups and extensions.
 pub mod legacy {
     use super::*;
+
+    /// [`super::json_to_proto`] through a `DynamicMessage`.
+    pub fn json_to_proto(
+        desc: &MessageDescriptor,
+        json: &[u8],
+        opts: &JsonOptions,
+        out: &mut Vec<u8>,
+    ) -> Result<(), DescriptorError> {
+        if is_blank(json) {
+            return Ok(());
+        }
+        let message = parse_message(desc, json, opts, None)?;
+        // The protobuf encoding is rarely longer than its JSON.
+        out.reserve(json.len());
+        encode(&message, out)
+    }
 
     /// [`super::proto_to_json`] through a `DynamicMessage`.
     pub fn proto_to_json(

@@ -12,6 +12,8 @@
 //!
 //! - [`to_json`]: wire bytes → JSON text, one pass over the bytes per
 //!   message level, writing straight into the output buffer.
+//! - [`from_json`]: JSON text → wire bytes, one streaming pass over the JSON
+//!   tokens (serde_json driven by seeds that know the plan).
 
 use std::{
     collections::HashMap,
@@ -20,6 +22,7 @@ use std::{
 
 use prost_reflect::{Cardinality, DescriptorPool, EnumDescriptor, Kind, MessageDescriptor};
 
+pub(crate) mod from_json;
 pub(crate) mod to_json;
 
 /// The compiled plans of one descriptor pool, filled lazily per message type.
@@ -48,9 +51,8 @@ pub(crate) struct MessagePlan {
     /// Slot in `fields` by field number, for numbers below its length.
     pub(crate) dense: Vec<u16>,
     /// Field slot by JSON name and by proto name.
-    #[allow(dead_code)] // for the JSON -> wire direction, next
     pub(crate) by_name: HashMap<Box<str>, u16>,
-    /// Number of real oneofs (`FieldPlan::oneof` indexes them).
+    /// Names of the oneofs (`FieldPlan::oneof` indexes them).
     pub(crate) oneofs: Vec<Box<str>>,
     /// Groups or extensions: handled by the prost-reflect codec instead.
     pub(crate) unsupported: bool,
@@ -68,10 +70,9 @@ pub(crate) struct FieldPlan {
     pub(crate) ty: Ty,
     pub(crate) card: Card,
     /// Index into `MessagePlan::oneofs` (synthetic oneofs of proto3
-    /// `optional` are not oneofs here, only presence).
+    /// `optional` included: a JSON key given twice for one is refused).
     pub(crate) oneof: Option<u16>,
     /// Written as one packed length-delimited record (repeated scalars).
-    #[allow(dead_code)] // for the JSON -> wire direction, next
     pub(crate) packed: bool,
 }
 
@@ -142,7 +143,6 @@ pub(crate) struct EnumPlan {
     pub(crate) default: i32,
     /// `(number, "NAME")` (quoted) sorted by number, first name per number.
     pub(crate) names: Vec<(i32, Box<str>)>,
-    #[allow(dead_code)] // for the JSON -> wire direction, next
     pub(crate) by_name: HashMap<Box<str>, i32>,
 }
 
@@ -315,15 +315,12 @@ impl Compiler {
                 Card::Implicit
             };
             debug_assert!(field.cardinality() != Cardinality::Repeated || card != Card::Implicit);
-            let oneof = field
-                .containing_oneof()
-                .filter(|o| !o.is_synthetic())
-                .map(|o| {
-                    *oneof_index.entry(o.name().to_owned()).or_insert_with(|| {
-                        oneofs.push(o.name().into());
-                        (oneofs.len() - 1) as u16
-                    })
-                });
+            let oneof = field.containing_oneof().map(|o| {
+                *oneof_index.entry(o.name().to_owned()).or_insert_with(|| {
+                    oneofs.push(o.name().into());
+                    (oneofs.len() - 1) as u16
+                })
+            });
             fields.push(FieldPlan {
                 number: field.number(),
                 json_key: format!("{}:", quoted(field.json_name())).into(),
