@@ -23,7 +23,7 @@ use serde::de::{self, DeserializeSeed, MapAccess, Visitor};
 use serde_path_to_error::{Path, Segment, Track};
 
 use crate::{
-    codec::{Codec, from_json, to_json},
+    codec::{Codec, from_json, nesting, to_json},
     error::DescriptorError,
     http_rule::{BodySpec, HttpBinding, HttpMatch},
     index::MethodInfo,
@@ -227,9 +227,16 @@ fn render(
     opts: &JsonOptions,
     out: &mut Vec<u8>,
 ) -> Result<(), DescriptorError> {
-    wire::check_nesting(desc, proto, opts.depth_limit())?;
     let codec = Codec::for_pool(desc.parent_pool());
     let program = codec.program(desc.full_name()).filter(|p| !p.unsupported);
+    // The depth and `Any` bounds, on the bytes before anything recursive.
+    let checked = match &program {
+        Some(program) => nesting::check_nesting(&codec, program, proto, opts.depth_limit())?,
+        None => false,
+    };
+    if !checked {
+        wire::check_nesting(desc, proto, opts.depth_limit())?;
+    }
     let start = out.len();
     let result = match &program {
         Some(program) => {

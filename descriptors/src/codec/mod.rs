@@ -23,6 +23,7 @@ use std::{
 use prost_reflect::{Cardinality, DescriptorPool, EnumDescriptor, Kind, MessageDescriptor};
 
 pub(crate) mod from_json;
+pub(crate) mod nesting;
 pub(crate) mod to_json;
 
 /// The compiled plans of one descriptor pool, filled lazily per message type.

@@ -9,7 +9,7 @@
 //! key wins), oneofs as a decoder sees them (the member set last wins, and
 //! only its occurrences after another member was set count).
 //!
-//! Recursion is bounded by the caller: [`crate::wire::check_nesting`] runs
+//! Recursion is bounded by the caller: [`super::nesting::check_nesting`] runs
 //! first and refuses bytes nesting deeper than the limits.
 
 use base64::Engine as _;
