@@ -125,6 +125,7 @@ pub fn json_to_proto(
         out.reserve(json.len());
         let seed = from_json::MessageSeed {
             ctx: from_json::Ctx {
+                codec: &codec,
                 prog: &program,
                 deny_unknown: !opts.ignore_unknown_fields,
             },
@@ -135,8 +136,8 @@ pub fn json_to_proto(
         if seed.deserialize(&mut de).and_then(|()| de.end()).is_ok() {
             return Ok(());
         }
-        // Refused (or an `Any`): the prost-reflect reader says why, with the
-        // JSON path, exactly as before.
+        // Refused (or an `Any` whose `@type` is not first): the prost-reflect
+        // reader says why, with the JSON path, exactly as before.
         out.truncate(start);
     }
     legacy::json_to_proto(desc, json, opts, out)

@@ -20,12 +20,13 @@ use prost::Message as _;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 use super::{
-    Card, MessagePlan, Program, Ty, WIRE_FIXED32, WIRE_FIXED64, WIRE_LEN, WIRE_VARINT, Wkt,
+    Card, Codec, MessagePlan, Program, Ty, WIRE_FIXED32, WIRE_FIXED64, WIRE_LEN, WIRE_VARINT, Wkt,
 };
 
 /// What a reader needs besides the buffer.
 #[derive(Clone, Copy)]
 pub(crate) struct Ctx<'p> {
+    pub(crate) codec: &'p Codec,
     pub(crate) prog: &'p Program,
     pub(crate) deny_unknown: bool,
 }
@@ -51,8 +52,7 @@ impl<'de> DeserializeSeed<'de> for MessageSeed<'_, '_> {
         };
         let buf = self.buf;
         match wkt {
-            // Rare in requests: the prost-reflect reader handles them.
-            Wkt::Any => return Err(de::Error::custom("Any: read by the prost-reflect reader")),
+            Wkt::Any => d.deserialize_map(AnyVisitor { ctx: self.ctx, buf })?,
             Wkt::Timestamp => d.deserialize_str(TimestampVisitor)?.encode_raw(buf),
             Wkt::Duration => d.deserialize_str(DurationVisitor)?.encode_raw(buf),
             Wkt::FieldMask => d.deserialize_str(FieldMaskVisitor)?.encode_raw(buf),
@@ -111,7 +111,84 @@ impl<'de> Visitor<'de> for MessageVisitor<'_, '_> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        let MessageVisitor { ctx, plan, buf } = self;
+        read_fields(self.ctx, self.plan, self.buf, &mut map)
+    }
+}
+
+/// An `Any` whose `@type` comes first (else refused here: the prost-reflect
+/// reader buffers what comes before it).
+struct AnyVisitor<'c, 'b> {
+    ctx: Ctx<'c>,
+    buf: &'b mut Vec<u8>,
+}
+
+impl<'de> Visitor<'de> for AnyVisitor<'_, '_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a map")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let AnyVisitor { ctx, buf } = self;
+        if map.next_key_seed(CowStrSeed)?.as_deref() != Some("@type") {
+            return Err(de::Error::custom("expected '@type' first"));
+        }
+        let url = map.next_value::<String>()?;
+        let Some((_, name)) = url.rsplit_once('/') else {
+            return Err(de::Error::custom("missing at least one '/'"));
+        };
+        let Some(payload) = ctx.codec.program(name).filter(|p| !p.unsupported) else {
+            return Err(de::Error::custom("message not found"));
+        };
+        write_key(buf, 1, WIRE_LEN);
+        Scalar::Str(Cow::Borrowed(&url)).encode(Ty::String, buf);
+        let value_start = buf.len();
+        write_key(buf, 2, WIRE_LEN);
+        let at = buf.len();
+        buf.push(0);
+        let pctx = Ctx {
+            codec: ctx.codec,
+            prog: &payload,
+            deny_unknown: ctx.deny_unknown,
+        };
+        if payload.messages[0].wkt.is_some() {
+            if map.next_key_seed(CowStrSeed)?.as_deref() != Some("value") {
+                return Err(de::Error::custom("expected 'value' next"));
+            }
+            map.next_value_seed(MessageSeed {
+                ctx: pctx,
+                m: 0,
+                buf: &mut *buf,
+            })?;
+            if ctx.deny_unknown {
+                if map.next_key::<IgnoredAny>()?.is_some() {
+                    return Err(de::Error::custom("unrecognized field name"));
+                }
+            } else {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+            }
+        } else {
+            read_fields(pctx, &payload.messages[0], buf, &mut map)?;
+        }
+        if buf.len() == at + 1 {
+            buf.truncate(value_start); // empty bytes are not written
+        } else {
+            patch_len(buf, at);
+        }
+        Ok(())
+    }
+}
+
+/// The remaining entries of `map` as fields of `plan`, appended to `buf` in
+/// field number order.
+fn read_fields<'de, A: MapAccess<'de>>(
+    ctx: Ctx<'_>,
+    plan: &MessagePlan,
+    buf: &mut Vec<u8>,
+    map: &mut A,
+) -> Result<(), A::Error> {
+    {
         let base = buf.len();
         // (slot, start, end) of each field's encoding in `buf`.
         let mut segments: Vec<(u16, usize, usize)> = Vec::new();
