@@ -62,7 +62,7 @@ struct Occ<'a> {
 }
 
 /// Writes messages of one program family (Any payloads switch programs).
-pub(crate) struct Writer<'o> {
+pub(crate) struct Writer<'o, 'a> {
     codec: &'o Codec,
     out: &'o mut Vec<u8>,
     /// `out.len()` may not pass this.
@@ -70,9 +70,11 @@ pub(crate) struct Writer<'o> {
     emit_unpopulated: bool,
     proto_names: bool,
     enums_as_ints: bool,
+    /// Cleared occurrence lists, reused across message levels.
+    pool: Vec<Vec<Occ<'a>>>,
 }
 
-impl<'o> Writer<'o> {
+impl<'o, 'a> Writer<'o, 'a> {
     pub(crate) fn new(codec: &'o Codec, opts: &JsonOptions, out: &'o mut Vec<u8>) -> Self {
         let limit = out.len().saturating_add(opts.max_json_output_bytes);
         Self {
@@ -82,6 +84,7 @@ impl<'o> Writer<'o> {
             emit_unpopulated: opts.emit_unpopulated,
             proto_names: opts.preserve_proto_field_names,
             enums_as_ints: opts.enums_as_ints,
+            pool: Vec::new(),
         }
     }
 
@@ -94,7 +97,7 @@ impl<'o> Writer<'o> {
     }
 
     /// Writes message `m` of `prog`, whose encoding is the concatenation of `chunks`.
-    pub(crate) fn message(&mut self, prog: &Program, m: u32, chunks: &[&[u8]]) -> Result<()> {
+    pub(crate) fn message(&mut self, prog: &Program, m: u32, chunks: &[&'a [u8]]) -> Result<()> {
         let plan = &prog.messages[m as usize];
         if plan.unsupported {
             return Err(Stop::Unsupported);
@@ -111,7 +114,7 @@ impl<'o> Writer<'o> {
 
     /// Writes only field `slot` of message `m` (its value, not its key), at
     /// its default when absent: the `response_body` of an HTTP rule.
-    pub(crate) fn field_value<'a>(
+    pub(crate) fn field_value(
         &mut self,
         prog: &Program,
         m: u32,
@@ -145,7 +148,7 @@ impl<'o> Writer<'o> {
 
     /// Writes the fields of message `m` as `"key":value` pairs, after a
     /// comma unless `first`.
-    fn fields<'a>(
+    fn fields(
         &mut self,
         prog: &Program,
         m: u32,
@@ -153,10 +156,12 @@ impl<'o> Writer<'o> {
         first: &mut bool,
     ) -> Result<()> {
         let plan = &prog.messages[m as usize];
-        let mut occs: Vec<Occ<'a>> = Vec::new();
+        let mut occs = self.pool.pop().unwrap_or_default();
         scan(plan, chunks, &mut occs)?;
-        for occ in resolve_oneofs(plan, &mut occs) {
-            validate_occ(prog, plan, &occ)?;
+        if !plan.oneofs.is_empty() {
+            for occ in resolve_oneofs(plan, &mut occs) {
+                validate_occ(prog, plan, &occ)?;
+            }
         }
         if !occs.windows(2).all(|w| w[0].slot <= w[1].slot) {
             occs.sort_by_key(|o| o.slot);
@@ -195,6 +200,8 @@ impl<'o> Writer<'o> {
         if self.emit_unpopulated {
             self.defaults(prog, plan, next_slot, plan.fields.len(), first)?;
         }
+        occs.clear();
+        self.pool.push(occs);
         Ok(())
     }
 
@@ -276,7 +283,7 @@ impl<'o> Writer<'o> {
     }
 
     /// Writes the value of a field present in `group` (one slot, in order).
-    fn field_body<'a>(
+    fn field_body(
         &mut self,
         prog: &Program,
         plan: &MessagePlan,
@@ -338,7 +345,7 @@ impl<'o> Writer<'o> {
         }
     }
 
-    fn map<'a>(&mut self, prog: &Program, ty: Ty, group: &[Occ<'a>]) -> Result<()> {
+    fn map(&mut self, prog: &Program, ty: Ty, group: &[Occ<'a>]) -> Result<()> {
         let Ty::Message(entry) = ty else {
             return Err(invalid("map field without an entry type"));
         };
@@ -349,10 +356,14 @@ impl<'o> Writer<'o> {
         ) else {
             return Err(invalid("map entry without key or value"));
         };
-        let mut entries: Vec<(MapKey<'a>, Vec<Occ<'a>>)> = Vec::with_capacity(group.len());
+        // (key, last value, earlier values of a message value: merged).
+        let mut entries: Vec<(MapKey<'a>, Option<Occ<'a>>, Vec<Occ<'a>>)> =
+            Vec::with_capacity(group.len());
+        let message_value = matches!(value_field.ty, Ty::Message(_));
         for occ in group {
             let mut key = None;
-            let mut value: Vec<Occ<'a>> = Vec::new();
+            let mut value: Option<Occ<'a>> = None;
+            let mut merged: Vec<Occ<'a>> = Vec::new();
             let mut data = occ.data;
             while !data.is_empty() {
                 let (number, wire) = read_key(&mut data)?;
@@ -368,12 +379,10 @@ impl<'o> Writer<'o> {
                         if value_field.ty == Ty::String {
                             utf8(o.data)?;
                         }
-                        if matches!(value_field.ty, Ty::Message(_)) {
-                            value.push(o);
-                        } else {
-                            value.clear();
-                            value.push(o);
+                        if let (true, Some(earlier)) = (message_value, value) {
+                            merged.push(earlier);
                         }
+                        value = Some(o);
                     }
                     _ => skip_value(&mut data, number, wire)?,
                 }
@@ -391,7 +400,7 @@ impl<'o> Writer<'o> {
                     },
                 )?,
             };
-            entries.push((key, value));
+            entries.push((key, value, merged));
         }
         entries.sort_by(|a, b| a.0.cmp(&b.0));
         self.out.push(b'{');
@@ -405,13 +414,13 @@ impl<'o> Writer<'o> {
             }
             if let Ty::Message(m) = value_field.ty {
                 // Overwritten entries were decoded all the same.
-                for (_, value) in &entries[i..j] {
-                    for o in value {
+                for (_, value, merged) in &entries[i..j] {
+                    for o in merged.iter().chain(value) {
                         validate_message(prog, m, o.data)?;
                     }
                 }
             }
-            let (key, value) = &entries[j];
+            let (key, value, merged) = &entries[j];
             i = j + 1;
             if !first {
                 self.out.push(b',');
@@ -419,9 +428,13 @@ impl<'o> Writer<'o> {
             first = false;
             key.write(self.out);
             self.out.push(b':');
-            match (value_field.ty, value.last()) {
+            match (value_field.ty, value) {
+                (Ty::Message(m), Some(last)) if merged.is_empty() => {
+                    self.message(prog, m, &[last.data])?;
+                }
                 (Ty::Message(m), _) => {
-                    let chunks: Vec<&'a [u8]> = value.iter().map(|o| o.data).collect();
+                    let chunks: Vec<&'a [u8]> =
+                        merged.iter().chain(value).map(|o| o.data).collect();
                     self.message(prog, m, &chunks)?;
                 }
                 (ty, Some(last)) => self.value(prog, ty, last)?,
@@ -434,7 +447,7 @@ impl<'o> Writer<'o> {
     }
 
     /// A non-message value.
-    fn value(&mut self, prog: &Program, ty: Ty, occ: &Occ<'_>) -> Result<()> {
+    fn value(&mut self, prog: &Program, ty: Ty, occ: &Occ<'a>) -> Result<()> {
         match ty {
             Ty::Enum(e) => {
                 self.enum_value(prog, e, occ.num as i32);
@@ -485,7 +498,7 @@ impl<'o> Writer<'o> {
         prog: &Program,
         plan: &MessagePlan,
         wkt: Wkt,
-        chunks: &[&[u8]],
+        chunks: &[&'a [u8]],
     ) -> Result<()> {
         let joined;
         let bytes: &[u8] = match chunks {
@@ -498,7 +511,7 @@ impl<'o> Writer<'o> {
         };
         let decode_err = |e: prost::DecodeError| invalid(format!("error decoding: {e}"));
         match wkt {
-            Wkt::Any => return self.any(prog, bytes),
+            Wkt::Any => return self.any(plan, chunks),
             Wkt::Timestamp => {
                 let t = prost_types::Timestamp::decode(bytes).map_err(decode_err)?;
                 if !(-62_135_596_800..=253_402_300_799).contains(&t.seconds) {
@@ -562,7 +575,7 @@ impl<'o> Writer<'o> {
 
     /// `Struct` (its map in key order), `ListValue` (an array) and `Value`
     /// (the JSON value its `kind` holds, `null` when unset).
-    fn struct_like<'a>(
+    fn struct_like(
         &mut self,
         prog: &Program,
         plan: &MessagePlan,
@@ -633,13 +646,24 @@ impl<'o> Writer<'o> {
         self.check_limit()
     }
 
-    fn any(&mut self, _prog: &Program, bytes: &[u8]) -> Result<()> {
-        let any =
-            prost_types::Any::decode(bytes).map_err(|e| invalid(format!("error decoding: {e}")))?;
-        let Some((_, name)) = any.type_url.rsplit_once('/') else {
+    fn any(&mut self, plan: &MessagePlan, chunks: &[&'a [u8]]) -> Result<()> {
+        // The last `type_url` (1) and `value` (2), borrowed from the input.
+        let mut occs = self.pool.pop().unwrap_or_default();
+        scan(plan, chunks, &mut occs)?;
+        let mut type_url = "";
+        let mut value: &'a [u8] = &[];
+        for occ in &occs {
+            match plan.fields[occ.slot as usize].number {
+                1 => type_url = utf8(occ.data)?,
+                2 => value = occ.data,
+                _ => {}
+            }
+        }
+        occs.clear();
+        self.pool.push(occs);
+        let Some((_, name)) = type_url.rsplit_once('/') else {
             return Err(invalid(format!(
-                "unsupported type url '{}': missing at least one '/'",
-                any.type_url
+                "unsupported type url '{type_url}': missing at least one '/'"
             )));
         };
         let Some(payload) = self.codec.program(name) else {
@@ -650,13 +674,13 @@ impl<'o> Writer<'o> {
             return Err(Stop::Unsupported);
         }
         self.out.extend_from_slice(b"{\"@type\":");
-        write_str(self.out, &any.type_url);
+        write_str(self.out, type_url);
         if root.wkt.is_some() {
             self.out.extend_from_slice(b",\"value\":");
-            self.message(&payload, 0, &[&any.value])?;
+            self.message(&payload, 0, &[value])?;
         } else {
             let mut first = false;
-            self.fields(&payload, 0, &[&any.value], &mut first)?;
+            self.fields(&payload, 0, &[value], &mut first)?;
         }
         self.out.push(b'}');
         self.check_limit()
