@@ -123,11 +123,13 @@ pub fn json_to_proto(
         let start = out.len();
         // The protobuf encoding is rarely longer than its JSON.
         out.reserve(json.len());
+        let segments = std::cell::RefCell::new(Vec::new());
         let seed = from_json::MessageSeed {
             ctx: from_json::Ctx {
                 codec: &codec,
                 prog: &program,
                 deny_unknown: !opts.ignore_unknown_fields,
+                segments: &segments,
             },
             m: 0,
             buf: &mut *out,

@@ -14,7 +14,7 @@
 //! refused document to report the error exactly as before (with its JSON
 //! path), so this reader only has to refuse what that one refuses.
 
-use std::{borrow::Cow, fmt, str::FromStr};
+use std::{borrow::Cow, cell::RefCell, fmt, str::FromStr};
 
 use prost::Message as _;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
@@ -29,6 +29,9 @@ pub(crate) struct Ctx<'p> {
     pub(crate) codec: &'p Codec,
     pub(crate) prog: &'p Program,
     pub(crate) deny_unknown: bool,
+    /// `(slot, start, end)` of the field encodings of the messages being
+    /// read, innermost last (one stack for the whole document).
+    pub(crate) segments: &'p RefCell<Vec<(u16, usize, usize)>>,
 }
 
 /// The fields of message `m` from a JSON value, appended to `buf`.
@@ -148,9 +151,8 @@ impl<'de> Visitor<'de> for AnyVisitor<'_, '_> {
         let at = buf.len();
         buf.push(0);
         let pctx = Ctx {
-            codec: ctx.codec,
             prog: &payload,
-            deny_unknown: ctx.deny_unknown,
+            ..ctx
         };
         if payload.messages[0].wkt.is_some() {
             if map.next_key_seed(CowStrSeed)?.as_deref() != Some("value") {
@@ -188,40 +190,55 @@ fn read_fields<'de, A: MapAccess<'de>>(
     buf: &mut Vec<u8>,
     map: &mut A,
 ) -> Result<(), A::Error> {
-    {
-        let base = buf.len();
-        // (slot, start, end) of each field's encoding in `buf`.
-        let mut segments: Vec<(u16, usize, usize)> = Vec::new();
-        let mut oneof_set = vec![false; plan.oneofs.len()];
-        while let Some(key) = map.next_key_seed(KeySeed(plan))? {
-            let Some(slot) = key else {
-                if ctx.deny_unknown {
-                    return Err(de::Error::custom("unrecognized field name"));
-                }
-                map.next_value::<IgnoredAny>()?;
-                continue;
-            };
-            let start = buf.len();
-            let set = map.next_value_seed(FieldSeed {
-                ctx,
-                plan,
-                slot: slot as usize,
-                buf: &mut *buf,
-            })?;
-            if !set {
-                continue; // null (or an ignored enum name): the field is not set
+    let base = buf.len();
+    let first_segment = ctx.segments.borrow().len();
+    // Oneofs set so far: a bit each (a list past 64).
+    let mut oneof_bits = 0u64;
+    let mut oneof_more = vec![false; plan.oneofs.len().saturating_sub(64)];
+    let mut in_order = true;
+    let mut last_slot: Option<u16> = None;
+    while let Some(key) = map.next_key_seed(KeySeed(plan))? {
+        let Some(slot) = key else {
+            if ctx.deny_unknown {
+                return Err(de::Error::custom("unrecognized field name"));
             }
-            let oneof = plan.fields[slot as usize].oneof;
-            if oneof.is_some_and(|o| std::mem::replace(&mut oneof_set[o as usize], true)) {
+            map.next_value::<IgnoredAny>()?;
+            continue;
+        };
+        let start = buf.len();
+        let set = map.next_value_seed(FieldSeed {
+            ctx,
+            plan,
+            slot: slot as usize,
+            buf: &mut *buf,
+        })?;
+        if !set {
+            continue; // null (or an ignored enum name): the field is not set
+        }
+        if let Some(o) = plan.fields[slot as usize].oneof {
+            let o = o as usize;
+            let was_set = match o {
+                0..64 => {
+                    let was = oneof_bits & (1 << o) != 0;
+                    oneof_bits |= 1 << o;
+                    was
+                }
+                _ => std::mem::replace(&mut oneof_more[o - 64], true),
+            };
+            if was_set {
                 return Err(de::Error::custom("multiple fields provided for oneof"));
             }
-            segments.push((slot, start, buf.len()));
         }
-        if !segments.windows(2).all(|w| w[0].0 < w[1].0) {
-            reorder(buf, base, &mut segments);
-        }
-        Ok(())
+        in_order &= last_slot.is_none_or(|last| last < slot);
+        last_slot = Some(slot);
+        ctx.segments.borrow_mut().push((slot, start, buf.len()));
     }
+    let mut segments = ctx.segments.borrow_mut();
+    if !in_order {
+        reorder(buf, base, &mut segments[first_segment..]);
+    }
+    segments.truncate(first_segment);
+    Ok(())
 }
 
 /// Puts the field encodings after `base` in field number order, the last
