@@ -13,10 +13,10 @@ use crate::{
     wire::{ANY_ALLOWANCE_BYTES, MAX_ANY_EXPANSION, MAX_MESSAGE_NESTING},
 };
 
-/// A message type: a program and its message index.
-#[derive(Clone)]
+/// A message type: a program (index into `Scan::programs`) and its message index.
+#[derive(Clone, Copy)]
 struct Type {
-    prog: Arc<Program>,
+    prog: u32,
     m: u32,
 }
 
@@ -43,12 +43,10 @@ pub(crate) fn check_nesting(
             .saturating_mul(MAX_ANY_EXPANSION)
             .saturating_add(ANY_ALLOWANCE_BYTES),
         any_bytes: 0,
+        programs: vec![prog.clone()],
     };
     let mut stack = vec![Frame {
-        ty: Some(Type {
-            prog: prog.clone(),
-            m: 0,
-        }),
+        ty: Some(Type { prog: 0, m: 0 }),
         rest: bytes,
         group: None,
         json_depth: 1,
@@ -104,9 +102,9 @@ fn take<'a>(bytes: &mut &'a [u8], len: u64) -> Result<&'a [u8], DescriptorError>
 }
 
 /// JSON levels a message adds under its parent (see `wire::json_step`).
-fn json_step(parent: Option<&Type>, card: Card, child: &Type) -> usize {
-    let parent_wkt = parent.and_then(|p| p.prog.messages[p.m as usize].wkt);
-    let object = match child.prog.messages[child.m as usize].wkt {
+fn json_step(scan: &Scan, parent: Option<Type>, card: Card, child: Type) -> usize {
+    let parent_wkt = parent.and_then(|p| scan.plan(p).wkt);
+    let object = match scan.plan(child).wkt {
         Some(Wkt::Value) => 0,
         _ if card == Card::Map && parent_wkt == Some(Wkt::Struct) => 0,
         _ => 1,
@@ -116,18 +114,12 @@ fn json_step(parent: Option<&Type>, card: Card, child: &Type) -> usize {
 }
 
 /// The field of `ty` numbered `number`: (card, message type) when a message.
-fn message_field(ty: Option<&Type>, number: u32) -> Option<(Card, Type)> {
+fn message_field(scan: &Scan, ty: Option<Type>, number: u32) -> Option<(Card, Type)> {
     let ty = ty?;
-    let plan = &ty.prog.messages[ty.m as usize];
+    let plan = scan.plan(ty);
     let field = &plan.fields[plan.slot(number)?];
     match field.ty {
-        Ty::Message(m) => Some((
-            field.card,
-            Type {
-                prog: ty.prog.clone(),
-                m,
-            },
-        )),
+        Ty::Message(m) => Some((field.card, Type { prog: ty.prog, m })),
         _ => None,
     }
 }
@@ -136,6 +128,14 @@ struct Scan {
     max_depth: usize,
     any_budget: usize,
     any_bytes: usize,
+    /// The root program, then those of `Any` payloads.
+    programs: Vec<Arc<Program>>,
+}
+
+impl Scan {
+    fn plan(&self, ty: Type) -> &super::MessagePlan {
+        &self.programs[ty.prog as usize].messages[ty.m as usize]
+    }
 }
 
 fn step(
@@ -173,16 +173,21 @@ fn step(
         WIRE_LEN => {
             let len = read_varint(&mut frame.rest)?;
             let body = take(&mut frame.rest, len)?;
-            let Some((card, child)) = message_field(frame.ty.as_ref(), number) else {
+            let Some((card, child)) = message_field(scan, frame.ty, number) else {
                 return Ok(true);
             };
-            let json_depth = frame.json_depth + json_step(frame.ty.as_ref(), card, &child);
-            if child.prog.messages[child.m as usize].wkt == Some(Wkt::Any) {
+            let json_depth = frame.json_depth + json_step(scan, frame.ty, card, child);
+            if scan.plan(child).wkt == Some(Wkt::Any) {
                 match any_payload(codec, body)? {
-                    Some((payload, bytes)) => {
-                        if payload.prog.unsupported {
+                    Some((program, bytes)) => {
+                        if program.unsupported {
                             return Ok(false);
                         }
+                        let payload = Type {
+                            prog: scan.programs.len() as u32,
+                            m: 0,
+                        };
+                        scan.programs.push(program);
                         scan.any_bytes = scan.any_bytes.saturating_add(bytes.len());
                         if scan.any_bytes > scan.any_budget {
                             return Err(DescriptorError::AnyTooLarge {
@@ -191,8 +196,8 @@ fn step(
                         }
                         // The Any is one object; a plain message's fields
                         // are merged into it, a well-known type is its "value".
-                        let inner = if payload.prog.messages[0].wkt.is_some() {
-                            json_step(None, Card::Explicit, &payload)
+                        let inner = if scan.plan(payload).wkt.is_some() {
+                            json_step(scan, None, Card::Explicit, payload)
                         } else {
                             0
                         };
@@ -217,9 +222,9 @@ fn step(
             }
         }
         WIRE_START_GROUP => {
-            let (ty, json_depth) = match message_field(frame.ty.as_ref(), number) {
+            let (ty, json_depth) = match message_field(scan, frame.ty, number) {
                 Some((card, m)) => {
-                    let step = json_step(frame.ty.as_ref(), card, &m);
+                    let step = json_step(scan, frame.ty, card, m);
                     (Some(m), frame.json_depth + step)
                 }
                 None => (None, frame.json_depth + 1),
@@ -265,10 +270,13 @@ fn step(
 
 /// The payload of an `Any` (its last `type_url` and `value`), when the type
 /// resolves by the part of the URL after its last `/` (or the whole URL).
+/// An `Any` payload: its type's program and its bytes.
+type Payload<'a> = (Arc<Program>, &'a [u8]);
+
 fn any_payload<'a>(
     codec: &Codec,
     mut bytes: &'a [u8],
-) -> Result<Option<(Type, &'a [u8])>, DescriptorError> {
+) -> Result<Option<Payload<'a>>, DescriptorError> {
     let mut type_url: &[u8] = &[];
     let mut value: &[u8] = &[];
     while !bytes.is_empty() {
@@ -302,7 +310,7 @@ fn any_payload<'a>(
         .and_then(|url| url.rsplit('/').next());
     Ok(name
         .and_then(|name| codec.program(name))
-        .map(|prog| (Type { prog, m: 0 }, value)))
+        .map(|prog| (prog, value)))
 }
 
 fn skip_group(bytes: &mut &[u8], number: u32) -> Result<(), DescriptorError> {
