@@ -1010,8 +1010,7 @@ fn render_any(
     };
     let mut text = Vec::new();
     let rendered = pool.get_message_by_name(name).and_then(|desc| {
-        let message = DynamicMessage::decode(desc.clone(), value.as_ref()).ok()?;
-        write_json(&message, &SerializeOptions::new(), &opts, &mut text).ok()?;
+        proto_to_json(&desc, value.as_ref(), &opts, &mut text).ok()?;
         let json = serde_json::from_slice::<serde_json::Value>(&text).ok()?;
         Some((is_wkt(&desc), json))
     });
