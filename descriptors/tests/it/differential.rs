@@ -630,3 +630,38 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// `response_body` rules: only that field's value is written.
+    #[test]
+    fn response_body_agrees_with_prost_reflect(seed in any::<u64>()) {
+        let snapshot = shared_registry().snapshot();
+        let mut rng = Rng(seed | 1);
+        let mut covered = 0;
+        for method in snapshot.methods() {
+            for binding in method.bindings.iter().filter(|b| b.response_body.is_some()) {
+                covered += 1;
+                let message = message(&mut rng, &method.output, 2);
+                let bytes = reshuffle(&mut rng, &message.encode_to_vec());
+                for opts in all_options() {
+                    let mut new = b"x".to_vec();
+                    let mut old = b"x".to_vec();
+                    let n = descriptors::json::response_to_json(method, Some(binding), &bytes, &opts, &mut new);
+                    let o = legacy::response_to_json(method, Some(binding), &bytes, &opts, &mut old);
+                    match (n, o) {
+                        (Ok(()), Ok(())) => {
+                            let new: Json = serde_json::from_slice(&new[1..]).unwrap();
+                            let old: Json = serde_json::from_slice(&old[1..]).unwrap();
+                            prop_assert!(same(&new, &old), "{}: new {new} old {old}", method.grpc_path);
+                        }
+                        (Err(n), Err(o)) => prop_assert_eq!(n.kind(), o.kind()),
+                        (n, o) => prop_assert!(false, "new {n:?} / old {o:?}"),
+                    }
+                }
+            }
+        }
+        prop_assert!(covered > 0);
+    }
+}
