@@ -1,14 +1,20 @@
-//! JSON ⇄ protobuf throughput for a small (~64 B) and a large (~16 KiB,
-//! nested and repeated) message.
+//! JSON ⇄ protobuf throughput, the plan-driven codec (`json::*`, "new")
+//! beside the prost-reflect one it replaced (`json::legacy`, "old"), in both
+//! directions, for three shapes: a small message (~75 B), a deeply nested
+//! one (recursive `Nested`, ~6 KiB) and a repeated-heavy one (`Everything`
+//! with repeated messages, maps, strings and WKTs, ~16 KiB).
 //!
-//! Run with `cargo bench -p descriptors --bench json`.
+//! Throughput is counted in JSON bytes both ways (the group name gives the
+//! wire size too). Run with `cargo bench -p descriptors --bench json`.
 
 use std::{hint::black_box, path::PathBuf};
+
+use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use descriptors::{
     JsonOptions, Registry,
-    json::{json_to_proto, proto_to_json},
+    json::{json_to_proto, legacy, proto_to_json},
 };
 use prost_reflect::MessageDescriptor;
 
@@ -51,28 +57,53 @@ fn large_json() -> String {
     )
 }
 
-fn bench_message(c: &mut Criterion, name: &str, desc: &MessageDescriptor, json: &str) {
+/// A `Nested` tree `depth` levels deep, `fanout` children per node.
+fn nested_json(depth: usize, fanout: usize) -> String {
+    if depth == 0 {
+        return r#"{"name":"leaf"}"#.to_owned();
+    }
+    let child = nested_json(depth - 1, fanout);
+    let children = vec![child.clone(); fanout].join(",");
+    format!(r#"{{"name":"level {depth}","child":{child},"children":[{children}]}}"#)
+}
+
+type Codec = fn(
+    &MessageDescriptor,
+    &[u8],
+    &JsonOptions,
+    &mut Vec<u8>,
+) -> Result<(), descriptors::DescriptorError>;
+
+fn bench_message(c: &mut Criterion, shape: &str, desc: &MessageDescriptor, json: &str) {
     let opts = JsonOptions::default();
     let mut proto = Vec::new();
     json_to_proto(desc, json.as_bytes(), &opts, &mut proto).expect("bench JSON is valid");
+    // The new codec's output is the old one's message (checked by tests/it/differential.rs).
+    let mut rendered = Vec::new();
+    proto_to_json(desc, &proto, &opts, &mut rendered).expect("renders");
 
+    let name = format!("{shape}_{}B_json_{}B_wire", json.len(), proto.len());
     let mut group = c.benchmark_group(name);
     group.throughput(Throughput::Bytes(json.len() as u64));
+    group.measurement_time(Duration::from_secs(2));
+    group.warm_up_time(Duration::from_millis(500));
+    group.sample_size(20);
     let mut out = Vec::with_capacity(json.len() * 2);
-    group.bench_function("json_to_proto", |b| {
-        b.iter(|| {
-            out.clear();
-            json_to_proto(desc, black_box(json.as_bytes()), &opts, &mut out).expect("valid");
-            black_box(&out);
+    let directions: [(&str, Codec, &[u8]); 4] = [
+        ("json_to_wire/new", json_to_proto, json.as_bytes()),
+        ("json_to_wire/old", legacy::json_to_proto, json.as_bytes()),
+        ("wire_to_json/new", proto_to_json, &proto),
+        ("wire_to_json/old", legacy::proto_to_json, &proto),
+    ];
+    for (id, codec, input) in directions {
+        group.bench_function(id, |b| {
+            b.iter(|| {
+                out.clear();
+                codec(desc, black_box(input), &opts, &mut out).expect("valid");
+                black_box(&out);
+            });
         });
-    });
-    group.bench_function("proto_to_json", |b| {
-        b.iter(|| {
-            out.clear();
-            proto_to_json(desc, black_box(&proto), &opts, &mut out).expect("valid");
-            black_box(&out);
-        });
-    });
+    }
     group.finish();
 }
 
@@ -86,10 +117,12 @@ fn json(c: &mut Criterion) {
     let everything = pool
         .get_message_by_name("example.types.v1.Everything")
         .expect("Everything exists");
-    let small = small_json();
-    let large = large_json();
-    bench_message(c, &format!("small_{}B", small.len()), &book, &small);
-    bench_message(c, &format!("large_{}B", large.len()), &everything, &large);
+    let nested = pool
+        .get_message_by_name("example.types.v1.Nested")
+        .expect("Nested exists");
+    bench_message(c, "small", &book, &small_json());
+    bench_message(c, "nested", &nested, &nested_json(5, 2));
+    bench_message(c, "repeated", &everything, &large_json());
 }
 
 criterion_group!(benches, json);

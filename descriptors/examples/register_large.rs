@@ -91,7 +91,11 @@ fn main() {
         .arg(&file)
         .output()
         .expect("run");
-    let _ = std::fs::remove_file(&file);
+    if std::env::var_os("REGISTER_LARGE_KEEP").is_some() {
+        eprintln!("set kept in {}", file.display());
+    } else {
+        let _ = std::fs::remove_file(&file);
+    }
     let added_kib: u64 = String::from_utf8_lossy(&out.stdout)
         .trim()
         .parse()

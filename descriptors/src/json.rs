@@ -23,6 +23,7 @@ use serde::de::{self, DeserializeSeed, MapAccess, Visitor};
 use serde_path_to_error::{Path, Segment, Track};
 
 use crate::{
+    codec::{Codec, from_json, nesting, to_json},
     error::DescriptorError,
     http_rule::{BodySpec, HttpBinding, HttpMatch},
     index::MethodInfo,
@@ -116,10 +117,32 @@ pub fn json_to_proto(
     if is_blank(json) {
         return Ok(());
     }
-    let message = parse_message(desc, json, opts, None)?;
-    // The protobuf encoding is rarely longer than its JSON.
-    out.reserve(json.len());
-    encode(&message, out)
+    check_depth(json, opts.depth_limit())?;
+    let codec = Codec::for_pool(desc.parent_pool());
+    if let Some(program) = codec.program(desc.full_name()).filter(|p| !p.unsupported) {
+        let start = out.len();
+        // The protobuf encoding is rarely longer than its JSON.
+        out.reserve(json.len());
+        let segments = std::cell::RefCell::new(Vec::new());
+        let seed = from_json::MessageSeed {
+            ctx: from_json::Ctx {
+                codec: &codec,
+                prog: &program,
+                deny_unknown: !opts.ignore_unknown_fields,
+                segments: &segments,
+            },
+            m: 0,
+            buf: &mut *out,
+        };
+        let mut de = serde_json::Deserializer::from_slice(json);
+        if seed.deserialize(&mut de).and_then(|()| de.end()).is_ok() {
+            return Ok(());
+        }
+        // Refused (or an `Any` whose `@type` is not first): the prost-reflect
+        // reader says why, with the JSON path, exactly as before.
+        out.truncate(start);
+    }
+    legacy::json_to_proto(desc, json, opts, out)
 }
 
 /// Builds the request message of an HTTP match and appends its protobuf encoding to `out`.
@@ -170,14 +193,18 @@ pub fn build_request(
 }
 
 /// Decodes `proto` as a `desc` message and appends it as compact JSON to `out`.
+///
+/// One pass over the bytes with the message type's compiled plan (see
+/// [`crate::codec`]), after [`wire::check_nesting`] bounded its depth and
+/// its `Any` payloads. Map entries come out in sorted key order and numbers
+/// as protobuf's JSON printers write them (`164`, not `164.0`).
 pub fn proto_to_json(
     desc: &MessageDescriptor,
     proto: &[u8],
     opts: &JsonOptions,
     out: &mut Vec<u8>,
 ) -> Result<(), DescriptorError> {
-    let message = decode(desc, proto, opts)?;
-    write_json(&message, &opts.serialize_options(), opts, out)
+    render(desc, None, proto, opts, out)
 }
 
 /// Like [`proto_to_json`] for `method`'s response, honouring the binding's
@@ -189,47 +216,155 @@ pub fn response_to_json(
     opts: &JsonOptions,
     out: &mut Vec<u8>,
 ) -> Result<(), DescriptorError> {
-    let Some(field) = binding.and_then(|b| b.response_field.as_ref()) else {
-        return proto_to_json(&method.output, proto, opts, out);
+    let field = binding.and_then(|b| b.response_field.as_ref());
+    render(&method.output, field, proto, opts, out)
+}
+
+/// Renders `proto` (or only `field` of it) with the codec, falling back to
+/// the prost-reflect codec for types the plans do not cover (groups and
+/// extensions, proto2 only).
+fn render(
+    desc: &MessageDescriptor,
+    field: Option<&FieldDescriptor>,
+    proto: &[u8],
+    opts: &JsonOptions,
+    out: &mut Vec<u8>,
+) -> Result<(), DescriptorError> {
+    let codec = Codec::for_pool(desc.parent_pool());
+    let program = codec.program(desc.full_name()).filter(|p| !p.unsupported);
+    // The depth and `Any` bounds, on the bytes before anything recursive.
+    let checked = match &program {
+        Some(program) => nesting::check_nesting(&codec, program, proto, opts.depth_limit())?,
+        None => false,
     };
-    let mut message = decode(&method.output, proto, opts)?;
-    let options = opts.serialize_options();
-    if let (Kind::Message(sub_desc), false) = (field.kind(), field.is_list() || field.is_map()) {
-        let sub = match message.take_field(field) {
-            Some(Value::Message(sub)) => sub,
-            _ => DynamicMessage::new(sub_desc),
-        };
-        return write_json(&sub, &options, opts, out);
+    if !checked {
+        wire::check_nesting(desc, proto, opts.depth_limit())?;
+    }
+    let start = out.len();
+    let result = match &program {
+        Some(program) => {
+            let mut writer = to_json::Writer::new(&codec, opts, out);
+            match field {
+                Some(field) => writer.field_value(program, 0, field.number(), proto),
+                None => writer.message(program, 0, &[proto]),
+            }
+        }
+        None => Err(to_json::Stop::Unsupported),
+    };
+    match result {
+        Ok(()) => Ok(()),
+        Err(stop) => {
+            out.truncate(start);
+            match stop {
+                to_json::Stop::TooLarge => Err(DescriptorError::JsonTooLarge {
+                    max: opts.max_json_output_bytes,
+                }),
+                to_json::Stop::Invalid(message) => Err(DescriptorError::InvalidProto(message)),
+                to_json::Stop::Unsupported => match field {
+                    Some(_) => legacy::response_to_json_inner(desc, field, proto, opts, out),
+                    None => legacy::proto_to_json(desc, proto, opts, out),
+                },
+            }
+        }
+    }
+}
+
+/// The prost-reflect codec (JSON ⇄ `DynamicMessage` ⇄ wire), as it was
+/// before [`crate::codec`]: the reference the codec is tested against
+/// (`tests/it/differential.rs`) and measured against (`benches/json.rs`),
+/// and the fallback for proto2 groups and extensions.
+pub mod legacy {
+    use super::*;
+
+    /// [`super::json_to_proto`] through a `DynamicMessage`.
+    pub fn json_to_proto(
+        desc: &MessageDescriptor,
+        json: &[u8],
+        opts: &JsonOptions,
+        out: &mut Vec<u8>,
+    ) -> Result<(), DescriptorError> {
+        if is_blank(json) {
+            return Ok(());
+        }
+        let message = parse_message(desc, json, opts, None)?;
+        // The protobuf encoding is rarely longer than its JSON.
+        out.reserve(json.len());
+        encode(&message, out)
     }
 
-    // Scalars, lists and maps: render a message holding only that field and
-    // lift the field's JSON out of it.
-    let mut only = DynamicMessage::new(method.output.clone());
-    if let Some(value) = message.take_field(field) {
-        only.try_set_field(field, value)
-            .map_err(|e| DescriptorError::InvalidProto(e.to_string()))?;
+    /// [`super::proto_to_json`] through a `DynamicMessage`.
+    pub fn proto_to_json(
+        desc: &MessageDescriptor,
+        proto: &[u8],
+        opts: &JsonOptions,
+        out: &mut Vec<u8>,
+    ) -> Result<(), DescriptorError> {
+        let message = decode(desc, proto, opts)?;
+        write_json(&message, &opts.serialize_options(), opts, out)
     }
-    let key = if opts.preserve_proto_field_names {
-        field.name()
-    } else {
-        field.json_name()
-    };
-    // Rendered as text under the output limit first, so the `Value` tree
-    // built from it is bounded too.
-    let to_value = |options: &SerializeOptions| {
-        let mut text = Vec::new();
-        write_json(&only, options, opts, &mut text)?;
-        serde_json::from_slice::<serde_json::Value>(&text)
+
+    /// [`super::response_to_json`] through a `DynamicMessage`.
+    pub fn response_to_json(
+        method: &MethodInfo,
+        binding: Option<&HttpBinding>,
+        proto: &[u8],
+        opts: &JsonOptions,
+        out: &mut Vec<u8>,
+    ) -> Result<(), DescriptorError> {
+        let field = binding.and_then(|b| b.response_field.as_ref());
+        response_to_json_inner(&method.output, field, proto, opts, out)
+    }
+
+    pub(super) fn response_to_json_inner(
+        output: &MessageDescriptor,
+        field: Option<&FieldDescriptor>,
+        proto: &[u8],
+        opts: &JsonOptions,
+        out: &mut Vec<u8>,
+    ) -> Result<(), DescriptorError> {
+        let Some(field) = field else {
+            return proto_to_json(output, proto, opts, out);
+        };
+        let mut message = decode(output, proto, opts)?;
+        let options = opts.serialize_options();
+        if let (Kind::Message(sub_desc), false) = (field.kind(), field.is_list() || field.is_map())
+        {
+            let sub = match message.take_field(field) {
+                Some(Value::Message(sub)) => sub,
+                _ => DynamicMessage::new(sub_desc),
+            };
+            return write_json(&sub, &options, opts, out);
+        }
+
+        // Scalars, lists and maps: render a message holding only that field and
+        // lift the field's JSON out of it.
+        let mut only = DynamicMessage::new(output.clone());
+        if let Some(value) = message.take_field(field) {
+            only.try_set_field(field, value)
+                .map_err(|e| DescriptorError::InvalidProto(e.to_string()))?;
+        }
+        let key = if opts.preserve_proto_field_names {
+            field.name()
+        } else {
+            field.json_name()
+        };
+        // Rendered as text under the output limit first, so the `Value` tree
+        // built from it is bounded too.
+        let to_value = |options: &SerializeOptions| {
+            let mut text = Vec::new();
+            write_json(&only, options, opts, &mut text)?;
+            serde_json::from_slice::<serde_json::Value>(&text)
+                .map_err(|e| DescriptorError::InvalidProto(e.to_string()))
+        };
+        let mut rendered = to_value(&options)?;
+        if rendered.get(key).is_none() {
+            // Default value: render it anyway (the field is the whole response).
+            rendered = to_value(&options.clone().skip_default_fields(false))?;
+        }
+        let value = rendered.get(key).unwrap_or(&serde_json::Value::Null);
+        serde_json::to_writer(&mut *out, value)
             .map_err(|e| DescriptorError::InvalidProto(e.to_string()))
-    };
-    let mut rendered = to_value(&options)?;
-    if rendered.get(key).is_none() {
-        // Default value: render it anyway (the field is the whole response).
-        rendered = to_value(&options.clone().skip_default_fields(false))?;
     }
-    let value = rendered.get(key).unwrap_or(&serde_json::Value::Null);
-    serde_json::to_writer(&mut *out, value)
-        .map_err(|e| DescriptorError::InvalidProto(e.to_string()))
 }
 
 /// Renders a gRPC status as `{"code":..,"message":..,"details":[...]}`.
@@ -272,21 +407,26 @@ fn check_depth(json: &[u8], max: usize) -> Result<(), DescriptorError> {
         return Ok(()); // each level needs at least one byte
     }
     let mut depth = 0usize;
-    let mut in_string = false;
-    let mut escaped = false;
-    for &b in json {
-        if in_string {
-            if escaped {
-                escaped = false;
-            } else if b == b'\\' {
-                escaped = true;
-            } else if b == b'"' {
-                in_string = false;
-            }
-            continue;
-        }
+    let mut i = 0;
+    while let Some(&b) = json.get(i) {
+        i += 1;
         match b {
-            b'"' => in_string = true,
+            b'"' => {
+                // Skip the string: to its closing quote, escapes included.
+                loop {
+                    let Some(rest) = json.get(i..) else {
+                        return Ok(());
+                    };
+                    match memchr::memchr2(b'"', b'\\', rest) {
+                        Some(p) if rest[p] == b'\\' => i += p + 2,
+                        Some(p) => {
+                            i += p + 1;
+                            break;
+                        }
+                        None => return Ok(()), // unterminated: the parser says so
+                    }
+                }
+            }
             b'{' | b'[' => {
                 depth += 1;
                 if depth > max {
@@ -870,8 +1010,7 @@ fn render_any(
     };
     let mut text = Vec::new();
     let rendered = pool.get_message_by_name(name).and_then(|desc| {
-        let message = DynamicMessage::decode(desc.clone(), value.as_ref()).ok()?;
-        write_json(&message, &SerializeOptions::new(), &opts, &mut text).ok()?;
+        proto_to_json(&desc, value.as_ref(), &opts, &mut text).ok()?;
         let json = serde_json::from_slice::<serde_json::Value>(&text).ok()?;
         Some((is_wkt(&desc), json))
     });

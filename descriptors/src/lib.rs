@@ -9,13 +9,17 @@
 //!   uploads of sources rather than descriptor sets.
 //! - [`wire`]: an iterative pre-pass bounding how deep protobuf bytes nest
 //!   before they are decoded.
-//! - [`json`]: the proto3 JSON mapping (via prost-reflect), the HTTP request
-//!   mapping and `google.rpc.Status` rendering.
+//! - [`codec`]: the proto3 JSON mapping straight between JSON text and wire
+//!   bytes, driven by plans compiled once per snapshot.
+//! - [`json`]: the public JSON entry points (over [`codec`]; the prost-reflect
+//!   codec stays as [`json::legacy`], the reference the tests compare with),
+//!   the HTTP request mapping and `google.rpc.Status` rendering.
 //!
 //! This crate knows nothing of sockets or async runtimes: everything is plain,
 //! synchronous computation over byte slices.
 #![warn(missing_docs)]
 
+pub mod codec;
 pub mod compile;
 pub mod error;
 pub mod http_rule;

@@ -28,6 +28,7 @@ use prost_reflect::DescriptorPool;
 use prost_types::{DescriptorProto, FileDescriptorProto};
 
 use crate::{
+    codec::Codec,
     error::DescriptorError,
     http_rule::HttpMatch,
     index::{MethodIndex, MethodInfo},
@@ -53,6 +54,8 @@ pub struct Snapshot {
     /// File name → sets shipping it, in pool order (first is the owner).
     file_sets: HashMap<String, Vec<String>>,
     index: MethodIndex,
+    /// The JSON codec's plans for `pool`, compiled per message type on first use.
+    codec: Arc<Codec>,
 }
 
 /// Summary of one registered set, as listed by the admin API.
@@ -153,6 +156,7 @@ impl Registry {
             // The bundled protos define no services, so this cannot fail; an
             // empty index is the right answer either way.
             index: MethodIndex::build(&bundled.pool, |_| None).unwrap_or_default(),
+            codec: Codec::for_pool(&bundled.pool),
         };
         Self {
             current: ArcSwap::from_pointee(snapshot),
@@ -250,6 +254,7 @@ impl Registry {
             }),
         );
         self.current.store(Arc::new(Snapshot {
+            codec: Codec::for_pool(&pool),
             pool,
             sets,
             file_sets,
@@ -298,6 +303,7 @@ impl Registry {
         })?;
         commit()?;
         self.current.store(Arc::new(Snapshot {
+            codec: Codec::for_pool(&pool),
             pool,
             sets,
             file_sets,
@@ -512,6 +518,11 @@ impl Snapshot {
     /// The pool: bundled protos plus every registered set.
     pub fn pool(&self) -> &DescriptorPool {
         &self.pool
+    }
+
+    /// The JSON codec of this snapshot's pool (plans compiled on first use).
+    pub fn codec(&self) -> &Arc<Codec> {
+        &self.codec
     }
 
     /// The method with this gRPC path (`/pkg.Service/Method`).

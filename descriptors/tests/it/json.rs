@@ -69,11 +69,11 @@ fn canonical() -> serde_json::Value {
         "ts": "2017-01-15T01:30:15.010Z",
         "dur": "-3.500s",
         "mask": "scalars.fInt32,rMsg",
-        "st": {"k": [1.0, "two", null, true, {"n": {}}]},
+        "st": {"k": [1, "two", null, true, {"n": {}}]},
         "val": "a string value",
-        "list": [1.0, [], {}],
+        "list": [1, [], {}],
         "empty": {},
-        "wDouble": 0.0,
+        "wDouble": 0,
         "wFloat": 1.5,
         "wInt64": "0",
         "wUint64": "64",
@@ -247,7 +247,7 @@ fn output_options() {
     assert_eq!(
         to_json(&scalars, &[], &opts),
         json!({
-            "fDouble": 0.0, "fFloat": 0.0, "fInt32": 0, "fInt64": "0", "fUint32": 0,
+            "fDouble": 0, "fFloat": 0, "fInt32": 0, "fInt64": "0", "fUint32": 0,
             "fUint64": "0", "fSint32": 0, "fSint64": "0", "fFixed32": 0, "fFixed64": "0",
             "fSfixed32": 0, "fSfixed64": "0", "fBool": false, "fString": "", "fBytes": "",
         })

@@ -1,0 +1,1253 @@
+//! JSON text → wire bytes, driven by a [`Program`]: serde_json's tokenizer
+//! drives seeds that know the plan and append encodings straight to the
+//! output buffer.
+//!
+//! What is accepted, and how values convert, is prost-reflect's JSON reader
+//! (the visitors below mirror its `expecting` texts and conversions); the
+//! bytes are what encoding its message would give: fields in number order
+//! (a field's encoding is put in place when JSON keys come out of order),
+//! implicit-presence fields at their default left out, repeated scalars
+//! packed when the field is, map entries in key order. A nested message is
+//! written behind a one-byte length that is widened in place when longer.
+//!
+//! Errors carry no detail: the caller runs the prost-reflect reader on a
+//! refused document to report the error exactly as before (with its JSON
+//! path), so this reader only has to refuse what that one refuses.
+
+use std::{borrow::Cow, cell::RefCell, fmt, str::FromStr};
+
+use prost::Message as _;
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+
+use super::{
+    Card, Codec, MessagePlan, Program, Ty, WIRE_FIXED32, WIRE_FIXED64, WIRE_LEN, WIRE_VARINT, Wkt,
+};
+
+/// What a reader needs besides the buffer.
+#[derive(Clone, Copy)]
+pub(crate) struct Ctx<'p> {
+    pub(crate) codec: &'p Codec,
+    pub(crate) prog: &'p Program,
+    pub(crate) deny_unknown: bool,
+    /// `(slot, start, end)` of the field encodings of the messages being
+    /// read, innermost last (one stack for the whole document).
+    pub(crate) segments: &'p RefCell<Vec<(u16, usize, usize)>>,
+}
+
+/// The fields of message `m` from a JSON value, appended to `buf`.
+pub(crate) struct MessageSeed<'c, 'b> {
+    pub(crate) ctx: Ctx<'c>,
+    pub(crate) m: u32,
+    pub(crate) buf: &'b mut Vec<u8>,
+}
+
+impl<'de> DeserializeSeed<'de> for MessageSeed<'_, '_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        let plan = &self.ctx.prog.messages[self.m as usize];
+        let Some(wkt) = plan.wkt else {
+            return d.deserialize_map(MessageVisitor {
+                ctx: self.ctx,
+                plan,
+                buf: self.buf,
+            });
+        };
+        let buf = self.buf;
+        match wkt {
+            Wkt::Any => d.deserialize_map(AnyVisitor { ctx: self.ctx, buf })?,
+            Wkt::Timestamp => d.deserialize_str(TimestampVisitor)?.encode_raw(buf),
+            Wkt::Duration => d.deserialize_str(DurationVisitor)?.encode_raw(buf),
+            Wkt::FieldMask => d.deserialize_str(FieldMaskVisitor)?.encode_raw(buf),
+            Wkt::Struct => d.deserialize_map(StructVisitor)?.encode_raw(buf),
+            Wkt::ListValue => d.deserialize_seq(ListValueVisitor)?.encode_raw(buf),
+            Wkt::Value => d.deserialize_any(ValueVisitor)?.encode_raw(buf),
+            Wkt::Empty => d.deserialize_map(EmptyVisitor)?,
+            Wkt::DoubleValue => d.deserialize_any(DoubleVisitor)?.encode_raw(buf),
+            Wkt::FloatValue => d.deserialize_any(FloatVisitor)?.encode_raw(buf),
+            Wkt::Int64Value => d.deserialize_any(Int64Visitor)?.encode_raw(buf),
+            Wkt::UInt64Value => d.deserialize_any(Uint64Visitor)?.encode_raw(buf),
+            Wkt::Int32Value => d.deserialize_any(Int32Visitor)?.encode_raw(buf),
+            Wkt::UInt32Value => d.deserialize_any(Uint32Visitor)?.encode_raw(buf),
+            Wkt::BoolValue => d.deserialize_any(BoolVisitor)?.encode_raw(buf),
+            Wkt::StringValue => d.deserialize_string(StringVisitor)?.encode_raw(buf),
+            Wkt::BytesValue => d.deserialize_str(BytesVisitor)?.encode_raw(buf),
+        }
+        Ok(())
+    }
+}
+
+struct MessageVisitor<'c, 'b> {
+    ctx: Ctx<'c>,
+    plan: &'c MessagePlan,
+    buf: &'b mut Vec<u8>,
+}
+
+/// A JSON key: a field slot, or unknown.
+struct KeySeed<'c>(&'c MessagePlan);
+
+impl<'de> DeserializeSeed<'de> for KeySeed<'_> {
+    type Value = Option<u16>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Option<u16>, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl Visitor<'_> for KeySeed<'_> {
+    type Value = Option<u16>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a string")
+    }
+
+    fn visit_str<E: de::Error>(self, key: &str) -> Result<Option<u16>, E> {
+        Ok(self.0.by_name.get(key).copied())
+    }
+}
+
+impl<'de> Visitor<'de> for MessageVisitor<'_, '_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a map")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        read_fields(self.ctx, self.plan, self.buf, &mut map)
+    }
+}
+
+/// An `Any` whose `@type` comes first (else refused here: the prost-reflect
+/// reader buffers what comes before it).
+struct AnyVisitor<'c, 'b> {
+    ctx: Ctx<'c>,
+    buf: &'b mut Vec<u8>,
+}
+
+impl<'de> Visitor<'de> for AnyVisitor<'_, '_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a map")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let AnyVisitor { ctx, buf } = self;
+        if map.next_key_seed(CowStrSeed)?.as_deref() != Some("@type") {
+            return Err(de::Error::custom("expected '@type' first"));
+        }
+        let url = map.next_value::<String>()?;
+        let Some((_, name)) = url.rsplit_once('/') else {
+            return Err(de::Error::custom("missing at least one '/'"));
+        };
+        let Some(payload) = ctx.codec.program(name).filter(|p| !p.unsupported) else {
+            return Err(de::Error::custom("message not found"));
+        };
+        write_key(buf, 1, WIRE_LEN);
+        Scalar::Str(Cow::Borrowed(&url)).encode(Ty::String, buf);
+        let value_start = buf.len();
+        write_key(buf, 2, WIRE_LEN);
+        let at = buf.len();
+        buf.push(0);
+        let pctx = Ctx {
+            prog: &payload,
+            ..ctx
+        };
+        if payload.messages[0].wkt.is_some() {
+            if map.next_key_seed(CowStrSeed)?.as_deref() != Some("value") {
+                return Err(de::Error::custom("expected 'value' next"));
+            }
+            map.next_value_seed(MessageSeed {
+                ctx: pctx,
+                m: 0,
+                buf: &mut *buf,
+            })?;
+            if ctx.deny_unknown {
+                if map.next_key::<IgnoredAny>()?.is_some() {
+                    return Err(de::Error::custom("unrecognized field name"));
+                }
+            } else {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+            }
+        } else {
+            read_fields(pctx, &payload.messages[0], buf, &mut map)?;
+        }
+        if buf.len() == at + 1 {
+            buf.truncate(value_start); // empty bytes are not written
+        } else {
+            patch_len(buf, at);
+        }
+        Ok(())
+    }
+}
+
+/// The remaining entries of `map` as fields of `plan`, appended to `buf` in
+/// field number order.
+fn read_fields<'de, A: MapAccess<'de>>(
+    ctx: Ctx<'_>,
+    plan: &MessagePlan,
+    buf: &mut Vec<u8>,
+    map: &mut A,
+) -> Result<(), A::Error> {
+    let base = buf.len();
+    let first_segment = ctx.segments.borrow().len();
+    // Oneofs set so far: a bit each (a list past 64).
+    let mut oneof_bits = 0u64;
+    let mut oneof_more = vec![false; plan.oneofs.len().saturating_sub(64)];
+    let mut in_order = true;
+    let mut last_slot: Option<u16> = None;
+    while let Some(key) = map.next_key_seed(KeySeed(plan))? {
+        let Some(slot) = key else {
+            if ctx.deny_unknown {
+                return Err(de::Error::custom("unrecognized field name"));
+            }
+            map.next_value::<IgnoredAny>()?;
+            continue;
+        };
+        let start = buf.len();
+        let set = map.next_value_seed(FieldSeed {
+            ctx,
+            plan,
+            slot: slot as usize,
+            buf: &mut *buf,
+        })?;
+        if !set {
+            continue; // null (or an ignored enum name): the field is not set
+        }
+        if let Some(o) = plan.fields[slot as usize].oneof {
+            let o = o as usize;
+            let was_set = match o {
+                0..64 => {
+                    let was = oneof_bits & (1 << o) != 0;
+                    oneof_bits |= 1 << o;
+                    was
+                }
+                _ => std::mem::replace(&mut oneof_more[o - 64], true),
+            };
+            if was_set {
+                return Err(de::Error::custom("multiple fields provided for oneof"));
+            }
+        }
+        in_order &= last_slot.is_none_or(|last| last < slot);
+        last_slot = Some(slot);
+        ctx.segments.borrow_mut().push((slot, start, buf.len()));
+    }
+    let mut segments = ctx.segments.borrow_mut();
+    if !in_order {
+        reorder(buf, base, &mut segments[first_segment..]);
+    }
+    segments.truncate(first_segment);
+    Ok(())
+}
+
+/// Puts the field encodings after `base` in field number order, the last
+/// one of a field replacing the earlier ones.
+fn reorder(buf: &mut Vec<u8>, base: usize, segments: &mut [(u16, usize, usize)]) {
+    segments.sort_by_key(|s| s.0); // stable: the last of a slot stays last
+    let mut ordered = Vec::with_capacity(buf.len() - base);
+    for (i, &(slot, start, end)) in segments.iter().enumerate() {
+        if segments.get(i + 1).is_some_and(|next| next.0 == slot) {
+            continue;
+        }
+        ordered.extend_from_slice(&buf[start..end]);
+    }
+    buf.truncate(base);
+    buf.extend_from_slice(&ordered);
+}
+
+/// One field's value; `true` when it sets the field (`null` does not).
+struct FieldSeed<'c, 'b> {
+    ctx: Ctx<'c>,
+    plan: &'c MessagePlan,
+    slot: usize,
+    buf: &'b mut Vec<u8>,
+}
+
+impl<'de> DeserializeSeed<'de> for FieldSeed<'_, '_> {
+    type Value = bool;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
+        d.deserialize_option(self)
+    }
+}
+
+impl<'de> Visitor<'de> for FieldSeed<'_, '_> {
+    type Value = bool;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("option")
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<bool, E> {
+        self.visit_none()
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<bool, E> {
+        let field = &self.plan.fields[self.slot];
+        if matches!(field.card, Card::Repeated | Card::Map) {
+            return Ok(false);
+        }
+        match field.ty {
+            Ty::Message(m) if self.ctx.prog.messages[m as usize].wkt == Some(Wkt::Value) => {
+                // `null` is a Value holding NullValue.
+                write_key(self.buf, field.number, WIRE_LEN);
+                self.buf.extend_from_slice(&[2, 0x08, 0x00]);
+                Ok(true)
+            }
+            Ty::Enum(e) if self.ctx.prog.enums[e as usize].is_null_value => {
+                write_scalar(
+                    self.buf,
+                    field.number,
+                    field.ty,
+                    field.card,
+                    Scalar::Enum(0),
+                    self.ctx,
+                );
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
+        let FieldSeed {
+            ctx,
+            plan,
+            slot,
+            buf,
+        } = self;
+        let field = &plan.fields[slot];
+        match field.card {
+            Card::Repeated => {
+                d.deserialize_any(ListVisitor {
+                    ctx,
+                    number: field.number,
+                    ty: field.ty,
+                    packed: field.packed,
+                    buf,
+                })?;
+                Ok(true)
+            }
+            Card::Map => {
+                let Ty::Message(entry) = field.ty else {
+                    return Err(de::Error::custom("map without entry type"));
+                };
+                d.deserialize_any(MapVisitor {
+                    ctx,
+                    number: field.number,
+                    entry: &ctx.prog.messages[entry as usize],
+                    buf,
+                })?;
+                Ok(true)
+            }
+            Card::Implicit | Card::Explicit => {
+                write_value(d, ctx, field.number, field.ty, field.card, buf)
+            }
+        }
+    }
+}
+
+/// Reads one singular value of type `ty` and writes it as field `number`;
+/// `false` when it leaves the field unset (an ignored enum name).
+fn write_value<'de, D: Deserializer<'de>>(
+    d: D,
+    ctx: Ctx<'_>,
+    number: u32,
+    ty: Ty,
+    card: Card,
+    buf: &mut Vec<u8>,
+) -> Result<bool, D::Error> {
+    let scalar = match ty {
+        Ty::Message(m) => {
+            write_key(buf, number, WIRE_LEN);
+            let at = buf.len();
+            buf.push(0);
+            MessageSeed {
+                ctx,
+                m,
+                buf: &mut *buf,
+            }
+            .deserialize(d)?;
+            patch_len(buf, at);
+            return Ok(true);
+        }
+        Ty::Enum(e) => {
+            let plan = &ctx.prog.enums[e as usize];
+            let value = if plan.is_null_value {
+                d.deserialize_any(NullVisitor(ctx.deny_unknown))?
+            } else {
+                d.deserialize_any(EnumVisitor(ctx, e))?
+            };
+            match value {
+                Some(n) => Scalar::Enum(n),
+                None => return Ok(false),
+            }
+        }
+        _ => read_scalar(d, ty)?,
+    };
+    write_scalar(buf, number, ty, card, scalar, ctx);
+    Ok(true)
+}
+
+fn read_scalar<'de, D: Deserializer<'de>>(d: D, ty: Ty) -> Result<Scalar<'de>, D::Error> {
+    Ok(match ty {
+        Ty::Double => Scalar::F64(d.deserialize_any(DoubleVisitor)?),
+        Ty::Float => Scalar::F32(d.deserialize_any(FloatVisitor)?),
+        Ty::Int32 | Ty::Sint32 | Ty::Sfixed32 => Scalar::I32(d.deserialize_any(Int32Visitor)?),
+        Ty::Int64 | Ty::Sint64 | Ty::Sfixed64 => Scalar::I64(d.deserialize_any(Int64Visitor)?),
+        Ty::Uint32 | Ty::Fixed32 => Scalar::U32(d.deserialize_any(Uint32Visitor)?),
+        Ty::Uint64 | Ty::Fixed64 => Scalar::U64(d.deserialize_any(Uint64Visitor)?),
+        Ty::Bool => Scalar::Bool(d.deserialize_any(BoolVisitor)?),
+        Ty::String => Scalar::Str(d.deserialize_string(CowStrVisitor)?),
+        Ty::Bytes => Scalar::Bytes(d.deserialize_str(BytesVisitor)?),
+        Ty::Enum(_) | Ty::Message(_) => return Err(de::Error::custom("not a scalar")),
+    })
+}
+
+/// A converted scalar.
+enum Scalar<'de> {
+    F64(f64),
+    F32(f32),
+    I32(i32),
+    I64(i64),
+    U32(u32),
+    U64(u64),
+    Bool(bool),
+    Str(Cow<'de, str>),
+    Bytes(Vec<u8>),
+    Enum(i32),
+}
+
+impl Scalar<'_> {
+    fn is_default(&self, ty: Ty, ctx: Ctx<'_>) -> bool {
+        match self {
+            Scalar::F64(v) => *v == 0.0,
+            Scalar::F32(v) => *v == 0.0,
+            Scalar::I32(v) => *v == 0,
+            Scalar::I64(v) => *v == 0,
+            Scalar::U32(v) => *v == 0,
+            Scalar::U64(v) => *v == 0,
+            Scalar::Bool(v) => !*v,
+            Scalar::Str(v) => v.is_empty(),
+            Scalar::Bytes(v) => v.is_empty(),
+            Scalar::Enum(v) => match ty {
+                Ty::Enum(e) => *v == ctx.prog.enums[e as usize].default,
+                _ => *v == 0,
+            },
+        }
+    }
+
+    /// The value alone (no key), as field type `ty`.
+    fn encode(&self, ty: Ty, buf: &mut Vec<u8>) {
+        match (self, ty) {
+            (Scalar::F64(v), _) => buf.extend_from_slice(&v.to_bits().to_le_bytes()),
+            (Scalar::F32(v), _) => buf.extend_from_slice(&v.to_bits().to_le_bytes()),
+            (Scalar::I32(v), Ty::Sint32) => {
+                write_varint(buf, u64::from(((v << 1) ^ (v >> 31)) as u32))
+            }
+            (Scalar::I32(v), Ty::Sfixed32) => buf.extend_from_slice(&v.to_le_bytes()),
+            (Scalar::I32(v) | Scalar::Enum(v), _) => write_varint(buf, *v as i64 as u64),
+            (Scalar::I64(v), Ty::Sint64) => write_varint(buf, ((v << 1) ^ (v >> 63)) as u64),
+            (Scalar::I64(v), Ty::Sfixed64) => buf.extend_from_slice(&v.to_le_bytes()),
+            (Scalar::I64(v), _) => write_varint(buf, *v as u64),
+            (Scalar::U32(v), Ty::Fixed32) => buf.extend_from_slice(&v.to_le_bytes()),
+            (Scalar::U32(v), _) => write_varint(buf, u64::from(*v)),
+            (Scalar::U64(v), Ty::Fixed64) => buf.extend_from_slice(&v.to_le_bytes()),
+            (Scalar::U64(v), _) => write_varint(buf, *v),
+            (Scalar::Bool(v), _) => buf.push(u8::from(*v)),
+            (Scalar::Str(v), _) => {
+                write_varint(buf, v.len() as u64);
+                buf.extend_from_slice(v.as_bytes());
+            }
+            (Scalar::Bytes(v), _) => {
+                write_varint(buf, v.len() as u64);
+                buf.extend_from_slice(v);
+            }
+        }
+    }
+}
+
+fn wire_of(ty: Ty) -> u8 {
+    match ty {
+        Ty::Double | Ty::Fixed64 | Ty::Sfixed64 => WIRE_FIXED64,
+        Ty::Float | Ty::Fixed32 | Ty::Sfixed32 => WIRE_FIXED32,
+        Ty::String | Ty::Bytes | Ty::Message(_) => WIRE_LEN,
+        _ => WIRE_VARINT,
+    }
+}
+
+/// Writes field `number` = `value`, unless it has implicit presence and is the default.
+fn write_scalar(
+    buf: &mut Vec<u8>,
+    number: u32,
+    ty: Ty,
+    card: Card,
+    value: Scalar<'_>,
+    ctx: Ctx<'_>,
+) {
+    if card == Card::Implicit && value.is_default(ty, ctx) {
+        return;
+    }
+    write_key(buf, number, wire_of(ty));
+    value.encode(ty, buf);
+}
+
+struct ListVisitor<'c, 'b> {
+    ctx: Ctx<'c>,
+    number: u32,
+    ty: Ty,
+    packed: bool,
+    buf: &'b mut Vec<u8>,
+}
+
+impl<'de> Visitor<'de> for ListVisitor<'_, '_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a list")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let ListVisitor {
+            ctx,
+            number,
+            ty,
+            packed,
+            buf,
+        } = self;
+        let packed = packed && !matches!(ty, Ty::String | Ty::Bytes | Ty::Message(_));
+        if !packed {
+            while seq
+                .next_element_seed(ElementSeed {
+                    ctx,
+                    number,
+                    ty,
+                    buf: &mut *buf,
+                })?
+                .is_some()
+            {}
+            return Ok(());
+        }
+        let start = buf.len();
+        write_key(buf, number, WIRE_LEN);
+        let at = buf.len();
+        buf.push(0);
+        let mut any = false;
+        while let Some(value) = seq.next_element_seed(PackedSeed { ctx, ty })? {
+            if let Some(value) = value {
+                value.encode(ty, buf);
+                any = true;
+            }
+        }
+        if any {
+            patch_len(buf, at);
+        } else {
+            buf.truncate(start); // an empty list is not written
+        }
+        Ok(())
+    }
+}
+
+/// One element of a packed list (no key); `None` for an ignored enum name.
+struct PackedSeed<'c> {
+    ctx: Ctx<'c>,
+    ty: Ty,
+}
+
+impl<'de> DeserializeSeed<'de> for PackedSeed<'_> {
+    type Value = Option<Scalar<'de>>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        match self.ty {
+            Ty::Enum(e) if self.ctx.prog.enums[e as usize].is_null_value => Ok(d
+                .deserialize_any(NullVisitor(self.ctx.deny_unknown))?
+                .map(Scalar::Enum)),
+            Ty::Enum(e) => Ok(d
+                .deserialize_any(EnumVisitor(self.ctx, e))?
+                .map(Scalar::Enum)),
+            ty => read_scalar(d, ty).map(Some),
+        }
+    }
+}
+
+/// One element of an unpacked list, written with its key.
+struct ElementSeed<'c, 'b> {
+    ctx: Ctx<'c>,
+    number: u32,
+    ty: Ty,
+    buf: &'b mut Vec<u8>,
+}
+
+impl<'de> DeserializeSeed<'de> for ElementSeed<'_, '_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        // List elements always have presence: written even at the default.
+        write_value(d, self.ctx, self.number, self.ty, Card::Explicit, self.buf).map(|_| ())
+    }
+}
+
+struct MapVisitor<'c, 'b> {
+    ctx: Ctx<'c>,
+    number: u32,
+    entry: &'c MessagePlan,
+    buf: &'b mut Vec<u8>,
+}
+
+impl<'de> Visitor<'de> for MapVisitor<'_, '_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a map")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let MapVisitor {
+            ctx,
+            number,
+            entry,
+            buf,
+        } = self;
+        let (Some(key_field), Some(value_field)) = (
+            entry.slot(1).map(|s| &entry.fields[s]),
+            entry.slot(2).map(|s| &entry.fields[s]),
+        ) else {
+            return Err(de::Error::custom("map entry without key or value"));
+        };
+        let base = buf.len();
+        // (key, start, end) of each entry's key and value encoding in `buf`.
+        let mut entries: Vec<(MapKey<'de>, usize, usize)> = Vec::new();
+        while let Some(key) = map.next_key_seed(CowStrSeed)? {
+            let key = MapKey::parse(key_field.ty, key).map_err(de::Error::custom)?;
+            let start = buf.len();
+            key.encode(buf, key_field.ty, key_field.card, ctx);
+            let set = map.next_value_seed(MapValueSeed {
+                ctx,
+                ty: value_field.ty,
+                card: value_field.card,
+                buf: &mut *buf,
+            })?;
+            if set {
+                entries.push((key, start, buf.len()));
+            } else {
+                buf.truncate(start);
+            }
+        }
+        // Key order; the last entry of a key wins.
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut out = Vec::with_capacity(buf.len() - base + 2 * entries.len());
+        for (i, (key, start, end)) in entries.iter().enumerate() {
+            if entries.get(i + 1).is_some_and(|next| next.0 == *key) {
+                continue;
+            }
+            write_key(&mut out, number, WIRE_LEN);
+            write_varint(&mut out, (end - start) as u64);
+            out.extend_from_slice(&buf[*start..*end]);
+        }
+        buf.truncate(base);
+        buf.extend_from_slice(&out);
+        Ok(())
+    }
+}
+
+/// A map value (no `null` unless the type reads it): field 2 of the entry.
+struct MapValueSeed<'c, 'b> {
+    ctx: Ctx<'c>,
+    ty: Ty,
+    card: Card,
+    buf: &'b mut Vec<u8>,
+}
+
+impl<'de> DeserializeSeed<'de> for MapValueSeed<'_, '_> {
+    type Value = bool;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
+        write_value(d, self.ctx, 2, self.ty, self.card, self.buf)
+    }
+}
+
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+enum MapKey<'de> {
+    Bool(bool),
+    Int(i64),
+    Uint(u64),
+    Str(Cow<'de, str>),
+}
+
+impl<'de> MapKey<'de> {
+    fn parse(ty: Ty, key: Cow<'de, str>) -> Result<Self, String> {
+        let k = key.as_ref();
+        Ok(match ty {
+            Ty::Int32 | Ty::Sint32 | Ty::Sfixed32 => {
+                MapKey::Int(i64::from(i32::from_str(k).map_err(|e| e.to_string())?))
+            }
+            Ty::Int64 | Ty::Sint64 | Ty::Sfixed64 => {
+                MapKey::Int(i64::from_str(k).map_err(|e| e.to_string())?)
+            }
+            Ty::Uint32 | Ty::Fixed32 => {
+                MapKey::Uint(u64::from(u32::from_str(k).map_err(|e| e.to_string())?))
+            }
+            Ty::Uint64 | Ty::Fixed64 => MapKey::Uint(u64::from_str(k).map_err(|e| e.to_string())?),
+            Ty::Bool => MapKey::Bool(bool::from_str(k).map_err(|e| e.to_string())?),
+            Ty::String => MapKey::Str(key),
+            _ => return Err("invalid map key type".to_owned()),
+        })
+    }
+
+    fn encode(&self, buf: &mut Vec<u8>, ty: Ty, card: Card, ctx: Ctx<'_>) {
+        let scalar = match (self, ty) {
+            (MapKey::Bool(b), _) => Scalar::Bool(*b),
+            (MapKey::Int(i), Ty::Int32 | Ty::Sint32 | Ty::Sfixed32) => Scalar::I32(*i as i32),
+            (MapKey::Int(i), _) => Scalar::I64(*i),
+            (MapKey::Uint(u), Ty::Uint32 | Ty::Fixed32) => Scalar::U32(*u as u32),
+            (MapKey::Uint(u), _) => Scalar::U64(*u),
+            (MapKey::Str(s), _) => Scalar::Str(Cow::Borrowed(s.as_ref())),
+        };
+        write_scalar(buf, 1, ty, card, scalar, ctx);
+    }
+}
+
+// === wire writing ===
+
+fn write_varint(buf: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        buf.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    buf.push(v as u8);
+}
+
+fn write_key(buf: &mut Vec<u8>, number: u32, wire: u8) {
+    write_varint(buf, (u64::from(number) << 3) | u64::from(wire));
+}
+
+/// Sets the one-byte length placeholder at `at` to the length of what
+/// follows it, widening it in place when longer than 127.
+fn patch_len(buf: &mut Vec<u8>, at: usize) {
+    let len = buf.len() - at - 1;
+    if len < 0x80 {
+        buf[at] = len as u8;
+        return;
+    }
+    let mut prefix = Vec::with_capacity(10);
+    write_varint(&mut prefix, len as u64);
+    let extra = prefix.len() - 1;
+    buf.resize(buf.len() + extra, 0);
+    buf.copy_within(at + 1..at + 1 + len, at + 1 + extra);
+    buf[at..at + prefix.len()].copy_from_slice(&prefix);
+}
+
+// === visitors (prost-reflect's conversions) ===
+
+struct CowStrSeed;
+
+impl<'de> DeserializeSeed<'de> for CowStrSeed {
+    type Value = Cow<'de, str>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_str(CowStrVisitor)
+    }
+}
+
+struct CowStrVisitor;
+
+impl<'de> Visitor<'de> for CowStrVisitor {
+    type Value = Cow<'de, str>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a string")
+    }
+
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Cow::Borrowed(v))
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(v.to_owned()))
+    }
+
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(v))
+    }
+}
+
+struct StringVisitor;
+
+impl Visitor<'_> for StringVisitor {
+    type Value = String;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a string")
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<String, E> {
+        Ok(v.to_owned())
+    }
+}
+
+macro_rules! number_visitor {
+    ($name:ident, $ty:ty, $what:literal, |$v:ident| $from_str:expr) => {
+        struct $name;
+
+        impl Visitor<'_> for $name {
+            type Value = $ty;
+
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str($what)
+            }
+
+            fn visit_str<E: de::Error>(self, $v: &str) -> Result<$ty, E> {
+                $from_str
+            }
+
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<$ty, E> {
+                v.try_into().map_err(E::custom)
+            }
+
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<$ty, E> {
+                v.try_into().map_err(E::custom)
+            }
+
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<$ty, E> {
+                if v.fract() != 0.0 {
+                    return Err(E::custom("expected integer value"));
+                }
+                if v < (<$ty>::MIN as f64) || v > (<$ty>::MAX as f64) {
+                    return Err(E::custom("float value out of range"));
+                }
+                Ok(v as $ty)
+            }
+        }
+    };
+}
+
+number_visitor!(Int32Visitor, i32, "a 32-bit signed integer", |v| v
+    .parse()
+    .map_err(E::custom));
+number_visitor!(
+    Uint32Visitor,
+    u32,
+    "a 32-bit unsigned integer or decimal string",
+    |v| v.parse().map_err(E::custom)
+);
+number_visitor!(
+    Int64Visitor,
+    i64,
+    "a 64-bit signed integer or decimal string",
+    |v| v.parse().map_err(E::custom)
+);
+number_visitor!(
+    Uint64Visitor,
+    u64,
+    "a 64-bit unsigned integer or decimal string",
+    |v| v.parse().map_err(E::custom)
+);
+
+struct DoubleVisitor;
+
+impl Visitor<'_> for DoubleVisitor {
+    type Value = f64;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a 64-bit floating point value")
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<f64, E> {
+        Ok(v)
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<f64, E> {
+        Ok(v as f64)
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<f64, E> {
+        Ok(v as f64)
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<f64, E> {
+        match f64::from_str(v) {
+            Ok(value) => Ok(value),
+            Err(_) if v == "Infinity" => Ok(f64::INFINITY),
+            Err(_) if v == "-Infinity" => Ok(f64::NEG_INFINITY),
+            Err(_) if v == "NaN" => Ok(f64::NAN),
+            Err(err) => Err(E::custom(err)),
+        }
+    }
+}
+
+struct FloatVisitor;
+
+impl Visitor<'_> for FloatVisitor {
+    type Value = f32;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a 32-bit floating point value")
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<f32, E> {
+        if v < f64::from(f32::MIN) || v > f64::from(f32::MAX) {
+            Err(E::custom("float value out of range"))
+        } else {
+            Ok(v as f32)
+        }
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<f32, E> {
+        Ok(v as f32)
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<f32, E> {
+        Ok(v as f32)
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<f32, E> {
+        match f32::from_str(v) {
+            Ok(value) => Ok(value),
+            Err(_) if v == "Infinity" => Ok(f32::INFINITY),
+            Err(_) if v == "-Infinity" => Ok(f32::NEG_INFINITY),
+            Err(_) if v == "NaN" => Ok(f32::NAN),
+            Err(err) => Err(E::custom(err)),
+        }
+    }
+}
+
+struct BoolVisitor;
+
+impl Visitor<'_> for BoolVisitor {
+    type Value = bool;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a boolean")
+    }
+
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<bool, E> {
+        Ok(v)
+    }
+}
+
+struct BytesVisitor;
+
+impl Visitor<'_> for BytesVisitor {
+    type Value = Vec<u8>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a base64-encoded string")
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Vec<u8>, E> {
+        use base64::{
+            DecodeError, Engine as _, alphabet,
+            engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig},
+        };
+        const CONFIG: GeneralPurposeConfig = GeneralPurposeConfig::new()
+            .with_decode_allow_trailing_bits(true)
+            .with_decode_padding_mode(DecodePaddingMode::Indifferent);
+        const STANDARD: GeneralPurpose = GeneralPurpose::new(&alphabet::STANDARD, CONFIG);
+        const URL_SAFE: GeneralPurpose = GeneralPurpose::new(&alphabet::URL_SAFE, CONFIG);
+        let mut buf = Vec::new();
+        match STANDARD.decode_vec(v, &mut buf) {
+            Ok(()) => Ok(buf),
+            Err(DecodeError::InvalidByte(_, b'-' | b'_')) => {
+                buf.clear();
+                URL_SAFE
+                    .decode_vec(v, &mut buf)
+                    .map(|()| buf)
+                    .map_err(|e| E::custom(format!("invalid base64: {e}")))
+            }
+            Err(e) => Err(E::custom(format!("invalid base64: {e}"))),
+        }
+    }
+}
+
+struct EnumVisitor<'c>(Ctx<'c>, u32);
+
+impl Visitor<'_> for EnumVisitor<'_> {
+    type Value = Option<i32>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a string or integer")
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Option<i32>, E> {
+        match self.0.prog.enums[self.1 as usize].by_name.get(v) {
+            Some(n) => Ok(Some(*n)),
+            None if self.0.deny_unknown => Err(E::custom("unrecognized enum value")),
+            None => Ok(None),
+        }
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Option<i32>, E> {
+        i32::try_from(v).map(Some).map_err(E::custom)
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Option<i32>, E> {
+        i32::try_from(v).map(Some).map_err(E::custom)
+    }
+}
+
+struct NullVisitor(bool);
+
+impl Visitor<'_> for NullVisitor {
+    type Value = Option<i32>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("null")
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Option<i32>, E> {
+        if v == "NULL_VALUE" {
+            Ok(Some(0))
+        } else if self.0 {
+            Err(E::custom("expected null"))
+        } else {
+            Ok(None)
+        }
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Option<i32>, E> {
+        Ok(Some(0))
+    }
+}
+
+struct TimestampVisitor;
+
+impl Visitor<'_> for TimestampVisitor {
+    type Value = prost_types::Timestamp;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a rfc3339 timestamp string")
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        validate_strict_rfc3339(v).map_err(E::custom)?;
+        let t: prost_types::Timestamp = v.parse().map_err(E::custom)?;
+        if !(-62_135_596_800..=253_402_300_799).contains(&t.seconds) {
+            return Err(E::custom("timestamp out of range"));
+        }
+        Ok(t)
+    }
+}
+
+struct DurationVisitor;
+
+impl Visitor<'_> for DurationVisitor {
+    type Value = prost_types::Duration;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a duration string")
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        let d: prost_types::Duration = v.parse().map_err(E::custom)?;
+        if d.seconds.unsigned_abs() > 315_576_000_000 || d.nanos.unsigned_abs() > 999_999_999 {
+            return Err(E::custom("duration out of range"));
+        }
+        Ok(d)
+    }
+}
+
+struct FieldMaskVisitor;
+
+impl Visitor<'_> for FieldMaskVisitor {
+    type Value = prost_types::FieldMask;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a field mask string")
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        let mut paths = Vec::new();
+        for path in v.split(',').filter(|p| !p.is_empty()) {
+            let mut result = String::new();
+            for (i, part) in path.split('.').enumerate() {
+                if i > 0 {
+                    result.push('.');
+                }
+                for ch in part.chars() {
+                    if ch.is_ascii_uppercase() {
+                        result.push('_');
+                        result.push(ch.to_ascii_lowercase());
+                    } else if ch == '_' {
+                        return Err(E::custom("invalid field mask"));
+                    } else {
+                        result.push(ch);
+                    }
+                }
+            }
+            paths.push(result);
+        }
+        Ok(prost_types::FieldMask { paths })
+    }
+}
+
+struct EmptyVisitor;
+
+impl<'de> Visitor<'de> for EmptyVisitor {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an empty map")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        if map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {
+            return Err(de::Error::custom("unexpected value in map"));
+        }
+        Ok(())
+    }
+}
+
+struct StructVisitor;
+
+impl<'de> Visitor<'de> for StructVisitor {
+    type Value = prost_types::Struct;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a map")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut fields = std::collections::BTreeMap::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let value = map.next_value_seed(ValueVisitor)?;
+            fields.insert(key, value);
+        }
+        Ok(prost_types::Struct { fields })
+    }
+}
+
+struct ListValueVisitor;
+
+impl<'de> Visitor<'de> for ListValueVisitor {
+    type Value = prost_types::ListValue;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a list")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut values = Vec::new();
+        while let Some(value) = seq.next_element_seed(ValueVisitor)? {
+            values.push(value);
+        }
+        Ok(prost_types::ListValue { values })
+    }
+}
+
+struct ValueVisitor;
+
+impl<'de> DeserializeSeed<'de> for ValueVisitor {
+    type Value = prost_types::Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ValueVisitor {
+    type Value = prost_types::Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a value")
+    }
+
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+        Ok(kind(prost_types::value::Kind::BoolValue(v)))
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+        self.visit_f64(v as f64)
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+        self.visit_f64(v as f64)
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+        Ok(kind(prost_types::value::Kind::NumberValue(v)))
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(kind(prost_types::value::Kind::StringValue(v.to_owned())))
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(kind(prost_types::value::Kind::NullValue(0)))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+        ListValueVisitor
+            .visit_seq(seq)
+            .map(|l| kind(prost_types::value::Kind::ListValue(l)))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        StructVisitor
+            .visit_map(map)
+            .map(|s| kind(prost_types::value::Kind::StructValue(s)))
+    }
+}
+
+fn kind(kind: prost_types::value::Kind) -> prost_types::Value {
+    prost_types::Value { kind: Some(kind) }
+}
+
+/// prost-reflect's strict RFC 3339 check (upper-case `T` and `Z`).
+fn validate_strict_rfc3339(v: &str) -> Result<(), &'static str> {
+    let b = v.as_bytes();
+    let mut i = 0;
+    let digits = |i: &mut usize, n: usize| -> bool {
+        for _ in 0..n {
+            if !b.get(*i).is_some_and(u8::is_ascii_digit) {
+                return false;
+            }
+            *i += 1;
+        }
+        true
+    };
+    let ch = |i: &mut usize, c: u8| -> bool {
+        if b.get(*i) == Some(&c) {
+            *i += 1;
+            true
+        } else {
+            false
+        }
+    };
+    if !(digits(&mut i, 4)
+        && ch(&mut i, b'-')
+        && digits(&mut i, 2)
+        && ch(&mut i, b'-')
+        && digits(&mut i, 2))
+    {
+        return Err("invalid rfc3339 timestamp: invalid date");
+    }
+    if !ch(&mut i, b'T') {
+        return Err("invalid rfc3339 timestamp: expected 'T'");
+    }
+    if !(digits(&mut i, 2)
+        && ch(&mut i, b':')
+        && digits(&mut i, 2)
+        && ch(&mut i, b':')
+        && digits(&mut i, 2))
+    {
+        return Err("invalid rfc3339 timestamp: invalid time");
+    }
+    if ch(&mut i, b'.') {
+        if !digits(&mut i, 1) {
+            return Err("invalid rfc3339 timestamp: empty fractional seconds");
+        }
+        while digits(&mut i, 1) {}
+    }
+    if ch(&mut i, b'+') || ch(&mut i, b'-') {
+        if !(digits(&mut i, 2) && ch(&mut i, b':') && digits(&mut i, 2)) {
+            return Err("invalid rfc3339 timestamp: invalid offset");
+        }
+    } else if !ch(&mut i, b'Z') {
+        return Err("invalid rfc3339 timestamp: expected 'Z', '+' or '-'");
+    }
+    if i != b.len() {
+        return Err("invalid rfc3339 timestamp: expected end of string");
+    }
+    Ok(())
+}

@@ -1,0 +1,1155 @@
+//! Wire bytes → JSON text, driven by a [`Program`].
+//!
+//! Each message level is read once into a list of field occurrences (tag,
+//! wire type, value or slice; unknown fields are checked and skipped), put in
+//! field number order when the bytes were not (a stable sort, so the last
+//! occurrence of a singular field still wins), and written straight into the
+//! output: scalars last-wins, singular messages merged across occurrences,
+//! repeated fields packed or not, maps in sorted key order (last entry of a
+//! key wins), oneofs as a decoder sees them (the member set last wins, and
+//! only its occurrences after another member was set count).
+//!
+//! Recursion is bounded by the caller: [`super::nesting::check_nesting`] runs
+//! first and refuses bytes nesting deeper than the limits.
+
+use base64::Engine as _;
+use prost::Message as _;
+
+use super::{
+    Card, Codec, MessagePlan, Program, Ty, WIRE_END_GROUP, WIRE_FIXED32, WIRE_FIXED64, WIRE_LEN,
+    WIRE_START_GROUP, WIRE_VARINT, Wkt,
+};
+use crate::{error::DescriptorError, json::JsonOptions};
+
+/// Why a rendering stopped.
+#[derive(Debug)]
+pub(crate) enum Stop {
+    /// The bytes or their content cannot be rendered.
+    Invalid(String),
+    /// The output passed `max_json_output_bytes`.
+    TooLarge,
+    /// A type the plan does not cover (groups, extensions): use prost-reflect.
+    Unsupported,
+}
+
+impl From<Stop> for DescriptorError {
+    fn from(stop: Stop) -> Self {
+        match stop {
+            Stop::Invalid(message) => DescriptorError::InvalidProto(message),
+            Stop::TooLarge => DescriptorError::JsonTooLarge { max: 0 },
+            Stop::Unsupported => DescriptorError::InvalidProto("unsupported type".to_owned()),
+        }
+    }
+}
+
+type Result<T> = std::result::Result<T, Stop>;
+
+fn invalid(message: impl Into<String>) -> Stop {
+    Stop::Invalid(message.into())
+}
+
+/// One occurrence of a known field in a message's bytes.
+#[derive(Clone, Copy)]
+struct Occ<'a> {
+    slot: u32,
+    wire: u8,
+    /// Varint, fixed32 or fixed64 value.
+    num: u64,
+    /// Length-delimited payload.
+    data: &'a [u8],
+    /// Position among the message's occurrences.
+    seq: u32,
+}
+
+/// Writes messages of one program family (Any payloads switch programs).
+pub(crate) struct Writer<'o, 'a> {
+    codec: &'o Codec,
+    out: &'o mut Vec<u8>,
+    /// `out.len()` may not pass this.
+    limit: usize,
+    emit_unpopulated: bool,
+    proto_names: bool,
+    enums_as_ints: bool,
+    /// Cleared occurrence lists, reused across message levels.
+    pool: Vec<Vec<Occ<'a>>>,
+}
+
+impl<'o, 'a> Writer<'o, 'a> {
+    pub(crate) fn new(codec: &'o Codec, opts: &JsonOptions, out: &'o mut Vec<u8>) -> Self {
+        let limit = out.len().saturating_add(opts.max_json_output_bytes);
+        Self {
+            codec,
+            out,
+            limit,
+            emit_unpopulated: opts.emit_unpopulated,
+            proto_names: opts.preserve_proto_field_names,
+            enums_as_ints: opts.enums_as_ints,
+            pool: Vec::new(),
+        }
+    }
+
+    fn check_limit(&self) -> Result<()> {
+        if self.out.len() > self.limit {
+            Err(Stop::TooLarge)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Writes message `m` of `prog`, whose encoding is the concatenation of `chunks`.
+    pub(crate) fn message(&mut self, prog: &Program, m: u32, chunks: &[&'a [u8]]) -> Result<()> {
+        let plan = &prog.messages[m as usize];
+        if plan.unsupported {
+            return Err(Stop::Unsupported);
+        }
+        if let Some(wkt) = plan.wkt {
+            return self.wkt(prog, plan, wkt, chunks);
+        }
+        self.out.push(b'{');
+        let mut first = true;
+        self.fields(prog, m, chunks, &mut first)?;
+        self.out.push(b'}');
+        self.check_limit()
+    }
+
+    /// Writes only field `slot` of message `m` (its value, not its key), at
+    /// its default when absent: the `response_body` of an HTTP rule.
+    pub(crate) fn field_value(
+        &mut self,
+        prog: &Program,
+        m: u32,
+        number: u32,
+        bytes: &'a [u8],
+    ) -> Result<()> {
+        let plan = &prog.messages[m as usize];
+        if plan.unsupported {
+            return Err(Stop::Unsupported);
+        }
+        let mut occs = Vec::new();
+        scan(plan, &[bytes], &mut occs)?;
+        for occ in resolve_oneofs(plan, &mut occs) {
+            validate_occ(prog, plan, &occ)?;
+        }
+        let Some(slot) = plan.slot(number) else {
+            return Err(invalid("no such field"));
+        };
+        let group: Vec<Occ<'a>> = occs.into_iter().filter(|o| o.slot == slot as u32).collect();
+        let field = &plan.fields[slot];
+        if group.is_empty() {
+            // As the tree codec did: an absent scalar with presence is `null`.
+            if field.card == Card::Explicit && !matches!(field.ty, Ty::Message(_)) {
+                self.out.extend_from_slice(b"null");
+                return Ok(());
+            }
+            return self.default_value(prog, field.ty, field.card, true);
+        }
+        self.field_body(prog, plan, slot, &group)
+    }
+
+    /// Writes the fields of message `m` as `"key":value` pairs, after a
+    /// comma unless `first`.
+    fn fields(
+        &mut self,
+        prog: &Program,
+        m: u32,
+        chunks: &[&'a [u8]],
+        first: &mut bool,
+    ) -> Result<()> {
+        let plan = &prog.messages[m as usize];
+        let mut occs = self.pool.pop().unwrap_or_default();
+        scan(plan, chunks, &mut occs)?;
+        if !plan.oneofs.is_empty() {
+            for occ in resolve_oneofs(plan, &mut occs) {
+                validate_occ(prog, plan, &occ)?;
+            }
+        }
+        if !occs.windows(2).all(|w| w[0].slot <= w[1].slot) {
+            occs.sort_by_key(|o| o.slot);
+        }
+        let mut next_slot = 0usize;
+        let mut i = 0usize;
+        while i < occs.len() {
+            let slot = occs[i].slot as usize;
+            let mut j = i + 1;
+            while j < occs.len() && occs[j].slot as usize == slot {
+                j += 1;
+            }
+            if self.emit_unpopulated {
+                self.defaults(prog, plan, next_slot, slot, first)?;
+            }
+            next_slot = slot + 1;
+            let group = &occs[i..j];
+            i = j;
+            // Oneof losers were dropped by `resolve_oneofs`.
+            let field = &plan.fields[slot];
+            if group.len() > 1 && matches!(field.card, Card::Implicit | Card::Explicit) {
+                // Overwritten values were decoded all the same.
+                if let (Ty::String, Some((_, overwritten))) = (field.ty, group.split_last()) {
+                    for occ in overwritten {
+                        validate_occ(prog, plan, occ)?;
+                    }
+                }
+            }
+            if !self.emit_unpopulated && !self.populated(prog, field.ty, field.card, group) {
+                continue;
+            }
+            self.key(plan, slot, first);
+            self.field_body(prog, plan, slot, group)?;
+            self.check_limit()?;
+        }
+        if self.emit_unpopulated {
+            self.defaults(prog, plan, next_slot, plan.fields.len(), first)?;
+        }
+        occs.clear();
+        self.pool.push(occs);
+        Ok(())
+    }
+
+    fn key(&mut self, plan: &MessagePlan, slot: usize, first: &mut bool) {
+        if !*first {
+            self.out.push(b',');
+        }
+        *first = false;
+        let field = &plan.fields[slot];
+        let key = if self.proto_names {
+            &field.proto_key
+        } else {
+            &field.json_key
+        };
+        self.out.extend_from_slice(key.as_bytes());
+    }
+
+    /// Writes the defaults of the absent fields `from..to` that have no presence.
+    fn defaults(
+        &mut self,
+        prog: &Program,
+        plan: &MessagePlan,
+        from: usize,
+        to: usize,
+        first: &mut bool,
+    ) -> Result<()> {
+        for slot in from..to {
+            let field = &plan.fields[slot];
+            if field.card == Card::Explicit {
+                continue;
+            }
+            self.key(plan, slot, first);
+            self.default_value(prog, field.ty, field.card, false)?;
+        }
+        Ok(())
+    }
+
+    /// The JSON of an absent field (or a list, map or implicit scalar at its
+    /// default). `message_default`: an absent message is `{}` (else `null`).
+    fn default_value(
+        &mut self,
+        prog: &Program,
+        ty: Ty,
+        card: Card,
+        message_default: bool,
+    ) -> Result<()> {
+        match card {
+            Card::Repeated => self.out.extend_from_slice(b"[]"),
+            Card::Map => self.out.extend_from_slice(b"{}"),
+            Card::Implicit | Card::Explicit => match ty {
+                Ty::Message(m) if message_default => self.message(prog, m, &[])?,
+                Ty::Message(_) => self.out.extend_from_slice(b"null"),
+                Ty::Enum(e) => {
+                    let default = prog.enums[e as usize].default;
+                    self.enum_value(prog, e, default);
+                }
+                _ => self.scalar(ty, 0, &[])?,
+            },
+        }
+        Ok(())
+    }
+
+    /// Whether a field with these occurrences is written without `emit_unpopulated`.
+    fn populated(&self, prog: &Program, ty: Ty, card: Card, group: &[Occ<'_>]) -> bool {
+        let Some(last) = group.last() else {
+            return false;
+        };
+        match card {
+            Card::Explicit => true,
+            Card::Map => true,
+            Card::Repeated => {
+                // Packed records may be empty.
+                group
+                    .iter()
+                    .any(|o| o.wire != WIRE_LEN || !o.data.is_empty() || !packable(ty))
+            }
+            Card::Implicit => !is_default(prog, ty, last),
+        }
+    }
+
+    /// Writes the value of a field present in `group` (one slot, in order).
+    fn field_body(
+        &mut self,
+        prog: &Program,
+        plan: &MessagePlan,
+        slot: usize,
+        group: &[Occ<'a>],
+    ) -> Result<()> {
+        let field = &plan.fields[slot];
+        let Some(last) = group.last() else {
+            return Ok(());
+        };
+        match field.card {
+            Card::Implicit | Card::Explicit => match field.ty {
+                Ty::Message(m) => {
+                    if group.len() == 1 {
+                        self.message(prog, m, &[last.data])
+                    } else {
+                        let chunks: Vec<&'a [u8]> = group.iter().map(|o| o.data).collect();
+                        self.message(prog, m, &chunks)
+                    }
+                }
+                ty => self.value(prog, ty, last),
+            },
+            Card::Repeated => {
+                self.out.push(b'[');
+                let mut first = true;
+                for occ in group {
+                    if occ.wire == WIRE_LEN && packable(field.ty) {
+                        let mut data = occ.data;
+                        let wire = element_wire(field.ty);
+                        while !data.is_empty() {
+                            let num = match wire {
+                                WIRE_VARINT => read_varint(&mut data)?,
+                                WIRE_FIXED32 => read_fixed32(&mut data)?,
+                                _ => read_fixed64(&mut data)?,
+                            };
+                            if !first {
+                                self.out.push(b',');
+                            }
+                            first = false;
+                            let element = Occ { num, ..*occ };
+                            self.value(prog, field.ty, &element)?;
+                        }
+                    } else {
+                        if !first {
+                            self.out.push(b',');
+                        }
+                        first = false;
+                        match field.ty {
+                            Ty::Message(m) => self.message(prog, m, &[occ.data])?,
+                            ty => self.value(prog, ty, occ)?,
+                        }
+                    }
+                    self.check_limit()?;
+                }
+                self.out.push(b']');
+                Ok(())
+            }
+            Card::Map => self.map(prog, field.ty, group),
+        }
+    }
+
+    fn map(&mut self, prog: &Program, ty: Ty, group: &[Occ<'a>]) -> Result<()> {
+        let Ty::Message(entry) = ty else {
+            return Err(invalid("map field without an entry type"));
+        };
+        let entry_plan = &prog.messages[entry as usize];
+        let (Some(key_field), Some(value_field)) = (
+            entry_plan.slot(1).map(|s| &entry_plan.fields[s]),
+            entry_plan.slot(2).map(|s| &entry_plan.fields[s]),
+        ) else {
+            return Err(invalid("map entry without key or value"));
+        };
+        // (key, last value, earlier values of a message value: merged).
+        let mut entries: Vec<(MapKey<'a>, Option<Occ<'a>>, Vec<Occ<'a>>)> =
+            Vec::with_capacity(group.len());
+        let message_value = matches!(value_field.ty, Ty::Message(_));
+        for occ in group {
+            let mut key = None;
+            let mut value: Option<Occ<'a>> = None;
+            let mut merged: Vec<Occ<'a>> = Vec::new();
+            let mut data = occ.data;
+            while !data.is_empty() {
+                let (number, wire) = read_key(&mut data)?;
+                match number {
+                    1 => {
+                        check_wire(key_field.ty, key_field.card, wire)?;
+                        let o = read_value(&mut data, number, wire)?;
+                        key = Some(o);
+                    }
+                    2 => {
+                        check_wire(value_field.ty, Card::Explicit, wire)?;
+                        let o = read_value(&mut data, number, wire)?;
+                        if value_field.ty == Ty::String {
+                            utf8(o.data)?;
+                        }
+                        if let (true, Some(earlier)) = (message_value, value) {
+                            merged.push(earlier);
+                        }
+                        value = Some(o);
+                    }
+                    _ => skip_value(&mut data, number, wire)?,
+                }
+            }
+            let key = match key {
+                Some(o) => map_key(key_field.ty, &o)?,
+                None => map_key(
+                    key_field.ty,
+                    &Occ {
+                        slot: 0,
+                        wire: 0,
+                        num: 0,
+                        data: &[],
+                        seq: 0,
+                    },
+                )?,
+            };
+            entries.push((key, value, merged));
+        }
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        self.out.push(b'{');
+        let mut first = true;
+        let mut i = 0;
+        while i < entries.len() {
+            // The last entry of each key wins.
+            let mut j = i;
+            while j + 1 < entries.len() && entries[j + 1].0 == entries[i].0 {
+                j += 1;
+            }
+            if let Ty::Message(m) = value_field.ty {
+                // Overwritten entries were decoded all the same.
+                for (_, value, merged) in &entries[i..j] {
+                    for o in merged.iter().chain(value) {
+                        validate_message(prog, m, o.data)?;
+                    }
+                }
+            }
+            let (key, value, merged) = &entries[j];
+            i = j + 1;
+            if !first {
+                self.out.push(b',');
+            }
+            first = false;
+            key.write(self.out);
+            self.out.push(b':');
+            match (value_field.ty, value) {
+                (Ty::Message(m), Some(last)) if merged.is_empty() => {
+                    self.message(prog, m, &[last.data])?;
+                }
+                (Ty::Message(m), _) => {
+                    let chunks: Vec<&'a [u8]> =
+                        merged.iter().chain(value).map(|o| o.data).collect();
+                    self.message(prog, m, &chunks)?;
+                }
+                (ty, Some(last)) => self.value(prog, ty, last)?,
+                (ty, None) => self.default_value(prog, ty, Card::Implicit, true)?,
+            }
+            self.check_limit()?;
+        }
+        self.out.push(b'}');
+        Ok(())
+    }
+
+    /// A non-message value.
+    fn value(&mut self, prog: &Program, ty: Ty, occ: &Occ<'a>) -> Result<()> {
+        match ty {
+            Ty::Enum(e) => {
+                self.enum_value(prog, e, occ.num as i32);
+                Ok(())
+            }
+            Ty::Message(m) => self.message(prog, m, &[occ.data]),
+            _ => self.scalar(ty, occ.num, occ.data),
+        }
+    }
+
+    fn enum_value(&mut self, prog: &Program, e: u32, number: i32) {
+        let plan = &prog.enums[e as usize];
+        if plan.is_null_value {
+            self.out.extend_from_slice(b"null");
+        } else if self.enums_as_ints {
+            write_int(self.out, number);
+        } else {
+            match plan.name(number) {
+                Some(name) => self.out.extend_from_slice(name.as_bytes()),
+                None => write_int(self.out, number),
+            }
+        }
+    }
+
+    fn scalar(&mut self, ty: Ty, num: u64, data: &[u8]) -> Result<()> {
+        let out = &mut *self.out;
+        match ty {
+            Ty::Double => write_f64(out, f64::from_bits(num)),
+            Ty::Float => write_f32(out, f32::from_bits(num as u32)),
+            Ty::Int32 | Ty::Sfixed32 => write_int(out, num as i32),
+            Ty::Uint32 | Ty::Fixed32 => write_int(out, num as u32),
+            Ty::Sint32 => write_int(out, zigzag32(num)),
+            Ty::Int64 | Ty::Sfixed64 => write_quoted_int(out, num as i64),
+            Ty::Uint64 | Ty::Fixed64 => write_quoted_int(out, num),
+            Ty::Sint64 => write_quoted_int(out, zigzag64(num)),
+            Ty::Bool => out.extend_from_slice(if num != 0 { b"true" } else { b"false" }),
+            Ty::String => write_str(out, utf8(data)?),
+            Ty::Bytes => write_base64(out, data),
+            Ty::Enum(_) | Ty::Message(_) => return Err(invalid("not a scalar")),
+        }
+        Ok(())
+    }
+
+    // === well-known types ===
+
+    fn wkt(
+        &mut self,
+        prog: &Program,
+        plan: &MessagePlan,
+        wkt: Wkt,
+        chunks: &[&'a [u8]],
+    ) -> Result<()> {
+        let joined;
+        let bytes: &[u8] = match chunks {
+            [] => &[],
+            [one] => one,
+            many => {
+                joined = many.concat();
+                &joined
+            }
+        };
+        let decode_err = |e: prost::DecodeError| invalid(format!("error decoding: {e}"));
+        match wkt {
+            Wkt::Any => return self.any(plan, chunks),
+            Wkt::Timestamp => {
+                let t = prost_types::Timestamp::decode(bytes).map_err(decode_err)?;
+                if !(-62_135_596_800..=253_402_300_799).contains(&t.seconds) {
+                    return Err(invalid("timestamp out of range"));
+                }
+                write_display(self.out, &t);
+            }
+            Wkt::Duration => {
+                let d = prost_types::Duration::decode(bytes).map_err(decode_err)?;
+                if d.seconds.unsigned_abs() > 315_576_000_000
+                    || d.nanos.unsigned_abs() > 999_999_999
+                {
+                    return Err(invalid("duration out of range"));
+                }
+                write_display(self.out, &d);
+            }
+            Wkt::FieldMask => {
+                let mask = prost_types::FieldMask::decode(bytes).map_err(decode_err)?;
+                let mut result = String::new();
+                for path in &mask.paths {
+                    if !result.is_empty() {
+                        result.push(',');
+                    }
+                    for (i, part) in path.split('.').enumerate() {
+                        if i > 0 {
+                            result.push('.');
+                        }
+                        snake_to_camel(&mut result, part).map_err(|()| {
+                            invalid("cannot roundtrip field name through camelcase")
+                        })?;
+                    }
+                }
+                write_str(self.out, &result);
+            }
+            Wkt::Empty => {
+                check_wire_bytes(bytes)?;
+                self.out.extend_from_slice(b"{}");
+            }
+            Wkt::Struct | Wkt::Value | Wkt::ListValue => {
+                return self.struct_like(prog, plan, wkt, chunks);
+            }
+            Wkt::DoubleValue => write_f64(self.out, f64::decode(bytes).map_err(decode_err)?),
+            Wkt::FloatValue => write_f32(self.out, f32::decode(bytes).map_err(decode_err)?),
+            Wkt::Int64Value => write_quoted_int(self.out, i64::decode(bytes).map_err(decode_err)?),
+            Wkt::UInt64Value => write_quoted_int(self.out, u64::decode(bytes).map_err(decode_err)?),
+            Wkt::Int32Value => write_int(self.out, i32::decode(bytes).map_err(decode_err)?),
+            Wkt::UInt32Value => write_int(self.out, u32::decode(bytes).map_err(decode_err)?),
+            Wkt::BoolValue => {
+                let b = bool::decode(bytes).map_err(decode_err)?;
+                self.out
+                    .extend_from_slice(if b { b"true" } else { b"false" });
+            }
+            Wkt::StringValue => write_str(self.out, &String::decode(bytes).map_err(decode_err)?),
+            Wkt::BytesValue => {
+                write_base64(self.out, &Vec::<u8>::decode(bytes).map_err(decode_err)?)
+            }
+        }
+        let _ = plan;
+        self.check_limit()
+    }
+
+    /// `Struct` (its map in key order), `ListValue` (an array) and `Value`
+    /// (the JSON value its `kind` holds, `null` when unset).
+    fn struct_like(
+        &mut self,
+        prog: &Program,
+        plan: &MessagePlan,
+        wkt: Wkt,
+        chunks: &[&'a [u8]],
+    ) -> Result<()> {
+        let mut occs: Vec<Occ<'a>> = Vec::new();
+        scan(plan, chunks, &mut occs)?;
+        match wkt {
+            Wkt::Struct => {
+                let Some(field) = plan.fields.first().filter(|f| f.number == 1) else {
+                    return Err(invalid("google.protobuf.Struct without fields"));
+                };
+                let group: Vec<Occ<'a>> = occs.into_iter().filter(|o| o.slot == 0).collect();
+                self.map(prog, field.ty, &group)?;
+            }
+            Wkt::ListValue => {
+                self.out.push(b'[');
+                let mut first = true;
+                for occ in occs
+                    .iter()
+                    .filter(|o| plan.fields[o.slot as usize].number == 1)
+                {
+                    let Ty::Message(m) = plan.fields[occ.slot as usize].ty else {
+                        return Err(invalid("google.protobuf.ListValue without values"));
+                    };
+                    if !first {
+                        self.out.push(b',');
+                    }
+                    first = false;
+                    self.message(prog, m, &[occ.data])?;
+                }
+                self.out.push(b']');
+            }
+            _ => {
+                for occ in resolve_oneofs(plan, &mut occs) {
+                    validate_occ(prog, plan, &occ)?;
+                }
+                let Some(last) = occs.last().copied() else {
+                    self.out.extend_from_slice(b"null");
+                    return self.check_limit();
+                };
+                let field = &plan.fields[last.slot as usize];
+                match (field.number, field.ty) {
+                    (5 | 6, Ty::Message(m)) => {
+                        let chunks: Vec<&'a [u8]> = occs
+                            .iter()
+                            .filter(|o| o.slot == last.slot)
+                            .map(|o| o.data)
+                            .collect();
+                        self.message(prog, m, &chunks)?;
+                    }
+                    (1, _) => self.out.extend_from_slice(b"null"),
+                    (2, Ty::Double) => {
+                        let n = f64::from_bits(last.num);
+                        if !n.is_finite() {
+                            return Err(invalid(
+                                "cannot serialize non-finite double in google.protobuf.Value",
+                            ));
+                        }
+                        write_f64(self.out, n);
+                    }
+                    (3 | 4, ty) => self.scalar(ty, last.num, last.data)?,
+                    _ => self.out.extend_from_slice(b"null"),
+                }
+            }
+        }
+        self.check_limit()
+    }
+
+    fn any(&mut self, plan: &MessagePlan, chunks: &[&'a [u8]]) -> Result<()> {
+        // The last `type_url` (1) and `value` (2), borrowed from the input.
+        let mut occs = self.pool.pop().unwrap_or_default();
+        scan(plan, chunks, &mut occs)?;
+        let mut type_url = "";
+        let mut value: &'a [u8] = &[];
+        for occ in &occs {
+            match plan.fields[occ.slot as usize].number {
+                1 => type_url = utf8(occ.data)?,
+                2 => value = occ.data,
+                _ => {}
+            }
+        }
+        occs.clear();
+        self.pool.push(occs);
+        let Some((_, name)) = type_url.rsplit_once('/') else {
+            return Err(invalid(format!(
+                "unsupported type url '{type_url}': missing at least one '/'"
+            )));
+        };
+        let Some(payload) = self.codec.program(name) else {
+            return Err(invalid(format!("message '{name}' not found")));
+        };
+        let root = &payload.messages[0];
+        if root.unsupported {
+            return Err(Stop::Unsupported);
+        }
+        self.out.extend_from_slice(b"{\"@type\":");
+        write_str(self.out, type_url);
+        if root.wkt.is_some() {
+            self.out.extend_from_slice(b",\"value\":");
+            self.message(&payload, 0, &[value])?;
+        } else {
+            let mut first = false;
+            self.fields(&payload, 0, &[value], &mut first)?;
+        }
+        self.out.push(b'}');
+        self.check_limit()
+    }
+}
+
+// === scanning ===
+
+/// Reads every field of a message (the concatenation of `chunks`) into
+/// `occs`: known fields checked against their wire type, unknown ones skipped.
+fn scan<'a>(plan: &MessagePlan, chunks: &[&'a [u8]], occs: &mut Vec<Occ<'a>>) -> Result<()> {
+    for chunk in chunks {
+        let mut data = *chunk;
+        while !data.is_empty() {
+            let (number, wire) = read_key(&mut data)?;
+            let Some(slot) = plan.slot(number) else {
+                skip_value(&mut data, number, wire)?;
+                continue;
+            };
+            let field = &plan.fields[slot];
+            let mut occ = if field.card == Card::Map {
+                // As prost-reflect decodes a map field: length-delimited
+                // whatever the wire type says.
+                Occ {
+                    slot: 0,
+                    wire: WIRE_LEN,
+                    num: 0,
+                    data: read_len(&mut data)?,
+                    seq: 0,
+                }
+            } else {
+                check_wire(field.ty, field.card, wire)?;
+                read_value(&mut data, number, wire)?
+            };
+            occ.slot = slot as u32;
+            occ.seq = occs.len() as u32;
+            occs.push(occ);
+        }
+    }
+    Ok(())
+}
+
+/// Drops the occurrences a decoder would have cleared: of each oneof, only
+/// the member set last counts, from its first occurrence after another member.
+fn resolve_oneofs<'a>(plan: &MessagePlan, occs: &mut Vec<Occ<'a>>) -> Vec<Occ<'a>> {
+    let mut dropped = Vec::new();
+    if plan.oneofs.is_empty() {
+        return dropped;
+    }
+    // (winning slot, first counted seq) per oneof.
+    let mut state: Vec<(u32, u32)> = vec![(u32::MAX, 0); plan.oneofs.len()];
+    for occ in occs.iter() {
+        if let Some(o) = plan.fields[occ.slot as usize].oneof {
+            let s = &mut state[o as usize];
+            if s.0 != occ.slot {
+                *s = (occ.slot, occ.seq);
+            }
+        }
+    }
+    occs.retain(|occ| match plan.fields[occ.slot as usize].oneof {
+        Some(o) => {
+            let (slot, since) = state[o as usize];
+            let keep = occ.slot == slot && occ.seq >= since;
+            if !keep {
+                dropped.push(*occ);
+            }
+            keep
+        }
+        None => true,
+    });
+    dropped
+}
+
+/// Checks an occurrence that is not rendered the way a decoder would have
+/// decoded it (UTF-8 strings, well-formed messages, packed records).
+fn validate_occ(prog: &Program, plan: &MessagePlan, occ: &Occ<'_>) -> Result<()> {
+    let field = &plan.fields[occ.slot as usize];
+    match (field.card, field.ty) {
+        (Card::Map, Ty::Message(entry)) => validate_message(prog, entry, occ.data),
+        (_, Ty::Message(m)) => validate_message(prog, m, occ.data),
+        (_, Ty::String) => utf8(occ.data).map(|_| ()),
+        (Card::Repeated, ty) if occ.wire == WIRE_LEN && packable(ty) => {
+            let mut data = occ.data;
+            while !data.is_empty() {
+                match element_wire(ty) {
+                    WIRE_VARINT => read_varint(&mut data)?,
+                    WIRE_FIXED32 => read_fixed32(&mut data)?,
+                    _ => read_fixed64(&mut data)?,
+                };
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Checks message `m`'s bytes as a decoder would, without rendering them.
+fn validate_message(prog: &Program, m: u32, data: &[u8]) -> Result<()> {
+    let plan = &prog.messages[m as usize];
+    let mut occs = Vec::new();
+    scan(plan, &[data], &mut occs)?;
+    for occ in &occs {
+        validate_occ(prog, plan, occ)?;
+    }
+    Ok(())
+}
+
+fn utf8(data: &[u8]) -> Result<&str> {
+    std::str::from_utf8(data).map_err(|_| {
+        invalid(
+            "failed to decode Protobuf message: invalid string value: data is not UTF-8 encoded",
+        )
+    })
+}
+
+fn packable(ty: Ty) -> bool {
+    !matches!(ty, Ty::String | Ty::Bytes | Ty::Message(_))
+}
+
+fn element_wire(ty: Ty) -> u8 {
+    match ty {
+        Ty::Double | Ty::Fixed64 | Ty::Sfixed64 => WIRE_FIXED64,
+        Ty::Float | Ty::Fixed32 | Ty::Sfixed32 => WIRE_FIXED32,
+        Ty::String | Ty::Bytes | Ty::Message(_) => WIRE_LEN,
+        _ => WIRE_VARINT,
+    }
+}
+
+/// Refuses a wire type a decoder would refuse for this field.
+fn check_wire(ty: Ty, card: Card, wire: u8) -> Result<()> {
+    let expected = match card {
+        Card::Map => WIRE_LEN,
+        _ => element_wire(ty),
+    };
+    if wire == expected || (card == Card::Repeated && wire == WIRE_LEN && packable(ty)) {
+        Ok(())
+    } else {
+        Err(invalid(format!(
+            "failed to decode Protobuf message: invalid wire type: {wire} (expected {expected})"
+        )))
+    }
+}
+
+fn is_default(prog: &Program, ty: Ty, occ: &Occ<'_>) -> bool {
+    match ty {
+        Ty::Double => f64::from_bits(occ.num) == 0.0,
+        Ty::Float => f32::from_bits(occ.num as u32) == 0.0,
+        Ty::Int32 | Ty::Sfixed32 | Ty::Uint32 | Ty::Fixed32 => occ.num as u32 == 0,
+        Ty::Sint32 => zigzag32(occ.num) == 0,
+        Ty::Bool | Ty::Int64 | Ty::Uint64 | Ty::Fixed64 | Ty::Sfixed64 | Ty::Sint64 => occ.num == 0,
+        Ty::String | Ty::Bytes => occ.data.is_empty(),
+        Ty::Enum(e) => occ.num as i32 == prog.enums[e as usize].default,
+        Ty::Message(_) => false,
+    }
+}
+
+/// A map key, ordered by value.
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+enum MapKey<'a> {
+    Bool(bool),
+    Int(i64),
+    Uint(u64),
+    Str(&'a str),
+}
+
+impl MapKey<'_> {
+    fn write(&self, out: &mut Vec<u8>) {
+        match self {
+            MapKey::Bool(b) => out.extend_from_slice(if *b { b"\"true\"" } else { b"\"false\"" }),
+            MapKey::Int(i) => write_quoted_int(out, *i),
+            MapKey::Uint(u) => write_quoted_int(out, *u),
+            MapKey::Str(s) => write_str(out, s),
+        }
+    }
+}
+
+fn map_key<'a>(ty: Ty, occ: &Occ<'a>) -> Result<MapKey<'a>> {
+    Ok(match ty {
+        Ty::Bool => MapKey::Bool(occ.num != 0),
+        Ty::Int32 | Ty::Sfixed32 => MapKey::Int(i64::from(occ.num as i32)),
+        Ty::Sint32 => MapKey::Int(i64::from(zigzag32(occ.num))),
+        Ty::Int64 | Ty::Sfixed64 => MapKey::Int(occ.num as i64),
+        Ty::Sint64 => MapKey::Int(zigzag64(occ.num)),
+        Ty::Uint32 | Ty::Fixed32 => MapKey::Uint(u64::from(occ.num as u32)),
+        Ty::Uint64 | Ty::Fixed64 => MapKey::Uint(occ.num),
+        Ty::String => MapKey::Str(utf8(occ.data)?),
+        _ => return Err(invalid("invalid map key type")),
+    })
+}
+
+fn zigzag32(num: u64) -> i32 {
+    let v = num as u32;
+    ((v >> 1) as i32) ^ (-((v & 1) as i32))
+}
+
+fn zigzag64(num: u64) -> i64 {
+    ((num >> 1) as i64) ^ (-((num & 1) as i64))
+}
+
+// === wire primitives (prost's rules) ===
+
+fn malformed(what: &str) -> Stop {
+    invalid(format!("failed to decode Protobuf message: {what}"))
+}
+
+#[inline]
+pub(crate) fn read_varint(data: &mut &[u8]) -> Result<u64> {
+    let bytes = *data;
+    let mut value = 0u64;
+    for (i, &b) in bytes.iter().enumerate().take(10) {
+        if i == 9 && b > 1 {
+            return Err(malformed("invalid varint"));
+        }
+        value |= u64::from(b & 0x7f) << (7 * i);
+        if b < 0x80 {
+            *data = &bytes[i + 1..];
+            return Ok(value);
+        }
+    }
+    Err(malformed("invalid varint"))
+}
+
+fn read_fixed32(data: &mut &[u8]) -> Result<u64> {
+    let Some((head, rest)) = data.split_first_chunk::<4>() else {
+        return Err(malformed("buffer underflow"));
+    };
+    *data = rest;
+    Ok(u64::from(u32::from_le_bytes(*head)))
+}
+
+fn read_fixed64(data: &mut &[u8]) -> Result<u64> {
+    let Some((head, rest)) = data.split_first_chunk::<8>() else {
+        return Err(malformed("buffer underflow"));
+    };
+    *data = rest;
+    Ok(u64::from_le_bytes(*head))
+}
+
+#[inline]
+fn read_key(data: &mut &[u8]) -> Result<(u32, u8)> {
+    let key = read_varint(data)?;
+    if key > u64::from(u32::MAX) {
+        return Err(malformed("invalid key value"));
+    }
+    let wire = (key & 7) as u8;
+    if wire > WIRE_FIXED32 {
+        return Err(malformed("invalid wire type value"));
+    }
+    let number = (key as u32) >> 3;
+    if number == 0 {
+        return Err(malformed("invalid tag value: 0"));
+    }
+    Ok((number, wire))
+}
+
+fn read_len<'a>(data: &mut &'a [u8]) -> Result<&'a [u8]> {
+    let len = read_varint(data)?;
+    if len > data.len() as u64 {
+        return Err(malformed("buffer underflow"));
+    }
+    let (head, rest) = data.split_at(len as usize);
+    *data = rest;
+    Ok(head)
+}
+
+/// Reads the value of a field whose key was read (not a group).
+#[inline]
+fn read_value<'a>(data: &mut &'a [u8], number: u32, wire: u8) -> Result<Occ<'a>> {
+    let mut occ = Occ {
+        slot: 0,
+        wire,
+        num: 0,
+        data: &[],
+        seq: 0,
+    };
+    match wire {
+        WIRE_VARINT => occ.num = read_varint(data)?,
+        WIRE_FIXED64 => occ.num = read_fixed64(data)?,
+        WIRE_FIXED32 => occ.num = read_fixed32(data)?,
+        WIRE_LEN => occ.data = read_len(data)?,
+        _ => {
+            skip_value(data, number, wire)?;
+            return Err(malformed("unexpected group"));
+        }
+    }
+    Ok(occ)
+}
+
+/// Skips an unknown field's value, groups included (iteratively).
+fn skip_value(data: &mut &[u8], number: u32, wire: u8) -> Result<()> {
+    match wire {
+        WIRE_VARINT => {
+            read_varint(data)?;
+        }
+        WIRE_FIXED64 => {
+            read_fixed64(data)?;
+        }
+        WIRE_FIXED32 => {
+            read_fixed32(data)?;
+        }
+        WIRE_LEN => {
+            read_len(data)?;
+        }
+        WIRE_START_GROUP => {
+            let mut open = vec![number];
+            while let Some(&current) = open.last() {
+                if open.len() > crate::wire::MAX_MESSAGE_NESTING {
+                    return Err(malformed("recursion limit reached"));
+                }
+                if data.is_empty() {
+                    return Err(malformed("buffer underflow"));
+                }
+                let (n, w) = read_key(data)?;
+                match w {
+                    WIRE_START_GROUP => open.push(n),
+                    WIRE_END_GROUP if n == current => {
+                        open.pop();
+                    }
+                    WIRE_END_GROUP => return Err(malformed("unexpected end group tag")),
+                    _ => skip_value(data, n, w)?,
+                }
+            }
+        }
+        _ => return Err(malformed("unexpected end group tag")),
+    }
+    Ok(())
+}
+
+/// Checks that `bytes` are well-formed fields (for `Empty`).
+fn check_wire_bytes(mut bytes: &[u8]) -> Result<()> {
+    while !bytes.is_empty() {
+        let (number, wire) = read_key(&mut bytes)?;
+        skip_value(&mut bytes, number, wire)?;
+    }
+    Ok(())
+}
+
+// === JSON primitives ===
+
+const ESCAPE: [u8; 256] = {
+    let mut table = [0u8; 256];
+    let mut i = 0;
+    while i < 0x20 {
+        table[i] = b'u';
+        i += 1;
+    }
+    table[0x08] = b'b';
+    table[0x09] = b't';
+    table[0x0a] = b'n';
+    table[0x0c] = b'f';
+    table[0x0d] = b'r';
+    table[b'"' as usize] = b'"';
+    table[b'\\' as usize] = b'\\';
+    table
+};
+
+/// `s` as a JSON string, escaped as serde_json does.
+pub(crate) fn write_str(out: &mut Vec<u8>, s: &str) {
+    let bytes = s.as_bytes();
+    out.reserve(bytes.len() + 2);
+    out.push(b'"');
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let escape = ESCAPE[b as usize];
+        if escape == 0 {
+            continue;
+        }
+        out.extend_from_slice(&bytes[start..i]);
+        match escape {
+            b'u' => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.extend_from_slice(b"\\u00");
+                out.push(HEX[(b >> 4) as usize]);
+                out.push(HEX[(b & 0xf) as usize]);
+            }
+            e => {
+                out.push(b'\\');
+                out.push(e);
+            }
+        }
+        start = i + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
+}
+
+fn write_base64(out: &mut Vec<u8>, data: &[u8]) {
+    let engine = &base64::engine::general_purpose::STANDARD;
+    let start = out.len();
+    let len = base64::encoded_len(data.len(), true).unwrap_or(0);
+    out.push(b'"');
+    out.resize(start + 1 + len, 0);
+    let written = engine
+        .encode_slice(data, &mut out[start + 1..])
+        .unwrap_or(0);
+    out.truncate(start + 1 + written);
+    out.push(b'"');
+}
+
+fn write_int<I: itoa::Integer>(out: &mut Vec<u8>, i: I) {
+    let mut buf = itoa::Buffer::new();
+    out.extend_from_slice(buf.format(i).as_bytes());
+}
+
+fn write_quoted_int<I: itoa::Integer>(out: &mut Vec<u8>, i: I) {
+    let mut buf = itoa::Buffer::new();
+    out.push(b'"');
+    out.extend_from_slice(buf.format(i).as_bytes());
+    out.push(b'"');
+}
+
+/// A double as protobuf's JSON printers write it: shortest round-trip
+/// digits, no `.0` on whole numbers, non-finite values as strings.
+pub(crate) fn write_f64(out: &mut Vec<u8>, v: f64) {
+    if v.is_finite() {
+        let mut buf = zmij::Buffer::new();
+        write_trimmed(out, buf.format_finite(v));
+    } else {
+        write_non_finite(out, v.is_nan(), v > 0.0);
+    }
+}
+
+/// A float, like [`write_f64`] with the shortest digits of an `f32`.
+pub(crate) fn write_f32(out: &mut Vec<u8>, v: f32) {
+    if v.is_finite() {
+        let mut buf = zmij::Buffer::new();
+        write_trimmed(out, buf.format_finite(v));
+    } else {
+        write_non_finite(out, v.is_nan(), v > 0.0);
+    }
+}
+
+fn write_trimmed(out: &mut Vec<u8>, s: &str) {
+    out.extend_from_slice(s.strip_suffix(".0").unwrap_or(s).as_bytes());
+}
+
+fn write_non_finite(out: &mut Vec<u8>, nan: bool, positive: bool) {
+    out.extend_from_slice(match (nan, positive) {
+        (true, _) => b"\"NaN\"",
+        (false, true) => b"\"Infinity\"",
+        (false, false) => b"\"-Infinity\"",
+    });
+}
+
+fn write_display(out: &mut Vec<u8>, value: &impl std::fmt::Display) {
+    use std::io::Write as _;
+    out.push(b'"');
+    let _ = write!(out, "{value}");
+    out.push(b'"');
+}
+
+fn snake_to_camel(dst: &mut String, src: &str) -> std::result::Result<(), ()> {
+    let mut upper_next = false;
+    for ch in src.chars() {
+        if ch.is_ascii_uppercase() {
+            return Err(());
+        }
+        if upper_next {
+            let upper = ch.to_ascii_uppercase();
+            if upper == ch {
+                return Err(());
+            }
+            dst.push(upper);
+            upper_next = false;
+        } else if ch == '_' {
+            upper_next = true;
+        } else {
+            dst.push(ch);
+        }
+    }
+    Ok(())
+}

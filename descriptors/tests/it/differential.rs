@@ -1,0 +1,667 @@
+//! Differential tests: the plan-driven codec (`descriptors::codec`, behind
+//! `json::*`) against the prost-reflect codec it replaced (`json::legacy`).
+//!
+//! Random messages of `example.types.v1.Everything` (every scalar, repeated,
+//! packed, map and oneof field, recursive `Nested`, `Any` holding plain and
+//! well-known payloads, `Struct`/`Value`/`ListValue`, wrappers, Timestamp,
+//! Duration, FieldMask, Empty) are encoded, then reshuffled on the wire
+//! (fields out of order, repeated singular fields, split packed and unpacked
+//! records, unknown fields) and damaged (truncated, bytes flipped). Both
+//! codecs must then agree value for value on the JSON under every option, or
+//! both refuse the bytes with the same kind of error.
+
+use descriptors::{
+    JsonOptions,
+    json::{legacy, proto_to_json},
+};
+use proptest::prelude::*;
+use prost::Message as _;
+use prost_reflect::{DynamicMessage, Kind, MapKey, MessageDescriptor, Value};
+use serde_json::Value as Json;
+
+use crate::common::shared_registry;
+
+fn config() -> ProptestConfig {
+    ProptestConfig {
+        cases: 384,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    }
+}
+
+/// A small deterministic generator (xorshift), so one proptest `u64` drives
+/// a whole message.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+    fn chance(&mut self, one_in: u64) -> bool {
+        self.below(one_in) == 0
+    }
+    fn int(&mut self) -> u64 {
+        match self.below(6) {
+            0 => 0,
+            1 => self.below(10),
+            2 => u64::MAX - self.below(3),
+            3 => 1 << self.below(64),
+            _ => self.next(),
+        }
+    }
+    fn f64(&mut self) -> f64 {
+        match self.below(9) {
+            0 => 0.0,
+            1 => -0.0,
+            2 => self.below(1000) as f64,
+            3 => f64::NAN,
+            4 => f64::INFINITY,
+            5 => 1e21 * self.below(100) as f64,
+            6 => 1.0 / (1 + self.below(1_000_000)) as f64,
+            _ => f64::from_bits(self.next()),
+        }
+    }
+    fn string(&mut self) -> String {
+        const PARTS: &[&str] = &[
+            "a", "é", "\"", "\\", "\n", "\u{1}", "😀", "key", "/", " ", "\u{7f}",
+        ];
+        (0..self.below(6))
+            .map(|_| PARTS[self.below(PARTS.len() as u64) as usize])
+            .collect()
+    }
+}
+
+const ANY_TYPES: &[&str] = &[
+    "example.types.v1.Scalars",
+    "example.types.v1.Nested",
+    "example.types.v1.Everything",
+    "google.protobuf.Duration",
+    "google.protobuf.Timestamp",
+    "google.protobuf.Struct",
+    "google.protobuf.Value",
+    "google.protobuf.Int64Value",
+    "google.protobuf.Empty",
+    "google.protobuf.FieldMask",
+];
+
+fn message(rng: &mut Rng, desc: &MessageDescriptor, depth: usize) -> DynamicMessage {
+    let mut m = DynamicMessage::new(desc.clone());
+    match desc.full_name() {
+        "google.protobuf.Any" => {
+            let name = ANY_TYPES[rng.below(ANY_TYPES.len() as u64) as usize];
+            let payload_desc = desc.parent_pool().get_message_by_name(name).unwrap();
+            let payload = if depth == 0 {
+                DynamicMessage::new(payload_desc)
+            } else {
+                message(rng, &payload_desc, depth - 1)
+            };
+            let url = match rng.below(12) {
+                0 => name.to_owned(),             // no slash: refused
+                1 => "x/no.such.Type".to_owned(), // unknown: refused
+                2 => format!("example.com/a/{name}"),
+                _ => format!("type.googleapis.com/{name}"),
+            };
+            m.set_field_by_name("type_url", Value::String(url));
+            m.set_field_by_name("value", Value::Bytes(payload.encode_to_vec().into()));
+            return m;
+        }
+        "google.protobuf.Timestamp" | "google.protobuf.Duration" => {
+            let seconds = match rng.below(5) {
+                0 => rng.next() as i64, // mostly out of range
+                _ => rng.below(253_402_300_799) as i64 - rng.below(62_135_596_800) as i64,
+            };
+            let nanos = match rng.below(5) {
+                0 => rng.next() as i32,
+                _ => rng.below(1_000_000_000) as i32,
+            };
+            m.set_field_by_name("seconds", Value::I64(seconds));
+            m.set_field_by_name("nanos", Value::I32(nanos));
+            return m;
+        }
+        "google.protobuf.FieldMask" => {
+            let paths = (0..rng.below(3))
+                .map(|_| {
+                    Value::String(
+                        ["a_b.c", "x", "bad__name", "camelCase", "f_int32.r_msg", ""]
+                            [rng.below(6) as usize]
+                            .to_owned(),
+                    )
+                })
+                .collect();
+            m.set_field_by_name("paths", Value::List(paths));
+            return m;
+        }
+        "google.protobuf.Value" => {
+            let kind = if depth == 0 {
+                rng.below(4)
+            } else {
+                rng.below(6)
+            };
+            let pool = desc.parent_pool();
+            match kind {
+                0 => m.set_field_by_name("null_value", Value::EnumNumber(0)),
+                1 => m.set_field_by_name("bool_value", Value::Bool(rng.chance(2))),
+                2 => m.set_field_by_name(
+                    "number_value",
+                    Value::F64(if rng.chance(8) {
+                        f64::NAN
+                    } else {
+                        rng.below(1 << 20) as f64 / 4.0
+                    }),
+                ),
+                3 => m.set_field_by_name("string_value", Value::String(rng.string())),
+                4 => {
+                    let list = pool
+                        .get_message_by_name("google.protobuf.ListValue")
+                        .unwrap();
+                    m.set_field_by_name(
+                        "list_value",
+                        Value::Message(message(rng, &list, depth - 1)),
+                    );
+                }
+                _ => {
+                    let st = pool.get_message_by_name("google.protobuf.Struct").unwrap();
+                    m.set_field_by_name(
+                        "struct_value",
+                        Value::Message(message(rng, &st, depth - 1)),
+                    );
+                }
+            }
+            return m;
+        }
+        _ => {}
+    }
+    for field in desc.fields() {
+        if !rng.chance(2) {
+            continue;
+        }
+        let taken = field
+            .containing_oneof()
+            .is_some_and(|oneof| !oneof.is_synthetic() && oneof.fields().any(|f| m.has_field(&f)));
+        if taken && rng.chance(2) {
+            continue;
+        }
+        let kind = field.kind();
+        if field.is_map() {
+            let entry = kind.as_message().unwrap().clone();
+            let key_kind = entry.map_entry_key_field().kind();
+            let value_field = entry.map_entry_value_field();
+            let mut map = std::collections::HashMap::new();
+            for _ in 0..rng.below(5) {
+                let key = match key_kind {
+                    Kind::String => MapKey::String(rng.string()),
+                    Kind::Int64 => MapKey::I64(rng.int() as i64 % 1000),
+                    Kind::Bool => MapKey::Bool(rng.chance(2)),
+                    _ => MapKey::I32(rng.below(100) as i32),
+                };
+                map.insert(key, value(rng, &value_field.kind(), depth));
+            }
+            m.set_field(&field, Value::Map(map));
+        } else if field.is_list() {
+            let n = if depth == 0 && kind.as_message().is_some() {
+                0
+            } else {
+                rng.below(4)
+            };
+            let list = (0..n).map(|_| value(rng, &kind, depth)).collect();
+            m.set_field(&field, Value::List(list));
+        } else {
+            if depth == 0 && kind.as_message().is_some() {
+                continue;
+            }
+            m.set_field(&field, value(rng, &kind, depth));
+        }
+    }
+    m
+}
+
+fn value(rng: &mut Rng, kind: &Kind, depth: usize) -> Value {
+    match kind {
+        Kind::Double => Value::F64(rng.f64()),
+        Kind::Float => Value::F32(rng.f64() as f32),
+        Kind::Int32 | Kind::Sint32 | Kind::Sfixed32 => Value::I32(rng.int() as i32),
+        Kind::Int64 | Kind::Sint64 | Kind::Sfixed64 => Value::I64(rng.int() as i64),
+        Kind::Uint32 | Kind::Fixed32 => Value::U32(rng.int() as u32),
+        Kind::Uint64 | Kind::Fixed64 => Value::U64(rng.int()),
+        Kind::Bool => Value::Bool(rng.chance(2)),
+        Kind::String => Value::String(rng.string()),
+        Kind::Bytes => Value::Bytes(
+            (0..rng.below(7))
+                .map(|_| rng.next() as u8)
+                .collect::<Vec<_>>()
+                .into(),
+        ),
+        Kind::Enum(e) => Value::EnumNumber(if rng.chance(5) {
+            7
+        } else {
+            rng.below(e.values().len() as u64) as i32
+        }),
+        Kind::Message(m) => {
+            // Wrappers hold finite values: the tree codec printed a
+            // non-finite FloatValue/DoubleValue as `null` (see `non_finite_wrappers`).
+            if matches!(
+                m.full_name(),
+                "google.protobuf.DoubleValue" | "google.protobuf.FloatValue"
+            ) {
+                let mut w = DynamicMessage::new(m.clone());
+                let v = rng.below(1 << 20) as f64 / 8.0;
+                let field = m.get_field_by_name("value").unwrap();
+                w.set_field(
+                    &field,
+                    if field.kind() == Kind::Float {
+                        Value::F32(v as f32)
+                    } else {
+                        Value::F64(v)
+                    },
+                );
+                return Value::Message(w);
+            }
+            Value::Message(message(rng, m, depth.saturating_sub(1)))
+        }
+    }
+}
+
+/// The top-level records of a message's encoding.
+fn records(mut bytes: &[u8]) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    while !bytes.is_empty() {
+        let start = bytes;
+        let key = prost::encoding::decode_varint(&mut bytes).unwrap();
+        match key & 7 {
+            0 => {
+                prost::encoding::decode_varint(&mut bytes).unwrap();
+            }
+            1 => bytes = &bytes[8..],
+            5 => bytes = &bytes[4..],
+            2 => {
+                let len = prost::encoding::decode_varint(&mut bytes).unwrap() as usize;
+                bytes = &bytes[len..];
+            }
+            _ => unreachable!("no groups in these protos"),
+        }
+        out.push(start[..start.len() - bytes.len()].to_vec());
+    }
+    out
+}
+
+/// The same message (or one a decoder merges the same way) encoded
+/// differently: records shuffled, some repeated, unknown fields added.
+fn reshuffle(rng: &mut Rng, bytes: &[u8]) -> Vec<u8> {
+    let mut recs = records(bytes);
+    for i in (1..recs.len()).rev() {
+        let j = rng.below(i as u64 + 1) as usize;
+        recs.swap(i, j);
+    }
+    if !recs.is_empty() && rng.chance(2) {
+        let r = recs[rng.below(recs.len() as u64) as usize].clone();
+        let at = rng.below(recs.len() as u64 + 1) as usize;
+        recs.insert(at, r);
+    }
+    if rng.chance(2) {
+        // Unknown fields: varint 900, bytes 901, fixed32 902, a group 903.
+        let unknown: &[&[u8]] = &[
+            &[0xa0, 0x38, 0x05],
+            &[0xaa, 0x38, 0x02, 0x61, 0x62],
+            &[0xb5, 0x38, 1, 2, 3, 4],
+            &[0xbb, 0x38, 0x08, 0x01, 0xbc, 0x38],
+        ];
+        let at = rng.below(recs.len() as u64 + 1) as usize;
+        recs.insert(at, unknown[rng.below(4) as usize].to_vec());
+    }
+    recs.concat()
+}
+
+fn damage(rng: &mut Rng, bytes: &mut Vec<u8>) {
+    if bytes.is_empty() {
+        return;
+    }
+    match rng.below(3) {
+        0 => bytes.truncate(rng.below(bytes.len() as u64) as usize),
+        _ => {
+            for _ in 0..=rng.below(3) {
+                let i = rng.below(bytes.len() as u64) as usize;
+                bytes[i] ^= 1 << rng.below(8);
+            }
+        }
+    }
+}
+
+/// JSON equality with numbers compared as numbers (`1` equals `1.0`).
+fn same(a: &Json, b: &Json) -> bool {
+    match (a, b) {
+        (Json::Number(x), Json::Number(y)) => {
+            match (x.as_i64(), y.as_i64(), x.as_u64(), y.as_u64()) {
+                (Some(x), Some(y), _, _) => x == y,
+                (_, _, Some(x), Some(y)) => x == y,
+                _ => x.as_f64() == y.as_f64(),
+            }
+        }
+        (Json::Array(x), Json::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(x, y)| same(x, y))
+        }
+        (Json::Object(x), Json::Object(y)) => {
+            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| same(v, w)))
+        }
+        _ => a == b,
+    }
+}
+
+fn all_options() -> Vec<JsonOptions> {
+    let mut all = Vec::new();
+    for bits in 0..8u8 {
+        all.push(JsonOptions {
+            emit_unpopulated: bits & 1 != 0,
+            preserve_proto_field_names: bits & 2 != 0,
+            enums_as_ints: bits & 4 != 0,
+            ..JsonOptions::default()
+        });
+    }
+    all
+}
+
+/// Both codecs on `bytes`: same JSON value, or errors of the same kind.
+fn agree(desc: &MessageDescriptor, bytes: &[u8], opts: &JsonOptions) -> Result<(), TestCaseError> {
+    let mut new = b"x".to_vec();
+    let mut old = b"x".to_vec();
+    let new_res = proto_to_json(desc, bytes, opts, &mut new);
+    let old_res = legacy::proto_to_json(desc, bytes, opts, &mut old);
+    match (new_res, old_res) {
+        (Ok(()), Ok(())) => {
+            let new: Json = serde_json::from_slice(&new[1..]).map_err(|e| {
+                TestCaseError::fail(format!("{e}: {}", String::from_utf8_lossy(&new)))
+            })?;
+            let old: Json = serde_json::from_slice(&old[1..]).unwrap();
+            prop_assert!(same(&new, &old), "new {new}\nold {old}\nbytes {bytes:?}");
+        }
+        (Err(n), Err(o)) => {
+            prop_assert_eq!(n.kind(), o.kind(), "new {} / old {}", n, o);
+            prop_assert_eq!(&new, b"x", "out left as it was");
+        }
+        (n, o) => prop_assert!(false, "new {n:?} / old {o:?}\nbytes {bytes:?}"),
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    #[test]
+    fn wire_to_json_agrees_with_prost_reflect(seed in any::<u64>()) {
+        let snapshot = shared_registry().snapshot();
+        let desc = snapshot.pool().get_message_by_name("example.types.v1.Everything").unwrap();
+        let mut rng = Rng(seed | 1);
+        let message = message(&mut rng, &desc, 3);
+        let canonical = message.encode_to_vec();
+        let shuffled = reshuffle(&mut rng, &canonical);
+        let mut damaged = shuffled.clone();
+        damage(&mut rng, &mut damaged);
+        for opts in all_options() {
+            agree(&desc, &canonical, &opts)?;
+            agree(&desc, &shuffled, &opts)?;
+            agree(&desc, &damaged, &opts)?;
+        }
+        // Nested types on their own, and `Any` at the root.
+        for name in ["example.types.v1.Nested", "example.types.v1.Scalars", "google.protobuf.Any", "google.protobuf.Struct"] {
+            let d = snapshot.pool().get_message_by_name(name).unwrap();
+            let m = self::message(&mut rng, &d, 3);
+            agree(&d, &reshuffle(&mut rng, &m.encode_to_vec()), &JsonOptions::default())?;
+        }
+    }
+
+    #[test]
+    fn wire_to_json_agrees_on_random_bytes(bytes in prop::collection::vec(any::<u8>(), 0..64)) {
+        let snapshot = shared_registry().snapshot();
+        for desc in snapshot.pool().all_messages().filter(|d| d.package_name().starts_with("example")) {
+            agree(&desc, &bytes, &JsonOptions { emit_unpopulated: true, ..JsonOptions::default() })?;
+        }
+    }
+}
+
+#[test]
+fn map_keys_are_sorted_and_numbers_printed_like_protobuf() {
+    let snapshot = shared_registry().snapshot();
+    let desc = snapshot
+        .pool()
+        .get_message_by_name("example.types.v1.Everything")
+        .unwrap();
+    let json = serde_json::json!({
+        "mStrInt": {"b": 2, "a": 1, "c": 3, "B": 0},
+        "mIntStr": {"10": "ten", "-1": "minus", "2": "two"},
+        "scalars": {"fDouble": 164.0, "fFloat": 2.5},
+        "list": [1e21, 1e-7, 0.1, -0.0],
+    });
+    let mut proto = Vec::new();
+    descriptors::json::json_to_proto(
+        &desc,
+        json.to_string().as_bytes(),
+        &JsonOptions::default(),
+        &mut proto,
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    proto_to_json(&desc, &proto, &JsonOptions::default(), &mut out).unwrap();
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        r#"{"scalars":{"fDouble":164,"fFloat":2.5},"mStrInt":{"B":0,"a":1,"b":2,"c":3},"mIntStr":{"-1":"minus","2":"two","10":"ten"},"list":[1e+21,1e-7,0.1,-0]}"#
+    );
+}
+
+#[test]
+fn non_finite_wrappers() {
+    // The tree codec printed these as `null` (serde_json's rendering of a
+    // non-finite float); the proto3 mapping writes them as strings.
+    let snapshot = shared_registry().snapshot();
+    let desc = snapshot
+        .pool()
+        .get_message_by_name("example.types.v1.Everything")
+        .unwrap();
+    let mut out = Vec::new();
+    // w_double (28) = {value: NaN}, w_float (29) = {value: -inf}
+    let mut proto = vec![0xe2, 0x01, 9, 0x09];
+    proto.extend_from_slice(&f64::NAN.to_le_bytes());
+    proto.extend_from_slice(&[0xea, 0x01, 5, 0x0d]);
+    proto.extend_from_slice(&f32::NEG_INFINITY.to_le_bytes());
+    proto_to_json(&desc, &proto, &JsonOptions::default(), &mut out).unwrap();
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        r#"{"wDouble":"NaN","wFloat":"-Infinity"}"#
+    );
+}
+
+// === JSON -> wire ===
+
+const REPLACEMENTS: &[&str] = &[
+    "null",
+    "\"x\"",
+    "1.5",
+    "-1",
+    "1e40",
+    "[]",
+    "{}",
+    "true",
+    "\"RED\"",
+    "\"AAA=\"",
+    "\"1s\"",
+    "\"2017-01-15T01:30:15Z\"",
+    "\"NaN\"",
+    "0",
+    "\"12\"",
+    "[null]",
+    "[1,\"a\"]",
+    "{\"a\":1}",
+    "4294967296",
+    "\"-_8\"",
+    "\"fInt32\"",
+    "\"Infinity\"",
+    "-0.0",
+    "3e0",
+];
+
+/// `value` as JSON text with object keys in random order, sometimes a key
+/// twice, sometimes a value swapped for another JSON value, sometimes an
+/// unknown key.
+fn scramble(rng: &mut Rng, value: &Json, out: &mut String, wild: bool) {
+    if wild && rng.chance(40) {
+        out.push_str(REPLACEMENTS[rng.below(REPLACEMENTS.len() as u64) as usize]);
+        return;
+    }
+    match value {
+        Json::Object(map) => {
+            let mut entries: Vec<(&String, &Json)> = map.iter().collect();
+            for i in (1..entries.len()).rev() {
+                let j = rng.below(i as u64 + 1) as usize;
+                entries.swap(i, j);
+            }
+            if !entries.is_empty() && rng.chance(6) {
+                let e = entries[rng.below(entries.len() as u64) as usize];
+                entries.push(e);
+            }
+            out.push('{');
+            for (i, (k, v)) in entries.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&Json::String((*k).clone()).to_string());
+                out.push(':');
+                if rng.chance(20) {
+                    out.push_str("null");
+                } else {
+                    scramble(rng, v, out, wild);
+                }
+            }
+            if wild && rng.chance(15) {
+                if !entries.is_empty() {
+                    out.push(',');
+                }
+                out.push_str("\"bogusField\":{\"x\":[1,2]}");
+            }
+            out.push('}');
+        }
+        Json::Array(items) => {
+            out.push('[');
+            for (i, v) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                scramble(rng, v, out, wild);
+            }
+            out.push(']');
+        }
+        other => out.push_str(&other.to_string()),
+    }
+}
+
+/// Both readers on `json`: the same message, or both refuse it with the same error.
+fn agree_json(
+    desc: &MessageDescriptor,
+    json: &str,
+    opts: &JsonOptions,
+) -> Result<(), TestCaseError> {
+    let mut new = b"x".to_vec();
+    let mut old = b"x".to_vec();
+    let new_res = descriptors::json::json_to_proto(desc, json.as_bytes(), opts, &mut new);
+    let old_res = legacy::json_to_proto(desc, json.as_bytes(), opts, &mut old);
+    match (new_res, old_res) {
+        (Ok(()), Ok(())) => {
+            if new != old {
+                // Maps: the old encoder wrote entries in hash order. The
+                // same message either way: render both.
+                let render = |bytes: &[u8]| {
+                    let mut out = Vec::new();
+                    proto_to_json(desc, bytes, &JsonOptions::default(), &mut out).map(|()| out)
+                };
+                let (n, o) = (render(&new[1..]), render(&old[1..]));
+                prop_assert!(
+                    n.is_ok() && n.as_ref().ok() == o.as_ref().ok(),
+                    "json {json}\nnew {new:?}\nold {old:?}\n{n:?}\n{o:?}"
+                );
+            }
+        }
+        (Err(n), Err(o)) => {
+            // Errors come from the prost-reflect reader both ways (whose
+            // `Any` reader buffers keys in a hash map: its message may vary).
+            prop_assert_eq!(n.kind(), o.kind());
+            if !json.contains("@type") {
+                prop_assert_eq!(n.to_string(), o.to_string());
+            }
+            prop_assert_eq!(&new, b"x", "out left as it was");
+        }
+        (n, o) => prop_assert!(false, "json {json}\nnew {n:?} / old {o:?}"),
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    #[test]
+    fn json_to_wire_agrees_with_prost_reflect(seed in any::<u64>()) {
+        let snapshot = shared_registry().snapshot();
+        let mut rng = Rng(seed | 1);
+        for name in ["example.types.v1.Everything", "example.types.v1.Nested", "google.protobuf.Struct", "google.protobuf.Value"] {
+            let desc = snapshot.pool().get_message_by_name(name).unwrap();
+            let message = message(&mut rng, &desc, 3);
+            let print = JsonOptions {
+                preserve_proto_field_names: rng.chance(2),
+                enums_as_ints: rng.chance(2),
+                emit_unpopulated: rng.chance(4),
+                ..JsonOptions::default()
+            };
+            let mut json = Vec::new();
+            if legacy::proto_to_json(&desc, &message.encode_to_vec(), &print, &mut json).is_err() {
+                continue; // e.g. an Any with an unknown type
+            }
+            let value: Json = serde_json::from_slice(&json).unwrap();
+            for opts in [JsonOptions::default(), JsonOptions { ignore_unknown_fields: true, ..JsonOptions::default() }] {
+                agree_json(&desc, &String::from_utf8(json.clone()).unwrap(), &opts)?;
+                let mut text = String::new();
+                scramble(&mut rng, &value, &mut text, false);
+                agree_json(&desc, &text, &opts)?;
+                let mut text = String::new();
+                scramble(&mut rng, &value, &mut text, true);
+                agree_json(&desc, &text, &opts)?;
+            }
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// `response_body` rules: only that field's value is written.
+    #[test]
+    fn response_body_agrees_with_prost_reflect(seed in any::<u64>()) {
+        let snapshot = shared_registry().snapshot();
+        let mut rng = Rng(seed | 1);
+        let mut covered = 0;
+        for method in snapshot.methods() {
+            for binding in method.bindings.iter().filter(|b| b.response_body.is_some()) {
+                covered += 1;
+                let message = message(&mut rng, &method.output, 2);
+                let bytes = reshuffle(&mut rng, &message.encode_to_vec());
+                for opts in all_options() {
+                    let mut new = b"x".to_vec();
+                    let mut old = b"x".to_vec();
+                    let n = descriptors::json::response_to_json(method, Some(binding), &bytes, &opts, &mut new);
+                    let o = legacy::response_to_json(method, Some(binding), &bytes, &opts, &mut old);
+                    match (n, o) {
+                        (Ok(()), Ok(())) => {
+                            let new: Json = serde_json::from_slice(&new[1..]).unwrap();
+                            let old: Json = serde_json::from_slice(&old[1..]).unwrap();
+                            prop_assert!(same(&new, &old), "{}: new {new} old {old}", method.grpc_path);
+                        }
+                        (Err(n), Err(o)) => prop_assert_eq!(n.kind(), o.kind()),
+                        (n, o) => prop_assert!(false, "new {n:?} / old {o:?}"),
+                    }
+                }
+            }
+        }
+        prop_assert!(covered > 0);
+    }
+}
