@@ -276,7 +276,11 @@ pub struct ConnState {
     tripped: AtomicBool,
     /// The listener asked this connection to close (listener full).
     shed: AtomicBool,
-    /// Woken when `open` goes to or from 0, or a close is requested.
+    /// When `open` last went to 0, in ms since `born` (read lazily by the
+    /// idle timer: no wake-up per request).
+    idle_since_ms: AtomicU64,
+    born: Instant,
+    /// Woken when a close is requested (shed, premature resets).
     changed: Notify,
     policy: PrematureReset,
 }
@@ -293,6 +297,8 @@ impl ConnState {
             premature: AtomicU64::new(0),
             tripped: AtomicBool::new(false),
             shed: AtomicBool::new(false),
+            idle_since_ms: AtomicU64::new(0),
+            born: Instant::now(),
             changed: Notify::new(),
             policy,
         }
@@ -306,9 +312,7 @@ impl ConnState {
     /// Counts a new stream until the returned guard drops.
     pub fn open_stream(self: &Arc<Self>) -> StreamGuard {
         self.streams.fetch_add(1, Ordering::Relaxed);
-        if self.open.fetch_add(1, Ordering::AcqRel) == 0 {
-            self.changed.notify_one();
-        }
+        self.open.fetch_add(1, Ordering::AcqRel);
         StreamGuard {
             conn: self.clone(),
             opened: Instant::now(),
@@ -345,8 +349,14 @@ impl ConnState {
         )
     }
 
-    /// Waits for a change: a stream count going to or from 0, or a close
-    /// request. Cancel-safe (a notification is kept as a permit).
+    /// When the connection last had no open stream (its accept time if it
+    /// never had one); meaningful while `open_streams() == 0`.
+    pub fn idle_since(&self) -> Instant {
+        self.born + Duration::from_millis(self.idle_since_ms.load(Ordering::Acquire))
+    }
+
+    /// Waits for a close request (shed, premature resets). Cancel-safe (a
+    /// notification is kept as a permit).
     pub async fn changed(&self) {
         self.changed.notified().await;
     }
@@ -365,7 +375,8 @@ impl ConnState {
             }
         }
         if self.open.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.changed.notify_one();
+            let ms = self.born.elapsed().as_millis() as u64;
+            self.idle_since_ms.store(ms, Ordering::Release);
         }
     }
 }

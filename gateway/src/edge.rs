@@ -142,6 +142,59 @@ impl IpNet {
     }
 }
 
+/// The forwarding headers of one connection's peer, built once per
+/// connection: for a peer that is not a trusted proxy (the usual case)
+/// each request only swaps in these three values.
+#[derive(Debug, Clone)]
+pub struct PeerHeaders {
+    peer: SocketAddr,
+    from_proxy: bool,
+    tls: bool,
+    xff: Option<HeaderValue>,
+    forwarded: Option<HeaderValue>,
+    proto: HeaderValue,
+}
+
+impl PeerHeaders {
+    /// The values for `peer` on a listener with `trusted` proxies.
+    pub fn new(peer: SocketAddr, trusted: &[IpNet], tls: bool) -> Self {
+        let ip = peer.ip().to_canonical();
+        let proto = if tls { "https" } else { "http" };
+        Self {
+            peer,
+            from_proxy: trusted.iter().any(|n| n.contains(ip)),
+            tls,
+            xff: HeaderValue::try_from(ip.to_string()).ok(),
+            forwarded: HeaderValue::try_from(format!("for={};proto={proto}", node(ip))).ok(),
+            proto: HeaderValue::from_static(proto),
+        }
+    }
+
+    /// Sets them on an upstream request (see [`set_forwarded`]).
+    pub fn apply(&self, headers: &mut HeaderMap, trusted: &[IpNet]) {
+        if self.from_proxy {
+            return set_forwarded(headers, self.peer, trusted, self.tls);
+        }
+        headers.remove(&X_FORWARDED_FOR);
+        headers.remove(&FORWARDED);
+        if let Some(v) = &self.xff {
+            headers.insert(X_FORWARDED_FOR, v.clone());
+        }
+        if let Some(v) = &self.forwarded {
+            headers.insert(FORWARDED, v.clone());
+        }
+        headers.insert(X_FORWARDED_PROTO, self.proto.clone());
+    }
+}
+
+/// `for=` node of `Forwarded` (RFC 7239: IPv6 quoted and bracketed).
+fn node(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => format!("\"[{v6}]\""),
+    }
+}
+
 /// Sets the forwarding headers for the upstream request: the peer is
 /// appended to `X-Forwarded-For` and `Forwarded` when it is a trusted
 /// proxy (whose inbound values are kept); otherwise inbound values are
@@ -151,10 +204,7 @@ pub fn set_forwarded(headers: &mut HeaderMap, peer: SocketAddr, trusted: &[IpNet
     let ip = peer.ip().to_canonical();
     let from_proxy = trusted.iter().any(|n| n.contains(ip));
     let proto = if tls { "https" } else { "http" };
-    let node = match ip {
-        IpAddr::V4(v4) => v4.to_string(),
-        IpAddr::V6(v6) => format!("\"[{v6}]\""),
-    };
+    let node = node(ip);
     let xff_prior = joined(headers, &X_FORWARDED_FOR).filter(|_| from_proxy);
     let fwd_prior = joined(headers, &FORWARDED).filter(|_| from_proxy);
     let xfp_prior = headers
@@ -254,6 +304,17 @@ mod tests {
         let mut h = HeaderMap::new();
         set_forwarded(&mut h, v6, &trusted, true);
         assert_eq!(h[&FORWARDED], "for=\"[2001:db8::1]\";proto=https");
+        for (peer, tls) in [(peer, false), (v6, true)] {
+            for trusted in [&[][..], &trusted[..]] {
+                let mut spoofed = HeaderMap::new();
+                spoofed.insert(X_FORWARDED_FOR, HeaderValue::from_static("1.2.3.4"));
+                let mut a = spoofed.clone();
+                set_forwarded(&mut a, peer, trusted, tls);
+                let mut b = spoofed;
+                PeerHeaders::new(peer, trusted, tls).apply(&mut b, trusted);
+                assert_eq!(a, b, "{peer} {tls}");
+            }
+        }
         assert!(IpNet::parse("10.0.0.0/33").is_none());
         assert!(
             IpNet::parse("::1")

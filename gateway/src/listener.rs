@@ -204,6 +204,7 @@ pub async fn run(
             shared: shared.clone(),
             listener: l.ctx.clone(),
             peer,
+            forwarded: crate::edge::PeerHeaders::new(peer, &l.ctx.trusted_proxies, l.ctx.tls),
         });
         let task = ConnTask {
             builders: builders.clone(),
@@ -329,13 +330,17 @@ impl ConnTask {
 
         let limits = self.limits;
         let age_deadline = limits.max_age.map(|age| accepted + age);
-        let mut idle_since = Instant::now();
         let mut closing: Option<CloseReason> = None;
         // When set, the connection is dropped (closed) at this instant.
         let mut hard_deadline: Option<Instant> = None;
         loop {
-            let idle_deadline = match (closing, limits.idle) {
-                (None, Some(idle)) if self.state.open_streams() == 0 => Some(idle_since + idle),
+            // Checked lazily: when the timer fires with streams open, or
+            // after one more recent idle start, it is re-armed.
+            let idle_check = match (closing, limits.idle) {
+                (None, Some(idle)) if self.state.open_streams() == 0 => {
+                    Some(Instant::from_std(self.state.idle_since()) + idle)
+                }
+                (None, Some(idle)) => Some(Instant::now() + idle),
                 _ => None,
             };
             let reason = tokio::select! {
@@ -347,9 +352,6 @@ impl ConnTask {
                 }
                 // Cancel-safe (Notify keeps a permit); re-evaluates below.
                 _ = self.state.changed() => {
-                    if self.state.open_streams() == 0 {
-                        idle_since = Instant::now();
-                    }
                     // Each close request acts once (a trip may still
                     // shorten another close's grace).
                     if self.state.is_tripped()
@@ -362,7 +364,13 @@ impl ConnTask {
                         continue;
                     }
                 }
-                _ = sleep_until(idle_deadline.unwrap_or(accepted)), if idle_deadline.is_some() => {
+                _ = sleep_until(idle_check.unwrap_or(accepted)), if idle_check.is_some() => {
+                    let idle = limits.idle.unwrap_or_default();
+                    if self.state.open_streams() != 0
+                        || Instant::now() < Instant::from_std(self.state.idle_since()) + idle
+                    {
+                        continue;
+                    }
                     CloseReason::Idle
                 }
                 _ = sleep_until(age_deadline.unwrap_or(accepted)), if closing.is_none() && age_deadline.is_some() => {

@@ -83,18 +83,16 @@ pub struct ConnCtx {
     pub listener: Arc<ListenerCtx>,
     /// Downstream address.
     pub peer: SocketAddr,
+    /// Its forwarding headers, built once.
+    pub forwarded: crate::edge::PeerHeaders,
 }
 
 /// Handles one request; never fails (errors become responses).
 pub async fn handle(conn: Arc<ConnCtx>, mut req: Request<Incoming>) -> Response<ResponseBody> {
     let started = Instant::now();
     let listener = &conn.listener;
-    crate::edge::set_forwarded(
-        req.headers_mut(),
-        conn.peer,
-        &listener.trusted_proxies,
-        listener.tls,
-    );
+    conn.forwarded
+        .apply(req.headers_mut(), &listener.trusted_proxies);
     let protocol = classify(req.headers());
     let log = &conn.shared.access_log;
     log.debug_headers("request headers", req.headers());
