@@ -821,7 +821,7 @@ impl Collector for UpstreamCollector {
             ),
             (
                 "gateway_upstream_failures",
-                "Failed exchanges with the endpoint (connect failures, resets, UNAVAILABLE and the like, as outlier detection counts them). Read at scrape time.",
+                "Failed attempts on the endpoint: connect failures and broken exchanges (resets, transport errors); a gRPC error status is not one. Read at scrape time.",
                 MetricType::Counter,
                 balancer::endpoint::Endpoint::failures,
             ),

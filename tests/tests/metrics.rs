@@ -489,6 +489,82 @@ async fn scraped_values_after_known_traffic() {
     }
 }
 
+#[tokio::test]
+async fn ejection_shows_in_upstream_series() {
+    let a = spawn_sample("e-a").await;
+    let b = spawn_sample("e-b").await;
+    let gw = spawn_gateway(&format!(
+        "{}outlier_detection = {{ consecutive_failures = 3, base_ejection_ms = 60000, max_ejection_percent = 50 }}\n\
+         [[routes]]\ncluster = \"backend\"\n",
+        base_config(&[&a, &b])
+    ))
+    .await;
+    gw.registry()
+        .put("samples", sample_services::FILE_DESCRIPTOR_SET)
+        .expect("register");
+    let mut echo = EchoClient::new(channel(gw.first_addr()).await);
+    // Six UNAVAILABLE answers, three per server: the first to reach three
+    // is ejected, the other kept (at most 50 % ejected).
+    for _ in 0..6 {
+        let err = echo
+            .unary(EchoRequest {
+                status_code: Code::Unavailable as i32,
+                ..Default::default()
+            })
+            .await
+            .expect_err("unavailable");
+        assert_eq!(err.code(), Code::Unavailable);
+    }
+    let unavailable = req(
+        "gateway_requests_total",
+        "backend",
+        "sample.echo.v1.Echo",
+        "Unary",
+        "grpc",
+        "UNAVAILABLE",
+    );
+    let s = scrape_until(&gw, "six UNAVAILABLE recorded", |s| {
+        s.get(&unavailable) == Some(&6.0)
+    })
+    .await;
+    let sum = |prefix: &str| -> f64 {
+        s.iter()
+            .filter(|(k, _)| k.starts_with(prefix))
+            .map(|(_, v)| v)
+            .sum()
+    };
+    assert_eq!(
+        sum("gateway_upstream_ejections_total{cluster=\"backend\""),
+        1.0
+    );
+    assert_eq!(
+        sum("gateway_upstream_requests_total{cluster=\"backend\""),
+        6.0
+    );
+    // Failed attempts are transport failures; an UNAVAILABLE status is an
+    // exchange that worked (outlier detection counts it, this does not).
+    assert_eq!(
+        sum("gateway_upstream_failures_total{cluster=\"backend\""),
+        0.0
+    );
+    let state = |ep: &str, st: &str| {
+        value(
+            &s,
+            &format!(
+                "gateway_upstream_endpoint_state{{cluster=\"backend\",endpoint=\"{ep}\",state=\"{st}\"}}"
+            ),
+        )
+    };
+    let ejected = ["e-a", "e-b"]
+        .into_iter()
+        .filter(|ep| state(ep, "EJECTED") == 1.0)
+        .collect::<Vec<_>>();
+    assert_eq!(ejected.len(), 1, "{s:#?}");
+    let kept = if ejected[0] == "e-a" { "e-b" } else { "e-a" };
+    assert_eq!(state(kept, "UP"), 1.0);
+    assert_eq!(state(ejected[0], "UP"), 0.0);
+}
+
 /// An h2c connection sending raw gRPC requests (any path).
 async fn h2_client(addr: SocketAddr) -> hyper::client::conn::http2::SendRequest<ReqBody> {
     let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
@@ -619,6 +695,42 @@ impl Drop for Child {
     }
 }
 
+/// Every query of `examples/grafana-dashboard.json` parses and evaluates
+/// in Prometheus (its variables replaced by match-all values), and the
+/// traffic and latency panels have data.
+async fn dashboard_queries_evaluate(prom: SocketAddr) {
+    let dash: serde_json::Value =
+        serde_json::from_str(&read(&repo_path("examples/grafana-dashboard.json")))
+            .expect("dashboard JSON");
+    let mut checked = 0;
+    for panel in dash["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let expr = target["expr"].as_str().expect("expr");
+            let q = expr
+                .replace("$__rate_interval", "5s")
+                .replace("$listener", ".*")
+                .replace("$cluster", ".*")
+                .replace("$job", ".*");
+            let req = http::Request::get(format!("/api/v1/query?query={}", urlencode(&q)))
+                .body(body(""))
+                .expect("req");
+            let r = http_call(prom, HttpVersion::H1, req).await;
+            assert_eq!(r.status, 200, "{q}: {}", r.text());
+            assert_eq!(r.json()["status"], "success", "{q}");
+            let title = panel["title"].as_str().unwrap_or_default();
+            if title.starts_with("Traffic") || title.starts_with("Latency") {
+                let data = r.json()["data"]["result"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default();
+                assert!(!data.is_empty(), "{title}: no data for {q}");
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 10, "{checked} queries");
+}
+
 #[tokio::test]
 #[ignore = "needs the prometheus binary (scripts/test.sh installs it)"]
 async fn real_prometheus_scrapes_the_gateway() {
@@ -696,6 +808,7 @@ async fn real_prometheus_scrapes_the_gateway() {
                     assert!(q <= 300.0, "p90 {q}");
                     let up = prom_query(prom, "up{job=\"gateway\"}").await;
                     assert_eq!(up[0]["value"][1], "1", "{up:?}");
+                    dashboard_queries_evaluate(prom).await;
                     return;
                 }
             }
