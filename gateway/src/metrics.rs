@@ -255,7 +255,9 @@ impl LabelsRef<'_> {
 // === impl RequestMetrics ===
 
 impl RequestMetrics {
-    fn new(descriptors: Arc<Registry>, routes: &[RouteConfig]) -> Self {
+    /// Request series whose method labels come from `descriptors` and the
+    /// methods and services `routes` name.
+    pub fn new(descriptors: Arc<Registry>, routes: &[RouteConfig]) -> Self {
         let mut named_methods = HashSet::new();
         let mut named_services = HashSet::new();
         for r in routes {
@@ -340,16 +342,18 @@ impl RequestMetrics {
             class: class_label(rec.status),
         };
         let hash = self.hasher.hash_one(&labels);
-        let found = self
+        // Observed under the (lock-free) guard: no reference count taken
+        // on the shared series in the common case.
+        if let Some(s) = self
             .series
             .load()
             .get(&hash)
-            .and_then(|v| v.iter().find(|s| labels.matches(&s.labels)).cloned());
-        let series = match found {
-            Some(s) => s,
-            None => self.insert(hash, &labels),
-        };
-        series.observe(rec);
+            .and_then(|v| v.iter().find(|s| labels.matches(&s.labels)))
+        {
+            s.observe(rec);
+            return;
+        }
+        self.insert(hash, &labels).observe(rec);
     }
 
     /// Publishes a new series (cold: once per label set).
