@@ -692,7 +692,7 @@ impl Collector for FrontMetrics {
             e,
             ls,
             "gateway_downstream_received_bytes",
-            "Bytes read from downstream connections (TLS records and HTTP framing included).",
+            "Bytes read from downstream connections after the TLS handshake (TLS records and HTTP framing included).",
             MetricType::Counter,
             |l| l.received_bytes.load(Relaxed),
         )?;
@@ -700,7 +700,7 @@ impl Collector for FrontMetrics {
             e,
             ls,
             "gateway_downstream_sent_bytes",
-            "Bytes written to downstream connections (TLS records and HTTP framing included).",
+            "Bytes written to downstream connections after the TLS handshake (TLS records and HTTP framing included).",
             MetricType::Counter,
             |l| l.sent_bytes.load(Relaxed),
         )?;
