@@ -200,20 +200,27 @@ impl<T: AsyncWrite> AsyncWrite for Rewind<T> {
 
 pin_project! {
     /// An IO that counts the bytes read and written in its listener's
-    /// metrics (one relaxed atomic add per read or write call).
+    /// metrics (one relaxed atomic add per read or write call, on the
+    /// connection's shard).
     pub struct Counted<T> {
         #[pin]
         inner: T,
         metrics: Arc<ListenerMetrics>,
+        conn: u64,
     }
 }
 
 // === impl Counted ===
 
 impl<T> Counted<T> {
-    /// Counts `inner`'s bytes in `metrics`.
-    pub fn new(inner: T, metrics: Arc<ListenerMetrics>) -> Self {
-        Self { inner, metrics }
+    /// Counts `inner`'s bytes in `metrics`, as connection `conn` (its
+    /// accept order).
+    pub fn new(inner: T, metrics: Arc<ListenerMetrics>, conn: u64) -> Self {
+        Self {
+            inner,
+            metrics,
+            conn,
+        }
     }
 }
 
@@ -228,9 +235,7 @@ impl<T: AsyncRead> AsyncRead for Counted<T> {
         let res = this.inner.poll_read(cx, buf);
         let n = buf.filled().len().saturating_sub(before);
         if n > 0 {
-            this.metrics
-                .received_bytes
-                .fetch_add(n as u64, Ordering::Relaxed);
+            this.metrics.received(*this.conn, n);
         }
         res
     }
@@ -239,9 +244,7 @@ impl<T: AsyncRead> AsyncRead for Counted<T> {
 impl<T: AsyncWrite> Counted<T> {
     fn count(&self, res: &Poll<io::Result<usize>>) {
         if let Poll::Ready(Ok(n)) = res {
-            self.metrics
-                .sent_bytes
-                .fetch_add(*n as u64, Ordering::Relaxed);
+            self.metrics.sent(self.conn, *n);
         }
     }
 }
@@ -390,7 +393,7 @@ impl ConnState {
     /// Counts a new stream until the returned guard drops.
     pub fn open_stream(self: &Arc<Self>) -> StreamGuard {
         self.streams.fetch_add(1, Ordering::Relaxed);
-        self.metrics.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.metrics.request_started(self.id);
         if self.open.fetch_add(1, Ordering::AcqRel) == 0 {
             self.changed.notify_one();
         }
@@ -437,7 +440,7 @@ impl ConnState {
     }
 
     fn stream_closed(&self, premature: bool) {
-        self.metrics.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.metrics.request_ended(self.id);
         if premature {
             let premature = self.premature.fetch_add(1, Ordering::Relaxed) + 1;
             let total = self.streams.load(Ordering::Relaxed);

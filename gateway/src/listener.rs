@@ -338,7 +338,7 @@ impl ConnTask {
                 Ok::<_, Infallible>(resp.map(|b| TrackedBody::new(b, guard)))
             }
         });
-        let io = Counted::new(io, self.metrics.clone());
+        let io = Counted::new(io, self.metrics.clone(), self.state.id);
         let conn = builder.serve_connection(TokioIo::new(Coalesce::new(io)), svc);
         tokio::pin!(conn);
 

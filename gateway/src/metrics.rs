@@ -560,6 +560,20 @@ impl Collector for RequestMetrics {
 
 // === front ===
 
+/// Shards of a listener's per-request and per-socket-call counters:
+/// connections (by accept order) spread over them, so connections served on
+/// different cores rarely write the same cache line.
+const SHARDS: usize = 16;
+
+/// One shard, alone on its cache line(s).
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Shard {
+    in_flight: AtomicI64,
+    received_bytes: AtomicU64,
+    sent_bytes: AtomicU64,
+}
+
 /// One front listener's connection counters, bumped by `listener` and
 /// `conn` (atomics; no lock).
 #[derive(Debug, Default)]
@@ -579,12 +593,8 @@ pub struct ListenerMetrics {
     pub tls_failed: AtomicU64,
     /// TLS handshakes that timed out.
     pub tls_timed_out: AtomicU64,
-    /// Requests whose response has not ended.
-    pub in_flight: AtomicI64,
-    /// Bytes read from downstream connections (TLS records included).
-    pub received_bytes: AtomicU64,
-    /// Bytes written to downstream connections.
-    pub sent_bytes: AtomicU64,
+    /// Requests in flight and bytes moved, per shard.
+    shards: [Shard; SHARDS],
 }
 
 impl ListenerMetrics {
@@ -594,6 +604,49 @@ impl ListenerMetrics {
             name: name.into(),
             ..Self::default()
         }
+    }
+
+    fn shard(&self, conn: u64) -> &Shard {
+        &self.shards[(conn % SHARDS as u64) as usize]
+    }
+
+    /// A request started on connection `conn` (its accept order).
+    pub fn request_started(&self, conn: u64) {
+        self.shard(conn).in_flight.fetch_add(1, Relaxed);
+    }
+
+    /// A request on connection `conn` ended (its response ended or was
+    /// dropped).
+    pub fn request_ended(&self, conn: u64) {
+        self.shard(conn).in_flight.fetch_sub(1, Relaxed);
+    }
+
+    /// `n` bytes read from connection `conn`.
+    pub fn received(&self, conn: u64, n: usize) {
+        self.shard(conn).received_bytes.fetch_add(n as u64, Relaxed);
+    }
+
+    /// `n` bytes written to connection `conn`.
+    pub fn sent(&self, conn: u64, n: usize) {
+        self.shard(conn).sent_bytes.fetch_add(n as u64, Relaxed);
+    }
+
+    /// Requests whose response has not ended.
+    pub fn in_flight(&self) -> i64 {
+        self.shards.iter().map(|s| s.in_flight.load(Relaxed)).sum()
+    }
+
+    /// Bytes read from downstream connections.
+    pub fn received_bytes(&self) -> u64 {
+        self.shards
+            .iter()
+            .map(|s| s.received_bytes.load(Relaxed))
+            .sum()
+    }
+
+    /// Bytes written to downstream connections.
+    pub fn sent_bytes(&self) -> u64 {
+        self.shards.iter().map(|s| s.sent_bytes.load(Relaxed)).sum()
     }
 
     /// Counts an open connection until the guard drops.
@@ -686,7 +739,7 @@ impl Collector for FrontMetrics {
             "gateway_requests_in_flight",
             "Requests whose response has not ended.",
             MetricType::Gauge,
-            |l| l.in_flight.load(Relaxed).max(0) as u64,
+            |l| l.in_flight().max(0) as u64,
         )?;
         encode_per_listener(
             e,
@@ -694,7 +747,7 @@ impl Collector for FrontMetrics {
             "gateway_downstream_received_bytes",
             "Bytes read from downstream connections after the TLS handshake (TLS records and HTTP framing included).",
             MetricType::Counter,
-            |l| l.received_bytes.load(Relaxed),
+            |l| l.received_bytes(),
         )?;
         encode_per_listener(
             e,
@@ -702,7 +755,7 @@ impl Collector for FrontMetrics {
             "gateway_downstream_sent_bytes",
             "Bytes written to downstream connections after the TLS handshake (TLS records and HTTP framing included).",
             MetricType::Counter,
-            |l| l.sent_bytes.load(Relaxed),
+            |l| l.sent_bytes(),
         )?;
         {
             let mut m = e.encode_descriptor(
