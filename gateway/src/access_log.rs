@@ -40,6 +40,8 @@ pub struct AccessLog {
     /// Log all headers and trailers (debug switch).
     pub debug_headers: bool,
     dropped: Arc<AtomicU64>,
+    /// Request metrics, recorded from every record's end (logged or not).
+    metrics: Option<Arc<crate::metrics::RequestMetrics>>,
 }
 
 /// When a line is written.
@@ -112,6 +114,7 @@ impl AccessLog {
                 format: cfg.format,
                 debug_headers: cfg.debug_headers,
                 dropped,
+                metrics: None,
             });
         }
         let (tx, rx) = mpsc::channel(QUEUE_LINES);
@@ -125,6 +128,7 @@ impl AccessLog {
             format: cfg.format,
             debug_headers: cfg.debug_headers,
             dropped,
+            metrics: None,
         })
     }
 
@@ -135,7 +139,21 @@ impl AccessLog {
             format: LogFormat::Httplog,
             debug_headers: false,
             dropped: Arc::new(AtomicU64::new(0)),
+            metrics: None,
         }
+    }
+
+    /// Records every request's end in `metrics` too: every request ends
+    /// here (`emit` at [`Phase::End`], directly or through [`LogGuard`]),
+    /// so the metrics count what the log shows.
+    pub fn with_metrics(mut self, metrics: Arc<crate::metrics::RequestMetrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// Lines dropped because the queue was full (for the metrics).
+    pub fn dropped_counter(&self) -> Arc<AtomicU64> {
+        self.dropped.clone()
     }
 
     /// Whether lines are written at all.
@@ -143,8 +161,14 @@ impl AccessLog {
         self.tx.is_some()
     }
 
-    /// Formats and queues a line; never waits.
+    /// Formats and queues a line (and records the request's end in the
+    /// metrics); never waits.
     pub fn emit(&self, r: &LogRecord, phase: Phase) {
+        if phase == Phase::End
+            && let Some(m) = &self.metrics
+        {
+            m.record(r);
+        }
         let Some(tx) = &self.tx else { return };
         let line = match self.format {
             LogFormat::Httplog => httplog(r, phase),

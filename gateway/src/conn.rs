@@ -30,6 +30,8 @@ use tokio::{
 };
 use tokio_rustls::server::TlsStream;
 
+use crate::metrics::ListenerMetrics;
+
 /// The HTTP/2 connection preface a client sends first (RFC 9113 §3.4).
 pub const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// HTTP/2 frame header length.
@@ -196,6 +198,87 @@ impl<T: AsyncWrite> AsyncWrite for Rewind<T> {
     }
 }
 
+pin_project! {
+    /// An IO that counts the bytes read and written in its listener's
+    /// metrics (one relaxed atomic add per read or write call, on the
+    /// connection's shard).
+    pub struct Counted<T> {
+        #[pin]
+        inner: T,
+        metrics: Arc<ListenerMetrics>,
+        conn: u64,
+    }
+}
+
+// === impl Counted ===
+
+impl<T> Counted<T> {
+    /// Counts `inner`'s bytes in `metrics`, as connection `conn` (its
+    /// accept order).
+    pub fn new(inner: T, metrics: Arc<ListenerMetrics>, conn: u64) -> Self {
+        Self {
+            inner,
+            metrics,
+            conn,
+        }
+    }
+}
+
+impl<T: AsyncRead> AsyncRead for Counted<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.project();
+        let before = buf.filled().len();
+        let res = this.inner.poll_read(cx, buf);
+        let n = buf.filled().len().saturating_sub(before);
+        if n > 0 {
+            this.metrics.received(*this.conn, n);
+        }
+        res
+    }
+}
+
+impl<T: AsyncWrite> Counted<T> {
+    fn count(&self, res: &Poll<io::Result<usize>>) {
+        if let Poll::Ready(Ok(n)) = res {
+            self.metrics.sent(self.conn, *n);
+        }
+    }
+}
+
+impl<T: AsyncWrite> AsyncWrite for Counted<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let res = self.as_mut().project().inner.poll_write(cx, buf);
+        self.count(&res);
+        res
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let res = self.as_mut().project().inner.poll_write_vectored(cx, bufs);
+        self.count(&res);
+        res
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().inner.poll_flush(cx)
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().inner.poll_shutdown(cx)
+    }
+}
+
 // === impl Stream ===
 
 impl AsyncRead for Stream {
@@ -283,13 +366,16 @@ pub struct ConnState {
     /// Woken when a close is requested (shed, premature resets).
     changed: Notify,
     policy: PrematureReset,
+    /// The listener's counters (requests in flight).
+    metrics: Arc<ListenerMetrics>,
 }
 
 // === impl ConnState ===
 
 impl ConnState {
-    /// A new connection with accept order `id`.
-    pub fn new(id: u64, policy: PrematureReset) -> Self {
+    /// A new connection with accept order `id`, counting its requests in
+    /// flight in `metrics`.
+    pub fn new(id: u64, policy: PrematureReset, metrics: Arc<ListenerMetrics>) -> Self {
         Self {
             id,
             open: AtomicUsize::new(0),
@@ -301,6 +387,7 @@ impl ConnState {
             born: Instant::now(),
             changed: Notify::new(),
             policy,
+            metrics,
         }
     }
 
@@ -312,6 +399,7 @@ impl ConnState {
     /// Counts a new stream until the returned guard drops.
     pub fn open_stream(self: &Arc<Self>) -> StreamGuard {
         self.streams.fetch_add(1, Ordering::Relaxed);
+        self.metrics.request_started(self.id);
         self.open.fetch_add(1, Ordering::AcqRel);
         StreamGuard {
             conn: self.clone(),
@@ -362,6 +450,7 @@ impl ConnState {
     }
 
     fn stream_closed(&self, premature: bool) {
+        self.metrics.request_ended(self.id);
         if premature {
             let premature = self.premature.fetch_add(1, Ordering::Relaxed) + 1;
             let total = self.streams.load(Ordering::Relaxed);
@@ -508,6 +597,7 @@ mod tests {
                 min_stream_lifetime: Duration::from_secs(60),
                 total_stream_count: 4,
             },
+            Arc::default(),
         ));
         for _ in 0..2 {
             let g = conn.open_stream();

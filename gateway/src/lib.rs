@@ -19,6 +19,7 @@ pub mod error;
 mod forward;
 pub mod limits;
 pub mod listener;
+pub mod metrics;
 pub mod proxy;
 pub mod reflection;
 mod resolve;
@@ -82,6 +83,7 @@ pub enum StartError {
 /// A running gateway.
 pub struct Gateway {
     registry: Arc<Registry>,
+    metrics: Arc<metrics::Metrics>,
     admin_addr: Option<SocketAddr>,
     addrs: Vec<(String, SocketAddr)>,
     shutdown: CancellationToken,
@@ -138,6 +140,16 @@ impl Gateway {
         let access_log = AccessLog::start(&cfg.access_log)
             .await
             .map_err(StartError::AccessLog)?;
+        let metrics = metrics::Metrics::new(
+            metrics::Sources {
+                clusters: clusters.clone(),
+                registry: registry.clone(),
+                budget: limits.budget.clone(),
+                access_log_dropped: access_log.dropped_counter(),
+            },
+            &cfg.routes,
+        );
+        let access_log = access_log.with_metrics(metrics.requests.clone());
         let shared = Arc::new(Shared {
             routes,
             clusters,
@@ -178,6 +190,7 @@ impl Gateway {
                     cfg.admin.max_concurrent_uploads,
                 )),
                 draining: shutdown.clone(),
+                metrics: metrics.clone(),
             });
             let l = admin::AdminListener {
                 tcp,
@@ -201,7 +214,13 @@ impl Gateway {
             })?;
             info!(listener = %cfg.name, %addr, tls = tls.is_some(), "Listening");
             addrs.push((cfg.name.clone(), addr));
-            let l = listener::Listener { tcp, tls, cfg, ctx };
+            let l = listener::Listener {
+                metrics: metrics.listener(&cfg.name),
+                tcp,
+                tls,
+                cfg,
+                ctx,
+            };
             accept_loops.spawn(listener::run(
                 l,
                 shared.clone(),
@@ -219,6 +238,7 @@ impl Gateway {
         );
         Ok(Self {
             registry,
+            metrics,
             admin_addr,
             addrs,
             shutdown,
@@ -232,6 +252,11 @@ impl Gateway {
     /// The descriptor registry (shared with the request path).
     pub fn registry(&self) -> &Arc<Registry> {
         &self.registry
+    }
+
+    /// The metrics `GET /metrics` reports.
+    pub fn metrics(&self) -> &Arc<metrics::Metrics> {
+        &self.metrics
     }
 
     /// The admin API's bound address, when enabled.

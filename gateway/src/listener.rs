@@ -32,7 +32,8 @@ use tracing::{Instrument, debug, debug_span, info, warn};
 
 use crate::{
     config::ListenerConfig,
-    conn::{self, ConnState, FirstBytes, PrematureReset, Rewind, Stream, TrackedBody},
+    conn::{self, ConnState, Counted, FirstBytes, PrematureReset, Rewind, Stream, TrackedBody},
+    metrics::ListenerMetrics,
     proxy::{self, ConnCtx, ListenerCtx, Shared},
 };
 
@@ -72,6 +73,8 @@ pub struct Listener {
     pub cfg: ListenerConfig,
     /// Request policy.
     pub ctx: Arc<ListenerCtx>,
+    /// Connection counters (`GET /metrics`).
+    pub metrics: Arc<ListenerMetrics>,
 }
 
 /// Connection lifecycle limits, from [`ListenerConfig`].
@@ -181,10 +184,16 @@ pub async fn run(
                 }
             },
         };
+        let metrics = &l.metrics;
+        metrics.accepted.fetch_add(1, Ordering::Relaxed);
         // A full listener keeps accepting and closes what it cannot serve,
         // so the kernel backlog never fills with clients waiting for nothing.
         let Ok(permit) = permits.clone().try_acquire_owned() else {
+            metrics.refused_full.fetch_add(1, Ordering::Relaxed);
             let shed = limits.shed_idle_when_full && shed_oldest_idle(&table);
+            if shed {
+                metrics.shed.fetch_add(1, Ordering::Relaxed);
+            }
             if last_full_warn.is_none_or(|at| at.elapsed() >= FULL_WARN_INTERVAL) {
                 last_full_warn = Some(Instant::now());
                 warn!(listener = %l.ctx.name, max_connections = l.cfg.max_connections, shed, "Listener full; closing new connections");
@@ -194,7 +203,8 @@ pub async fn run(
             drop(tcp);
             continue;
         };
-        let Some((state, entry)) = register(&table, client_key(peer.ip()), &limits) else {
+        let Some((state, entry)) = register(&table, client_key(peer.ip()), &limits, metrics) else {
+            metrics.refused_per_ip.fetch_add(1, Ordering::Relaxed);
             debug!(listener = %l.ctx.name, client.addr = %peer, "Too many connections from this client IP; connection closed");
             drop(tcp);
             continue;
@@ -213,12 +223,14 @@ pub async fn run(
             state,
             shutdown: shutdown.clone(),
             premature_logged: premature_logged.clone(),
+            metrics: metrics.clone(),
         };
+        let open = metrics.open_connection();
         let watcher = graceful.watcher();
         let span = debug_span!("conn", client.addr = %peer, listener = %l.ctx.name);
         tokio::spawn(
             async move {
-                let _slot = (permit, entry, watcher);
+                let _slot = (permit, entry, watcher, open);
                 task.serve(tcp, ctx).await;
             }
             .instrument(span),
@@ -253,6 +265,7 @@ fn register(
     table: &Arc<Mutex<ConnTable>>,
     ip: IpAddr,
     limits: &Limits,
+    metrics: &Arc<ListenerMetrics>,
 ) -> Option<(Arc<ConnState>, TableEntry)> {
     let mut t = table.lock().unwrap_or_else(PoisonError::into_inner);
     let n = t.per_ip.entry(ip).or_insert(0);
@@ -262,7 +275,7 @@ fn register(
     *n += 1;
     let id = t.next_id;
     t.next_id += 1;
-    let state = Arc::new(ConnState::new(id, limits.premature_reset));
+    let state = Arc::new(ConnState::new(id, limits.premature_reset, metrics.clone()));
     t.by_id.insert(id, state.clone());
     Some((
         state,
@@ -290,6 +303,7 @@ struct ConnTask {
     state: Arc<ConnState>,
     shutdown: CancellationToken,
     premature_logged: Arc<AtomicBool>,
+    metrics: Arc<ListenerMetrics>,
 }
 
 // === impl ConnTask ===
@@ -325,6 +339,7 @@ impl ConnTask {
                 Ok::<_, Infallible>(resp.map(|b| TrackedBody::new(b, guard)))
             }
         });
+        let io = Counted::new(io, self.metrics.clone(), self.state.id);
         let conn = builder.serve_connection(TokioIo::new(Coalesce::new(io)), svc);
         tokio::pin!(conn);
 
@@ -439,10 +454,12 @@ impl ConnTask {
                         Ok(Ok(s)) => s,
                         Ok(Err(error)) => {
                             debug!(%error, "TLS handshake failed");
+                            self.metrics.tls_failed.fetch_add(1, Ordering::Relaxed);
                             return None;
                         }
                         Err(_) => {
                             debug!("TLS handshake timed out");
+                            self.metrics.tls_timed_out.fetch_add(1, Ordering::Relaxed);
                             return None;
                         }
                     };

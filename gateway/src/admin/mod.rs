@@ -53,6 +53,8 @@ pub struct AdminState {
     pub uploads: Arc<tokio::sync::Semaphore>,
     /// Cancelled when the gateway drains: `/healthz` answers 503 then.
     pub draining: CancellationToken,
+    /// What `GET /metrics` reports; uploads are counted here.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// The admin listener's settings, compiled from `[admin]`.
@@ -307,21 +309,36 @@ async fn route(
         } else {
             json_response(StatusCode::OK, &json!({ "status": "ok" }))
         }),
+        (Method::GET, ["metrics"]) => metrics(state, req.headers()),
         (Method::GET, ["v1", "descriptor-sets"]) => Ok(list_sets(state)),
         (Method::GET, ["v1", "descriptor-sets", name]) => {
             get_set(state, &decode(name)?, req.uri().query())
         }
         (Method::PUT, ["v1", "descriptor-sets", name]) => {
-            authorize(state, req.headers())?;
-            let name = decode(name)?;
-            // Held while the upload is read and compiled.
-            let _upload = state.uploads.clone().try_acquire_owned().map_err(|_| {
-                ApiError::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "too many uploads in progress; retry when one has finished",
-                )
-            })?;
-            put_set(state, &name, req).await
+            let name = name.to_string();
+            let result = async {
+                authorize(state, req.headers())?;
+                let name = decode(&name)?;
+                // Held while the upload is read and compiled.
+                let _upload = state.uploads.clone().try_acquire_owned().map_err(|_| {
+                    ApiError::new(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "too many uploads in progress; retry when one has finished",
+                    )
+                })?;
+                put_set(state, &name, req).await
+            }
+            .await;
+            let uploads = &state.metrics.uploads;
+            match &result {
+                Ok(_) => uploads
+                    .accepted
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+                Err(_) => uploads
+                    .refused
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            };
+            result
         }
         (Method::DELETE, ["v1", "descriptor-sets", name]) => {
             authorize(state, req.headers())?;
@@ -332,6 +349,7 @@ async fn route(
         (
             _,
             ["healthz"]
+            | ["metrics"]
             | ["v1", "descriptor-sets"]
             | ["v1", "descriptor-sets", _]
             | ["v1", "services"]
@@ -345,6 +363,30 @@ async fn route(
             format!("no admin endpoint {path}"),
         )),
     }
+}
+
+/// `GET /metrics`: OpenMetrics when the scraper asks for it (Prometheus
+/// does), else the Prometheus text format.
+fn metrics(state: &AdminState, headers: &HeaderMap) -> Result<Response<ResponseBody>, ApiError> {
+    let openmetrics = crate::metrics::wants_openmetrics(
+        headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()),
+    );
+    let text = state.metrics.encode(openmetrics).map_err(|_| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "cannot encode the metrics",
+        )
+    })?;
+    let mut r = Response::new(crate::respond::full(Bytes::from(text)));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(if openmetrics {
+            crate::metrics::OPENMETRICS_CONTENT_TYPE
+        } else {
+            crate::metrics::PROMETHEUS_CONTENT_TYPE
+        }),
+    );
+    Ok(r)
 }
 
 fn authorize(state: &AdminState, headers: &HeaderMap) -> Result<(), ApiError> {
