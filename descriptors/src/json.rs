@@ -810,7 +810,10 @@ fn parse_value(kind: &Kind, s: &str) -> Result<Value, String> {
     })
 }
 
-fn decode_base64(s: &str) -> Result<Vec<u8>, String> {
+/// Decodes base64 as protobuf's JSON mapping and gRPC's `-bin` metadata
+/// accept it: the standard or the URL-safe alphabet, padded or not. The one
+/// base64 reader of the project.
+pub fn decode_base64(s: &str) -> Result<Vec<u8>, String> {
     use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
     const CONFIG: GeneralPurposeConfig = GeneralPurposeConfig::new()
         .with_decode_allow_trailing_bits(true)

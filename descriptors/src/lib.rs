@@ -33,7 +33,7 @@ pub use compile::{CompileError, SourceFile, compile_protos};
 pub use error::{DescriptorError, ErrorKind};
 pub use http_rule::{BodySpec, HttpBinding, HttpMatch};
 pub use index::MethodInfo;
-pub use json::JsonOptions;
+pub use json::{JsonOptions, decode_base64};
 pub use registry::{PutOutcome, Registry, SetInfo, SetMeta, Snapshot};
 
 /// Encoded `google.protobuf.FileDescriptorSet` of the protos every snapshot

@@ -30,7 +30,7 @@ impl Protocol {
 }
 
 /// Classifies by `content-type` (case-insensitive, parameters ignored).
-pub fn classify(headers: &HeaderMap) -> Protocol {
+pub(crate) fn classify(headers: &HeaderMap) -> Protocol {
     let Some(ct) = headers.get(CONTENT_TYPE).map(|v| v.as_bytes()) else {
         return Protocol::Http;
     };

@@ -33,7 +33,7 @@ use tokio_rustls::server::TlsStream;
 use crate::metrics::ListenerMetrics;
 
 /// The HTTP/2 connection preface a client sends first (RFC 9113 §3.4).
-pub const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+pub(crate) const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// HTTP/2 frame header length.
 const FRAME_HEADER_LEN: usize = 9;
 /// Frame type SETTINGS (RFC 9113 §6.5).
@@ -70,7 +70,7 @@ const SETTINGS_THEN_GOAWAY_PROTOCOL_ERROR: [u8; 26] = [
 ];
 
 /// A downstream byte stream: plain TCP or TLS over TCP.
-pub enum Stream {
+pub(crate) enum Stream {
     /// Cleartext.
     Plain(TcpStream),
     /// TLS (boxed: the rustls state is large).
@@ -79,7 +79,7 @@ pub enum Stream {
 
 /// What the client's first bytes say.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FirstBytes {
+pub(crate) enum FirstBytes {
     /// The HTTP/2 preface followed by a SETTINGS frame header.
     Http2,
     /// Anything else that is not the HTTP/2 preface (an HTTP/1.1 request,
@@ -89,7 +89,7 @@ pub enum FirstBytes {
 
 /// Why a connection ended before hyper saw it.
 #[derive(Debug, thiserror::Error)]
-pub enum PrefaceError {
+pub(crate) enum PrefaceError {
     /// The client closed before sending enough to decide.
     #[error("closed before the first request")]
     Closed,
@@ -107,7 +107,7 @@ pub enum PrefaceError {
 /// SETTINGS (answered with GOAWAY PROTOCOL_ERROR otherwise). Returns what
 /// was read, to be replayed to hyper through [`Rewind`]. The caller bounds
 /// the time this takes.
-pub async fn read_first_bytes<T>(io: &mut T) -> Result<(FirstBytes, Bytes), PrefaceError>
+pub(crate) async fn read_first_bytes<T>(io: &mut T) -> Result<(FirstBytes, Bytes), PrefaceError>
 where
     T: AsyncRead + AsyncWrite + Unpin,
 {
@@ -150,7 +150,7 @@ pin_project! {
 
 impl<T> Rewind<T> {
     /// Replays `prefix` before reading `inner`.
-    pub fn new(prefix: Bytes, inner: T) -> Self {
+    pub(crate) fn new(prefix: Bytes, inner: T) -> Self {
         Self { prefix, inner }
     }
 }
@@ -215,7 +215,7 @@ pin_project! {
 impl<T> Counted<T> {
     /// Counts `inner`'s bytes in `metrics`, as connection `conn` (its
     /// accept order).
-    pub fn new(inner: T, metrics: Arc<ListenerMetrics>, conn: u64) -> Self {
+    pub(crate) fn new(inner: T, metrics: Arc<ListenerMetrics>, conn: u64) -> Self {
         Self {
             inner,
             metrics,
@@ -337,7 +337,7 @@ impl AsyncWrite for Stream {
 
 /// Premature-reset policy of a listener.
 #[derive(Debug, Clone, Copy)]
-pub struct PrematureReset {
+pub(crate) struct PrematureReset {
     /// A stream ended by the client within this time is premature.
     pub min_stream_lifetime: Duration,
     /// Streams a connection must have had before the check applies; 0 = off.
@@ -346,7 +346,7 @@ pub struct PrematureReset {
 
 /// Live state of one downstream connection, shared between its task, its
 /// streams and the listener (which may ask an idle one to close).
-pub struct ConnState {
+pub(crate) struct ConnState {
     /// Accept order; lower is older.
     pub id: u64,
     /// Streams (HTTP/2) or requests (HTTP/1.1) whose response has not ended.
@@ -375,7 +375,7 @@ pub struct ConnState {
 impl ConnState {
     /// A new connection with accept order `id`, counting its requests in
     /// flight in `metrics`.
-    pub fn new(id: u64, policy: PrematureReset, metrics: Arc<ListenerMetrics>) -> Self {
+    pub(crate) fn new(id: u64, policy: PrematureReset, metrics: Arc<ListenerMetrics>) -> Self {
         Self {
             id,
             open: AtomicUsize::new(0),
@@ -392,12 +392,12 @@ impl ConnState {
     }
 
     /// Streams open now.
-    pub fn open_streams(&self) -> usize {
+    pub(crate) fn open_streams(&self) -> usize {
         self.open.load(Ordering::Acquire)
     }
 
     /// Counts a new stream until the returned guard drops.
-    pub fn open_stream(self: &Arc<Self>) -> StreamGuard {
+    pub(crate) fn open_stream(self: &Arc<Self>) -> StreamGuard {
         self.streams.fetch_add(1, Ordering::Relaxed);
         self.metrics.request_started(self.id);
         self.open.fetch_add(1, Ordering::AcqRel);
@@ -410,7 +410,7 @@ impl ConnState {
 
     /// Asks the connection to close if it has no open stream; true if it
     /// was idle (and not already asked).
-    pub fn shed_if_idle(&self) -> bool {
+    pub(crate) fn shed_if_idle(&self) -> bool {
         if self.open_streams() != 0 || self.shed.swap(true, Ordering::AcqRel) {
             return false;
         }
@@ -419,18 +419,18 @@ impl ConnState {
     }
 
     /// The listener asked this connection to close.
-    pub fn is_shed(&self) -> bool {
+    pub(crate) fn is_shed(&self) -> bool {
         self.shed.load(Ordering::Acquire)
     }
 
     /// More than half of at least `total_stream_count` streams were
     /// premature resets.
-    pub fn is_tripped(&self) -> bool {
+    pub(crate) fn is_tripped(&self) -> bool {
         self.tripped.load(Ordering::Acquire)
     }
 
     /// (streams opened, premature resets) so far.
-    pub fn reset_counts(&self) -> (u64, u64) {
+    pub(crate) fn reset_counts(&self) -> (u64, u64) {
         (
             self.streams.load(Ordering::Relaxed),
             self.premature.load(Ordering::Relaxed),
@@ -439,13 +439,13 @@ impl ConnState {
 
     /// When the connection last had no open stream (its accept time if it
     /// never had one); meaningful while `open_streams() == 0`.
-    pub fn idle_since(&self) -> Instant {
+    pub(crate) fn idle_since(&self) -> Instant {
         self.born + Duration::from_millis(self.idle_since_ms.load(Ordering::Acquire))
     }
 
     /// Waits for a close request (shed, premature resets). Cancel-safe (a
     /// notification is kept as a permit).
-    pub async fn changed(&self) {
+    pub(crate) async fn changed(&self) {
         self.changed.notified().await;
     }
 
@@ -473,7 +473,7 @@ impl ConnState {
 /// One open stream; dropping it closes the stream in the count. A stream
 /// dropped before its response ended, sooner than the minimum lifetime
 /// after it opened, was reset by the client: a premature reset.
-pub struct StreamGuard {
+pub(crate) struct StreamGuard {
     conn: Arc<ConnState>,
     opened: Instant,
     finished: AtomicBool,
@@ -507,7 +507,7 @@ pin_project! {
 
 impl<B> TrackedBody<B> {
     /// Ties `guard` to `inner`.
-    pub fn new(inner: B, guard: StreamGuard) -> Self {
+    pub(crate) fn new(inner: B, guard: StreamGuard) -> Self {
         Self { inner, guard }
     }
 }

@@ -4,7 +4,7 @@
 
 use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
 
-pub use crate::config::cors::CorsConfig;
+pub(crate) use crate::config::cors::CorsConfig;
 use crate::respond::{ResponseBody, empty};
 
 /// The compiled policy.

@@ -19,7 +19,7 @@ const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 const RETRY_AFTER: Duration = Duration::from_secs(2);
 
 /// Starts one sync task per cluster that asks for it.
-pub fn spawn(
+pub(crate) fn spawn(
     registry: &Arc<Registry>,
     clusters: &Clusters,
     routes: &RouteTable,

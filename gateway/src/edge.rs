@@ -11,11 +11,11 @@ use http::{HeaderMap, HeaderName, HeaderValue, Uri};
 use serde::Deserialize;
 
 /// `X-Forwarded-For`.
-pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub(crate) const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 /// `X-Forwarded-Proto`.
-pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub(crate) const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 /// `Forwarded` (RFC 7239).
-pub const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
+pub(crate) const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 
 /// What to do with `%2F` / `%5C` in a path (Envoy's
 /// `path_with_escaped_slashes_action`).
@@ -31,7 +31,7 @@ pub enum EscapedSlashes {
 
 /// Why a path was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PathError {
+pub(crate) enum PathError {
     /// An escaped slash with `escaped_slashes = "reject"`.
     EscapedSlash,
 }
@@ -39,7 +39,7 @@ pub enum PathError {
 /// Normalizes a request path: `%2E` decoded to `.`, dot segments removed
 /// (RFC 3986 5.2.4, never above the root), repeated slashes merged when
 /// `merge_slashes`. Returns None when nothing changed.
-pub fn normalize_path(
+pub(crate) fn normalize_path(
     path: &str,
     merge_slashes: bool,
     escaped: EscapedSlashes,
@@ -88,7 +88,7 @@ pub fn normalize_path(
 }
 
 /// Replaces the path of `uri`, keeping its query.
-pub fn with_path(uri: &Uri, path: &str) -> Option<Uri> {
+pub(crate) fn with_path(uri: &Uri, path: &str) -> Option<Uri> {
     let pq = match uri.query() {
         Some(q) => format!("{path}?{q}"),
         None => path.to_string(),
@@ -146,7 +146,7 @@ impl IpNet {
 /// connection: for a peer that is not a trusted proxy (the usual case)
 /// each request only swaps in these three values.
 #[derive(Debug, Clone)]
-pub struct PeerHeaders {
+pub(crate) struct PeerHeaders {
     peer: SocketAddr,
     from_proxy: bool,
     tls: bool,
@@ -157,7 +157,7 @@ pub struct PeerHeaders {
 
 impl PeerHeaders {
     /// The values for `peer` on a listener with `trusted` proxies.
-    pub fn new(peer: SocketAddr, trusted: &[IpNet], tls: bool) -> Self {
+    pub(crate) fn new(peer: SocketAddr, trusted: &[IpNet], tls: bool) -> Self {
         let ip = peer.ip().to_canonical();
         let proto = if tls { "https" } else { "http" };
         Self {
@@ -171,7 +171,7 @@ impl PeerHeaders {
     }
 
     /// Sets them on an upstream request (see [`set_forwarded`]).
-    pub fn apply(&self, headers: &mut HeaderMap, trusted: &[IpNet]) {
+    pub(crate) fn apply(&self, headers: &mut HeaderMap, trusted: &[IpNet]) {
         if self.from_proxy {
             return set_forwarded(headers, self.peer, trusted, self.tls);
         }
@@ -200,7 +200,12 @@ fn node(ip: IpAddr) -> String {
 /// proxy (whose inbound values are kept); otherwise inbound values are
 /// dropped and the peer alone is written. `X-Forwarded-Proto` says whether
 /// the client spoke TLS to us (kept from a trusted proxy).
-pub fn set_forwarded(headers: &mut HeaderMap, peer: SocketAddr, trusted: &[IpNet], tls: bool) {
+pub(crate) fn set_forwarded(
+    headers: &mut HeaderMap,
+    peer: SocketAddr,
+    trusted: &[IpNet],
+    tls: bool,
+) {
     let ip = peer.ip().to_canonical();
     let from_proxy = trusted.iter().any(|n| n.contains(ip));
     let proto = if tls { "https" } else { "http" };

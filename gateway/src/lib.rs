@@ -5,28 +5,31 @@
 pub mod access_log;
 mod adapter;
 pub mod admin;
-pub mod classify;
+mod classify;
 pub mod cli;
 pub mod compile;
 pub mod config;
-pub mod conn;
-pub mod cors;
+mod conn;
+mod cors;
 #[cfg(feature = "demo")]
 pub mod demo;
-pub mod descriptor_sync;
-pub mod edge;
+mod descriptor_sync;
+mod edge;
 pub mod error;
 mod forward;
-pub mod limits;
-pub mod listener;
+mod limits;
+mod listener;
 pub mod metrics;
-pub mod proxy;
+mod proxy;
 pub mod reflection;
 mod resolve;
-pub mod respond;
+mod respond;
 pub mod telemetry;
-pub mod tls;
-pub mod transcode;
+mod tls;
+mod transcode;
+
+/// The body of every downstream response.
+pub use respond::ResponseBody;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 

@@ -7,12 +7,12 @@
 
 use std::time::Duration;
 
-pub use crate::config::limits::LimitsConfig;
+pub(crate) use crate::config::limits::LimitsConfig;
 use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
-pub use balancer::budget::{DEFAULT_MAX_BUFFERED_REQUEST_BYTES, MemoryBudget, Reservation};
+pub(crate) use balancer::budget::{MemoryBudget, Reservation};
 
 use crate::error::GatewayError;
 
@@ -102,11 +102,11 @@ impl Limits {
 }
 
 /// The answer when the buffered-bytes budget is spent.
-pub fn over_budget() -> GatewayError {
+pub(crate) fn over_budget() -> GatewayError {
     GatewayError::OverBudget
 }
 
 /// A body or message over its size limit: RESOURCE_EXHAUSTED, 413.
-pub fn too_large(what: &'static str, max: usize) -> GatewayError {
+pub(crate) fn too_large(what: &'static str, max: usize) -> GatewayError {
     GatewayError::TooLarge { what, max }
 }

@@ -64,7 +64,7 @@ const FULL_WARN_INTERVAL: Duration = Duration::from_secs(10);
 const IDLE_CLOSE_GRACE: Duration = Duration::from_secs(5);
 
 /// Everything one accept loop needs.
-pub struct Listener {
+pub(crate) struct Listener {
     /// The bound socket.
     pub tcp: TcpListener,
     /// TLS acceptor, when the listener serves TLS.
@@ -156,7 +156,7 @@ enum CloseReason {
 }
 
 /// Accepts until `shutdown`, then drains connections up to `drain_timeout`.
-pub async fn run(
+pub(crate) async fn run(
     l: Listener,
     shared: Arc<Shared>,
     drain_timeout: Duration,

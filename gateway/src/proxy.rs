@@ -31,7 +31,7 @@ use crate::{
     transcode::{self, TranscodeSettings},
 };
 
-pub use crate::resolve::check_binding;
+pub(crate) use crate::resolve::check_binding;
 
 /// State shared by every connection of every listener.
 pub struct Shared {
@@ -76,7 +76,7 @@ pub struct ListenerCtx {
 }
 
 /// Per-connection context.
-pub struct ConnCtx {
+pub(crate) struct ConnCtx {
     /// Shared state.
     pub shared: Arc<Shared>,
     /// The listener.
@@ -88,7 +88,10 @@ pub struct ConnCtx {
 }
 
 /// Handles one request; never fails (errors become responses).
-pub async fn handle(conn: Arc<ConnCtx>, mut req: Request<Incoming>) -> Response<ResponseBody> {
+pub(crate) async fn handle(
+    conn: Arc<ConnCtx>,
+    mut req: Request<Incoming>,
+) -> Response<ResponseBody> {
     let started = Instant::now();
     let listener = &conn.listener;
     conn.forwarded

@@ -188,7 +188,11 @@ fn pick<'a>(
 /// Refuses a descriptor set bound to `cluster` when a route names one of
 /// its methods for another cluster: a binding (an upload's `?cluster=`, or
 /// a reflection-fed set) must not take traffic away from the routes.
-pub fn check_binding(routes: &RouteTable, cluster: &str, methods: &[String]) -> Result<(), String> {
+pub(crate) fn check_binding(
+    routes: &RouteTable,
+    cluster: &str,
+    methods: &[String],
+) -> Result<(), String> {
     for m in methods {
         if let Some(route) = routes.claimed_elsewhere(m, cluster) {
             return Err(format!(

@@ -104,7 +104,7 @@ impl Code {
     }
 }
 
-pub use crate::error::GatewayError;
+pub(crate) use crate::error::GatewayError;
 
 impl GatewayError {
     /// The downstream response for a caller of `protocol`, from the
@@ -122,7 +122,7 @@ impl GatewayError {
 
 /// Sets `grpc-status` and, when there is one, the percent-encoded
 /// `grpc-message` (for a head or trailers).
-pub fn insert_grpc_status(h: &mut http::HeaderMap, code: Code, message: &str) {
+pub(crate) fn insert_grpc_status(h: &mut http::HeaderMap, code: Code, message: &str) {
     h.insert(GRPC_STATUS, HeaderValue::from(code as i32));
     if !message.is_empty()
         && let Ok(v) = HeaderValue::from_str(&percent_encode(message))
@@ -132,7 +132,7 @@ pub fn insert_grpc_status(h: &mut http::HeaderMap, code: Code, message: &str) {
 }
 
 /// A gRPC trailers-only response: HTTP 200, status in the headers.
-pub fn grpc_status_response(
+pub(crate) fn grpc_status_response(
     code: Code,
     message: &str,
     protocol: Protocol,
@@ -150,7 +150,7 @@ pub fn grpc_status_response(
 }
 
 /// A JSON error in the shape of `google.rpc.Status`.
-pub fn json_error(status: StatusCode, code: Code, message: &str) -> Response<ResponseBody> {
+pub(crate) fn json_error(status: StatusCode, code: Code, message: &str) -> Response<ResponseBody> {
     let body = serde_json::json!({ "code": code as i32, "message": message, "details": [] });
     let mut resp = Response::new(full(Bytes::from(body.to_string())));
     *resp.status_mut() = status;
@@ -166,26 +166,26 @@ pub fn json_error(status: StatusCode, code: Code, message: &str) -> Response<Res
 const GRPC_MESSAGE_ESCAPES: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS.add(b'%');
 
 /// Decodes a percent-encoded `grpc-message` (invalid escapes kept as is).
-pub fn percent_decode(msg: &[u8]) -> String {
+pub(crate) fn percent_decode(msg: &[u8]) -> String {
     percent_encoding::percent_decode(msg)
         .decode_utf8_lossy()
         .into_owned()
 }
 
 /// Percent-encodes a `grpc-message`.
-pub fn percent_encode(msg: &str) -> String {
+pub(crate) fn percent_encode(msg: &str) -> String {
     percent_encoding::utf8_percent_encode(msg, GRPC_MESSAGE_ESCAPES).to_string()
 }
 
 /// An empty response body.
-pub fn empty() -> ResponseBody {
+pub(crate) fn empty() -> ResponseBody {
     http_body_util::Empty::new()
         .map_err(|never| match never {})
         .boxed_unsync()
 }
 
 /// A one-chunk response body.
-pub fn full(b: Bytes) -> ResponseBody {
+pub(crate) fn full(b: Bytes) -> ResponseBody {
     Full::new(b).map_err(|never| match never {}).boxed_unsync()
 }
 

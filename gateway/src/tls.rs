@@ -7,7 +7,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
 use crate::config::ListenerTlsConfig;
 
 /// Builds the server config; errors name the file and the problem.
-pub fn server_config(
+pub(crate) fn server_config(
     cfg: &ListenerTlsConfig,
     at: &str,
 ) -> Result<Arc<rustls::ServerConfig>, balancer::config::ConfigError> {

@@ -7,9 +7,8 @@ use std::{convert::Infallible, net::SocketAddr, sync::Arc};
 
 use descriptors::Registry;
 use gateway::{
-    Gateway,
+    Gateway, ResponseBody,
     reflection::{ReflectionError, fetch_descriptor_set},
-    respond::ResponseBody,
 };
 use http_body_util::BodyExt as _;
 use hyper_util::rt::{TokioExecutor, TokioIo};

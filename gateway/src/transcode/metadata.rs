@@ -3,7 +3,7 @@
 //! default: no magic prefixes, same names both ways, `-bin` values stay
 //! base64.
 
-pub use crate::config::transcode::HeaderPolicyConfig;
+pub(crate) use crate::config::transcode::HeaderPolicyConfig;
 use http::{HeaderMap, HeaderName};
 
 /// Request headers never forwarded as metadata: hop-by-hop, HTTP framing
@@ -45,14 +45,14 @@ const NOT_RESPONSE: &[&str] = &[
 
 /// The compiled header policy.
 #[derive(Debug, Clone, Default)]
-pub struct HeaderPolicy {
+pub(crate) struct HeaderPolicy {
     allow: Option<Vec<HeaderName>>,
     deny: Vec<HeaderName>,
 }
 
 impl HeaderPolicy {
     /// Compiles the lists; errors name the bad header.
-    pub fn new(cfg: &HeaderPolicyConfig) -> Result<Self, balancer::config::ConfigError> {
+    pub(crate) fn new(cfg: &HeaderPolicyConfig) -> Result<Self, balancer::config::ConfigError> {
         let names = |list: &[String], field: &str| {
             list.iter()
                 .map(|n| {
@@ -73,7 +73,7 @@ impl HeaderPolicy {
     }
 
     /// The metadata for a request with these HTTP headers.
-    pub fn metadata(&self, headers: &HeaderMap) -> HeaderMap {
+    pub(crate) fn metadata(&self, headers: &HeaderMap) -> HeaderMap {
         let mut out = HeaderMap::with_capacity(headers.len() + 3);
         for (k, v) in headers {
             let name = k.as_str();
@@ -91,7 +91,7 @@ impl HeaderPolicy {
 }
 
 /// Copies upstream headers or trailers worth showing to an HTTP caller.
-pub fn copy_response_headers(from: &HeaderMap, to: &mut HeaderMap) {
+pub(crate) fn copy_response_headers(from: &HeaderMap, to: &mut HeaderMap) {
     for (k, v) in from {
         if !NOT_RESPONSE.contains(&k.as_str()) {
             to.append(k.clone(), v.clone());

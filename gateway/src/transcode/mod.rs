@@ -8,14 +8,14 @@
 mod ndjson;
 mod stream;
 
-pub mod metadata;
+pub(crate) mod metadata;
 
 use std::{
     sync::{Arc, OnceLock},
     time::{Duration, Instant},
 };
 
-pub use crate::config::transcode::TranscodeConfig;
+pub(crate) use crate::config::transcode::TranscodeConfig;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Version, header};
 use http_body::Body as _;
@@ -37,7 +37,7 @@ use crate::{
     respond::{Code, GatewayError, ResponseBody, percent_decode},
 };
 
-pub use stream::StreamFormat;
+pub(crate) use stream::StreamFormat;
 
 /// The compiled settings.
 #[derive(Debug, Clone)]
@@ -139,16 +139,11 @@ impl UpstreamStatus {
     }
 }
 
-/// Standard or unpadded base64, as `-bin` metadata may be either.
+/// `-bin` metadata: base64, padded or not (`descriptors::decode_base64`).
 fn decode_base64(v: &[u8]) -> Option<Vec<u8>> {
-    use base64::Engine as _;
-    let trimmed: &[u8] = match v.iter().rposition(|b| *b != b'=') {
-        Some(end) => &v[..=end],
-        None => return Some(Vec::new()),
-    };
-    base64::engine::general_purpose::STANDARD_NO_PAD
-        .decode(trimmed)
+    std::str::from_utf8(v)
         .ok()
+        .and_then(|s| descriptors::decode_base64(s).ok())
 }
 
 /// A JSON/REST call as resolved: the method (from `snapshot`), the rule

@@ -29,7 +29,7 @@ use crate::{
 
 /// How a server stream is framed for an HTTP caller, chosen by `Accept`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StreamFormat {
+pub(crate) enum StreamFormat {
     /// `application/x-ndjson`: one JSON object a line (the default).
     Ndjson,
     /// `text/event-stream`: `data: {...}` events, errors as `event: error`.
@@ -40,7 +40,7 @@ pub enum StreamFormat {
 
 impl StreamFormat {
     /// Picks the format from an `Accept` header.
-    pub fn from_accept(accept: Option<&HeaderValue>) -> Self {
+    pub(crate) fn from_accept(accept: Option<&HeaderValue>) -> Self {
         let Some(a) = accept.and_then(|v| v.to_str().ok()) else {
             return Self::Ndjson;
         };
@@ -57,7 +57,7 @@ impl StreamFormat {
     }
 
     /// The response `content-type`.
-    pub fn content_type(self) -> &'static str {
+    pub(crate) fn content_type(self) -> &'static str {
         match self {
             Self::Ndjson => "application/x-ndjson",
             Self::Sse => "text/event-stream",
