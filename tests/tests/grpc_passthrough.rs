@@ -335,7 +335,11 @@ async fn deadline_exceeded_on_slow_call_and_backend_sees_it() {
         interval_ms: 5_000,
         ..Default::default()
     });
-    req.set_timeout(Duration::from_millis(300));
+    // The deadline as a `grpc-timeout` header only: tonic's own client
+    // timer (`set_timeout`) starts before the gateway's and, on a loaded
+    // machine, could fire first and report CANCELLED.
+    req.metadata_mut()
+        .insert("grpc-timeout", "300m".parse().expect("value"));
     let started = Instant::now();
     let err = echo.slow(req).await.expect_err("deadline");
     assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
