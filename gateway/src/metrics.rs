@@ -60,26 +60,8 @@ pub const PROMETHEUS_CONTENT_TYPE: &str =
 /// fixed at 100 in the Linux ABI whatever the kernel's `HZ`).
 const PROC_TICKS_PER_SECOND: f64 = 100.0;
 
-/// gRPC status code names (`google.rpc.Code`), by number.
-const GRPC_CODES: [&str; 17] = [
-    "OK",
-    "CANCELLED",
-    "UNKNOWN",
-    "INVALID_ARGUMENT",
-    "DEADLINE_EXCEEDED",
-    "NOT_FOUND",
-    "ALREADY_EXISTS",
-    "PERMISSION_DENIED",
-    "RESOURCE_EXHAUSTED",
-    "FAILED_PRECONDITION",
-    "ABORTED",
-    "OUT_OF_RANGE",
-    "UNIMPLEMENTED",
-    "INTERNAL",
-    "UNAVAILABLE",
-    "DATA_LOSS",
-    "UNAUTHENTICATED",
-];
+// gRPC status code names, by number.
+use balancer::grpc::CODE_NAMES as GRPC_CODES;
 
 /// Everything `GET /metrics` reports.
 pub struct Metrics {
