@@ -31,6 +31,7 @@ use crate::{
     endpoint::Endpoint,
     error::BalancerError,
     health,
+    observe::{AttemptOutcome, Observer},
     outlier::{Outcome, OutlierDetector},
     pick::{Pick, Picker},
     queue::Queue,
@@ -229,7 +230,8 @@ impl Cluster {
         req: Request<UpstreamBody>,
     ) -> Result<UpstreamResponse, BalancerError> {
         let _active = self.retries.active();
-        let (parts, body) = req.into_parts();
+        let (mut parts, body) = req.into_parts();
+        let observer = parts.extensions.remove::<Observer>();
         let key = self
             .hash_header
             .as_ref()
@@ -246,6 +248,7 @@ impl Cluster {
         let mut attempt = 0u32;
         loop {
             attempt += 1;
+            let begun = std::time::Instant::now();
             let step = self
                 .attempt(
                     &set,
@@ -254,6 +257,7 @@ impl Cluster {
                     &parts,
                     &mut body,
                     &mut timings,
+                    observer.as_ref().map(|o| (o, attempt, begun)),
                 )
                 .await;
             // What to hand back if this attempt is not retried, and why it
@@ -301,6 +305,16 @@ impl Cluster {
                     Some(again) => body = Some(again),
                     None => return ended,
                 }
+            }
+            if let Some(o) = &observer {
+                let outcome = match &ended {
+                    // Only a trailers-only answer with a status is retried.
+                    Ok(up) => AttemptOutcome::Status(
+                        crate::headers::grpc_status(up.response.headers()).unwrap_or(2),
+                    ),
+                    Err(error) => AttemptOutcome::Error(error),
+                };
+                o.0.ended(attempt, begun, outcome);
             }
             let endpoint = &set[index].name;
             match &ended {

@@ -38,6 +38,8 @@ fn record(path: &str, protocol: &'static str, method: http::Method) -> LogRecord
         retries: 0,
         server_in_flight: 1,
         cluster_queued: 0,
+        grpc_method: None,
+        trace: None,
     }
 }
 

@@ -100,6 +100,10 @@ pub struct LogRecord {
     pub server_in_flight: u32,
     /// Requests waiting in the cluster's queue at the response head.
     pub cluster_queued: usize,
+    /// The registered gRPC method called, when resolved to one.
+    pub grpc_method: Option<Arc<descriptors::MethodInfo>>,
+    /// The request's trace, when tracing is on.
+    pub trace: Option<Arc<crate::trace::RequestTrace>>,
 }
 
 // === impl AccessLog ===
@@ -164,10 +168,13 @@ impl AccessLog {
     /// Formats and queues a line (and records the request's end in the
     /// metrics); never waits.
     pub fn emit(&self, r: &LogRecord, phase: Phase) {
-        if phase == Phase::End
-            && let Some(m) = &self.metrics
-        {
-            m.record(r);
+        if phase == Phase::End {
+            if let Some(m) = &self.metrics {
+                m.record(r);
+            }
+            if let Some(t) = &r.trace {
+                t.finish(r);
+            }
         }
         let Some(tx) = &self.tx else { return };
         let line = match self.format {
@@ -440,6 +447,9 @@ fn httplog(r: &LogRecord, phase: Phase) -> String {
         None if r.protocol != "http" => s.push_str(" grpc-status=-"),
         None => {}
     }
+    if let Some(t) = &r.trace {
+        let _ = write!(s, " trace={:032x}", t.trace_id);
+    }
     s
 }
 
@@ -466,6 +476,7 @@ fn json(r: &LogRecord, phase: Phase) -> String {
         "path": bounded(&r.path, MAX_LOG_PATH_BYTES),
         "version": version(r.version),
         "protocol": r.protocol,
+        "trace_id": r.trace.as_ref().map(|t| t.trace_id_hex()),
     })
     .to_string()
 }

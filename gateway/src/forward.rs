@@ -118,7 +118,7 @@ pub(crate) async fn relay(
     rec: &mut LogRecord,
     started: Instant,
 ) -> Result<Response<ResponseBody>, GatewayError> {
-    let up = send(cluster, out.request, out.deadline).await?;
+    let up = send(cluster, traced(out.request, rec), out.deadline).await?;
     record_response(rec, &up, cluster, started);
     let (mut parts, body) = up.response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
@@ -174,7 +174,7 @@ pub(crate) async fn call(
     rec: &mut LogRecord,
     started: Instant,
 ) -> Result<Answer, GatewayError> {
-    let up = send(cluster, request, deadline).await?;
+    let up = send(cluster, traced(request, rec), deadline).await?;
     record_response(rec, &up, cluster, started);
     let log = &conn.shared.access_log;
     log.debug_headers("response headers", up.response.headers());
@@ -188,6 +188,17 @@ pub(crate) async fn call(
             guard: LogGuard::new(rec.clone(), log.clone(), started),
         },
     })
+}
+
+/// The request with the call's trace as the observer of its attempts
+/// (each gets its own span and `traceparent`).
+fn traced(mut request: Request<UpstreamBody>, rec: &LogRecord) -> Request<UpstreamBody> {
+    if let Some(t) = &rec.trace {
+        request
+            .extensions_mut()
+            .insert(balancer::Observer(t.clone()));
+    }
+    request
 }
 
 // === impl Exchange ===
@@ -221,6 +232,13 @@ impl Exchange {
         let mut rec = self.guard.rec.clone();
         rec.total = self.guard.elapsed();
         self.guard.log().emit(&rec, crate::access_log::Phase::Start);
+    }
+
+    /// Notes a transcoding step that began at `began` in the call's trace.
+    pub(crate) fn transcoded(&self, step: &'static str, began: Instant) {
+        if let Some(t) = &self.guard.rec.trace {
+            t.transcoded(step, began);
+        }
     }
 
     /// Frees the endpoint slot (the answer is read).

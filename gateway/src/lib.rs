@@ -26,6 +26,7 @@ mod resolve;
 mod respond;
 pub mod telemetry;
 mod tls;
+pub mod trace;
 mod transcode;
 
 /// The body of every downstream response.
@@ -78,6 +79,9 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
+    /// The span exporter could not be built.
+    #[error("tracing: {0}")]
+    Tracing(String),
     /// The access log could not be opened.
     #[error("cannot open access log: {0}")]
     AccessLog(#[source] std::io::Error),
@@ -153,6 +157,11 @@ impl Gateway {
             &cfg.routes,
         );
         let access_log = access_log.with_metrics(metrics.requests.clone());
+        let shutdown = CancellationToken::new();
+        // Stops last (after the drain), so spans of drained requests go out.
+        let admin_stop = CancellationToken::new();
+        let tracer =
+            trace::Tracer::new(&cfg.tracing, admin_stop.clone()).map_err(StartError::Tracing)?;
         let shared = Arc::new(Shared {
             routes,
             clusters,
@@ -161,9 +170,8 @@ impl Gateway {
             transcode,
             cors,
             limits,
+            tracer,
         });
-        let shutdown = CancellationToken::new();
-        let admin_stop = CancellationToken::new();
         let mut accept_loops = JoinSet::new();
         // A JoinSet, so the admin loop is aborted when the gateway is dropped.
         let mut admin_loop = JoinSet::new();

@@ -49,6 +49,8 @@ pub struct Shared {
     pub cors: Option<Cors>,
     /// Buffered-bytes budget and body read timeouts.
     pub limits: crate::limits::Limits,
+    /// Request tracing, when on.
+    pub tracer: Option<Arc<crate::trace::Tracer>>,
 }
 
 /// Per-listener policy.
@@ -96,6 +98,11 @@ pub(crate) async fn handle(
     let listener = &conn.listener;
     conn.forwarded
         .apply(req.headers_mut(), &listener.trusted_proxies);
+    let trace = conn
+        .shared
+        .tracer
+        .as_ref()
+        .map(|t| t.start(req.headers_mut()));
     let protocol = classify(req.headers());
     let log = &conn.shared.access_log;
     log.debug_headers("request headers", req.headers());
@@ -126,6 +133,8 @@ pub(crate) async fn handle(
         retries: 0,
         server_in_flight: 0,
         cluster_queued: 0,
+        grpc_method: None,
+        trace,
     };
     let result = pipeline(&conn, protocol, req, &mut rec, started).await;
     let mut resp = match result {

@@ -90,6 +90,9 @@ pub(crate) fn resolve<'a>(
                 });
             }
             let snapshot = conn.shared.registry.snapshot();
+            if let Some(m) = snapshot.method(path) {
+                rec.grpc_method = Some(m.clone());
+            }
             let (route, cluster) =
                 pick(conn, path, &head.headers, snapshot.cluster_for(path), rec)?;
             Ok(Resolved {
@@ -107,6 +110,7 @@ pub(crate) fn resolve<'a>(
                 None => None,
             };
             if let Some(method) = method {
+                rec.grpc_method = Some(method.clone());
                 let binding = snapshot.cluster_for(&method.grpc_path);
                 let (route, cluster) = pick(conn, &method.grpc_path, &head.headers, binding, rec)?;
                 return Ok(Resolved {

@@ -9,6 +9,8 @@ tested against a server that is not tonic.
   first request that carries a code).
 - `message == "details"`: the status also carries `grpc-status-details-bin`
   (a google.rpc.Status with an ErrorInfo), through grpcio-status.
+- `message == "traceparent"` (unary): the reply's message is the call's
+  `traceparent` metadata ("" without one).
 - `message == "headers-first"`: initial metadata is sent before the status,
   so the answer is HEADERS then trailers with no DATA in between.
 
@@ -46,6 +48,10 @@ class Echo(pb_grpc.EchoServicer):
     def Unary(self, req, context):
         if req.status_code:
             fail(req, context)
+        if req.message == "traceparent":
+            # The W3C trace context the call arrived with.
+            seen = dict(context.invocation_metadata()).get("traceparent", "")
+            return pb.EchoResponse(message=seen, server_id="py")
         return pb.EchoResponse(message=req.message, server_id="py",
                                received_bytes=len(req.payload))
 

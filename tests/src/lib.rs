@@ -421,3 +421,42 @@ pub fn json_request(method: &str, path: &str, json: &str) -> http::Request<ReqBo
         .body(body(json.to_string()))
         .expect("request")
 }
+
+/// The Python grpcio Echo backend (`tests/python/grpcio_echo_server.py`),
+/// killed when dropped: a gRPC server of another implementation.
+pub struct PyBackend {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    _child: tokio::process::Child,
+}
+
+/// Starts it (python3 with grpcio, grpcio-tools and grpcio-status).
+pub async fn spawn_py_backend() -> PyBackend {
+    let mut child = tokio::process::Command::new("python3")
+        .arg(repo_path("tests/python/grpcio_echo_server.py"))
+        .arg(repo_path("sample-services/proto"))
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect(
+            "python3 with grpcio, grpcio-tools and grpcio-status (scripts/test.sh installs them)",
+        );
+    let stdout = child.stdout.take().expect("stdout");
+    let mut line = String::new();
+    use tokio::io::AsyncBufReadExt as _;
+    within(
+        30,
+        "grpcio server port",
+        tokio::io::BufReader::new(stdout).read_line(&mut line),
+    )
+    .await
+    .expect("read port");
+    let port: u16 = line
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("grpcio server did not start: {line:?}"));
+    PyBackend {
+        addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        _child: child,
+    }
+}

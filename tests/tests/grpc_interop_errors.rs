@@ -5,7 +5,7 @@
 //! JSON callers. C-core clients refuse what tonic tolerates (a trailers-only
 //! head followed by an empty DATA frame), so each shape is checked here.
 
-use std::{collections::BTreeMap, net::SocketAddr, process::Stdio, time::Duration};
+use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
 
 use prost::Message as _;
 use sample_services::{
@@ -14,43 +14,6 @@ use sample_services::{
 };
 use serde_json::Value;
 use tests::*;
-use tokio::io::{AsyncBufReadExt, BufReader};
-
-/// The Python grpcio Echo backend (`tests/python/grpcio_echo_server.py`),
-/// killed when dropped.
-struct PyBackend {
-    addr: SocketAddr,
-    _child: tokio::process::Child,
-}
-
-async fn spawn_py_backend() -> PyBackend {
-    let mut child = tokio::process::Command::new("python3")
-        .arg(repo_path("tests/python/grpcio_echo_server.py"))
-        .arg(repo_path("sample-services/proto"))
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect(
-            "python3 with grpcio, grpcio-tools and grpcio-status (scripts/test.sh installs them)",
-        );
-    let stdout = child.stdout.take().expect("stdout");
-    let mut line = String::new();
-    within(
-        30,
-        "grpcio server port",
-        BufReader::new(stdout).read_line(&mut line),
-    )
-    .await
-    .expect("read port");
-    let port: u16 = line
-        .trim()
-        .parse()
-        .unwrap_or_else(|_| panic!("grpcio server did not start: {line:?}"));
-    PyBackend {
-        addr: SocketAddr::from(([127, 0, 0, 1], port)),
-        _child: child,
-    }
-}
 
 fn gateway_config(backend: SocketAddr) -> String {
     cluster_config(

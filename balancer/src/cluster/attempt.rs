@@ -22,6 +22,7 @@ use crate::{
     error::{BalancerError, ErrorChain, is_unprocessed},
     h2conn::SendError,
     lease::Lease,
+    observe::Observer,
     outlier::Outcome,
     replay::ReplayBody,
     retry::RetryReason,
@@ -83,6 +84,7 @@ impl Attempt {
 impl Cluster {
     /// One attempt: an endpoint of `set` not in `tried`, the request head
     /// `parts` and the body in `body` (taken once a connection is had).
+    #[allow(clippy::too_many_arguments)] // the send loop's state, lent for one attempt
     pub(super) async fn attempt(
         self: &Arc<Self>,
         set: &EndpointSet,
@@ -91,6 +93,7 @@ impl Cluster {
         parts: &http::request::Parts,
         body: &mut Option<ReplayBody>,
         timings: &mut Timings,
+        observer: Option<(&Observer, u32, Instant)>,
     ) -> Attempt {
         let queued_at = Instant::now();
         let index = match self.queue.admit(&self.name, set, tried, key).await {
@@ -128,6 +131,9 @@ impl Cluster {
         };
         if let Err(error) = prepared {
             return Attempt::Fail(error);
+        }
+        if let Some((o, n, begun)) = observer {
+            o.0.sending(n, begun, &ep.name, req.headers_mut());
         }
         ep.record_sent();
         let sent_at = Instant::now();

@@ -1,5 +1,5 @@
 //! The gateway's configuration file (TOML): every config struct, in this
-//! module tree (`[admin]`, `[cors]`, `[limits]`, `[transcoding]` in their own
+//! module tree (`[admin]`, `[cors]`, `[limits]`, `[tracing]`, `[transcoding]` in their own
 //! files; clusters and routes are the balancer's), parsed once; `validate`
 //! checks what serde cannot and `crate::compile` builds the runtime objects,
 //! with errors that name the field and the problem.
@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod cors;
 pub mod limits;
+pub mod trace;
 pub mod transcode;
 
 use std::{
@@ -97,6 +98,9 @@ pub struct GatewayConfig {
     /// Bounds on buffered request bytes and body read times.
     #[serde(default)]
     pub limits: limits::LimitsConfig,
+    /// W3C trace context and OTLP span export.
+    #[serde(default)]
+    pub tracing: trace::TracingConfig,
     /// Time in-flight requests get to finish on shutdown.
     #[serde(default = "default_drain_timeout_ms")]
     pub drain_timeout_ms: u64,
@@ -436,6 +440,7 @@ impl GatewayConfig {
         for (i, c) in self.clusters.iter().enumerate() {
             c.validate(&format!("clusters[{i}]"))?;
         }
+        self.tracing.validate()?;
         Ok(())
     }
 }

@@ -205,10 +205,14 @@ pub(crate) async fn forward_json(
     } else {
         let (bytes, mut held) = shared.limits.collect(body, settings.max_body).await?;
         let mut msg = Vec::with_capacity(bytes.len());
+        let began = Instant::now();
         let built = match &rule {
             Some(m) => json::build_request(m, &bytes, parts.uri.query(), &settings.json, &mut msg),
             None => json::json_to_proto(&method.input, &bytes, &settings.json, &mut msg),
         };
+        if let Some(t) = &rec.trace {
+            t.transcoded("json_to_proto", began);
+        }
         built.map_err(|e| invalid(&e))?;
         if msg.len() > settings.max_message {
             return Err(too_large("request message", settings.max_message));
@@ -343,13 +347,16 @@ pub(crate) async fn forward_json(
                         exchange.set_grpc_status(0);
                         let mut out = Vec::with_capacity(msg.len() * 2 + 16);
                         let binding = rule.as_ref().map(|m| &*m.binding);
-                        match json::response_to_json(
+                        let began = Instant::now();
+                        let rendered = json::response_to_json(
                             &method,
                             binding,
                             &msg,
                             &settings.json,
                             &mut out,
-                        ) {
+                        );
+                        exchange.transcoded("proto_to_json", began);
+                        match rendered {
                             Ok(()) => {
                                 let mut r = Response::new(crate::respond::full(Bytes::from(out)));
                                 r.headers_mut().insert(

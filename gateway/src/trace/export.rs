@@ -1,0 +1,139 @@
+//! Span export: finished spans go into a bounded queue (full: dropped and
+//! counted, the request path never waits) that one task drains in batches
+//! to an OTLP/gRPC collector through `opentelemetry-otlp`.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering::Relaxed},
+    },
+    time::Duration,
+};
+
+use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_sdk::{
+    Resource,
+    trace::{SpanData, SpanExporter as _},
+};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use crate::config::trace::TracingConfig;
+
+/// Where finished spans go.
+#[derive(Clone)]
+pub(crate) struct SpanSink {
+    tx: mpsc::Sender<SpanData>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl SpanSink {
+    /// Builds the OTLP exporter for `endpoint` and starts the export task
+    /// (ended by `shutdown`, after a last flush).
+    pub(crate) fn start(
+        cfg: &TracingConfig,
+        endpoint: &str,
+        shutdown: CancellationToken,
+    ) -> Result<Self, String> {
+        let timeout = Duration::from_millis(cfg.export_timeout_ms);
+        let mut exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_tonic()
+            .with_endpoint(endpoint)
+            .with_timeout(timeout)
+            .build()
+            .map_err(|e| format!("OTLP exporter for `{endpoint}`: {e}"))?;
+        exporter.set_resource(
+            &Resource::builder_empty()
+                .with_service_name(cfg.service_name.clone())
+                .build(),
+        );
+        let (tx, rx) = mpsc::channel(cfg.max_queued_spans);
+        let dropped = Arc::new(AtomicU64::new(0));
+        tokio::spawn(run(
+            exporter,
+            rx,
+            cfg.max_export_batch,
+            Duration::from_millis(cfg.export_delay_ms),
+            timeout,
+            shutdown,
+        ));
+        Ok(Self { tx, dropped })
+    }
+
+    /// Queues spans for export; drops them when the queue is full.
+    pub(crate) fn send(&self, spans: impl IntoIterator<Item = SpanData>) {
+        for span in spans {
+            if self.tx.try_send(span).is_err() {
+                let n = self.dropped.fetch_add(1, Relaxed);
+                if n.is_power_of_two() {
+                    warn!(dropped = n + 1, "Span export queue full; spans dropped");
+                }
+            }
+        }
+    }
+
+    /// Spans dropped so far because the queue was full.
+    pub(crate) fn dropped(&self) -> u64 {
+        self.dropped.load(Relaxed)
+    }
+}
+
+/// Drains the queue: a batch goes out when full or `delay` after its first
+/// span; whatever is queued goes out on shutdown.
+async fn run(
+    exporter: opentelemetry_otlp::SpanExporter,
+    mut rx: mpsc::Receiver<SpanData>,
+    max_batch: usize,
+    delay: Duration,
+    timeout: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut batch = Vec::with_capacity(max_batch);
+    loop {
+        let first = tokio::select! {
+            span = rx.recv() => span,
+            () = shutdown.cancelled() => None,
+        };
+        let Some(first) = first else { break };
+        batch.push(first);
+        let due = tokio::time::sleep(delay);
+        tokio::pin!(due);
+        while batch.len() < max_batch {
+            tokio::select! {
+                span = rx.recv() => match span {
+                    Some(s) => batch.push(s),
+                    None => break,
+                },
+                () = &mut due => break,
+                () = shutdown.cancelled() => break,
+            }
+        }
+        export(&exporter, &mut batch, timeout).await;
+    }
+    // Last flush of what is queued.
+    while let Ok(span) = rx.try_recv() {
+        batch.push(span);
+        if batch.len() == max_batch {
+            export(&exporter, &mut batch, timeout).await;
+        }
+    }
+    export(&exporter, &mut batch, timeout).await;
+}
+
+async fn export(
+    exporter: &opentelemetry_otlp::SpanExporter,
+    batch: &mut Vec<SpanData>,
+    timeout: Duration,
+) {
+    if batch.is_empty() {
+        return;
+    }
+    let n = batch.len();
+    let spans = std::mem::replace(batch, Vec::with_capacity(n));
+    match tokio::time::timeout(timeout, exporter.export(spans)).await {
+        Ok(Ok(())) => debug!(spans = n, "Spans exported"),
+        Ok(Err(error)) => warn!(spans = n, %error, "Span export failed"),
+        Err(_) => warn!(spans = n, ?timeout, "Span export timed out"),
+    }
+}
