@@ -238,6 +238,7 @@ impl Gateway {
             &shared.routes,
             &cfg.clusters,
             &shutdown,
+            &metrics,
         );
         Ok(Self {
             registry,
