@@ -107,7 +107,7 @@ fn request_error_kind(e: &descriptors::DescriptorError) -> TranscodeErrorKind {
     use descriptors::DescriptorError as E;
     match e {
         E::InvalidJson { message, .. } | E::InvalidPath { message, .. }
-            if message.contains("unknown field") =>
+            if message.contains("unrecognized field") || message.contains("unknown field") =>
         {
             TranscodeErrorKind::UnknownField
         }
