@@ -343,7 +343,7 @@ impl LabelsRef<'_> {
         }
     }
 
-    fn to_owned(&self) -> SeriesLabels {
+    fn owned(self) -> SeriesLabels {
         SeriesLabels {
             listener: self.listener.into(),
             route: self.route.into(),
@@ -527,7 +527,7 @@ impl RequestMetrics {
         self.series.with(
             hash,
             |s| labels.matches(&s.labels),
-            || Series::new(labels.to_owned()),
+            || Series::new(labels.owned()),
             |s| s.observe(rec),
         );
         if matches!(rec.protocol, "grpc" | "json") {
@@ -537,7 +537,7 @@ impl RequestMetrics {
                 hash,
                 |s| call.matches(&s.labels),
                 || MessageSeries {
-                    labels: call.to_owned(),
+                    labels: call.owned(),
                     request: AtomicHistogram::counts(&MESSAGE_BUCKETS),
                     response: AtomicHistogram::counts(&MESSAGE_BUCKETS),
                 },
@@ -1241,17 +1241,18 @@ impl Collector for UpstreamCollector {
                 encode_value(&mut f, kind, &read(e))?;
             }
         }
-        let mut m = encoder.encode_descriptor(
-            "gateway_upstream_queued_requests",
-            "Requests waiting in the cluster's queue for a stream slot. Read at scrape time.",
-            None,
-            MetricType::Gauge,
-        )?;
-        for c in self.clusters.iter() {
-            m.encode_family(&[("cluster", &*c.name().as_arc())])?
-                .encode_gauge(&(c.queued() as u64))?;
+        {
+            let mut m = encoder.encode_descriptor(
+                "gateway_upstream_queued_requests",
+                "Requests waiting in the cluster's queue for a stream slot. Read at scrape time.",
+                None,
+                MetricType::Gauge,
+            )?;
+            for c in self.clusters.iter() {
+                m.encode_family(&[("cluster", &*c.name().as_arc())])?
+                    .encode_gauge(&(c.queued() as u64))?;
+            }
         }
-        drop(m);
         type ReadCluster = fn(&balancer::Cluster) -> u64;
         let per_cluster: [(&str, &str, ReadCluster); 2] = [
             (

@@ -44,6 +44,7 @@ pub(super) struct NdjsonBody {
 }
 
 impl NdjsonBody {
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn new(
         inner: Incoming,
         input: MessageDescriptor,
