@@ -198,6 +198,21 @@ impl Cluster {
         self.queue.waiting()
     }
 
+    /// Retries made since start (another attempt after a failed one).
+    pub fn retries_total(&self) -> u64 {
+        self.retries.retries()
+    }
+
+    /// Retries the retry budget refused since start.
+    pub fn retry_budget_exhausted_total(&self) -> u64 {
+        self.retries.exhausted()
+    }
+
+    /// How long requests waited for a slot (admission), so far.
+    pub fn queue_wait(&self) -> crate::stats::HistogramSnapshot {
+        self.queue.wait_histogram()
+    }
+
     pub(crate) fn connector(&self) -> &Connector {
         &self.connector
     }
@@ -336,6 +351,7 @@ impl Cluster {
             if reason.spends_budget() {
                 _retrying.get_or_insert_with(|| self.retries.retrying());
             }
+            self.retries.record_retry();
         }
     }
 

@@ -182,6 +182,12 @@ impl Endpoint {
         self.failures.load(Relaxed)
     }
 
+    /// Connects tried and failed, GOAWAYs and stream resets received
+    /// (for the metrics).
+    pub fn connection_stats(&self) -> &crate::stats::ConnStats {
+        self.pool.stats()
+    }
+
     /// Takes a slot if fewer than `limit` streams are in flight.
     pub(crate) fn try_acquire(&self, limit: Option<u32>) -> bool {
         match limit {

@@ -33,6 +33,7 @@ use tracing::debug;
 use crate::{
     body::{BoxError, UpstreamBody},
     endpoint::now_ms,
+    stats::{ConnStats, FrameScan},
 };
 
 /// Settings of new upstream connections.
@@ -91,16 +92,23 @@ pub enum SendError {
 
 /// Handshake with `settings` on `io`, wait for the server's SETTINGS (so
 /// its stream limit is known before the first request), and spawn the task
-/// that drives the connection (and closes it when idle too long).
+/// that drives the connection (and closes it when idle too long). The
+/// GOAWAY and RST_STREAM frames the server sends are counted in `stats`.
 pub async fn handshake<T>(
     io: T,
     settings: H2Settings,
     addr: SocketAddr,
     freed: Arc<Notify>,
+    stats: Arc<ConnStats>,
 ) -> Result<Arc<H2Conn>, h2::Error>
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let io = Scanned {
+        inner: io,
+        scan: FrameScan::default(),
+        stats,
+    };
     let (send, mut conn) = client::Builder::new()
         .enable_push(false)
         .initial_window_size(settings.stream_window)
@@ -435,6 +443,60 @@ async fn pump(mut body: UpstreamBody, mut stream: SendStream<Bytes>, cancel: one
                 }
             }
         }
+    }
+}
+
+/// The server's side of a connection, its frame headers counted as they
+/// pass ([`FrameScan`]); writes go through untouched.
+struct Scanned<T> {
+    inner: T,
+    scan: FrameScan,
+    stats: Arc<ConnStats>,
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Scanned<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let this = &mut *self;
+        let res = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = &res {
+            this.scan.scan(&buf.filled()[before..], &this.stats);
+        }
+        res
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Scanned<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 

@@ -8,7 +8,7 @@
 //! outcome reporting: `Lease`, `LeasedBody`), `retry` (policy, budget,
 //! decision), `outlier` (outlier detection), `dns` (resolution and
 //! re-resolution), `health` (active checks), `endpoint` (one server's live
-//! state), `upstream` / `h2conn` (connections), `error`.
+//! state), `stats` (counters read by the metrics), `upstream` / `h2conn` (connections), `error`.
 
 pub mod body;
 pub mod budget;
@@ -30,6 +30,7 @@ pub mod queue;
 pub mod replay;
 pub(crate) mod retry;
 pub mod route;
+pub mod stats;
 pub mod upstream;
 
 pub use cluster::{Cluster, Clusters, EndpointSet, Timings, UpstreamResponse};

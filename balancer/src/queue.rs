@@ -13,7 +13,13 @@ use std::{
 
 use tokio::sync::Notify;
 
-use crate::{cluster::EndpointSet, config::ClusterName, error::BalancerError, pick::Pick};
+use crate::{
+    cluster::EndpointSet,
+    config::ClusterName,
+    error::BalancerError,
+    pick::Pick,
+    stats::{AtomicHistogram, HistogramSnapshot, QUEUE_WAIT_BUCKETS_SECONDS},
+};
 
 /// The admission state of one cluster.
 #[derive(Debug)]
@@ -28,6 +34,9 @@ pub(crate) struct Queue {
     waiting: AtomicUsize,
     /// Woken (one waiter, in FIFO order) when a slot frees up.
     slot_freed: Notify,
+    /// How long admitted (or timed-out) requests waited; 0 when a slot
+    /// was free at once.
+    waited: AtomicHistogram,
 }
 
 /// Leaves the waiting count when dropped (the wait may be cancelled).
@@ -45,7 +54,13 @@ impl Queue {
             timeout,
             waiting: AtomicUsize::new(0),
             slot_freed: Notify::new(),
+            waited: AtomicHistogram::seconds(&QUEUE_WAIT_BUCKETS_SECONDS),
         }
+    }
+
+    /// The wait histogram now.
+    pub(crate) fn wait_histogram(&self) -> HistogramSnapshot {
+        self.waited.snapshot()
     }
 
     /// Requests waiting now.
@@ -63,7 +78,10 @@ impl Queue {
         key: Option<&[u8]>,
     ) -> Result<usize, BalancerError> {
         match set.pick(self.limit, skip, key) {
-            Pick::Picked(index) => Ok(index),
+            Pick::Picked(index) => {
+                self.waited.observe_duration(Duration::ZERO);
+                Ok(index)
+            }
             Pick::NoneEligible => Err(BalancerError::NoHealthyEndpoint {
                 cluster: cluster.clone(),
             }),
@@ -89,6 +107,21 @@ impl Queue {
         }
         let _waiting = Waiting(&self.waiting);
         let start = Instant::now();
+        let result = self.wait_from(start, cluster, set, skip, key).await;
+        if matches!(result, Ok(_) | Err(BalancerError::QueueTimeout { .. })) {
+            self.waited.observe_duration(start.elapsed());
+        }
+        result
+    }
+
+    async fn wait_from(
+        &self,
+        start: Instant,
+        cluster: &ClusterName,
+        set: &EndpointSet,
+        skip: &[usize],
+        key: Option<&[u8]>,
+    ) -> Result<usize, BalancerError> {
         let deadline = tokio::time::Instant::from_std(start + self.timeout);
         loop {
             // Register for a wake-up before looking, so a slot freed in

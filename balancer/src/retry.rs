@@ -10,7 +10,7 @@
 //! Which errors are retryable is [`BalancerError::is_retryable`]; this
 //! module decides whether the limits allow it.
 
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 
 use crate::{
     config::{RetryConfig, grpc_code_by_name},
@@ -72,6 +72,10 @@ pub(crate) struct Progress {
 pub(crate) struct RetryBudget {
     active: AtomicUsize,
     retrying: AtomicUsize,
+    /// Retries made since start (metrics).
+    retries: AtomicU64,
+    /// Retries the budget refused since start (metrics).
+    exhausted: AtomicU64,
 }
 
 /// Counts one thing (an active request, a retrying request) for as long
@@ -173,11 +177,31 @@ impl RetryBudget {
 
     /// Whether one more retry fits: retries in progress stay under
     /// `budget_percent` of active requests (at least `min_concurrency`).
+    /// A refusal is counted (metrics).
     pub(crate) fn allows(&self, policy: &RetryPolicy) -> bool {
         let active = self.active.load(Relaxed);
         let allowed =
             (active * policy.budget_percent as usize / 100).max(policy.min_concurrency as usize);
-        self.retrying.load(Relaxed) < allowed
+        let ok = self.retrying.load(Relaxed) < allowed;
+        if !ok {
+            self.exhausted.fetch_add(1, Relaxed);
+        }
+        ok
+    }
+
+    /// Counts a retry about to be made.
+    pub(crate) fn record_retry(&self) {
+        self.retries.fetch_add(1, Relaxed);
+    }
+
+    /// Retries made since start.
+    pub(crate) fn retries(&self) -> u64 {
+        self.retries.load(Relaxed)
+    }
+
+    /// Retries the budget refused since start.
+    pub(crate) fn exhausted(&self) -> u64 {
+        self.exhausted.load(Relaxed)
     }
 }
 

@@ -25,8 +25,8 @@ enum HeaderMatchKind {
 /// A compiled route.
 #[derive(Debug, Clone)]
 pub struct Route {
-    /// Name for logs.
-    pub name: String,
+    /// Name for logs and metrics (`route<N>` when the config gives none).
+    pub name: std::sync::Arc<str>,
     /// Destination.
     pub cluster: ClusterName,
     /// Conditions that must all hold, else the request is denied.
@@ -138,7 +138,11 @@ impl Route {
             ));
         }
         Ok(Self {
-            name: cfg.name.clone().unwrap_or_else(|| format!("route{index}")),
+            name: cfg
+                .name
+                .clone()
+                .unwrap_or_else(|| format!("route{index}"))
+                .into(),
             cluster: cfg.cluster.clone(),
             deny_unless,
             timeout: cfg.timeout_ms.map(Duration::from_millis),
@@ -169,6 +173,16 @@ impl Route {
     /// path conditions hold (header conditions aside).
     pub fn claims(&self, path: &str) -> bool {
         self.is_path_specific() && self.matches_path(path)
+    }
+
+    /// Whether the route names the gRPC method `path` (`/pkg.Service/Method`)
+    /// itself: by an exact `path`, or by `service` and `method`.
+    pub fn names_method(&self, path: &str) -> bool {
+        let Some((service, method)) = grpc_service_method(path) else {
+            return false;
+        };
+        matches!(&self.path, Some(PathMatch::Exact(p)) if p == path)
+            || (self.service.as_deref() == Some(service) && self.method.as_deref() == Some(method))
     }
 
     fn matches_path(&self, path: &str) -> bool {
@@ -248,6 +262,11 @@ impl RouteTable {
     /// The first route matching the request head.
     pub fn route(&self, path: &str, headers: &HeaderMap) -> Option<&Route> {
         self.routes.iter().find(|r| r.matches(path, headers))
+    }
+
+    /// Whether any route names the gRPC method `path` ([`Route::names_method`]).
+    pub fn names_method(&self, path: &str) -> bool {
+        self.routes.iter().any(|r| r.names_method(path))
     }
 
     /// The first route that names `path` explicitly (see [`Route::claims`])

@@ -25,6 +25,7 @@ use crate::{
     config::{ClusterConfig, ConfigError},
     error::BalancerError,
     h2conn::{self, H2Conn, H2Settings, StreamSlot},
+    stats::ConnStats,
 };
 
 /// Window sizes for upstream h2 connections: large enough that one stream
@@ -151,12 +152,13 @@ impl Connector {
         addr: SocketAddr,
         host: &str,
         freed: Arc<tokio::sync::Notify>,
+        stats: Arc<ConnStats>,
     ) -> Result<Arc<H2Conn>, BalancerError> {
         let io = self.connect_io(addr, host).await?;
         let handshake = async {
             match io {
-                Io::Plain(s) => h2conn::handshake(s, self.h2, addr, freed).await,
-                Io::Tls(s) => h2conn::handshake(*s, self.h2, addr, freed).await,
+                Io::Plain(s) => h2conn::handshake(s, self.h2, addr, freed, stats).await,
+                Io::Tls(s) => h2conn::handshake(*s, self.h2, addr, freed, stats).await,
             }
             .map_err(|source| BalancerError::Handshake {
                 addr,
@@ -415,6 +417,8 @@ pub struct ConnPool {
     h1_open: Arc<AtomicUsize>,
     /// Notified when an HTTP/1.1 connection is handed back or closes.
     h1_changed: Arc<tokio::sync::Notify>,
+    /// Connects tried and failed, GOAWAYs and resets received (metrics).
+    stats: Arc<ConnStats>,
 }
 
 // === impl ConnPool ===
@@ -436,7 +440,13 @@ impl ConnPool {
             idle_h1: std::sync::Mutex::new(Vec::new()),
             h1_open: Arc::new(AtomicUsize::new(0)),
             h1_changed: Arc::new(tokio::sync::Notify::new()),
+            stats: Arc::default(),
         }
+    }
+
+    /// This endpoint's connection events, for the metrics.
+    pub fn stats(&self) -> &ConnStats {
+        &self.stats
     }
 
     /// A place for one stream on an open connection with room under the
@@ -470,11 +480,14 @@ impl ConnPool {
             let refusing = conns.iter().any(|c| !c.is_closed() && c.allows_no_stream());
             if open < connector.max_connections.max(1) && !refusing {
                 // Boxed: the connect future (TCP, TLS, h2) is large and rare.
-                let conn = Box::pin(connector.connect(addr, host, self.freed.clone()))
-                    .await
-                    .inspect_err(|_| {
-                        self.connect_failures.fetch_add(1, Ordering::Release);
-                    })?;
+                self.stats.connect_attempts.fetch_add(1, Ordering::Relaxed);
+                let conn =
+                    Box::pin(connector.connect(addr, host, self.freed.clone(), self.stats.clone()))
+                        .await
+                        .inspect_err(|_| {
+                            self.connect_failures.fetch_add(1, Ordering::Release);
+                            self.stats.connect_failures.fetch_add(1, Ordering::Relaxed);
+                        })?;
                 let slot = conn.try_reserve();
                 if open > 0 {
                     debug!(%addr, connections = open + 1, "Endpoint's connections are at its stream limit; opened another");
@@ -554,7 +567,12 @@ impl ConnPool {
             let cap = connector.max_http1_connections.max(1);
             if let Some(open) = H1Open::try_take(&self.h1_open, &self.h1_changed, cap) {
                 // Boxed: the connect future (TCP, TLS) is large and rare.
-                let sender = Box::pin(connector.connect_h1(addr, host, open)).await?;
+                self.stats.connect_attempts.fetch_add(1, Ordering::Relaxed);
+                let sender = Box::pin(connector.connect_h1(addr, host, open))
+                    .await
+                    .inspect_err(|_| {
+                        self.stats.connect_failures.fetch_add(1, Ordering::Relaxed);
+                    })?;
                 return Ok((sender, true));
             }
             let deadline = *deadline.get_or_insert_with(|| {

@@ -1,7 +1,8 @@
 //! What recording one request in the metrics costs (the access log's
 //! `emit` at the end of every request): a registered gRPC method, a JSON
-//! call through a REST rule, an unknown path; and two threads recording
-//! the same series at once.
+//! call through a REST rule (its method named by `resolve`, not matched
+//! again), an unknown path; and two threads recording the same series at
+//! once.
 //!
 //! Run with `cargo bench -p gateway --bench metrics`.
 
@@ -14,7 +15,14 @@ use std::{
 use criterion::{Criterion, criterion_group, criterion_main};
 use gateway::{access_log::LogRecord, error::Termination, metrics::RequestMetrics};
 
-fn record(path: &str, protocol: &'static str, method: http::Method) -> LogRecord {
+/// A finished request; `grpc_method` as `resolve` names it (registered or
+/// route-named methods only).
+fn record(
+    path: &str,
+    protocol: &'static str,
+    method: http::Method,
+    grpc_method: Option<&str>,
+) -> LogRecord {
     LogRecord {
         client: ([127, 0, 0, 1], 5000).into(),
         accepted: SystemTime::now(),
@@ -38,7 +46,9 @@ fn record(path: &str, protocol: &'static str, method: http::Method) -> LogRecord
         retries: 0,
         server_in_flight: 1,
         cluster_queued: 0,
-        grpc_method: None,
+        route: Some("route0".into()),
+        grpc_method: grpc_method.map(Into::into),
+        counts: Arc::default(),
         trace: None,
     }
 }
@@ -49,9 +59,19 @@ fn bench(c: &mut Criterion) {
         .put("samples", sample_services::FILE_DESCRIPTOR_SET)
         .expect("sample descriptors register");
     let metrics = Arc::new(RequestMetrics::new(registry, &[]));
-    let grpc = record("/sample.echo.v1.Echo/Unary", "grpc", http::Method::POST);
-    let json = record("/v1/shelves/1", "json", http::Method::GET);
-    let unknown = record("/no.such.Service/Call", "grpc", http::Method::POST);
+    let grpc = record(
+        "/sample.echo.v1.Echo/Unary",
+        "grpc",
+        http::Method::POST,
+        Some("/sample.echo.v1.Echo/Unary"),
+    );
+    let json = record(
+        "/v1/shelves/1",
+        "json",
+        http::Method::GET,
+        Some("/sample.library.v1.LibraryService/GetShelf"),
+    );
+    let unknown = record("/no.such.Service/Call", "grpc", http::Method::POST, None);
     for r in [&grpc, &json, &unknown] {
         metrics.record(r);
     }

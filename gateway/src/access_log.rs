@@ -100,10 +100,52 @@ pub struct LogRecord {
     pub server_in_flight: u32,
     /// Requests waiting in the cluster's queue at the response head.
     pub cluster_queued: usize,
-    /// The registered gRPC method called, when resolved to one.
-    pub grpc_method: Option<Arc<descriptors::MethodInfo>>,
+    /// The name of the first matching route, if any.
+    pub route: Option<Arc<str>>,
+    /// The gRPC method (`/pkg.Service/Method`), set by `resolve` when it is
+    /// registered or named by a route (JSON: the method a rule matched).
+    pub grpc_method: Option<Arc<str>>,
+    /// What the bodies carried, counted as they stream; shared by the
+    /// record's copies (the request body may still be on its way upstream
+    /// when the response starts).
+    pub counts: Arc<BodyCounts>,
     /// The request's trace, when tracing is on.
     pub trace: Option<Arc<crate::trace::RequestTrace>>,
+}
+
+/// Request body bytes and gRPC messages each way of one request (atomics:
+/// bumped from the body wrappers, read when the request ends).
+#[derive(Debug, Default)]
+pub struct BodyCounts {
+    /// Downstream request body bytes received.
+    pub request_bytes: AtomicU64,
+    /// gRPC messages in the request (JSON: messages built from it).
+    pub request_messages: AtomicU64,
+    /// gRPC messages in the response (JSON: messages rendered from it).
+    pub response_messages: AtomicU64,
+}
+
+impl BodyCounts {
+    /// Adds `n` request body bytes.
+    pub fn add_request_bytes(&self, n: usize) {
+        if n > 0 {
+            self.request_bytes.fetch_add(n as u64, Relaxed);
+        }
+    }
+
+    /// Adds `n` request messages.
+    pub fn add_request_messages(&self, n: u64) {
+        if n > 0 {
+            self.request_messages.fetch_add(n, Relaxed);
+        }
+    }
+
+    /// Adds `n` response messages.
+    pub fn add_response_messages(&self, n: u64) {
+        if n > 0 {
+            self.response_messages.fetch_add(n, Relaxed);
+        }
+    }
 }
 
 // === impl AccessLog ===
@@ -153,6 +195,11 @@ impl AccessLog {
     pub fn with_metrics(mut self, metrics: Arc<crate::metrics::RequestMetrics>) -> Self {
         self.metrics = Some(metrics);
         self
+    }
+
+    /// The request metrics, if any (the JSON codec's series live there).
+    pub fn metrics(&self) -> Option<&Arc<crate::metrics::RequestMetrics>> {
+        self.metrics.as_ref()
     }
 
     /// Lines dropped because the queue was full (for the metrics).
@@ -404,7 +451,7 @@ fn version(v: Version) -> &'static str {
     }
 }
 
-/// `127.0.0.1:5000 [26/Nov/2026:14:30:00.123] fe be/srv 0/0/1/2/3 200 95 - - ---- 0/0/0/1/0 0/0 {cap} "POST /p HTTP/2.0" grpc-status=0`
+/// `127.0.0.1:5000 [26/Nov/2026:14:30:00.123] fe be/srv 0/0/1/2/3 200 95 - - ---- 0/0/0/1/0 0/0 {cap} "POST /p HTTP/2.0" grpc-status=0 grpc-method=/pkg.Svc/M`
 fn httplog(r: &LogRecord, phase: Phase) -> String {
     let plus = if phase == Phase::Start { "+" } else { "" };
     let mut s = String::with_capacity(256);
@@ -447,6 +494,14 @@ fn httplog(r: &LogRecord, phase: Phase) -> String {
         None if r.protocol != "http" => s.push_str(" grpc-status=-"),
         None => {}
     }
+    // Bounded: only registered or route-named methods are set.
+    match &r.grpc_method {
+        Some(m) => {
+            let _ = write!(s, " grpc-method={}", log_safe(m, MAX_LOG_PATH_BYTES, " "));
+        }
+        None if r.protocol != "http" => s.push_str(" grpc-method=-"),
+        None => {}
+    }
     if let Some(t) = &r.trace {
         let _ = write!(s, " trace={:032x}", t.trace_id);
     }
@@ -476,6 +531,7 @@ fn json(r: &LogRecord, phase: Phase) -> String {
         "path": bounded(&r.path, MAX_LOG_PATH_BYTES),
         "version": version(r.version),
         "protocol": r.protocol,
+        "grpc_method": r.grpc_method.as_deref(),
         "trace_id": r.trace.as_ref().map(|t| t.trace_id_hex()),
     })
     .to_string()
@@ -516,6 +572,55 @@ pub fn haproxy_date(t: SystemTime) -> String {
 mod tests {
     use super::*;
     use http::HeaderValue;
+
+    fn record() -> LogRecord {
+        LogRecord {
+            client: "127.0.0.1:5000".parse().expect("addr"),
+            accepted: UNIX_EPOCH + Duration::from_millis(1_795_703_400_123),
+            listener: "fe".into(),
+            cluster: Some("be".into()),
+            server: Some("srv".into()),
+            queue: Duration::ZERO,
+            connect: None,
+            response: Some(Duration::from_millis(2)),
+            total: Duration::from_millis(3),
+            status: 200,
+            grpc_status: Some(0),
+            bytes: 95,
+            request_captures: Vec::new(),
+            response_captures: Vec::new(),
+            termination: crate::error::Termination::Normal,
+            method: Method::POST,
+            path: "/pkg.Svc/M".into(),
+            version: Version::HTTP_2,
+            protocol: "grpc",
+            retries: 0,
+            server_in_flight: 1,
+            cluster_queued: 0,
+            route: Some("r".into()),
+            grpc_method: Some("/pkg.Svc/M".into()),
+            counts: Arc::default(),
+            trace: None,
+        }
+    }
+
+    #[test]
+    fn lines_end_with_the_method() {
+        let mut r = record();
+        assert_eq!(
+            httplog(&r, Phase::End),
+            "127.0.0.1:5000 [26/Nov/2026:14:30:00.123] fe be/srv 0/0/0/2/3 200 95 - - ---- 0/0/0/1/0 0/0 \"POST /pkg.Svc/M HTTP/2.0\" grpc-status=0 grpc-method=/pkg.Svc/M"
+        );
+        let j: serde_json::Value = serde_json::from_str(&json(&r, Phase::End)).expect("json");
+        assert_eq!(j["grpc_method"], "/pkg.Svc/M");
+        r.grpc_method = None;
+        assert!(httplog(&r, Phase::End).ends_with(" grpc-status=0 grpc-method=-"));
+        let j: serde_json::Value = serde_json::from_str(&json(&r, Phase::End)).expect("json");
+        assert!(j["grpc_method"].is_null());
+        r.protocol = "http";
+        r.grpc_status = None;
+        assert!(httplog(&r, Phase::End).ends_with("HTTP/2.0\""));
+    }
 
     #[test]
     fn date() {

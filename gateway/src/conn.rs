@@ -102,6 +102,30 @@ pub(crate) enum PrefaceError {
     NotSettings(u8),
 }
 
+/// Whether a connection ended because the client broke HTTP: a request
+/// hyper could not parse (HTTP/1.1), or an HTTP/2 error the gateway's side
+/// detected (PROTOCOL_ERROR, FRAME_SIZE_ERROR, ...: a GOAWAY it sent), as
+/// opposed to I/O errors, timeouts and the client's own GOAWAY or reset.
+pub(crate) fn is_protocol_error(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(error);
+    while let Some(e) = cur {
+        if let Some(h) = e.downcast_ref::<hyper::Error>()
+            && (h.is_parse() || h.is_parse_too_large() || h.is_parse_version_h2())
+        {
+            return true;
+        }
+        if let Some(h2) = e.downcast_ref::<h2::Error>() {
+            return !h2.is_io()
+                && !h2.is_remote()
+                && h2
+                    .reason()
+                    .is_some_and(|r| r != h2::Reason::NO_ERROR && r != h2::Reason::CANCEL);
+        }
+        cur = e.source();
+    }
+    false
+}
+
 /// Reads the client's first bytes: enough to tell the HTTP/2 preface from
 /// anything else and, for HTTP/2, the first frame header, which must be
 /// SETTINGS (answered with GOAWAY PROTOCOL_ERROR otherwise). Returns what

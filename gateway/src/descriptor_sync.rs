@@ -3,7 +3,10 @@
 //! registers them like an upload, as the set named after the cluster and
 //! bound to it, so a reflection-enabled backend needs no upload at all.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{Arc, atomic::Ordering::Relaxed},
+    time::Duration,
+};
 
 use balancer::{ClusterConfig, Clusters, RouteTable};
 use descriptors::{Registry, SetMeta};
@@ -11,20 +14,25 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
 use tracing::{debug, info, warn};
 
-use crate::reflection::fetch_descriptor_set;
+use crate::{
+    metrics::{Metrics, ReflectionSyncs},
+    reflection::fetch_descriptor_set,
+};
 
 /// Time one fetch may take (connect included).
 const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 /// Retry delay after a failed fetch (before the next regular interval).
 const RETRY_AFTER: Duration = Duration::from_secs(2);
 
-/// Starts one sync task per cluster that asks for it.
+/// Starts one sync task per cluster that asks for it; each sync is
+/// counted in `metrics` by result.
 pub(crate) fn spawn(
     registry: &Arc<Registry>,
     clusters: &Clusters,
     routes: &RouteTable,
     configs: &[ClusterConfig],
     shutdown: &CancellationToken,
+    metrics: &Metrics,
 ) {
     for cfg in configs.iter().filter(|c| c.descriptors_from_reflection) {
         let Some(cluster) = clusters.get(&cfg.name) else {
@@ -41,6 +49,7 @@ pub(crate) fn spawn(
             cfg.clone(),
             addrs,
             shutdown.child_token(),
+            metrics.reflection_syncs(cfg.name.as_str()),
         ));
     }
 }
@@ -51,6 +60,7 @@ async fn run(
     cfg: ClusterConfig,
     addrs: Vec<(std::net::SocketAddr, String)>,
     shutdown: CancellationToken,
+    counts: Arc<ReflectionSyncs>,
 ) {
     let name = cfg.name.to_string();
     let interval = Duration::from_millis(cfg.reflection_interval_ms.max(100));
@@ -62,6 +72,7 @@ async fn run(
                     synced = true;
                     let snapshot = registry.snapshot();
                     if snapshot.set_bytes(&name) == Some(bytes.as_slice()) {
+                        counts.unchanged.fetch_add(1, Relaxed);
                         debug!(cluster = %name, "Reflected descriptors unchanged");
                         break;
                     }
@@ -87,12 +98,17 @@ async fn run(
                     .await;
                     match res {
                         Ok(Ok(o)) => {
+                            counts.registered.fetch_add(1, Relaxed);
                             info!(cluster = %name, endpoint = %addr, version = o.set.version, services = o.set.services.len(), "Descriptors registered from reflection")
                         }
                         Ok(Err(error)) => {
+                            counts.refused.fetch_add(1, Relaxed);
                             warn!(cluster = %name, endpoint = %addr, %error, "Reflected descriptors refused")
                         }
-                        Err(error) => warn!(cluster = %name, %error, "Reflection sync task failed"),
+                        Err(error) => {
+                            counts.failed.fetch_add(1, Relaxed);
+                            warn!(cluster = %name, %error, "Reflection sync task failed")
+                        }
                     }
                     break;
                 }
@@ -104,6 +120,7 @@ async fn run(
         let wait = if synced {
             interval
         } else {
+            counts.failed.fetch_add(1, Relaxed);
             RETRY_AFTER.min(interval)
         };
         tokio::select! {

@@ -299,6 +299,7 @@ pub(crate) fn observe(
         idle,
         state: State::Streaming,
         grpc: grpc_head.is_some(),
+        messages: balancer::grpc::frame::FrameCounter::default(),
     };
     if ended {
         // Trailers-only (or an empty body): the head goes out with
@@ -338,6 +339,8 @@ pub(crate) struct ObservedBody {
     /// resets the HTTP/2 stream or closes the HTTP/1.1 connection before
     /// the last chunk: the client sees a broken response, not a short one.
     grpc: bool,
+    /// Counts the gRPC messages passing (metrics).
+    messages: balancer::grpc::frame::FrameCounter,
 }
 
 /// The stream idle timeout: when nothing moved either way for `limit`.
@@ -491,6 +494,10 @@ impl Body for ObservedBody {
                 }
                 if let Some(data) = frame.data_ref() {
                     this.guard.rec.bytes += data.len() as u64;
+                    if this.grpc {
+                        let n = this.messages.feed(data);
+                        this.guard.rec.counts.add_response_messages(n);
+                    }
                 } else if let Some(t) = frame.trailers_ref() {
                     this.guard.log().debug_headers("response trailers", t);
                     if let Some(code) = grpc_status(t) {

@@ -246,6 +246,7 @@ impl Gateway {
             &shared.routes,
             &cfg.clusters,
             &shutdown,
+            &metrics,
         );
         Ok(Self {
             registry,

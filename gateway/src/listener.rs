@@ -362,6 +362,9 @@ impl ConnTask {
                 res = conn.as_mut() => {
                     if let Err(error) = res {
                         debug!(%error, "Connection ended with an error");
+                        if conn::is_protocol_error(error.as_ref()) {
+                            self.metrics.protocol_errors.fetch_add(1, Ordering::Relaxed);
+                        }
                     }
                     return;
                 }
@@ -451,7 +454,10 @@ impl ConnTask {
                     match tokio::time::timeout(self.limits.tls_handshake, acceptor.accept(tcp))
                         .await
                     {
-                        Ok(Ok(s)) => s,
+                        Ok(Ok(s)) => {
+                            self.metrics.tls_handshakes.fetch_add(1, Ordering::Relaxed);
+                            s
+                        }
                         Ok(Err(error)) => {
                             debug!(%error, "TLS handshake failed");
                             self.metrics.tls_failed.fetch_add(1, Ordering::Relaxed);
@@ -481,6 +487,9 @@ impl ConnTask {
             }
             Ok(Err(error)) => {
                 debug!(%error, "Connection closed before the first request");
+                if matches!(error, conn::PrefaceError::NotSettings(_)) {
+                    self.metrics.protocol_errors.fetch_add(1, Ordering::Relaxed);
+                }
                 None
             }
             Err(_) => {

@@ -30,7 +30,11 @@ use std::{
 };
 
 use arc_swap::ArcSwap;
-use balancer::{Clusters, config::RouteConfig};
+use balancer::{
+    Clusters,
+    config::RouteConfig,
+    stats::{AtomicHistogram, HistogramSnapshot},
+};
 use descriptors::Registry;
 use prometheus_client::{
     collector::Collector,
@@ -71,6 +75,7 @@ pub struct Metrics {
     front: Arc<FrontMetrics>,
     /// Descriptor uploads through the admin API.
     pub uploads: Arc<UploadMetrics>,
+    syncs: Arc<SyncMetrics>,
 }
 
 /// What the scrape-time collectors read.
@@ -94,6 +99,7 @@ impl Metrics {
         let requests = Arc::new(RequestMetrics::new(sources.registry.clone(), routes));
         let front = Arc::new(FrontMetrics::default());
         let uploads = Arc::new(UploadMetrics::default());
+        let syncs = Arc::new(SyncMetrics::default());
         let mut registry = prometheus_client::registry::Registry::default();
         registry.register_collector(Box::new(requests.clone()));
         registry.register_collector(Box::new(front.clone()));
@@ -106,13 +112,30 @@ impl Metrics {
             dropped: sources.access_log_dropped,
             uploads: uploads.clone(),
         }));
+        registry.register_collector(Box::new(syncs.clone()));
         registry.register_collector(Box::new(ProcessCollector));
         Arc::new(Self {
             registry,
             requests,
             front,
             uploads,
+            syncs,
         })
+    }
+
+    /// The reflection-sync counters of the cluster named `cluster` (one per
+    /// `descriptors_from_reflection` cluster, made at start).
+    pub fn reflection_syncs(&self, cluster: &str) -> Arc<ReflectionSyncs> {
+        let m = Arc::new(ReflectionSyncs {
+            cluster: cluster.into(),
+            ..ReflectionSyncs::default()
+        });
+        self.syncs
+            .clusters
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(m.clone());
+        m
     }
 
     /// The counters of the listener named `name` (one per listener, made at
@@ -160,21 +183,107 @@ pub fn wants_openmetrics(accept: Option<&str>) -> bool {
 
 // === requests ===
 
-/// The request series: counter, duration histogram and response bytes by
-/// listener, cluster, gRPC service and method, protocol, gRPC code and HTTP
-/// status class.
+/// Upper bounds of the messages-per-request histogram (`+Inf` implicit).
+pub const MESSAGE_BUCKETS: [f64; 9] =
+    [0.0, 1.0, 2.0, 5.0, 10.0, 100.0, 1000.0, 10_000.0, 100_000.0];
+/// Upper bounds of the transcoding time histogram, in seconds, per message.
+pub const TRANSCODE_BUCKETS_SECONDS: [f64; 12] = [
+    0.000_005, 0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.01,
+    0.1, 1.0,
+];
+
+/// Series of one kind, found without a lock: an `ArcSwap`ed map from the
+/// hash of their labels (a `Vec` holds the unlikely collisions), copied
+/// whole under a mutex only when a new label set first appears.
+struct SeriesMap<S> {
+    series: ArcSwap<HashMap<u64, Vec<Arc<S>>>>,
+    /// Serializes the publication of new series (cold).
+    insert: Mutex<()>,
+}
+
+impl<S> SeriesMap<S> {
+    fn new() -> Self {
+        Self {
+            series: ArcSwap::from_pointee(HashMap::new()),
+            insert: Mutex::new(()),
+        }
+    }
+
+    /// Runs `f` on the series of `hash` that `matches`, made by `make` the
+    /// first time.
+    fn with<R>(
+        &self,
+        hash: u64,
+        matches: impl Fn(&S) -> bool,
+        make: impl FnOnce() -> S,
+        f: impl FnOnce(&S) -> R,
+    ) -> R {
+        // Observed under the (lock-free) guard: no reference count taken
+        // on the shared series in the common case.
+        if let Some(s) = self
+            .series
+            .load()
+            .get(&hash)
+            .and_then(|v| v.iter().find(|s| matches(s)))
+        {
+            return f(s);
+        }
+        f(&self.insert(hash, &matches, make))
+    }
+
+    /// The series of `hash` that `matches` (made by `make` the first
+    /// time), with a reference of the caller's own.
+    fn get(&self, hash: u64, matches: impl Fn(&S) -> bool, make: impl FnOnce() -> S) -> Arc<S> {
+        if let Some(s) = self
+            .series
+            .load()
+            .get(&hash)
+            .and_then(|v| v.iter().find(|s| matches(s)))
+        {
+            return s.clone();
+        }
+        self.insert(hash, &matches, make)
+    }
+
+    /// Publishes a new series (cold: once per label set).
+    #[cold]
+    fn insert(&self, hash: u64, matches: &impl Fn(&S) -> bool, make: impl FnOnce() -> S) -> Arc<S> {
+        let _serialized = self.insert.lock().unwrap_or_else(PoisonError::into_inner);
+        let current = self.series.load_full();
+        if let Some(s) = current
+            .get(&hash)
+            .and_then(|v| v.iter().find(|s| matches(s)))
+        {
+            return s.clone();
+        }
+        let series = Arc::new(make());
+        let mut next = (*current).clone();
+        next.entry(hash).or_default().push(series.clone());
+        self.series.store(Arc::new(next));
+        series
+    }
+
+    fn len(&self) -> usize {
+        self.series.load().values().map(Vec::len).sum()
+    }
+
+    fn all(&self) -> Vec<Arc<S>> {
+        self.series.load().values().flatten().cloned().collect()
+    }
+}
+
+/// The request series: counter, duration histogram, body bytes and
+/// messages per request by listener, route, cluster, gRPC service and
+/// method, protocol (and, but for messages, gRPC code and HTTP status
+/// class); and the JSON transcoding series by method.
 pub struct RequestMetrics {
     descriptors: Arc<Registry>,
-    /// Methods (`/pkg.Service/Method`) named by a route.
-    named_methods: HashSet<String>,
     /// Services named by a route (without a method).
     named_services: HashSet<String>,
-    /// Series by the hash of their labels; a `Vec` holds the (unlikely)
-    /// collisions.
-    series: ArcSwap<HashMap<u64, Vec<Arc<Series>>>>,
-    /// Serializes the publication of new series (first request of a label
-    /// set only).
-    insert: Mutex<()>,
+    series: SeriesMap<Series>,
+    messages: SeriesMap<MessageSeries>,
+    transcode: SeriesMap<TranscodeSeries>,
+    transcode_errors: Arc<TranscodeErrors>,
     hasher: std::hash::RandomState,
 }
 
@@ -185,11 +294,13 @@ struct Series {
     buckets: [AtomicU64; DURATION_BUCKETS_SECONDS.len() + 1],
     sum_nanos: AtomicU64,
     response_bytes: AtomicU64,
+    request_bytes: AtomicU64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct SeriesLabels {
     listener: Arc<str>,
+    route: Arc<str>,
     cluster: Arc<str>,
     service: Arc<str>,
     method: Arc<str>,
@@ -202,6 +313,7 @@ struct SeriesLabels {
 #[derive(Hash)]
 struct LabelsRef<'a> {
     listener: &'a str,
+    route: &'a str,
     cluster: &'a str,
     service: &'a str,
     method: &'a str,
@@ -213,6 +325,7 @@ struct LabelsRef<'a> {
 impl LabelsRef<'_> {
     fn matches(&self, l: &SeriesLabels) -> bool {
         *l.listener == *self.listener
+            && *l.route == *self.route
             && *l.cluster == *self.cluster
             && *l.service == *self.service
             && *l.method == *self.method
@@ -221,9 +334,19 @@ impl LabelsRef<'_> {
             && l.class == self.class
     }
 
-    fn to_owned(&self) -> SeriesLabels {
+    /// The same labels without the outcome (the messages series).
+    fn call(&self) -> LabelsRef<'_> {
+        LabelsRef {
+            code: "",
+            class: "",
+            ..*self
+        }
+    }
+
+    fn owned(self) -> SeriesLabels {
         SeriesLabels {
             listener: self.listener.into(),
+            route: self.route.into(),
             cluster: self.cluster.into(),
             service: self.service.into(),
             method: self.method.into(),
@@ -234,88 +357,165 @@ impl LabelsRef<'_> {
     }
 }
 
+impl Clone for LabelsRef<'_> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl Copy for LabelsRef<'_> {}
+
+/// Messages per gRPC or JSON call, each way.
+struct MessageSeries {
+    /// The request labels without `grpc_code` and `http_status_class`.
+    labels: SeriesLabels,
+    request: AtomicHistogram,
+    response: AtomicHistogram,
+}
+
+/// Time spent in the JSON codec for one method, per message.
+pub struct TranscodeSeries {
+    grpc_path: Arc<str>,
+    json_to_proto: AtomicHistogram,
+    proto_to_json: AtomicHistogram,
+    errors: Arc<TranscodeErrors>,
+}
+
+/// Which way a message went through the JSON codec.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TranscodeDirection {
+    /// A request: JSON to protobuf.
+    JsonToProto,
+    /// A reply: protobuf to JSON.
+    ProtoToJson,
+}
+
+/// Why transcoding failed (the `kind` label of
+/// `gateway_transcode_errors_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TranscodeErrorKind {
+    /// Request JSON (or a path or query parameter) that does not parse or
+    /// does not fit the message.
+    InvalidJson,
+    /// A request field the message does not have (`ignore_unknown_fields`
+    /// off).
+    UnknownField,
+    /// A request body, message or NDJSON line, or a reply message or its
+    /// JSON rendering, over its limit.
+    TooLarge,
+    /// Request JSON or a reply message nested deeper than allowed.
+    TooDeep,
+    /// A reply that cannot be rendered: a bad frame, two messages for a
+    /// unary call, no message, protobuf that does not decode.
+    BadReply,
+}
+
+impl TranscodeErrorKind {
+    /// Every kind, in the order of [`TranscodeErrors`].
+    pub const ALL: [Self; 5] = [
+        Self::InvalidJson,
+        Self::UnknownField,
+        Self::TooLarge,
+        Self::TooDeep,
+        Self::BadReply,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InvalidJson => "invalid_json",
+            Self::UnknownField => "unknown_field",
+            Self::TooLarge => "too_large",
+            Self::TooDeep => "too_deep",
+            Self::BadReply => "bad_reply",
+        }
+    }
+}
+
+/// Transcoding failures by kind.
+#[derive(Debug, Default)]
+pub struct TranscodeErrors([AtomicU64; TranscodeErrorKind::ALL.len()]);
+
+impl TranscodeErrors {
+    /// Counts one failure.
+    pub fn count(&self, kind: TranscodeErrorKind) {
+        self.0[kind as usize].fetch_add(1, Relaxed);
+    }
+
+    /// Failures of `kind` so far.
+    pub fn get(&self, kind: TranscodeErrorKind) -> u64 {
+        self.0[kind as usize].load(Relaxed)
+    }
+}
+
+// === impl TranscodeSeries ===
+
+impl TranscodeSeries {
+    /// Runs one codec call, timing it.
+    pub fn time<T>(&self, direction: TranscodeDirection, f: impl FnOnce() -> T) -> T {
+        let start = std::time::Instant::now();
+        let out = f();
+        let h = match direction {
+            TranscodeDirection::JsonToProto => &self.json_to_proto,
+            TranscodeDirection::ProtoToJson => &self.proto_to_json,
+        };
+        h.observe_duration(start.elapsed());
+        out
+    }
+
+    /// Counts one failure.
+    pub fn error(&self, kind: TranscodeErrorKind) {
+        self.errors.count(kind);
+    }
+}
+
+impl fmt::Debug for TranscodeSeries {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TranscodeSeries")
+            .field("grpc_path", &self.grpc_path)
+            .finish_non_exhaustive()
+    }
+}
+
 // === impl RequestMetrics ===
 
 impl RequestMetrics {
     /// Request series whose method labels come from `descriptors` and the
-    /// methods and services `routes` name.
+    /// services `routes` name (the methods routes name come with the
+    /// record: `resolve` sets them).
     pub fn new(descriptors: Arc<Registry>, routes: &[RouteConfig]) -> Self {
-        let mut named_methods = HashSet::new();
-        let mut named_services = HashSet::new();
-        for r in routes {
-            let m = &r.matcher;
-            if let Some(path) = &m.path
-                && split_grpc_path(path).is_some()
-            {
-                named_methods.insert(path.clone());
-            }
-            match (&m.service, &m.method) {
-                (Some(s), Some(method)) => {
-                    named_methods.insert(format!("/{s}/{method}"));
-                }
-                (Some(s), None) => {
-                    named_services.insert(s.clone());
-                }
-                _ => {}
-            }
-        }
+        let named_services = routes
+            .iter()
+            .filter(|r| r.matcher.method.is_none())
+            .filter_map(|r| r.matcher.service.clone())
+            .collect();
         Self {
             descriptors,
-            named_methods,
             named_services,
-            series: ArcSwap::from_pointee(HashMap::new()),
-            insert: Mutex::new(()),
+            series: SeriesMap::new(),
+            messages: SeriesMap::new(),
+            transcode: SeriesMap::new(),
+            transcode_errors: Arc::default(),
             hasher: std::hash::RandomState::new(),
         }
     }
 
-    /// Records one finished request from its access-log record.
+    /// Records one finished request from its access-log record. Its method
+    /// was named once, by `resolve` (`LogRecord::grpc_method`); only a
+    /// call without one is looked at again, for a known service.
     pub fn record(&self, rec: &LogRecord) {
-        let snapshot = self.descriptors.snapshot();
-        let path = rec.path.split('?').next().unwrap_or_default();
-        match rec.protocol {
-            // A JSON call names its method by a REST rule or by its path.
-            "json" => {
-                if let Some(m) = snapshot.match_http(&rec.method, path) {
-                    return self.add(rec, &m.method.service, &m.method.name);
-                }
-                let (service, method) = self.grpc_labels(&snapshot, path);
-                self.add(rec, service, method);
+        let (service, method) = match (&rec.grpc_method, rec.protocol) {
+            // Plain HTTP proxied to an HTTP cluster, or unroutable: no method.
+            (_, "http") => (UNKNOWN, UNKNOWN),
+            (Some(m), _) => split_grpc_path(m).unwrap_or((UNKNOWN, UNKNOWN)),
+            (None, _) => {
+                let path = rec.path.split('?').next().unwrap_or_default();
+                (self.known_service(path), UNKNOWN)
             }
-            // Plain HTTP proxied to an HTTP cluster: no method.
-            "http" => self.add(rec, UNKNOWN, UNKNOWN),
-            _ => {
-                let (service, method) = self.grpc_labels(&snapshot, path);
-                self.add(rec, service, method);
-            }
-        }
-    }
-
-    /// The (service, method) labels of a gRPC path: both when the method is
-    /// registered or named by a route, the service alone when only it is
-    /// known, else `unknown`.
-    fn grpc_labels<'p>(
-        &self,
-        snapshot: &descriptors::registry::Snapshot,
-        path: &'p str,
-    ) -> (&'p str, &'p str) {
-        let Some((service, method)) = split_grpc_path(path) else {
-            return (UNKNOWN, UNKNOWN);
         };
-        if snapshot.method(path).is_some() || self.named_methods.contains(path) {
-            (service, method)
-        } else if self.named_services.contains(service)
-            || snapshot.pool().get_service_by_name(service).is_some()
-        {
-            (service, UNKNOWN)
-        } else {
-            (UNKNOWN, UNKNOWN)
-        }
-    }
-
-    fn add(&self, rec: &LogRecord, service: &str, method: &str) {
         let labels = LabelsRef {
             listener: &rec.listener,
+            route: rec.route.as_deref().unwrap_or(UNKNOWN),
             cluster: rec.cluster.as_deref().unwrap_or(UNKNOWN),
             service,
             method,
@@ -323,62 +523,113 @@ impl RequestMetrics {
             code: code_label(rec.grpc_status),
             class: class_label(rec.status),
         };
-        let hash = self.hasher.hash_one(&labels);
-        // Observed under the (lock-free) guard: no reference count taken
-        // on the shared series in the common case.
-        if let Some(s) = self
-            .series
-            .load()
-            .get(&hash)
-            .and_then(|v| v.iter().find(|s| labels.matches(&s.labels)))
-        {
-            s.observe(rec);
-            return;
+        let hash = self.hasher.hash_one(labels);
+        self.series.with(
+            hash,
+            |s| labels.matches(&s.labels),
+            || Series::new(labels.owned()),
+            |s| s.observe(rec),
+        );
+        if matches!(rec.protocol, "grpc" | "json") {
+            let call = labels.call();
+            let hash = self.hasher.hash_one(call);
+            self.messages.with(
+                hash,
+                |s| call.matches(&s.labels),
+                || MessageSeries {
+                    labels: call.owned(),
+                    request: AtomicHistogram::counts(&MESSAGE_BUCKETS),
+                    response: AtomicHistogram::counts(&MESSAGE_BUCKETS),
+                },
+                |s| {
+                    let c = &rec.counts;
+                    s.request.observe_count(c.request_messages.load(Relaxed));
+                    s.response.observe_count(c.response_messages.load(Relaxed));
+                },
+            );
         }
-        self.insert(hash, &labels).observe(rec);
     }
 
-    /// Publishes a new series (cold: once per label set).
-    #[cold]
-    fn insert(&self, hash: u64, labels: &LabelsRef<'_>) -> Arc<Series> {
-        let _serialized = self.insert.lock().unwrap_or_else(PoisonError::into_inner);
-        let current = self.series.load_full();
-        if let Some(s) = current
-            .get(&hash)
-            .and_then(|v| v.iter().find(|s| labels.matches(&s.labels)))
+    /// The service of a gRPC path whose method is neither registered nor
+    /// named by a route: itself when registered or named by a route, else
+    /// `unknown`.
+    fn known_service<'p>(&self, path: &'p str) -> &'p str {
+        let Some((service, _)) = split_grpc_path(path) else {
+            return UNKNOWN;
+        };
+        if self.named_services.contains(service)
+            || self
+                .descriptors
+                .snapshot()
+                .pool()
+                .get_service_by_name(service)
+                .is_some()
         {
-            return s.clone();
+            service
+        } else {
+            UNKNOWN
         }
-        let series = Arc::new(Series::new(labels.to_owned()));
-        let mut next = (*current).clone();
-        next.entry(hash).or_default().push(series.clone());
-        self.series.store(Arc::new(next));
-        series
+    }
+
+    /// The transcoding series of the registered method `grpc_path` (one
+    /// lookup per call; each message then only touches its atomics).
+    pub fn transcode(&self, grpc_path: &str) -> Arc<TranscodeSeries> {
+        let hash = self.hasher.hash_one(grpc_path);
+        self.transcode.get(
+            hash,
+            |s| *s.grpc_path == *grpc_path,
+            || TranscodeSeries {
+                grpc_path: grpc_path.into(),
+                json_to_proto: AtomicHistogram::seconds(&TRANSCODE_BUCKETS_SECONDS),
+                proto_to_json: AtomicHistogram::seconds(&TRANSCODE_BUCKETS_SECONDS),
+                errors: self.transcode_errors.clone(),
+            },
+        )
+    }
+
+    /// Transcoding failures by kind.
+    pub fn transcode_errors(&self) -> &TranscodeErrors {
+        &self.transcode_errors
     }
 
     /// How many request series exist (for tests of cardinality).
     pub fn series_count(&self) -> usize {
-        self.series.load().values().map(Vec::len).sum()
+        self.series.len()
     }
 
     fn sorted_series(&self) -> Vec<Arc<Series>> {
-        let mut all: Vec<Arc<Series>> = self.series.load().values().flatten().cloned().collect();
-        all.sort_by(|a, b| {
-            let key = |s: &Series| {
-                let l = &s.labels;
-                (
-                    l.listener.clone(),
-                    l.cluster.clone(),
-                    l.service.clone(),
-                    l.method.clone(),
-                    l.protocol,
-                    l.code,
-                    l.class,
-                )
-            };
-            key(a).cmp(&key(b))
-        });
+        let mut all = self.series.all();
+        all.sort_by(|a, b| a.labels.sort_key().cmp(&b.labels.sort_key()));
         all
+    }
+}
+
+impl SeriesLabels {
+    #[allow(clippy::type_complexity)]
+    fn sort_key(&self) -> (&str, &str, &str, &str, &str, &str, &str, &str) {
+        (
+            &self.listener,
+            &self.route,
+            &self.cluster,
+            &self.service,
+            &self.method,
+            self.protocol,
+            self.code,
+            self.class,
+        )
+    }
+
+    fn pairs(&self) -> [(&'static str, &str); 8] {
+        [
+            ("listener", &self.listener),
+            ("route", &self.route),
+            ("cluster", &self.cluster),
+            ("grpc_service", &self.service),
+            ("grpc_method", &self.method),
+            ("protocol", self.protocol),
+            ("grpc_code", self.code),
+            ("http_status_class", self.class),
+        ]
     }
 }
 
@@ -431,6 +682,7 @@ impl Series {
             buckets: std::array::from_fn(|_| AtomicU64::new(0)),
             sum_nanos: AtomicU64::new(0),
             response_bytes: AtomicU64::new(0),
+            request_bytes: AtomicU64::new(0),
         }
     }
 
@@ -447,6 +699,10 @@ impl Series {
         );
         if rec.bytes > 0 {
             self.response_bytes.fetch_add(rec.bytes, Relaxed);
+        }
+        let received = rec.counts.request_bytes.load(Relaxed);
+        if received > 0 {
+            self.request_bytes.fetch_add(received, Relaxed);
         }
     }
 
@@ -467,19 +723,6 @@ impl Series {
         let sum = self.sum_nanos.load(Relaxed) as f64 / 1e9;
         (buckets, count, sum)
     }
-
-    fn label_pairs(&self) -> [(&'static str, &str); 7] {
-        let l = &self.labels;
-        [
-            ("listener", &l.listener),
-            ("cluster", &l.cluster),
-            ("grpc_service", &l.service),
-            ("grpc_method", &l.method),
-            ("protocol", l.protocol),
-            ("grpc_code", l.code),
-            ("http_status_class", l.class),
-        ]
-    }
 }
 
 impl fmt::Debug for RequestMetrics {
@@ -490,22 +733,39 @@ impl fmt::Debug for RequestMetrics {
     }
 }
 
+fn encode_histogram(
+    e: &mut MetricEncoder,
+    labels: &[(&str, &str)],
+    h: &HistogramSnapshot,
+) -> Result<(), fmt::Error> {
+    e.encode_family(&labels)?
+        .encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+            h.sum, h.count, &h.buckets, None,
+        )
+}
+
+fn encode_counter(
+    e: &mut MetricEncoder,
+    labels: &[(&str, &str)],
+    v: u64,
+) -> Result<(), fmt::Error> {
+    e.encode_family(&labels)?
+        .encode_counter::<prometheus_client::encoding::NoLabelSet, _, u64>(&v, None)
+}
+
 impl Collector for RequestMetrics {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
         let all = self.sorted_series();
         {
             let mut e = encoder.encode_descriptor(
                 "gateway_requests",
-                "Requests finished, by listener, cluster, gRPC service and method (registered or named by a route, else unknown), entry protocol, final gRPC code and HTTP status class.",
+                "Requests finished, by listener, route, cluster, gRPC service and method (registered or named by a route, else unknown), entry protocol, final gRPC code and HTTP status class.",
                 None,
                 MetricType::Counter,
             )?;
             for s in &all {
                 let (_, count, _) = s.histogram();
-                e.encode_family(&s.label_pairs())?
-                    .encode_counter::<prometheus_client::encoding::NoLabelSet, _, u64>(
-                        &count, None,
-                    )?;
+                encode_counter(&mut e, &s.labels.pairs(), count)?;
             }
         }
         {
@@ -517,24 +777,82 @@ impl Collector for RequestMetrics {
             )?;
             for s in &all {
                 let (buckets, count, sum) = s.histogram();
-                e.encode_family(&s.label_pairs())?
+                e.encode_family(&s.labels.pairs())?
                     .encode_histogram::<prometheus_client::encoding::NoLabelSet>(
                         sum, count, &buckets, None,
                     )?;
             }
         }
+        for (name, help, read) in [
+            (
+                "gateway_response_body_bytes",
+                "Response body bytes sent downstream.",
+                (|s: &Series| s.response_bytes.load(Relaxed)) as fn(&Series) -> u64,
+            ),
+            (
+                "gateway_request_body_bytes",
+                "Request body bytes received from downstream (as they streamed: forwarded upstream for gRPC and plain HTTP, read for JSON).",
+                |s: &Series| s.request_bytes.load(Relaxed),
+            ),
+        ] {
+            let mut e = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for s in &all {
+                encode_counter(&mut e, &s.labels.pairs(), read(s))?;
+            }
+        }
+        {
+            let mut messages = self.messages.all();
+            messages.sort_by(|a, b| a.labels.sort_key().cmp(&b.labels.sort_key()));
+            let mut e = encoder.encode_descriptor(
+                "gateway_stream_messages",
+                "gRPC messages per gRPC or JSON call, each way (unary = 1; counted from the frame headers as the bodies pass, for JSON the messages transcoded).",
+                None,
+                MetricType::Histogram,
+            )?;
+            for s in &messages {
+                let [l, r, c, sv, m, p, _, _] = s.labels.pairs();
+                for (direction, h) in [("request", &s.request), ("response", &s.response)] {
+                    let labels = [l, r, c, sv, m, p, ("direction", direction)];
+                    encode_histogram(&mut e, &labels, &h.snapshot())?;
+                }
+            }
+        }
+        {
+            let mut transcode = self.transcode.all();
+            transcode.sort_by(|a, b| a.grpc_path.cmp(&b.grpc_path));
+            let mut e = encoder.encode_descriptor(
+                "gateway_transcode_duration",
+                "Time spent converting one message between JSON and protobuf, by direction and method.",
+                Some(&Unit::Seconds),
+                MetricType::Histogram,
+            )?;
+            for s in &transcode {
+                let (service, method) = split_grpc_path(&s.grpc_path).unwrap_or((UNKNOWN, UNKNOWN));
+                for (direction, h) in [
+                    ("json_to_proto", &s.json_to_proto),
+                    ("proto_to_json", &s.proto_to_json),
+                ] {
+                    let labels = [
+                        ("direction", direction),
+                        ("grpc_service", service),
+                        ("grpc_method", method),
+                    ];
+                    encode_histogram(&mut e, &labels, &h.snapshot())?;
+                }
+            }
+        }
         let mut e = encoder.encode_descriptor(
-            "gateway_response_body_bytes",
-            "Response body bytes sent downstream.",
+            "gateway_transcode_errors",
+            "JSON transcoding failures by kind: invalid_json, unknown_field, too_large, too_deep (requests or replies), bad_reply.",
             None,
             MetricType::Counter,
         )?;
-        for s in &all {
-            e.encode_family(&s.label_pairs())?
-                .encode_counter::<prometheus_client::encoding::NoLabelSet, _, u64>(
-                    &s.response_bytes.load(Relaxed),
-                    None,
-                )?;
+        for kind in TranscodeErrorKind::ALL {
+            encode_counter(
+                &mut e,
+                &[("kind", kind.as_str())],
+                self.transcode_errors.get(kind),
+            )?;
         }
         Ok(())
     }
@@ -575,6 +893,10 @@ pub struct ListenerMetrics {
     pub tls_failed: AtomicU64,
     /// TLS handshakes that timed out.
     pub tls_timed_out: AtomicU64,
+    /// TLS handshakes completed.
+    pub tls_handshakes: AtomicU64,
+    /// Connections ended by an HTTP protocol error of the client's.
+    pub protocol_errors: AtomicU64,
     /// Requests in flight and bytes moved, per shard.
     shards: [Shard; SHARDS],
 }
@@ -718,6 +1040,22 @@ impl Collector for FrontMetrics {
         encode_per_listener(
             e,
             ls,
+            "gateway_downstream_tls_handshakes",
+            "Downstream TLS handshakes completed.",
+            MetricType::Counter,
+            |l| l.tls_handshakes.load(Relaxed),
+        )?;
+        encode_per_listener(
+            e,
+            ls,
+            "gateway_downstream_protocol_errors",
+            "Downstream connections ended by an HTTP protocol error of the client's (an unparsable HTTP/1.1 request; an HTTP/2 connection error such as PROTOCOL_ERROR, HEADERS before SETTINGS included).",
+            MetricType::Counter,
+            |l| l.protocol_errors.load(Relaxed),
+        )?;
+        encode_per_listener(
+            e,
+            ls,
             "gateway_requests_in_flight",
             "Requests whose response has not ended.",
             MetricType::Gauge,
@@ -839,7 +1177,7 @@ impl Collector for UpstreamCollector {
             }
         }
         type Read = fn(&balancer::endpoint::Endpoint) -> u64;
-        let per_endpoint: [(&str, &str, MetricType, Read); 5] = [
+        let per_endpoint: [(&str, &str, MetricType, Read); 9] = [
             (
                 "gateway_upstream_connections_open",
                 "Open HTTP connections to the endpoint. Read at scrape time.",
@@ -870,6 +1208,30 @@ impl Collector for UpstreamCollector {
                 MetricType::Counter,
                 |e| u64::from(e.ejections()),
             ),
+            (
+                "gateway_upstream_connect_attempts",
+                "New connections tried to the endpoint (TCP, TLS and HTTP handshake). Read at scrape time.",
+                MetricType::Counter,
+                |e| e.connection_stats().connect_attempts(),
+            ),
+            (
+                "gateway_upstream_connect_failures",
+                "New connections to the endpoint that failed (refused, timed out, TLS or HTTP handshake failed). Read at scrape time.",
+                MetricType::Counter,
+                |e| e.connection_stats().connect_failures(),
+            ),
+            (
+                "gateway_upstream_goaways_received",
+                "HTTP/2 GOAWAY frames the endpoint sent. Read at scrape time.",
+                MetricType::Counter,
+                |e| e.connection_stats().goaways_received(),
+            ),
+            (
+                "gateway_upstream_resets_received",
+                "HTTP/2 RST_STREAM frames the endpoint sent with an error code (NO_ERROR, which ends an unneeded request body after a complete answer, aside). Read at scrape time.",
+                MetricType::Counter,
+                |e| e.connection_stats().resets_received(),
+            ),
         ];
         for (name, help, kind, read) in per_endpoint {
             let mut m = encoder.encode_descriptor(name, help, None, kind)?;
@@ -879,15 +1241,45 @@ impl Collector for UpstreamCollector {
                 encode_value(&mut f, kind, &read(e))?;
             }
         }
+        {
+            let mut m = encoder.encode_descriptor(
+                "gateway_upstream_queued_requests",
+                "Requests waiting in the cluster's queue for a stream slot. Read at scrape time.",
+                None,
+                MetricType::Gauge,
+            )?;
+            for c in self.clusters.iter() {
+                m.encode_family(&[("cluster", &*c.name().as_arc())])?
+                    .encode_gauge(&(c.queued() as u64))?;
+            }
+        }
+        type ReadCluster = fn(&balancer::Cluster) -> u64;
+        let per_cluster: [(&str, &str, ReadCluster); 2] = [
+            (
+                "gateway_upstream_retries",
+                "Retries: attempts made after a failed one (connect failure, not sent, REFUSED_STREAM or GOAWAY, a listed status). Read at scrape time.",
+                balancer::Cluster::retries_total,
+            ),
+            (
+                "gateway_upstream_retry_budget_exhausted",
+                "Retries the policy allowed but the cluster's retry budget refused. Read at scrape time.",
+                balancer::Cluster::retry_budget_exhausted_total,
+            ),
+        ];
+        for (name, help, read) in per_cluster {
+            let mut m = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for c in self.clusters.iter() {
+                encode_counter(&mut m, &[("cluster", &*c.name().as_arc())], read(c))?;
+            }
+        }
         let mut m = encoder.encode_descriptor(
-            "gateway_upstream_queued_requests",
-            "Requests waiting in the cluster's queue for a stream slot. Read at scrape time.",
-            None,
-            MetricType::Gauge,
+            "gateway_upstream_queue_wait",
+            "Time requests waited for a stream slot in the cluster's queue (0 when one was free at once; timed-out waits included). Read at scrape time.",
+            Some(&Unit::Seconds),
+            MetricType::Histogram,
         )?;
         for c in self.clusters.iter() {
-            m.encode_family(&[("cluster", &*c.name().as_arc())])?
-                .encode_gauge(&(c.queued() as u64))?;
+            encode_histogram(&mut m, &[("cluster", &*c.name().as_arc())], &c.queue_wait())?;
         }
         Ok(())
     }
@@ -902,6 +1294,57 @@ pub struct UploadMetrics {
     pub accepted: AtomicU64,
     /// Uploads refused (auth, validation, conflicts, limits).
     pub refused: AtomicU64,
+}
+
+/// How each reflection sync of one cluster ended.
+#[derive(Debug, Default)]
+pub struct ReflectionSyncs {
+    cluster: Arc<str>,
+    /// Fetched and registered (new or changed descriptors).
+    pub registered: AtomicU64,
+    /// Fetched, the same as registered already.
+    pub unchanged: AtomicU64,
+    /// Fetched, and refused by the registry (invalid, or conflicting with
+    /// the routes).
+    pub refused: AtomicU64,
+    /// No endpoint answered the reflection fetch.
+    pub failed: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct SyncMetrics {
+    clusters: Mutex<Vec<Arc<ReflectionSyncs>>>,
+}
+
+impl Collector for SyncMetrics {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
+        let clusters = self
+            .clusters
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let mut m = encoder.encode_descriptor(
+            "gateway_registry_reflection_syncs",
+            "Descriptor syncs by gRPC reflection (descriptors_from_reflection clusters), by result: registered, unchanged, refused, failed.",
+            None,
+            MetricType::Counter,
+        )?;
+        for c in &clusters {
+            for (result, v) in [
+                ("registered", &c.registered),
+                ("unchanged", &c.unchanged),
+                ("refused", &c.refused),
+                ("failed", &c.failed),
+            ] {
+                encode_counter(
+                    &mut m,
+                    &[("cluster", &*c.cluster), ("result", result)],
+                    v.load(Relaxed),
+                )?;
+            }
+        }
+        Ok(())
+    }
 }
 
 struct GatewayCollector {

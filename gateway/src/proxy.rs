@@ -133,7 +133,9 @@ pub(crate) async fn handle(
         retries: 0,
         server_in_flight: 0,
         cluster_queued: 0,
+        route: None,
         grpc_method: None,
+        counts: Arc::default(),
         trace,
     };
     let result = pipeline(&conn, protocol, req, &mut rec, started).await;
@@ -213,11 +215,17 @@ async fn pipeline(
             Ok(resp)
         }
         (Target::Grpc, Some(cluster)) => {
-            let out = adapter::grpc::outbound(req, route, started);
+            let out = adapter::grpc::outbound(req, route, started, rec.counts.clone());
             forward::relay(conn, cluster, out, Relay::Grpc, rec, started).await
         }
         (Target::Plain, Some(cluster)) => {
-            let out = adapter::plain::outbound(req, route, cluster.protocol(), started);
+            let out = adapter::plain::outbound(
+                req,
+                route,
+                cluster.protocol(),
+                started,
+                rec.counts.clone(),
+            );
             Box::pin(forward::relay(
                 conn,
                 cluster,

@@ -62,6 +62,14 @@ pub(crate) fn resolve<'a>(
     rec: &mut LogRecord,
 ) -> Result<Resolved<'a>, GatewayError> {
     let listener = &conn.listener;
+    let path = head.uri.path();
+    // One registry snapshot for the whole resolution.
+    let snapshot = conn.shared.registry.snapshot();
+    if matches!(protocol, Protocol::Grpc | Protocol::GrpcWeb { .. }) {
+        // Named before any refusal, so a refused call is counted under
+        // its method too.
+        rec.grpc_method = grpc_method(conn, &snapshot, path);
+    }
     if let Some(m) = listener
         .deny_unless
         .iter()
@@ -70,7 +78,6 @@ pub(crate) fn resolve<'a>(
         debug!(header = %m.name(), "Denied by listener rule");
         return Err(GatewayError::Denied);
     }
-    let path = head.uri.path();
     match protocol {
         Protocol::GrpcWeb { .. } => Err(GatewayError::GrpcWebDisabled),
         Protocol::Grpc => {
@@ -89,10 +96,6 @@ pub(crate) fn resolve<'a>(
                     cluster: None,
                 });
             }
-            let snapshot = conn.shared.registry.snapshot();
-            if let Some(m) = snapshot.method(path) {
-                rec.grpc_method = Some(m.clone());
-            }
             let (route, cluster) =
                 pick(conn, path, &head.headers, snapshot.cluster_for(path), rec)?;
             Ok(Resolved {
@@ -102,7 +105,6 @@ pub(crate) fn resolve<'a>(
             })
         }
         Protocol::Http => {
-            let snapshot = conn.shared.registry.snapshot();
             let rule = snapshot.match_http(&head.method, path);
             let method = match &rule {
                 Some(m) => Some(m.method.clone()),
@@ -110,7 +112,7 @@ pub(crate) fn resolve<'a>(
                 None => None,
             };
             if let Some(method) = method {
-                rec.grpc_method = Some(method.clone());
+                rec.grpc_method = Some(method.grpc_path.as_str().into());
                 let binding = snapshot.cluster_for(&method.grpc_path);
                 let (route, cluster) = pick(conn, &method.grpc_path, &head.headers, binding, rec)?;
                 return Ok(Resolved {
@@ -164,6 +166,7 @@ fn pick<'a>(
 ) -> Result<(Option<&'a Route>, &'a Arc<Cluster>), GatewayError> {
     let shared = &conn.shared;
     let route = shared.routes.route(path, headers);
+    rec.route = route.map(|r| r.name.clone());
     if let Some(route) = route
         && let Some(m) = route.denied_by(headers)
     {
@@ -187,6 +190,14 @@ fn pick<'a>(
     };
     rec.cluster = Some(cluster.name().as_arc());
     Ok((route, cluster))
+}
+
+/// The gRPC method of `path` for the log record and the metrics: only a
+/// method registered in the descriptor registry or named by a route (so a
+/// client cannot make up label values).
+fn grpc_method(conn: &ConnCtx, snapshot: &Snapshot, path: &str) -> Option<Arc<str>> {
+    let registered = snapshot.method(path).is_some();
+    (registered || conn.shared.routes.names_method(path)).then(|| path.into())
 }
 
 /// Refuses a descriptor set bound to `cluster` when a route names one of

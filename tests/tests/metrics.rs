@@ -30,7 +30,7 @@ fn config(s: &SampleServer, pki: &TestPki) -> String {
          [[routes]]\nname = \"codename\"\ncluster = \"backend\"\n\
          match = {{ path = \"/CodenameCreator/GetCodename\" }}\n\
          deny_unless = [{{ name = \"x-pass\", exact = \"ok\" }}]\n\
-         [[routes]]\ncluster = \"backend\"\n\
+         [[routes]]\nname = \"all\"\ncluster = \"backend\"\n\
          [admin]\naddress = \"127.0.0.1:0\"\ntoken = \"{TOKEN}\"\n",
         pki.cert_file.display(),
         pki.key_file.display(),
@@ -62,10 +62,37 @@ fn samples(text: &str) -> BTreeMap<String, f64> {
         .collect()
 }
 
-/// The series of a request metric, labels in their exposition order.
+/// The series of a request metric, labels in their exposition order; the
+/// route is `codename` for CodenameCreator calls, `all` (the catch-all of
+/// [`config`]) for the others.
 fn req(metric: &str, cluster: &str, svc: &str, method: &str, proto: &str, code: &str) -> String {
+    let route = if svc == "CodenameCreator" {
+        "codename"
+    } else {
+        "all"
+    };
+    req_on(metric, route, cluster, svc, method, proto, code)
+}
+
+/// [`req`] on `route`.
+fn req_on(
+    metric: &str,
+    route: &str,
+    cluster: &str,
+    svc: &str,
+    method: &str,
+    proto: &str,
+    code: &str,
+) -> String {
     format!(
-        "{metric}{{listener=\"front\",cluster=\"{cluster}\",grpc_service=\"{svc}\",grpc_method=\"{method}\",protocol=\"{proto}\",grpc_code=\"{code}\",http_status_class=\"2xx\"}}"
+        "{metric}{{listener=\"front\",route=\"{route}\",cluster=\"{cluster}\",grpc_service=\"{svc}\",grpc_method=\"{method}\",protocol=\"{proto}\",grpc_code=\"{code}\",http_status_class=\"2xx\"}}"
+    )
+}
+
+/// The series of `gateway_stream_messages` (`suffix`: `count`, `sum`).
+fn messages(suffix: &str, svc: &str, method: &str, proto: &str, direction: &str) -> String {
+    format!(
+        "gateway_stream_messages_{suffix}{{listener=\"front\",route=\"all\",cluster=\"backend\",grpc_service=\"{svc}\",grpc_method=\"{method}\",protocol=\"{proto}\",direction=\"{direction}\"}}"
     )
 }
 
@@ -188,6 +215,52 @@ async fn scraped_values_after_known_traffic() {
     )
     .await;
     assert_eq!(r.status, 200, "{}", r.text());
+    // JSON the codec refuses: a field the message does not have, and JSON
+    // that does not parse.
+    for (json, kind) in [(r#"{"nope":1}"#, "unknown_field"), ("{", "invalid_json")] {
+        let r = http_call(
+            front,
+            HttpVersion::H1,
+            json_request("POST", "/sample.echo.v1.Echo/Unary", json),
+        )
+        .await;
+        assert_eq!(r.status, 400, "{kind}: {}", r.text());
+    }
+    // A client that does not speak HTTP: a protocol error on `front`.
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut tcp = tokio::net::TcpStream::connect(front)
+            .await
+            .expect("connect");
+        tcp.write_all(b"NOT HTTP AT ALL\r\n\r\n")
+            .await
+            .expect("write");
+        let mut buf = Vec::new();
+        let _ = within(10, "garbage answered", tcp.read_to_end(&mut buf)).await;
+    }
+    // A TLS handshake completed on `tls` (then the client leaves).
+    {
+        use rustls::pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        for c in rustls::pki_types::CertificateDer::pem_slice_iter(&pki.ca_pem) {
+            roots.add(c.expect("pem")).expect("root");
+        }
+        let cfg = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let tcp = tokio::net::TcpStream::connect(gw.addr("tls").expect("tls"))
+            .await
+            .expect("tcp");
+        let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+        tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg))
+            .connect(name, tcp)
+            .await
+            .expect("handshake");
+    }
 
     // Front: `small` takes one connection; a second is refused, and the
     // first (idle) is shed to make room. A bad TLS handshake on `tls`.
@@ -232,7 +305,8 @@ async fn scraped_values_after_known_traffic() {
             && s.get("gateway_requests_in_flight{listener=\"front\"}") == Some(&0.0)
             // The gRPC channel; the HTTP/1.1 connections have closed.
             && s.get("gateway_downstream_connections_open{listener=\"front\"}") == Some(&1.0)
-            && s.keys().filter(|k| k.starts_with("gateway_requests_total{")).count() == 7
+            && s.get("gateway_downstream_tls_handshakes_total{listener=\"tls\"}") == Some(&1.0)
+            && s.keys().filter(|k| k.starts_with("gateway_requests_total{")).count() == 8
     })
     .await;
     drop((first, second));
@@ -303,7 +377,17 @@ async fn scraped_values_after_known_traffic() {
     for key in &expected {
         assert_eq!(value(&s, key), 1.0, "{key}");
     }
-    assert_eq!(requests.len(), expected.len(), "{requests:#?}");
+    let refused_json = req(
+        "gateway_requests_total",
+        "backend",
+        "sample.echo.v1.Echo",
+        "Unary",
+        "json",
+        "INVALID_ARGUMENT",
+    )
+    .replace("2xx", "4xx");
+    assert_eq!(value(&s, &refused_json), 2.0, "{refused_json}");
+    assert_eq!(requests.len(), expected.len() + 1, "{requests:#?}");
 
     // The histogram agrees with the counter; bytes went out for the OK
     // call and none for the trailers-only NOT_FOUND.
@@ -337,6 +421,120 @@ async fn scraped_values_after_known_traffic() {
     // The 100-byte payload plus the message and framing.
     assert!(bytes("OK") > 100.0, "{}", bytes("OK"));
     assert_eq!(bytes("NOT_FOUND"), 0.0);
+
+    // Request bodies, exactly: a gRPC message is its encoding and the
+    // 5-byte frame header; JSON, the body as sent; a call refused before
+    // its body was read, nothing.
+    let received = |cluster: &str, svc: &str, method: &str, proto: &str, code: &str| {
+        value(
+            &s,
+            &req(
+                "gateway_request_body_bytes_total",
+                cluster,
+                svc,
+                method,
+                proto,
+                code,
+            ),
+        )
+    };
+    let framed = |m: EchoRequest| (prost::Message::encoded_len(&m) + 5) as f64;
+    let echo_svc = "sample.echo.v1.Echo";
+    assert_eq!(
+        received("backend", echo_svc, "Unary", "grpc", "OK"),
+        framed(EchoRequest {
+            message: "hi".into(),
+            response_bytes: 100,
+            ..Default::default()
+        })
+    );
+    assert_eq!(
+        received("backend", echo_svc, "Unary", "grpc", "NOT_FOUND"),
+        framed(EchoRequest {
+            status_code: Code::NotFound as i32,
+            ..Default::default()
+        })
+    );
+    assert_eq!(
+        received("backend", echo_svc, "ServerStream", "grpc", "OK"),
+        framed(EchoRequest {
+            count: 3,
+            ..Default::default()
+        })
+    );
+    assert_eq!(
+        received("backend", echo_svc, "Unary", "json", "OK"),
+        r#"{"message":"j"}"#.len() as f64
+    );
+    assert_eq!(
+        received(
+            "backend",
+            "sample.library.v1.LibraryService",
+            "GetShelf",
+            "json",
+            "OK"
+        ),
+        0.0
+    );
+    assert_eq!(
+        received(
+            "unknown",
+            "CodenameCreator",
+            "GetCodename",
+            "grpc",
+            "PERMISSION_DENIED"
+        ),
+        0.0
+    );
+
+    // Messages per call, each way: the stream's three replies, one each
+    // for the unary calls (none for the trailers-only NOT_FOUND); JSON
+    // counts what it transcoded (the two refused calls, none).
+    for (method, proto, direction, count, sum) in [
+        ("ServerStream", "grpc", "request", 1.0, 1.0),
+        ("ServerStream", "grpc", "response", 1.0, 3.0),
+        ("Unary", "grpc", "request", 2.0, 2.0),
+        ("Unary", "grpc", "response", 2.0, 1.0),
+        ("Unary", "json", "request", 3.0, 1.0),
+        ("Unary", "json", "response", 3.0, 1.0),
+    ] {
+        let key = messages("count", echo_svc, method, proto, direction);
+        assert_eq!(value(&s, &key), count, "{key}");
+        let key = messages("sum", echo_svc, method, proto, direction);
+        assert_eq!(value(&s, &key), sum, "{key}");
+    }
+    let bucket = |le: &str| {
+        messages("bucket", echo_svc, "ServerStream", "grpc", "response")
+            .replace('}', &format!(",le=\"{le}\"}}"))
+    };
+    assert_eq!(value(&s, &bucket("2")), 0.0);
+    assert_eq!(value(&s, &bucket("5")), 1.0);
+
+    // The JSON codec: one conversion per message each way (the refused
+    // requests were timed too), and the failures by kind.
+    let codec = |direction: &str, svc: &str, method: &str| {
+        value(
+            &s,
+            &format!(
+                "gateway_transcode_duration_seconds_count{{direction=\"{direction}\",grpc_service=\"{svc}\",grpc_method=\"{method}\"}}"
+            ),
+        )
+    };
+    assert_eq!(codec("json_to_proto", echo_svc, "Unary"), 3.0);
+    assert_eq!(codec("proto_to_json", echo_svc, "Unary"), 1.0);
+    let library = "sample.library.v1.LibraryService";
+    assert_eq!(codec("json_to_proto", library, "GetShelf"), 1.0);
+    assert_eq!(codec("proto_to_json", library, "GetShelf"), 1.0);
+    for (kind, n) in [
+        ("invalid_json", 1.0),
+        ("unknown_field", 1.0),
+        ("too_large", 0.0),
+        ("too_deep", 0.0),
+        ("bad_reply", 0.0),
+    ] {
+        let key = format!("gateway_transcode_errors_total{{kind=\"{kind}\"}}");
+        assert_eq!(value(&s, &key), n, "{key}");
+    }
 
     // Upstream, read from the balancer: the six calls that reached s0.
     let ep = "{cluster=\"backend\",endpoint=\"s0\"}";
@@ -374,15 +572,72 @@ async fn scraped_values_after_known_traffic() {
         value(&s, "gateway_upstream_queued_requests{cluster=\"backend\"}"),
         0.0
     );
+    // One connection, opened once; nothing went wrong on it.
+    for (metric, n) in [
+        ("gateway_upstream_connect_attempts_total", 1.0),
+        ("gateway_upstream_connect_failures_total", 0.0),
+        ("gateway_upstream_goaways_received_total", 0.0),
+        ("gateway_upstream_resets_received_total", 0.0),
+    ] {
+        assert_eq!(value(&s, &format!("{metric}{ep}")), n, "{metric}");
+    }
+    let backend = "{cluster=\"backend\"}";
+    assert_eq!(
+        value(&s, &format!("gateway_upstream_retries_total{backend}")),
+        0.0
+    );
+    assert_eq!(
+        value(
+            &s,
+            &format!("gateway_upstream_retry_budget_exhausted_total{backend}")
+        ),
+        0.0
+    );
+    // Six admissions, none of which waited.
+    assert_eq!(
+        value(
+            &s,
+            &format!("gateway_upstream_queue_wait_seconds_count{backend}")
+        ),
+        6.0
+    );
+    assert_eq!(
+        value(
+            &s,
+            "gateway_upstream_queue_wait_seconds_bucket{cluster=\"backend\",le=\"0.0001\"}"
+        ),
+        6.0
+    );
 
-    // Front: one gRPC channel and two HTTP/1.1 connections on `front`.
+    // Front: one gRPC channel, four HTTP/1.1 connections and one that
+    // was not HTTP on `front`; one TLS handshake done, one failed.
     assert_eq!(
         value(
             &s,
             "gateway_downstream_connections_accepted_total{listener=\"front\"}"
         ),
-        3.0
+        6.0
     );
+    for (metric, n) in [
+        (
+            "gateway_downstream_protocol_errors_total{listener=\"front\"}",
+            1.0,
+        ),
+        (
+            "gateway_downstream_protocol_errors_total{listener=\"tls\"}",
+            0.0,
+        ),
+        (
+            "gateway_downstream_tls_handshakes_total{listener=\"tls\"}",
+            1.0,
+        ),
+        (
+            "gateway_downstream_tls_handshakes_total{listener=\"front\"}",
+            0.0,
+        ),
+    ] {
+        assert_eq!(value(&s, metric), n, "{metric}");
+    }
     assert_eq!(
         value(
             &s,
@@ -515,8 +770,9 @@ async fn ejection_shows_in_upstream_series() {
             .expect_err("unavailable");
         assert_eq!(err.code(), Code::Unavailable);
     }
-    let unavailable = req(
+    let unavailable = req_on(
         "gateway_requests_total",
+        "route0",
         "backend",
         "sample.echo.v1.Echo",
         "Unary",
@@ -654,10 +910,199 @@ async fn unknown_paths_add_no_label_values() {
         ("sample.echo.v1.Echo", "unknown", "UNIMPLEMENTED"),
     ] {
         let k = format!(
-            "gateway_requests_total{{listener=\"front\",cluster=\"backend\",grpc_service=\"{svc}\",grpc_method=\"{method}\",protocol=\"grpc\",grpc_code=\"{code}\",http_status_class=\"2xx\"}}"
+            "gateway_requests_total{{listener=\"front\",route=\"route0\",cluster=\"backend\",grpc_service=\"{svc}\",grpc_method=\"{method}\",protocol=\"grpc\",grpc_code=\"{code}\",http_status_class=\"2xx\"}}"
         );
         assert!(value(&s, &k) > 3000.0, "{k}");
     }
+}
+
+/// What a fake HTTP/2 server answers to every request's HEADERS.
+#[derive(Clone, Copy)]
+enum FakeAnswer {
+    /// GOAWAY(last stream 0, NO_ERROR), then the connection closes: the
+    /// stream was not processed.
+    GoAway,
+    /// RST_STREAM(REFUSED_STREAM) on that stream; the connection stays.
+    Refuse,
+}
+
+/// A fake HTTP/2 server (preface, SETTINGS, PINGs) answering every
+/// request with `answer`.
+async fn spawn_fake_h2(answer: FakeAnswer) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind(loopback())
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            tokio::spawn(fake_h2_connection(tcp, answer));
+        }
+    });
+    addr
+}
+
+async fn fake_h2_connection(
+    mut tcp: tokio::net::TcpStream,
+    answer: FakeAnswer,
+) -> std::io::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut preface = [0u8; 24];
+    tcp.read_exact(&mut preface).await?;
+    // Our (empty) SETTINGS.
+    tcp.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).await?;
+    loop {
+        let mut head = [0u8; 9];
+        tcp.read_exact(&mut head).await?;
+        let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+        let mut payload = vec![0u8; len];
+        tcp.read_exact(&mut payload).await?;
+        match (head[3], head[4] & 1) {
+            (4, 0) => tcp.write_all(&[0, 0, 0, 4, 1, 0, 0, 0, 0]).await?,
+            (6, 0) => {
+                let mut pong = vec![0, 0, 8, 6, 1, 0, 0, 0, 0];
+                pong.extend_from_slice(&payload);
+                tcp.write_all(&pong).await?;
+            }
+            (1, _) => match answer {
+                FakeAnswer::GoAway => {
+                    tcp.write_all(&[0, 0, 8, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0])
+                        .await?;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    return Ok(());
+                }
+                FakeAnswer::Refuse => {
+                    let mut rst = vec![0, 0, 4, 3, 0];
+                    rst.extend_from_slice(&head[5..9]);
+                    rst.extend_from_slice(&[0, 0, 0, 7]);
+                    tcp.write_all(&rst).await?;
+                }
+            },
+            _ => {}
+        }
+    }
+}
+
+#[tokio::test]
+async fn upstream_connects_retries_goaways_and_resets() {
+    let goaway = spawn_fake_h2(FakeAnswer::GoAway).await;
+    let refuse = spawn_fake_h2(FakeAnswer::Refuse).await;
+    // A port nothing listens on.
+    let down = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port");
+    let cluster = |name: &str, addr: SocketAddr, extra: &str| {
+        format!(
+            "[[clusters]]\nname = \"{name}\"\nendpoints = [{{ name = \"{name}0\", address = \"{addr}\" }}]\n{extra}\n"
+        )
+    };
+    let route = |name: &str| {
+        format!("[[routes]]\ncluster = \"{name}\"\nmatch = {{ path = \"/t.T/{name}\" }}\n")
+    };
+    let mut toml = "[[listeners]]\nname = \"front\"\naddress = \"127.0.0.1:0\"\n".to_string();
+    toml += &cluster("goaway", goaway, "");
+    toml += &cluster("refuse", refuse, "");
+    toml += &cluster(
+        "nobudget",
+        refuse,
+        "retry = { budget_percent = 0, min_retry_concurrency = 0 }",
+    );
+    toml += &cluster("down", down, "");
+    for name in ["goaway", "refuse", "nobudget", "down"] {
+        toml += &route(name);
+    }
+    let gw = spawn_gateway(&toml).await;
+    let addr = gw.first_addr();
+    let send = h2_client(addr).await;
+    for name in ["goaway", "refuse", "nobudget", "down"] {
+        let mut send = send.clone();
+        let r = http::Request::post(format!("http://{addr}/t.T/{name}"))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(body(&b"\0\0\0\0\0"[..]))
+            .expect("req");
+        send.ready().await.expect("ready");
+        let resp = within(10, name, send.send_request(r))
+            .await
+            .expect("response");
+        use http_body_util::BodyExt;
+        resp.into_body().collect().await.expect("body");
+    }
+    let s = scrape_until(&gw, "four calls recorded", |s| {
+        s.iter()
+            .filter(|(k, _)| k.starts_with("gateway_requests_total{"))
+            .map(|(_, v)| v)
+            .sum::<f64>()
+            == 4.0
+    })
+    .await;
+    let ep = |metric: &str, name: &str| {
+        value(
+            &s,
+            &format!("{metric}{{cluster=\"{name}\",endpoint=\"{name}0\"}}"),
+        )
+    };
+    let cl = |metric: &str, name: &str| value(&s, &format!("{metric}{{cluster=\"{name}\"}}"));
+    // goaway: each attempt on a new connection meets a GOAWAY; retried
+    // once (max_attempts = 2).
+    // refuse: both attempts refused on one connection.
+    // nobudget: refused, and the retry budget (0) says no.
+    // down: the connect fails; no other endpoint to try.
+    for (name, attempts, failures, goaways, resets, retries, exhausted, admitted) in [
+        ("goaway", 2.0, 0.0, 2.0, 0.0, 1.0, 0.0, 2.0),
+        ("refuse", 1.0, 0.0, 0.0, 2.0, 1.0, 0.0, 2.0),
+        ("nobudget", 1.0, 0.0, 0.0, 1.0, 0.0, 1.0, 1.0),
+        ("down", 1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0),
+    ] {
+        let got = [
+            ep("gateway_upstream_connect_attempts_total", name),
+            ep("gateway_upstream_connect_failures_total", name),
+            ep("gateway_upstream_goaways_received_total", name),
+            ep("gateway_upstream_resets_received_total", name),
+            cl("gateway_upstream_retries_total", name),
+            cl("gateway_upstream_retry_budget_exhausted_total", name),
+            cl("gateway_upstream_queue_wait_seconds_count", name),
+        ];
+        assert_eq!(
+            got,
+            [
+                attempts, failures, goaways, resets, retries, exhausted, admitted
+            ],
+            "{name}: attempts, failures, goaways, resets, retries, exhausted, admitted"
+        );
+    }
+}
+
+#[tokio::test]
+async fn reflection_syncs_are_counted_by_result() {
+    let s = spawn_sample("s0").await;
+    let down = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port");
+    let gw = spawn_gateway(&format!(
+        "[[listeners]]\nname = \"front\"\naddress = \"127.0.0.1:0\"\n\
+         [[clusters]]\nname = \"backend\"\ndescriptors_from_reflection = true\n\
+         endpoints = [{{ name = \"s0\", address = \"{}\" }}]\n\
+         [[clusters]]\nname = \"gone\"\ndescriptors_from_reflection = true\n\
+         endpoints = [{{ name = \"g0\", address = \"{down}\" }}]\n\
+         [[routes]]\ncluster = \"backend\"\n",
+        s.addr
+    ))
+    .await;
+    let key = |cluster: &str, result: &str| {
+        format!(
+            "gateway_registry_reflection_syncs_total{{cluster=\"{cluster}\",result=\"{result}\"}}"
+        )
+    };
+    let registered = key("backend", "registered");
+    let failed = key("gone", "failed");
+    let got = scrape_until(&gw, "first syncs counted", |m| {
+        m.get(&registered) == Some(&1.0) && m.get(&failed).is_some_and(|v| *v >= 1.0)
+    })
+    .await;
+    for result in ["unchanged", "refused", "failed"] {
+        assert_eq!(value(&got, &key("backend", result)), 0.0, "{result}");
+    }
+    assert_eq!(value(&got, &key("gone", "registered")), 0.0);
 }
 
 /// Percent-encodes a PromQL query for a URL.

@@ -32,6 +32,50 @@ pub fn encode(msg: &[u8]) -> Bytes {
     b.freeze()
 }
 
+/// Counts the messages of a gRPC byte stream as it passes, reading only
+/// the 5-byte headers (kept across chunks) and skipping the messages: no
+/// buffering, whatever their size (for the metrics).
+#[derive(Debug, Default)]
+pub struct FrameCounter {
+    head: [u8; 5],
+    head_len: usize,
+    /// Message bytes still to skip.
+    left: u64,
+}
+
+impl FrameCounter {
+    /// Reads the next chunk; returns how many message headers it ended
+    /// (each header is one message, counted once its 5 bytes have passed).
+    pub fn feed(&mut self, mut data: &[u8]) -> u64 {
+        let mut messages = 0;
+        while !data.is_empty() {
+            if self.left > 0 {
+                let n = usize::try_from(self.left)
+                    .unwrap_or(usize::MAX)
+                    .min(data.len());
+                self.left -= n as u64;
+                data = &data[n..];
+                continue;
+            }
+            let n = (5 - self.head_len).min(data.len());
+            self.head[self.head_len..self.head_len + n].copy_from_slice(&data[..n]);
+            self.head_len += n;
+            data = &data[n..];
+            if self.head_len == 5 {
+                self.head_len = 0;
+                messages += 1;
+                self.left = u64::from(u32::from_be_bytes([
+                    self.head[1],
+                    self.head[2],
+                    self.head[3],
+                    self.head[4],
+                ]));
+            }
+        }
+        messages
+    }
+}
+
 /// Splits a byte stream into messages.
 pub struct FrameDecoder {
     buf: BytesMut,
@@ -85,6 +129,24 @@ impl FrameDecoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counter_counts_headers_across_chunks() {
+        let mut wire = Vec::new();
+        for m in [&b""[..], b"abc", &[7u8; 300]] {
+            wire.extend_from_slice(&encode(m));
+        }
+        let mut c = FrameCounter::default();
+        assert_eq!(
+            wire.iter()
+                .map(|b| c.feed(std::slice::from_ref(b)))
+                .sum::<u64>(),
+            3
+        );
+        let mut c = FrameCounter::default();
+        assert_eq!(c.feed(&wire), 3);
+        assert_eq!(c.feed(&wire[..7]), 1);
+    }
 
     #[test]
     fn split_and_limits() {

@@ -3,20 +3,26 @@
 //! request body feeding the stream idle timeout); the answer is relayed
 //! frame by frame with its trailers ([`crate::forward::Relay::Grpc`]).
 
-use std::time::Instant;
+use std::{sync::Arc, time::Instant};
 
 use http::{Request, Version};
 use hyper::body::Incoming;
 
 use balancer::{Route, headers::strip_hop_by_hop};
 
-use crate::forward::{ActivityBody, Idle, Outbound, deadline};
+use super::counted::CountedBody;
+use crate::{
+    access_log::BodyCounts,
+    forward::{ActivityBody, Idle, Outbound, deadline},
+};
 
-/// The upstream request for a native gRPC call.
+/// The upstream request for a native gRPC call; its body's bytes and
+/// messages are added to `counts` as they pass.
 pub(crate) fn outbound(
     req: Request<Incoming>,
     route: Option<&Route>,
     started: Instant,
+    counts: Arc<BodyCounts>,
 ) -> Outbound {
     let (mut parts, body) = req.into_parts();
     let deadline = deadline(&mut parts.headers, route, None, started);
@@ -26,8 +32,12 @@ pub(crate) fn outbound(
         .and_then(|r| r.idle_timeout)
         .map(|t| Idle::new(t, started));
     let body = match &idle {
-        Some(idle) => balancer::body::boxed(ActivityBody::new(body, idle)),
-        None => balancer::body::boxed(body),
+        Some(idle) => balancer::body::boxed(CountedBody::new(
+            ActivityBody::new(body, idle),
+            counts,
+            true,
+        )),
+        None => balancer::body::boxed(CountedBody::new(body, counts, true)),
     };
     Outbound {
         request: Request::from_parts(parts, body),

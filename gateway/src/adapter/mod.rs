@@ -8,6 +8,8 @@
 //! - [`grpc`]: native gRPC, frame by frame, trailers and all.
 //! - [`plain`]: plain HTTP to an `http1`/`http2` cluster.
 //! - JSON/REST lives in [`crate::transcode`] (its own module tree).
+//! - [`counted`]: the request body counted on its way (metrics).
 
+pub(crate) mod counted;
 pub(crate) mod grpc;
 pub(crate) mod plain;

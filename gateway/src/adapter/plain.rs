@@ -4,22 +4,24 @@
 //! answer is relayed as it is, and one cut short upstream is an error
 //! downstream, never a short body ([`crate::forward::Relay::Http`]).
 
-use std::time::Instant;
+use std::{sync::Arc, time::Instant};
 
 use http::{Request, Version, header};
 use hyper::body::Incoming;
 
 use balancer::{Route, config::UpstreamProtocol, headers::strip_hop_by_hop};
 
-use crate::forward::Outbound;
+use super::counted::CountedBody;
+use crate::{access_log::BodyCounts, forward::Outbound};
 
 /// The upstream request for a plain HTTP request to a cluster speaking
-/// `protocol`.
+/// `protocol`; its body's bytes are added to `counts` as they pass.
 pub(crate) fn outbound(
     req: Request<Incoming>,
     route: Option<&Route>,
     protocol: UpstreamProtocol,
     started: Instant,
+    counts: Arc<BodyCounts>,
 ) -> Outbound {
     let (mut parts, body) = req.into_parts();
     strip_hop_by_hop(&mut parts.headers);
@@ -40,7 +42,10 @@ pub(crate) fn outbound(
         .and_then(|r| r.timeout)
         .map(|t| tokio::time::Instant::from_std(started + t));
     Outbound {
-        request: Request::from_parts(parts, balancer::body::boxed(body)),
+        request: Request::from_parts(
+            parts,
+            balancer::body::boxed(CountedBody::new(body, counts, false)),
+        ),
         deadline,
         idle: None,
     }

@@ -398,14 +398,10 @@ impl AttemptObserver for RequestTrace {
 
 /// (service, method) of a gRPC or JSON call, from its gRPC path.
 fn rpc_names(rec: &LogRecord) -> Option<(&str, &str)> {
-    let path = rec
-        .grpc_method
-        .as_ref()
-        .map(|m| m.grpc_path.as_str())
-        .or(match rec.protocol {
-            "grpc" => Some(rec.path.as_str()),
-            _ => None,
-        })?;
+    let path = rec.grpc_method.as_deref().or(match rec.protocol {
+        "grpc" => Some(rec.path.as_str()),
+        _ => None,
+    })?;
     let (service, method) = path.strip_prefix('/')?.split_once('/')?;
     (!service.is_empty() && !method.is_empty() && !method.contains('/'))
         .then_some((service, method))

@@ -33,6 +33,7 @@ use crate::{
     access_log::LogRecord,
     error::Termination,
     forward::{self, Answer, deadline, grpc_status},
+    metrics::{TranscodeDirection, TranscodeErrorKind, TranscodeSeries},
     proxy::ConnCtx,
     respond::{Code, GatewayError, ResponseBody, percent_decode},
 };
@@ -81,6 +82,60 @@ type FailureSlot = Arc<OnceLock<GatewayError>>;
 
 fn invalid(e: &descriptors::DescriptorError) -> GatewayError {
     GatewayError::InvalidRequest(e.to_string())
+}
+
+/// The JSON codec's metrics for one call's method (none without metrics).
+type Codec = Option<Arc<TranscodeSeries>>;
+
+/// Runs one codec call, timed when there are metrics.
+fn timed<T>(codec: &Codec, direction: TranscodeDirection, f: impl FnOnce() -> T) -> T {
+    match codec {
+        Some(c) => c.time(direction, f),
+        None => f(),
+    }
+}
+
+/// Counts a transcoding failure.
+fn count_error(codec: &Codec, kind: TranscodeErrorKind) {
+    if let Some(c) = codec {
+        c.error(kind);
+    }
+}
+
+/// The kind of a failure to turn request JSON (or parameters) into protobuf.
+fn request_error_kind(e: &descriptors::DescriptorError) -> TranscodeErrorKind {
+    use descriptors::DescriptorError as E;
+    match e {
+        E::InvalidJson { message, .. } | E::InvalidPath { message, .. }
+            if message.contains("unrecognized field") || message.contains("unknown field") =>
+        {
+            TranscodeErrorKind::UnknownField
+        }
+        E::TooDeep { .. } | E::TooDeepMessage { .. } => TranscodeErrorKind::TooDeep,
+        E::JsonTooLarge { .. } | E::AnyTooLarge { .. } => TranscodeErrorKind::TooLarge,
+        _ => TranscodeErrorKind::InvalidJson,
+    }
+}
+
+/// The kind of a failure to render a reply message as JSON.
+fn reply_error_kind(e: &descriptors::DescriptorError) -> TranscodeErrorKind {
+    use descriptors::DescriptorError as E;
+    match e {
+        E::TooDeep { .. } | E::TooDeepMessage { .. } => TranscodeErrorKind::TooDeep,
+        E::JsonTooLarge { .. } | E::AnyTooLarge { .. } => TranscodeErrorKind::TooLarge,
+        _ => TranscodeErrorKind::BadReply,
+    }
+}
+
+/// The transcoding kind of a gateway error met while reading a reply.
+fn reply_failure_kind(e: &GatewayError) -> Option<TranscodeErrorKind> {
+    match e {
+        GatewayError::ReplyTooLarge { .. } => Some(TranscodeErrorKind::TooLarge),
+        GatewayError::UpstreamBadFrame(_) | GatewayError::UpstreamTwoMessages => {
+            Some(TranscodeErrorKind::BadReply)
+        }
+        _ => None,
+    }
 }
 
 use crate::limits::too_large;
@@ -188,6 +243,10 @@ pub(crate) async fn forward_json(
     );
     headers.insert(header::TE, HeaderValue::from_static("trailers"));
     let format = StreamFormat::from_accept(parts.headers.get(header::ACCEPT));
+    let codec: Codec = shared
+        .access_log
+        .metrics()
+        .map(|m| m.transcode(&method.grpc_path));
 
     let failure: FailureSlot = Arc::default();
     // The buffered request bytes, held from the budget until the upstream
@@ -201,22 +260,38 @@ pub(crate) async fn forward_json(
             settings.max_message,
             failure.clone(),
             shared.limits.budget.reserve_empty(),
+            codec.clone(),
+            rec.counts.clone(),
         ))
     } else {
-        let (bytes, mut held) = shared.limits.collect(body, settings.max_body).await?;
+        let (bytes, mut held) = shared
+            .limits
+            .collect(body, settings.max_body)
+            .await
+            .inspect_err(|e| {
+                if matches!(e, GatewayError::TooLarge { .. }) {
+                    count_error(&codec, TranscodeErrorKind::TooLarge);
+                }
+            })?;
+        rec.counts.add_request_bytes(bytes.len());
         let mut msg = Vec::with_capacity(bytes.len());
         let began = Instant::now();
-        let built = match &rule {
+        let built = timed(&codec, TranscodeDirection::JsonToProto, || match &rule {
             Some(m) => json::build_request(m, &bytes, parts.uri.query(), &settings.json, &mut msg),
             None => json::json_to_proto(&method.input, &bytes, &settings.json, &mut msg),
-        };
+        });
         if let Some(t) = &rec.trace {
             t.transcoded("json_to_proto", began);
         }
-        built.map_err(|e| invalid(&e))?;
+        built.map_err(|e| {
+            count_error(&codec, request_error_kind(&e));
+            invalid(&e)
+        })?;
         if msg.len() > settings.max_message {
+            count_error(&codec, TranscodeErrorKind::TooLarge);
             return Err(too_large("request message", settings.max_message));
         }
+        rec.counts.add_request_messages(1);
         drop(bytes);
         if !held.set(msg.len()) {
             return Err(crate::limits::over_budget());
@@ -285,6 +360,8 @@ pub(crate) async fn forward_json(
             format,
             deadline,
             failure,
+            codec,
+            counts: rec.counts.clone(),
         });
         // Wait for the first message or the end, so that a call failing at
         // once gets its proper HTTP status instead of a 200 stream.
@@ -312,6 +389,9 @@ pub(crate) async fn forward_json(
         exchange.release();
         match outcome {
             Err(e) => {
+                if let Some(kind) = reply_failure_kind(&e) {
+                    count_error(&codec, kind);
+                }
                 let e = failure.get().cloned().unwrap_or(e);
                 exchange.set_grpc_status(e.code() as i32);
                 let termination = e.termination();
@@ -335,6 +415,7 @@ pub(crate) async fn forward_json(
                         status_response(&snapshot, st.code, &st.message, st.details.as_deref())
                     }
                     (Some(_), None) => {
+                        count_error(&codec, TranscodeErrorKind::BadReply);
                         exchange.set_grpc_status(0);
                         status_response(
                             &snapshot,
@@ -345,16 +426,13 @@ pub(crate) async fn forward_json(
                     }
                     (Some(_), Some(msg)) => {
                         exchange.set_grpc_status(0);
+                        rec.counts.add_response_messages(1);
                         let mut out = Vec::with_capacity(msg.len() * 2 + 16);
                         let binding = rule.as_ref().map(|m| &*m.binding);
                         let began = Instant::now();
-                        let rendered = json::response_to_json(
-                            &method,
-                            binding,
-                            &msg,
-                            &settings.json,
-                            &mut out,
-                        );
+                        let rendered = timed(&codec, TranscodeDirection::ProtoToJson, || {
+                            json::response_to_json(&method, binding, &msg, &settings.json, &mut out)
+                        });
                         exchange.transcoded("proto_to_json", began);
                         match rendered {
                             Ok(()) => {
@@ -366,6 +444,7 @@ pub(crate) async fn forward_json(
                                 r
                             }
                             Err(e) => {
+                                count_error(&codec, reply_error_kind(&e));
                                 tracing::debug!(error = %e, method = %method.grpc_path, "Bad upstream message");
                                 status_response(
                                     &snapshot,

@@ -16,10 +16,14 @@ use prost_reflect::MessageDescriptor;
 use balancer::body::BoxError;
 use descriptors::{JsonOptions, json};
 
-use super::{FailureSlot, invalid, too_large};
+use super::{Codec, FailureSlot, count_error, invalid, request_error_kind, timed, too_large};
 use balancer::grpc::frame as grpc_frame;
 
-use crate::limits::Reservation;
+use crate::{
+    access_log::BodyCounts,
+    limits::Reservation,
+    metrics::{TranscodeDirection, TranscodeErrorKind},
+};
 
 pub(super) struct NdjsonBody {
     inner: Incoming,
@@ -34,9 +38,13 @@ pub(super) struct NdjsonBody {
     scratch: Vec<u8>,
     /// `buf`'s bytes, taken from the buffered-bytes budget.
     held: Reservation,
+    codec: Codec,
+    /// Bytes received and messages built (metrics).
+    counts: std::sync::Arc<BodyCounts>,
 }
 
 impl NdjsonBody {
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn new(
         inner: Incoming,
         input: MessageDescriptor,
@@ -44,6 +52,8 @@ impl NdjsonBody {
         max_line: usize,
         failure: FailureSlot,
         held: Reservation,
+        codec: Codec,
+        counts: std::sync::Arc<BodyCounts>,
     ) -> Self {
         Self {
             inner,
@@ -56,6 +66,8 @@ impl NdjsonBody {
             eof: false,
             scratch: Vec::new(),
             held,
+            codec,
+            counts,
         }
     }
 
@@ -71,9 +83,15 @@ impl NdjsonBody {
             return Ok(None);
         }
         self.scratch.clear();
-        if let Err(e) = json::json_to_proto(&self.input, line, &self.opts, &mut self.scratch) {
+        let (input, opts, scratch) = (&self.input, &self.opts, &mut self.scratch);
+        let built = timed(&self.codec, TranscodeDirection::JsonToProto, || {
+            json::json_to_proto(input, line, opts, scratch)
+        });
+        if let Err(e) = built {
+            count_error(&self.codec, request_error_kind(&e));
             return Err(self.fail(invalid(&e)));
         }
+        self.counts.add_request_messages(1);
         Ok(Some(grpc_frame::encode(&self.scratch)))
     }
 }
@@ -100,6 +118,7 @@ impl Body for NdjsonBody {
             }
             this.scanned = this.buf.len();
             if this.buf.len() > this.max_line {
+                count_error(&this.codec, TranscodeErrorKind::TooLarge);
                 let e = this.fail(too_large("NDJSON line", this.max_line));
                 return Poll::Ready(Some(Err(e)));
             }
@@ -119,6 +138,7 @@ impl Body for NdjsonBody {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Some(Ok(frame))) => {
                     if let Ok(data) = frame.into_data() {
+                        this.counts.add_request_bytes(data.len());
                         if !this.held.grow(data.len()) {
                             let e = this.fail(crate::limits::over_budget());
                             return Poll::Ready(Some(Err(e)));

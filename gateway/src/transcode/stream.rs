@@ -20,10 +20,12 @@ use tokio::time::Sleep;
 use balancer::{body::BoxError, grpc::frame::FrameDecoder};
 use descriptors::{HttpBinding, JsonOptions, MethodInfo, Snapshot, json};
 
-use super::{FailureSlot, UpstreamStatus};
+use super::{Codec, FailureSlot, UpstreamStatus, count_error, reply_error_kind, timed};
 use crate::{
+    access_log::BodyCounts,
     error::Termination,
     forward::Exchange,
+    metrics::{TranscodeDirection, TranscodeErrorKind},
     respond::{Code, ResponseBody},
 };
 
@@ -92,6 +94,8 @@ pub(super) struct JsonStreamParts {
     pub format: StreamFormat,
     pub deadline: Option<tokio::time::Instant>,
     pub failure: FailureSlot,
+    pub codec: Codec,
+    pub counts: Arc<BodyCounts>,
 }
 
 enum Event {
@@ -117,6 +121,9 @@ pub(super) struct JsonStream {
     pending: Option<Event>,
     done: bool,
     scratch: Vec<u8>,
+    codec: Codec,
+    /// Messages decoded (metrics).
+    counts: Arc<BodyCounts>,
 }
 
 impl JsonStream {
@@ -136,6 +143,8 @@ impl JsonStream {
             pending: None,
             done: false,
             scratch: Vec::new(),
+            codec: p.codec,
+            counts: p.counts,
         }
     }
 
@@ -179,16 +188,20 @@ impl JsonStream {
             match self.decoder.next_message() {
                 Ok(Some(msg)) => {
                     self.scratch.clear();
-                    let res = json::response_to_json(
-                        &self.method,
-                        self.binding.as_deref(),
-                        &msg,
-                        &self.opts,
-                        &mut self.scratch,
-                    );
+                    self.counts.add_response_messages(1);
+                    let res = timed(&self.codec, TranscodeDirection::ProtoToJson, || {
+                        json::response_to_json(
+                            &self.method,
+                            self.binding.as_deref(),
+                            &msg,
+                            &self.opts,
+                            &mut self.scratch,
+                        )
+                    });
                     return Poll::Ready(match res {
                         Ok(()) => Event::Message(Bytes::copy_from_slice(&self.scratch)),
                         Err(e) => {
+                            count_error(&self.codec, reply_error_kind(&e));
                             tracing::debug!(error = %e, "Bad upstream message");
                             end(Code::Internal, super::unrenderable(&e))
                         }
@@ -196,12 +209,13 @@ impl JsonStream {
                 }
                 Ok(None) => {}
                 Err(e) => {
-                    let code = match e {
+                    let (code, kind) = match e {
                         balancer::grpc::frame::FrameError::TooLarge { .. } => {
-                            Code::ResourceExhausted
+                            (Code::ResourceExhausted, TranscodeErrorKind::TooLarge)
                         }
-                        _ => Code::Internal,
+                        _ => (Code::Internal, TranscodeErrorKind::BadReply),
                     };
+                    count_error(&self.codec, kind);
                     return Poll::Ready(end(code, &e.to_string()));
                 }
             }
