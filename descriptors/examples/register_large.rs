@@ -24,31 +24,31 @@ fn rss_kib() -> u64 {
 
 /// Registers a set from a file in this fresh process and prints the
 /// resident memory it added (KiB), so compile-time allocations don't blur
-/// the figure.
-fn register_only(path: &str) {
+/// the figure: after the first put, after 3 replaces with the same bytes,
+/// then after 3 replaces alternating with a changed set (`changed`, then
+/// the original, then `changed`), one figure per line.
+fn register_only(path: &str, changed: &str) {
     let bytes = std::fs::read(path).expect("read set");
+    let changed = std::fs::read(changed).expect("read changed set");
     let registry = Registry::new();
     let before = rss_kib();
     registry.put("large", &bytes).expect("registers");
-    let first = rss_kib().saturating_sub(before);
+    println!("{}", rss_kib().saturating_sub(before));
     for _ in 0..3 {
         registry.put("large", &bytes).expect("replaces");
     }
-    let after_replaces = rss_kib().saturating_sub(before);
-    eprintln!("{after_replaces}");
-    println!("{first}");
+    println!("{}", rss_kib().saturating_sub(before));
+    for set in [&changed, &bytes, &changed] {
+        registry.put("large", set).expect("replaces");
+    }
+    println!("{}", rss_kib().saturating_sub(before));
 }
 
-fn main() {
-    if let Some(i) = std::env::args().position(|a| a == "--register-only") {
-        let path = std::env::args().nth(i + 1).expect("file");
-        return register_only(&path);
-    }
-    let mut args = std::env::args().skip(1);
-    let services: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(200);
-    let methods: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(20);
-    // One file per service, each with its own messages, REST rules and
-    // well-known-type imports, like a large API surface.
+/// One file per service, each with its own messages, REST rules and
+/// well-known-type imports, like a large API surface. `changed` adds a
+/// field to every request message (a new version of the same API).
+fn sources(services: usize, methods: usize, changed: bool) -> Vec<SourceFile> {
+    let extra = if changed { " string note = 6;" } else { "" };
     let mut files = Vec::new();
     for s in 0..services {
         let mut src = format!(
@@ -57,7 +57,7 @@ fn main() {
         for m in 0..methods {
             let _ = write!(
                 src,
-                "message Req{m} {{ string name = 1; int64 id = 2; repeated string tags = 3; google.protobuf.Timestamp at = 4; map<string, string> labels = 5; }}\n\
+                "message Req{m} {{ string name = 1; int64 id = 2; repeated string tags = 3; google.protobuf.Timestamp at = 4; map<string, string> labels = 5;{extra} }}\n\
                  message Resp{m} {{ string name = 1; repeated Req{m} items = 2; }}\n"
             );
         }
@@ -74,6 +74,19 @@ fn main() {
             source: src,
         });
     }
+    files
+}
+
+fn main() {
+    if let Some(i) = std::env::args().position(|a| a == "--register-only") {
+        let path = std::env::args().nth(i + 1).expect("file");
+        let changed = std::env::args().nth(i + 2).expect("changed file");
+        return register_only(&path, &changed);
+    }
+    let mut args = std::env::args().skip(1);
+    let services: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(200);
+    let methods: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(20);
+    let files = sources(services, methods, false);
     let total_methods = services * methods;
 
     let t = Instant::now();
@@ -84,23 +97,34 @@ fn main() {
     let t = Instant::now();
     registry.put("large", &bytes).expect("registers");
     let put = t.elapsed();
-    let file = std::env::temp_dir().join(format!("register-large-{}.pb", std::process::id()));
+    let changed = compile_protos(&sources(services, methods, true)).expect("compiles");
+    let dir = std::env::temp_dir();
+    let file = dir.join(format!("register-large-{}.pb", std::process::id()));
+    let changed_file = dir.join(format!("register-large-{}-changed.pb", std::process::id()));
     std::fs::write(&file, &bytes).expect("write set");
+    std::fs::write(&changed_file, &changed).expect("write set");
     let out = std::process::Command::new(std::env::current_exe().expect("exe"))
         .arg("--register-only")
         .arg(&file)
+        .arg(&changed_file)
         .output()
         .expect("run");
     if std::env::var_os("REGISTER_LARGE_KEEP").is_some() {
-        eprintln!("set kept in {}", file.display());
+        eprintln!(
+            "sets kept in {} and {}",
+            file.display(),
+            changed_file.display()
+        );
     } else {
         let _ = std::fs::remove_file(&file);
+        let _ = std::fs::remove_file(&changed_file);
     }
-    let added_kib: u64 = String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .unwrap_or(0);
-    let replaced_kib = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    let figures: Vec<u64> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.trim().parse().unwrap_or(0))
+        .collect();
+    let figure = |i: usize| figures.get(i).copied().unwrap_or(0);
+    let added_kib = figure(0);
     // A replace of the same set (what an operator's redeploy does).
     let t = Instant::now();
     registry.put("large", &bytes).expect("replaces");
@@ -139,7 +163,12 @@ fn main() {
         added_kib as f64 / total_methods as f64
     );
     println!(
-        "| resident memory after 3 more replaces (no growth = no leak) | {replaced_kib} KiB |"
+        "| resident memory after 3 more replaces (no growth = no leak) | {} KiB |",
+        figure(1)
+    );
+    println!(
+        "| then after 3 replaces alternating with a changed set | {} KiB |",
+        figure(2)
     );
     println!(
         "| REST route match | {:.2} µs per request |",

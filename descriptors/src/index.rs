@@ -64,6 +64,11 @@ impl MethodIndex {
                     Some(ext) => http_rule::bindings_for(&method, &grpc_path, ext)?,
                     None => Vec::new(),
                 };
+                // Not collected in place: that would keep the `HttpBinding`
+                // buffer (4 of them, ~1 KiB) for a few pointers.
+                let mut bindings: Vec<Arc<HttpBinding>> =
+                    bindings.into_iter().map(Arc::new).collect();
+                bindings.shrink_to_fit();
                 let info = Arc::new(MethodInfo {
                     service: service.full_name().to_owned(),
                     name: method.name().to_owned(),
@@ -72,7 +77,7 @@ impl MethodIndex {
                     client_streaming: method.is_client_streaming(),
                     server_streaming: method.is_server_streaming(),
                     set_name: set_name.to_owned(),
-                    bindings: bindings.into_iter().map(Arc::new).collect(),
+                    bindings,
                     grpc_path,
                 });
                 for binding in &info.bindings {

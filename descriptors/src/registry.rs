@@ -53,7 +53,10 @@ pub struct Snapshot {
     sets: BTreeMap<String, Arc<RegisteredSet>>,
     /// File name → sets shipping it, in pool order (first is the owner).
     file_sets: HashMap<String, Vec<String>>,
-    index: MethodIndex,
+    /// Set names in the order their files were added to `pool`.
+    order: Vec<String>,
+    /// Shared with the next snapshot when a put leaves it unchanged.
+    index: Arc<MethodIndex>,
     /// The JSON codec's plans for `pool`, compiled per message type on first use.
     codec: Arc<Codec>,
 }
@@ -120,8 +123,20 @@ struct Bundled {
 
 /// A decoded upload, before validation against the registry.
 struct Upload {
-    /// Raw bytes of each file, by name, in upload order.
-    files: Vec<(String, Bytes, FileDescriptorProto)>,
+    /// Each file, in upload order.
+    files: Vec<UploadedFile>,
+}
+
+/// What validation needs of one uploaded file: the decoded
+/// `FileDescriptorProto` is dropped as soon as this is taken from it, so a
+/// large upload is not held decoded while its pool is built.
+struct UploadedFile {
+    name: String,
+    /// The file's raw bytes, compared byte for byte with other sets' copies.
+    bytes: Bytes,
+    dependencies: Vec<String>,
+    /// Full names of its messages, enums, services and extensions.
+    definitions: Vec<String>,
 }
 
 /// `google.protobuf.FileDescriptorSet` with each file kept as raw bytes, so
@@ -153,9 +168,10 @@ impl Registry {
             pool: bundled.pool.clone(),
             sets: BTreeMap::new(),
             file_sets: HashMap::new(),
+            order: Vec::new(),
             // The bundled protos define no services, so this cannot fail; an
             // empty index is the right answer either way.
-            index: MethodIndex::build(&bundled.pool, |_| None).unwrap_or_default(),
+            index: Arc::new(MethodIndex::build(&bundled.pool, |_| None).unwrap_or_default()),
             codec: Codec::for_pool(&bundled.pool),
         };
         Self {
@@ -192,13 +208,61 @@ impl Registry {
     ) -> Result<PutOutcome, DescriptorError> {
         let mut state = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
         let current = self.current.load_full();
+        let version = state.versions.get(name).copied().unwrap_or(0) + 1;
+        let replaced = current.sets.contains_key(name);
+        let mut order: Vec<String> = current
+            .order
+            .iter()
+            .filter(|n| *n != name)
+            .cloned()
+            .collect();
+        if replaced {
+            // A replace rebuilds the pool from the other sets in name order.
+            order.sort_unstable();
+        }
+        order.push(name.to_owned());
+
+        // The same bytes again (a redeploy): if the rebuilt pool would add
+        // the same files in the same order, it and everything derived from
+        // it (index, codec plans) would equal the current ones, so they are
+        // shared rather than built a second time next to the old snapshot.
+        if let Some(set) = current.sets.get(name)
+            && set.bytes.as_ref() == fds
+            && order == current.order
+            && file_sets_with(&current.file_sets, name, &set.info.files) == current.file_sets
+        {
+            let mut info = set.info.clone();
+            info.version = version;
+            info.cluster = meta.cluster;
+            info.uploaded_at_unix_ms = uploaded_at(meta.uploaded_at_unix_ms);
+            commit(&info)?;
+            let mut sets = current.sets.clone();
+            sets.insert(
+                name.to_owned(),
+                Arc::new(RegisteredSet {
+                    info: info.clone(),
+                    bytes: set.bytes.clone(),
+                }),
+            );
+            self.current.store(Arc::new(Snapshot {
+                pool: current.pool.clone(),
+                sets,
+                file_sets: current.file_sets.clone(),
+                order,
+                index: current.index.clone(),
+                codec: current.codec.clone(),
+            }));
+            state.versions.insert(name.to_owned(), version);
+            return Ok(PutOutcome {
+                replaced,
+                set: info,
+            });
+        }
+
         let bytes = Bytes::copy_from_slice(fds);
         let upload = Upload::decode(name, bytes.clone())?;
         upload.check_dependencies(&self.bundled)?;
         upload.check_conflicts(name, &current, &self.bundled)?;
-
-        let version = state.versions.get(name).copied().unwrap_or(0) + 1;
-        let replaced = current.sets.contains_key(name);
 
         // The new set is added to the pool last, so rule collisions name it as `rule`.
         let pool = if replaced {
@@ -214,19 +278,11 @@ impl Registry {
             pool
         };
 
-        let mut file_sets = current.file_sets.clone();
-        if replaced {
-            for owners in file_sets.values_mut() {
-                owners.retain(|o| o != name);
-            }
-        }
-        for (file, _, _) in &upload.files {
-            file_sets
-                .entry(file.clone())
-                .or_default()
-                .push(name.to_owned());
-        }
-        file_sets.retain(|_, owners| !owners.is_empty());
+        let file_sets = file_sets_with(
+            &current.file_sets,
+            name,
+            upload.files.iter().map(|f| &f.name),
+        );
 
         let index = MethodIndex::build(&pool, |file| {
             file_sets
@@ -237,13 +293,7 @@ impl Registry {
 
         let mut info = set_info(name, version, &bytes, &upload, &pool, &index);
         info.cluster = meta.cluster;
-        info.uploaded_at_unix_ms = if meta.uploaded_at_unix_ms == 0 {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64)
-        } else {
-            meta.uploaded_at_unix_ms
-        };
+        info.uploaded_at_unix_ms = uploaded_at(meta.uploaded_at_unix_ms);
         commit(&info)?;
         let mut sets = current.sets.clone();
         sets.insert(
@@ -258,7 +308,8 @@ impl Registry {
             pool,
             sets,
             file_sets,
-            index,
+            order,
+            index: Arc::new(index),
         }));
         state.versions.insert(name.to_owned(), version);
         Ok(PutOutcome {
@@ -290,6 +341,7 @@ impl Registry {
         for (other, set) in &sets {
             add_set(&mut pool, other, &set.bytes)?;
         }
+        let order = sets.keys().cloned().collect();
         let mut file_sets = current.file_sets.clone();
         for owners in file_sets.values_mut() {
             owners.retain(|o| o != name);
@@ -307,10 +359,41 @@ impl Registry {
             pool,
             sets,
             file_sets,
-            index,
+            order,
+            index: Arc::new(index),
         }));
         Ok(())
     }
+}
+
+/// `file_sets` with `name` as the last owner of `files` and of no other file.
+fn file_sets_with<'a>(
+    file_sets: &HashMap<String, Vec<String>>,
+    name: &str,
+    files: impl IntoIterator<Item = &'a String>,
+) -> HashMap<String, Vec<String>> {
+    let mut file_sets = file_sets.clone();
+    for owners in file_sets.values_mut() {
+        owners.retain(|o| o != name);
+    }
+    for file in files {
+        file_sets
+            .entry(file.clone())
+            .or_default()
+            .push(name.to_owned());
+    }
+    file_sets.retain(|_, owners| !owners.is_empty());
+    file_sets
+}
+
+/// `ms`, or now (ms since the Unix epoch) if it is 0.
+fn uploaded_at(ms: u64) -> u64 {
+    if ms != 0 {
+        return ms;
+    }
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn add_set(pool: &mut DescriptorPool, name: &str, bytes: &Bytes) -> Result<(), DescriptorError> {
@@ -342,9 +425,9 @@ fn set_info(
         cluster: None,
         uploaded_at_unix_ms: 0,
     };
-    for (file, _, _) in &upload.files {
-        info.files.push(file.clone());
-        let Some(descriptor) = pool.get_file_by_name(file) else {
+    for file in &upload.files {
+        info.files.push(file.name.clone());
+        let Some(descriptor) = pool.get_file_by_name(&file.name) else {
             continue;
         };
         for service in descriptor.services() {
@@ -389,22 +472,29 @@ impl Upload {
                         syntax: proto.syntax().to_owned(),
                     });
                 }
-                Ok((proto.name().to_owned(), file, proto))
+                let mut definitions = Vec::new();
+                self::definitions(&proto, &mut definitions);
+                Ok(UploadedFile {
+                    name: proto.name().to_owned(),
+                    bytes: file,
+                    dependencies: proto.dependency,
+                    definitions,
+                })
             })
             .collect::<Result<Vec<_>, DescriptorError>>()?;
         Ok(Self { files })
     }
 
     fn check_dependencies(&self, bundled: &Bundled) -> Result<(), DescriptorError> {
-        let own: HashSet<&str> = self.files.iter().map(|(n, _, _)| n.as_str()).collect();
-        for (file, _, proto) in &self.files {
-            if bundled.files.contains(file) {
+        let own: HashSet<&str> = self.files.iter().map(|f| f.name.as_str()).collect();
+        for file in &self.files {
+            if bundled.files.contains(&file.name) {
                 continue; // replaced by the bundled copy
             }
-            for dependency in &proto.dependency {
+            for dependency in &file.dependencies {
                 if !own.contains(dependency.as_str()) && !bundled.files.contains(dependency) {
                     return Err(DescriptorError::MissingDependency {
-                        file: file.clone(),
+                        file: file.name.clone(),
                         dependency: dependency.clone(),
                     });
                 }
@@ -428,28 +518,26 @@ impl Upload {
                 .find(|o| *o != name)
                 .map(String::as_str)
         };
-        for (file, bytes, proto) in &self.files {
-            if bundled.files.contains(file) {
+        for file in &self.files {
+            if bundled.files.contains(&file.name) {
                 continue;
             }
-            if let Some(owner) = other_owner(file) {
+            if let Some(owner) = other_owner(&file.name) {
                 let same = current
                     .sets
                     .get(owner)
                     .and_then(|set| RawFileSet::decode(set.bytes.clone()).ok())
-                    .is_some_and(|raw| raw.file.iter().any(|f| f == bytes));
+                    .is_some_and(|raw| raw.file.contains(&file.bytes));
                 if same {
                     continue; // identical copy: its definitions are shared, not duplicated
                 }
                 return Err(DescriptorError::Conflict {
-                    what: file.clone(),
+                    what: file.name.clone(),
                     owner: owner.to_owned(),
                 });
             }
-            let mut names = Vec::new();
-            definitions(proto, &mut names);
-            for full_name in names {
-                let file_of = definition_file(&current.pool, &full_name);
+            for full_name in &file.definitions {
+                let file_of = definition_file(&current.pool, full_name);
                 let Some(defining_file) = file_of else {
                     continue;
                 };
@@ -460,7 +548,7 @@ impl Upload {
                 };
                 if let Some(owner) = owner {
                     return Err(DescriptorError::Conflict {
-                        what: full_name,
+                        what: full_name.clone(),
                         owner: owner.to_owned(),
                     });
                 }

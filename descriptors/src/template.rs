@@ -106,10 +106,13 @@ impl PathTemplate {
             }
         };
         let Parser {
-            segments,
-            variables,
+            mut segments,
+            mut variables,
             ..
         } = parser;
+        // Kept for the snapshot's life, one per REST rule.
+        segments.shrink_to_fit();
+        variables.shrink_to_fit();
         if let Some(i) = segments.iter().position(|s| *s == Segment::Multi)
             && i + 1 != segments.len()
         {
