@@ -23,6 +23,7 @@ use clap::Parser;
 
 mod load;
 mod memory;
+mod otlp;
 mod procfs;
 mod report;
 mod scenarios;
@@ -96,6 +97,14 @@ struct Args {
     /// the gateway: an A/B comparison of a change in one run.
     #[arg(long)]
     baseline: Option<PathBuf>,
+    /// TOML appended to the gateway's generated config (e.g. a `[tracing]` section);
+    /// `{otlp}` in it is replaced by the address of an OTLP/gRPC sink in this process.
+    #[arg(long)]
+    gateway_config: Option<PathBuf>,
+    /// TOML appended to the baseline's config, as `--gateway-config`; without `--baseline`
+    /// the baseline is the gateway binary itself, so the two differ in config alone.
+    #[arg(long)]
+    baseline_config: Option<PathBuf>,
     /// Do not run `cargo build -p gateway` first.
     #[arg(long)]
     no_build: bool,
@@ -223,6 +232,13 @@ fn build_gateway(release: bool, bin: &Path) {
     }
 }
 
+/// The TOML of `--gateway-config` / `--baseline-config` ("" without one).
+fn read_extra(path: Option<&Path>) -> anyhow::Result<String> {
+    path.map_or(Ok(String::new()), |p| {
+        std::fs::read_to_string(p).with_context(|| format!("read {}", p.display()))
+    })
+}
+
 async fn run(args: Args, gateway_bin: PathBuf, fd_limit: u64) -> anyhow::Result<()> {
     let params = LoadParams {
         connections: args.connections as usize,
@@ -242,6 +258,20 @@ async fn run(args: Args, gateway_bin: PathBuf, fd_limit: u64) -> anyhow::Result<
     let payloads = Payloads::new()?;
     let backends = Backends::start(args.backends as usize).await?;
     let backend_addrs = backends.addrs();
+    let mut gateway_extra = read_extra(args.gateway_config.as_deref())?;
+    let mut baseline_extra = read_extra(args.baseline_config.as_deref())?;
+    let mut sink = None;
+    if gateway_extra.contains("{otlp}") || baseline_extra.contains("{otlp}") {
+        let (s, addr) = otlp::OtlpSink::start().await?;
+        gateway_extra = gateway_extra.replace("{otlp}", &addr.to_string());
+        baseline_extra = baseline_extra.replace("{otlp}", &addr.to_string());
+        sink = Some(s);
+    }
+    // A baseline config alone compares the gateway binary with itself.
+    let baseline_bin = args
+        .baseline
+        .clone()
+        .or_else(|| args.baseline_config.as_ref().map(|_| gateway_bin.clone()));
 
     let mut skipped = Vec::new();
     let mut extra: Vec<(TargetKind, PathBuf)> = Vec::new();
@@ -263,7 +293,7 @@ async fn run(args: Args, gateway_bin: PathBuf, fd_limit: u64) -> anyhow::Result<
         let first_row = all_runs.len();
         all_runs.push(Runs::new(scenario, TargetKind::Direct));
         all_runs.push(Runs::new(scenario, TargetKind::Gateway));
-        if args.baseline.is_some() {
+        if baseline_bin.is_some() {
             all_runs.push(Runs::new(scenario, TargetKind::Baseline));
         }
         let extra_here: &[(TargetKind, PathBuf)] = if scenario.is_grpc() { &extra } else { &[] };
@@ -275,7 +305,15 @@ async fn run(args: Args, gateway_bin: PathBuf, fd_limit: u64) -> anyhow::Result<
 
         let mut proxies: Vec<ProxyProcess> = Vec::new();
         let mut start_failures = Vec::new();
-        match ProxyProcess::gateway(&gateway_bin, TargetKind::Gateway, &backend_addrs, None).await {
+        match ProxyProcess::gateway(
+            &gateway_bin,
+            TargetKind::Gateway,
+            &backend_addrs,
+            None,
+            &gateway_extra,
+        )
+        .await
+        {
             Ok(gateway) => {
                 if gateway_idle_rss_mib.is_none() {
                     tokio::time::sleep(IDLE_SETTLE).await;
@@ -287,8 +325,16 @@ async fn run(args: Args, gateway_bin: PathBuf, fd_limit: u64) -> anyhow::Result<
             }
             Err(error) => start_failures.push((TargetKind::Gateway, error)),
         }
-        if let Some(bin) = &args.baseline {
-            match ProxyProcess::gateway(bin, TargetKind::Baseline, &backend_addrs, None).await {
+        if let Some(bin) = &baseline_bin {
+            match ProxyProcess::gateway(
+                bin,
+                TargetKind::Baseline,
+                &backend_addrs,
+                None,
+                &baseline_extra,
+            )
+            .await
+            {
                 Ok(baseline) => proxies.push(baseline),
                 Err(error) => start_failures.push((TargetKind::Baseline, error)),
             }
@@ -384,6 +430,9 @@ async fn run(args: Args, gateway_bin: PathBuf, fd_limit: u64) -> anyhow::Result<
         None
     };
     drop(backends);
+    if let Some(sink) = &sink {
+        eprintln!("bench: the OTLP sink received {} spans", sink.spans());
+    }
 
     let report = Report {
         machine: procfs::Machine::detect(),

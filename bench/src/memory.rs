@@ -116,6 +116,7 @@ pub(crate) async fn idle_connections(
         TargetKind::Gateway,
         backends,
         Some(target + 64),
+        "",
     )
     .await?;
     let pid = gateway.pid();
@@ -182,7 +183,7 @@ pub(crate) async fn open_streams(
     requested: usize,
 ) -> anyhow::Result<MemoryResult> {
     let mut gateway =
-        ProxyProcess::gateway(gateway_bin, TargetKind::Gateway, backends, None).await?;
+        ProxyProcess::gateway(gateway_bin, TargetKind::Gateway, backends, None, "").await?;
     let pid = gateway.pid();
     let connections = requested.div_ceil(MAX_STREAMS_PER_CONNECTION).max(10);
     let channels = channels(&[gateway.addr], connections).await?;

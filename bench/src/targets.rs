@@ -121,12 +121,14 @@ impl ProxyProcess {
 
     /// Starts the gateway binary at `bin` (as `kind`: the gateway or the baseline) with a
     /// generated config in front of `backends`.
-    /// `max_connections` raises the listener's connection cap (memory scenarios).
+    /// `max_connections` raises the listener's connection cap (memory scenarios); `extra`
+    /// is TOML appended to the config.
     pub(crate) async fn gateway(
         bin: &Path,
         kind: TargetKind,
         backends: &[SocketAddr],
         max_connections: Option<usize>,
+        extra: &str,
     ) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("bench-gateway-")
@@ -136,7 +138,9 @@ impl ProxyProcess {
         std::fs::write(&descriptors, sample_services::FILE_DESCRIPTOR_SET)
             .with_context(|| format!("write {}", descriptors.display()))?;
         let addr = free_port()?;
-        let config = gateway_config(addr, backends, &descriptors, max_connections);
+        let mut config = gateway_config(addr, backends, &descriptors, max_connections);
+        config.push('\n');
+        config.push_str(extra);
         let config_path = dir.path().join("gateway.toml");
         std::fs::write(&config_path, config)
             .with_context(|| format!("write {}", config_path.display()))?;

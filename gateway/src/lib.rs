@@ -147,12 +147,14 @@ impl Gateway {
         let access_log = AccessLog::start(&cfg.access_log)
             .await
             .map_err(StartError::AccessLog)?;
+        let spans = Arc::new(trace::ExportCounters::default());
         let metrics = metrics::Metrics::new(
             metrics::Sources {
                 clusters: clusters.clone(),
                 registry: registry.clone(),
                 budget: limits.budget.clone(),
                 access_log_dropped: access_log.dropped_counter(),
+                spans: spans.clone(),
             },
             &cfg.routes,
         );
@@ -160,8 +162,8 @@ impl Gateway {
         let shutdown = CancellationToken::new();
         // Stops last (after the drain), so spans of drained requests go out.
         let admin_stop = CancellationToken::new();
-        let tracer =
-            trace::Tracer::new(&cfg.tracing, admin_stop.clone()).map_err(StartError::Tracing)?;
+        let tracer = trace::Tracer::new(&cfg.tracing, spans, admin_stop.clone())
+            .map_err(StartError::Tracing)?;
         let shared = Arc::new(Shared {
             routes,
             clusters,

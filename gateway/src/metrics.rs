@@ -88,6 +88,8 @@ pub struct Sources {
     pub budget: MemoryBudget,
     /// Access-log lines dropped because its queue was full.
     pub access_log_dropped: Arc<AtomicU64>,
+    /// What span export did.
+    pub spans: Arc<crate::trace::ExportCounters>,
 }
 
 // === impl Metrics ===
@@ -110,6 +112,7 @@ impl Metrics {
             registry: sources.registry,
             budget: sources.budget,
             dropped: sources.access_log_dropped,
+            spans: sources.spans,
             uploads: uploads.clone(),
         }));
         registry.register_collector(Box::new(syncs.clone()));
@@ -1351,6 +1354,7 @@ struct GatewayCollector {
     registry: Arc<Registry>,
     budget: MemoryBudget,
     dropped: Arc<AtomicU64>,
+    spans: Arc<crate::trace::ExportCounters>,
     uploads: Arc<UploadMetrics>,
 }
 
@@ -1450,6 +1454,25 @@ impl Collector for GatewayCollector {
             MetricType::Counter,
             self.dropped.load(Relaxed),
         )?;
+        for (name, help, v) in [
+            (
+                "gateway_trace_spans_exported",
+                "Spans the OTLP collector accepted.",
+                &self.spans.exported,
+            ),
+            (
+                "gateway_trace_spans_export_failed",
+                "Spans whose OTLP export call failed or timed out.",
+                &self.spans.failed,
+            ),
+            (
+                "gateway_trace_spans_dropped",
+                "Spans dropped because the export queue was full.",
+                &self.spans.dropped,
+            ),
+        ] {
+            encode_one(e, name, help, None, MetricType::Counter, v.load(Relaxed))?;
+        }
         let mut m = e.encode_descriptor(
             "gateway_build_info",
             "Always 1; the labels say which build is running.",

@@ -376,6 +376,29 @@ async fn a_retried_json_call_exports_a_server_span_transcode_spans_and_two_attem
         Some(StatusCode::Error as i32)
     );
     assert!(attempts[0].end_time_unix_nano <= attempts[1].start_time_unix_nano);
+
+    // The metrics count what went out.
+    let admin = gw.admin_addr().expect("admin");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let m = http_call(
+            admin,
+            HttpVersion::H1,
+            http::Request::get("/metrics").body(body("")).expect("req"),
+        )
+        .await
+        .text();
+        if m.contains("gateway_trace_spans_exported_total 5\n") {
+            assert!(m.contains("gateway_trace_spans_dropped_total 0\n"), "{m}");
+            assert!(
+                m.contains("gateway_trace_spans_export_failed_total 0\n"),
+                "{m}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "{m}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test]

@@ -21,11 +21,22 @@ use tracing::{debug, warn};
 
 use crate::config::trace::TracingConfig;
 
+/// What span export did, for the metrics.
+#[derive(Debug, Default)]
+pub struct ExportCounters {
+    /// Spans dropped because the export queue was full.
+    pub dropped: AtomicU64,
+    /// Spans the collector accepted.
+    pub exported: AtomicU64,
+    /// Spans whose export call failed or timed out.
+    pub failed: AtomicU64,
+}
+
 /// Where finished spans go.
 #[derive(Clone)]
 pub(crate) struct SpanSink {
     tx: mpsc::Sender<SpanData>,
-    dropped: Arc<AtomicU64>,
+    counters: Arc<ExportCounters>,
 }
 
 impl SpanSink {
@@ -34,6 +45,7 @@ impl SpanSink {
     pub(crate) fn start(
         cfg: &TracingConfig,
         endpoint: &str,
+        counters: Arc<ExportCounters>,
         shutdown: CancellationToken,
     ) -> Result<Self, String> {
         let timeout = Duration::from_millis(cfg.export_timeout_ms);
@@ -49,33 +61,28 @@ impl SpanSink {
                 .build(),
         );
         let (tx, rx) = mpsc::channel(cfg.max_queued_spans);
-        let dropped = Arc::new(AtomicU64::new(0));
         tokio::spawn(run(
             exporter,
+            counters.clone(),
             rx,
             cfg.max_export_batch,
             Duration::from_millis(cfg.export_delay_ms),
             timeout,
             shutdown,
         ));
-        Ok(Self { tx, dropped })
+        Ok(Self { tx, counters })
     }
 
     /// Queues spans for export; drops them when the queue is full.
     pub(crate) fn send(&self, spans: impl IntoIterator<Item = SpanData>) {
         for span in spans {
             if self.tx.try_send(span).is_err() {
-                let n = self.dropped.fetch_add(1, Relaxed);
+                let n = self.counters.dropped.fetch_add(1, Relaxed);
                 if n.is_power_of_two() {
                     warn!(dropped = n + 1, "Span export queue full; spans dropped");
                 }
             }
         }
-    }
-
-    /// Spans dropped so far because the queue was full.
-    pub(crate) fn dropped(&self) -> u64 {
-        self.dropped.load(Relaxed)
     }
 }
 
@@ -83,6 +90,7 @@ impl SpanSink {
 /// span; whatever is queued goes out on shutdown.
 async fn run(
     exporter: opentelemetry_otlp::SpanExporter,
+    counters: Arc<ExportCounters>,
     mut rx: mpsc::Receiver<SpanData>,
     max_batch: usize,
     delay: Duration,
@@ -109,20 +117,21 @@ async fn run(
                 () = shutdown.cancelled() => break,
             }
         }
-        export(&exporter, &mut batch, timeout).await;
+        export(&exporter, &counters, &mut batch, timeout).await;
     }
     // Last flush of what is queued.
     while let Ok(span) = rx.try_recv() {
         batch.push(span);
         if batch.len() == max_batch {
-            export(&exporter, &mut batch, timeout).await;
+            export(&exporter, &counters, &mut batch, timeout).await;
         }
     }
-    export(&exporter, &mut batch, timeout).await;
+    export(&exporter, &counters, &mut batch, timeout).await;
 }
 
 async fn export(
     exporter: &opentelemetry_otlp::SpanExporter,
+    counters: &ExportCounters,
     batch: &mut Vec<SpanData>,
     timeout: Duration,
 ) {
@@ -132,8 +141,17 @@ async fn export(
     let n = batch.len();
     let spans = std::mem::replace(batch, Vec::with_capacity(n));
     match tokio::time::timeout(timeout, exporter.export(spans)).await {
-        Ok(Ok(())) => debug!(spans = n, "Spans exported"),
-        Ok(Err(error)) => warn!(spans = n, %error, "Span export failed"),
-        Err(_) => warn!(spans = n, ?timeout, "Span export timed out"),
+        Ok(Ok(())) => {
+            counters.exported.fetch_add(n as u64, Relaxed);
+            debug!(spans = n, "Spans exported");
+        }
+        Ok(Err(error)) => {
+            counters.failed.fetch_add(n as u64, Relaxed);
+            warn!(spans = n, %error, "Span export failed");
+        }
+        Err(_) => {
+            counters.failed.fetch_add(n as u64, Relaxed);
+            warn!(spans = n, ?timeout, "Span export timed out");
+        }
     }
 }

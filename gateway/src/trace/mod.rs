@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{access_log::LogRecord, config::trace::TracingConfig};
 
 pub(crate) use context::{TRACEPARENT, TRACESTATE};
+pub use export::ExportCounters;
 
 /// The process's tracing: sampling and where spans go.
 pub struct Tracer {
@@ -40,9 +41,11 @@ pub struct Tracer {
 
 impl Tracer {
     /// The tracer of `cfg`, or none when tracing is off; starts the export
-    /// task when an OTLP endpoint is set (needs the runtime).
+    /// task when an OTLP endpoint is set (needs the runtime), counting
+    /// into `counters`.
     pub fn new(
         cfg: &TracingConfig,
+        counters: Arc<ExportCounters>,
         shutdown: CancellationToken,
     ) -> Result<Option<Arc<Self>>, String> {
         if !cfg.enabled {
@@ -51,7 +54,7 @@ impl Tracer {
         let sink = cfg
             .otlp_endpoint
             .as_deref()
-            .map(|ep| export::SpanSink::start(cfg, ep, shutdown))
+            .map(|ep| export::SpanSink::start(cfg, ep, counters, shutdown))
             .transpose()?;
         Ok(Some(Arc::new(Self {
             ratio_bound: ratio_bound(cfg.sampling_ratio),
@@ -60,11 +63,6 @@ impl Tracer {
                 .with_version(env!("CARGO_PKG_VERSION"))
                 .build(),
         })))
-    }
-
-    /// Spans dropped because the export queue was full.
-    pub fn dropped_spans(&self) -> u64 {
-        self.sink.as_ref().map_or(0, export::SpanSink::dropped)
     }
 
     /// The trace of a request with `headers`: the client's when its
