@@ -2,11 +2,15 @@
 //! from every service in a snapshot's pool, together with the HTTP route table
 //! compiled from their `google.api.http` rules.
 
-use std::{collections::HashMap, sync::Arc};
+use std::{
+    collections::HashMap,
+    sync::{Arc, OnceLock},
+};
 
 use prost_reflect::{DescriptorPool, MessageDescriptor};
 
 use crate::{
+    codec::{Codec, Program},
     error::DescriptorError,
     http_rule::{self, HttpBinding, RouteTable, RouteTableBuilder},
 };
@@ -33,6 +37,34 @@ pub struct MethodInfo {
     pub set_name: String,
     /// HTTP bindings from the method's `google.api.http` rule, primary first.
     pub bindings: Vec<Arc<HttpBinding>>,
+    /// The JSON codec's plans of the request and response types, found on
+    /// first use, so a call reads them without a lock.
+    plans: OnceLock<MethodPlans>,
+}
+
+/// The codec of a method's pool and the plans of its two message types
+/// (none for a type the plans do not cover: proto2 groups, extensions).
+#[derive(Debug)]
+pub(crate) struct MethodPlans {
+    pub(crate) codec: Arc<Codec>,
+    pub(crate) input: Option<Arc<Program>>,
+    pub(crate) output: Option<Arc<Program>>,
+}
+
+impl MethodInfo {
+    /// The method's codec plans (compiled on the first call).
+    pub(crate) fn plans(&self) -> &MethodPlans {
+        self.plans.get_or_init(|| {
+            let codec = Codec::for_pool(self.input.parent_pool());
+            let plan =
+                |d: &MessageDescriptor| codec.program(d.full_name()).filter(|p| !p.unsupported);
+            MethodPlans {
+                input: plan(&self.input),
+                output: plan(&self.output),
+                codec: codec.clone(),
+            }
+        })
+    }
 }
 
 /// Methods by gRPC path, in pool order, plus the HTTP route table.
@@ -79,6 +111,7 @@ impl MethodIndex {
                     set_name: set_name.to_owned(),
                     bindings,
                     grpc_path,
+                    plans: OnceLock::new(),
                 });
                 for binding in &info.bindings {
                     routes.add(&info, binding)?;

@@ -114,20 +114,53 @@ pub fn json_to_proto(
     opts: &JsonOptions,
     out: &mut Vec<u8>,
 ) -> Result<(), DescriptorError> {
+    let codec = Codec::for_pool(desc.parent_pool());
+    let program = codec.program(desc.full_name()).filter(|p| !p.unsupported);
+    parse_with(&codec, program.as_ref(), desc, json, opts, out)
+}
+
+/// [`json_to_proto`] for the request message of `method`, with the plan
+/// the method keeps (no lock, no lookup).
+pub fn request_to_proto(
+    method: &MethodInfo,
+    json: &[u8],
+    opts: &JsonOptions,
+    out: &mut Vec<u8>,
+) -> Result<(), DescriptorError> {
+    let plans = method.plans();
+    parse_with(
+        &plans.codec,
+        plans.input.as_ref(),
+        &method.input,
+        json,
+        opts,
+        out,
+    )
+}
+
+/// JSON -> wire with `program` (the plan of `desc`), else the prost-reflect
+/// reader.
+fn parse_with(
+    codec: &Codec,
+    program: Option<&std::sync::Arc<crate::codec::Program>>,
+    desc: &MessageDescriptor,
+    json: &[u8],
+    opts: &JsonOptions,
+    out: &mut Vec<u8>,
+) -> Result<(), DescriptorError> {
     if is_blank(json) {
         return Ok(());
     }
     check_depth(json, opts.depth_limit())?;
-    let codec = Codec::for_pool(desc.parent_pool());
-    if let Some(program) = codec.program(desc.full_name()).filter(|p| !p.unsupported) {
+    if let Some(program) = program {
         let start = out.len();
         // The protobuf encoding is rarely longer than its JSON.
         out.reserve(json.len());
         let segments = std::cell::RefCell::new(Vec::new());
         let seed = from_json::MessageSeed {
             ctx: from_json::Ctx {
-                codec: &codec,
-                prog: &program,
+                codec,
+                prog: program,
                 deny_unknown: !opts.ignore_unknown_fields,
                 segments: &segments,
             },
@@ -168,7 +201,7 @@ pub fn build_request(
     let desc = &m.method.input;
     let query = query.filter(|q| !q.is_empty() && binding.body != BodySpec::Whole);
     if m.path_params.is_empty() && query.is_none() && binding.body == BodySpec::Whole {
-        return json_to_proto(desc, body, opts, out);
+        return request_to_proto(&m.method, body, opts, out);
     }
 
     let mut message = match &binding.body {
@@ -217,7 +250,16 @@ pub fn response_to_json(
     out: &mut Vec<u8>,
 ) -> Result<(), DescriptorError> {
     let field = binding.and_then(|b| b.response_field.as_ref());
-    render(&method.output, field, proto, opts, out)
+    let plans = method.plans();
+    render_with(
+        &plans.codec,
+        plans.output.as_ref(),
+        &method.output,
+        field,
+        proto,
+        opts,
+        out,
+    )
 }
 
 /// Renders `proto` (or only `field` of it) with the codec, falling back to
@@ -232,9 +274,22 @@ fn render(
 ) -> Result<(), DescriptorError> {
     let codec = Codec::for_pool(desc.parent_pool());
     let program = codec.program(desc.full_name()).filter(|p| !p.unsupported);
+    render_with(&codec, program.as_ref(), desc, field, proto, opts, out)
+}
+
+/// [`render`] with the codec and plan at hand.
+fn render_with(
+    codec: &Codec,
+    program: Option<&std::sync::Arc<crate::codec::Program>>,
+    desc: &MessageDescriptor,
+    field: Option<&FieldDescriptor>,
+    proto: &[u8],
+    opts: &JsonOptions,
+    out: &mut Vec<u8>,
+) -> Result<(), DescriptorError> {
     // The depth and `Any` bounds, on the bytes before anything recursive.
     let checked = match &program {
-        Some(program) => nesting::check_nesting(&codec, program, proto, opts.depth_limit())?,
+        Some(program) => nesting::check_nesting(codec, program, proto, opts.depth_limit())?,
         None => false,
     };
     if !checked {
@@ -243,7 +298,7 @@ fn render(
     let start = out.len();
     let result = match &program {
         Some(program) => {
-            let mut writer = to_json::Writer::new(&codec, opts, out);
+            let mut writer = to_json::Writer::new(codec, opts, out);
             match field {
                 Some(field) => writer.field_value(program, 0, field.number(), proto),
                 None => writer.message(program, 0, &[proto]),

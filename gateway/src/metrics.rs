@@ -195,11 +195,32 @@ pub const TRANSCODE_BUCKETS_SECONDS: [f64; 12] = [
     0.1, 1.0,
 ];
 
+/// The series maps' keys are hashes already: used as they are.
+type KeyIsHash = std::hash::BuildHasherDefault<IdentityHasher>;
+
+/// A `Hasher` for `u64` keys that are hashes.
+#[derive(Default)]
+struct IdentityHasher(u64);
+
+impl std::hash::Hasher for IdentityHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8) | u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
 /// Series of one kind, found without a lock: an `ArcSwap`ed map from the
 /// hash of their labels (a `Vec` holds the unlikely collisions), copied
 /// whole under a mutex only when a new label set first appears.
 struct SeriesMap<S> {
-    series: ArcSwap<HashMap<u64, Vec<Arc<S>>>>,
+    series: ArcSwap<HashMap<u64, Vec<Arc<S>>, KeyIsHash>>,
     /// Serializes the publication of new series (cold).
     insert: Mutex<()>,
 }
@@ -207,7 +228,7 @@ struct SeriesMap<S> {
 impl<S> SeriesMap<S> {
     fn new() -> Self {
         Self {
-            series: ArcSwap::from_pointee(HashMap::new()),
+            series: ArcSwap::from_pointee(HashMap::default()),
             insert: Mutex::new(()),
         }
     }
@@ -287,7 +308,9 @@ pub struct RequestMetrics {
     messages: SeriesMap<MessageSeries>,
     transcode: SeriesMap<TranscodeSeries>,
     transcode_errors: Arc<TranscodeErrors>,
-    hasher: std::hash::RandomState,
+    /// Hashes label sets: fast and fixed (label values are bounded, and a
+    /// collision only costs a comparison).
+    hasher: foldhash::fast::FixedState,
 }
 
 /// One label set's numbers.
@@ -499,7 +522,7 @@ impl RequestMetrics {
             messages: SeriesMap::new(),
             transcode: SeriesMap::new(),
             transcode_errors: Arc::default(),
-            hasher: std::hash::RandomState::new(),
+            hasher: foldhash::fast::FixedState::default(),
         }
     }
 

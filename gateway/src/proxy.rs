@@ -138,7 +138,9 @@ pub(crate) async fn handle(
         counts: Arc::default(),
         trace,
     };
-    let result = pipeline(&conn, protocol, req, &mut rec, started).await;
+    // Boxed: the pipeline's state (several KiB) is allocated once instead of
+    // being copied with this future each time hyper and tokio move it.
+    let result = Box::pin(pipeline(&conn, protocol, req, &mut rec, started)).await;
     let mut resp = match result {
         Ok(resp) => resp,
         Err(err) => {

@@ -255,7 +255,7 @@ pub(crate) async fn forward_json(
     let upstream_body = if method.client_streaming {
         boxed(ndjson::NdjsonBody::new(
             body,
-            method.input.clone(),
+            method.clone(),
             settings.json.clone(),
             settings.max_message,
             failure.clone(),
@@ -278,7 +278,7 @@ pub(crate) async fn forward_json(
         let began = Instant::now();
         let built = timed(&codec, TranscodeDirection::JsonToProto, || match &rule {
             Some(m) => json::build_request(m, &bytes, parts.uri.query(), &settings.json, &mut msg),
-            None => json::json_to_proto(&method.input, &bytes, &settings.json, &mut msg),
+            None => json::request_to_proto(&method, &bytes, &settings.json, &mut msg),
         });
         if let Some(t) = &rec.trace {
             t.transcoded("json_to_proto", began);

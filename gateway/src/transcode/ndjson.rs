@@ -11,10 +11,9 @@ use std::{
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame};
 use hyper::body::Incoming;
-use prost_reflect::MessageDescriptor;
 
 use balancer::body::BoxError;
-use descriptors::{JsonOptions, json};
+use descriptors::{JsonOptions, MethodInfo, json};
 
 use super::{Codec, FailureSlot, count_error, invalid, request_error_kind, timed, too_large};
 use balancer::grpc::frame as grpc_frame;
@@ -30,7 +29,7 @@ pub(super) struct NdjsonBody {
     buf: BytesMut,
     /// Bytes of `buf` already searched for a newline.
     scanned: usize,
-    input: MessageDescriptor,
+    method: std::sync::Arc<MethodInfo>,
     opts: JsonOptions,
     max_line: usize,
     failure: FailureSlot,
@@ -47,7 +46,7 @@ impl NdjsonBody {
     #[allow(clippy::too_many_arguments)]
     pub(super) fn new(
         inner: Incoming,
-        input: MessageDescriptor,
+        method: std::sync::Arc<MethodInfo>,
         opts: JsonOptions,
         max_line: usize,
         failure: FailureSlot,
@@ -59,7 +58,7 @@ impl NdjsonBody {
             inner,
             buf: BytesMut::new(),
             scanned: 0,
-            input,
+            method,
             opts,
             max_line,
             failure,
@@ -83,9 +82,9 @@ impl NdjsonBody {
             return Ok(None);
         }
         self.scratch.clear();
-        let (input, opts, scratch) = (&self.input, &self.opts, &mut self.scratch);
+        let (method, opts, scratch) = (&*self.method, &self.opts, &mut self.scratch);
         let built = timed(&self.codec, TranscodeDirection::JsonToProto, || {
-            json::json_to_proto(input, line, opts, scratch)
+            json::request_to_proto(method, line, opts, scratch)
         });
         if let Err(e) = built {
             count_error(&self.codec, request_error_kind(&e));
