@@ -57,11 +57,12 @@ pub(crate) fn deadline(
         (c, r) => c.or(r),
     };
     if let Some(t) = timeout {
-        // What is left after the time already spent here.
-        headers.insert(
-            GRPC_TIMEOUT,
-            grpc_timeout::encode(t.saturating_sub(started.elapsed())),
-        );
+        // What is left after the time already spent here: a new value on
+        // every call, so HPACK sends it never-indexed (sensitive) rather
+        // than churning the connection's dynamic table.
+        let mut left = grpc_timeout::encode(t.saturating_sub(started.elapsed()));
+        left.set_sensitive(true);
+        headers.insert(GRPC_TIMEOUT, left);
     }
     timeout.map(|t| tokio::time::Instant::from_std(started + t))
 }

@@ -41,13 +41,23 @@ pub(crate) fn parse(v: &HeaderValue) -> Option<Parent> {
     })
 }
 
-/// The `traceparent` naming span `span_id` of trace `trace_id`.
+/// The `traceparent` naming span `span_id` of trace `trace_id`. Marked
+/// sensitive: HPACK then sends it as a never-indexed literal, so a value
+/// that is new on every request does not churn the connection's dynamic
+/// table (evicting the headers that repeat).
 pub(crate) fn format(trace_id: u128, span_id: u64, sampled: bool) -> HeaderValue {
-    let s = format!(
-        "00-{trace_id:032x}-{span_id:016x}-{:02x}",
-        u8::from(sampled)
-    );
-    HeaderValue::try_from(s).unwrap_or(HeaderValue::from_static(""))
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut b = *b"00-00000000000000000000000000000000-0000000000000000-00";
+    for i in 0..32 {
+        b[3 + i] = HEX[((trace_id >> (124 - 4 * i)) & 0xf) as usize];
+    }
+    for i in 0..16 {
+        b[36 + i] = HEX[((span_id >> (60 - 4 * i)) & 0xf) as usize];
+    }
+    b[54] = if sampled { b'1' } else { b'0' };
+    let mut v = HeaderValue::from_bytes(&b).unwrap_or(HeaderValue::from_static(""));
+    v.set_sensitive(true);
+    v
 }
 
 /// Lowercase hexadecimal digits only (W3C forbids uppercase).

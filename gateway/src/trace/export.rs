@@ -1,6 +1,8 @@
 //! Span export: finished spans go into a bounded queue (full: dropped and
 //! counted, the request path never waits) that one task drains in batches
-//! to an OTLP/gRPC collector through `opentelemetry-otlp`.
+//! to an OTLP/gRPC collector through `opentelemetry-otlp`. The task is not
+//! parked on the queue, so queuing a span wakes no one: it drains every
+//! `export_delay_ms`, or at once when a batch's worth is waiting.
 
 use std::{
     sync::{
@@ -15,7 +17,7 @@ use opentelemetry_sdk::{
     Resource,
     trace::{SpanData, SpanExporter as _},
 };
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
@@ -36,6 +38,9 @@ pub struct ExportCounters {
 #[derive(Clone)]
 pub(crate) struct SpanSink {
     tx: mpsc::Sender<SpanData>,
+    /// Rung when a full batch is waiting.
+    full: Arc<Notify>,
+    max_batch: usize,
     counters: Arc<ExportCounters>,
 }
 
@@ -61,16 +66,23 @@ impl SpanSink {
                 .build(),
         );
         let (tx, rx) = mpsc::channel(cfg.max_queued_spans);
+        let full = Arc::new(Notify::new());
         tokio::spawn(run(
             exporter,
             counters.clone(),
             rx,
+            full.clone(),
             cfg.max_export_batch,
             Duration::from_millis(cfg.export_delay_ms),
             timeout,
             shutdown,
         ));
-        Ok(Self { tx, counters })
+        Ok(Self {
+            tx,
+            full,
+            max_batch: cfg.max_export_batch,
+            counters,
+        })
     }
 
     /// Queues spans for export; drops them when the queue is full.
@@ -83,15 +95,20 @@ impl SpanSink {
                 }
             }
         }
+        if self.tx.max_capacity() - self.tx.capacity() >= self.max_batch {
+            self.full.notify_one();
+        }
     }
 }
 
-/// Drains the queue: a batch goes out when full or `delay` after its first
-/// span; whatever is queued goes out on shutdown.
+/// Drains the queue every `delay`, or when a full batch waits, in batches
+/// of `max_batch`; whatever is queued goes out on shutdown.
+#[allow(clippy::too_many_arguments)]
 async fn run(
     exporter: opentelemetry_otlp::SpanExporter,
     counters: Arc<ExportCounters>,
     mut rx: mpsc::Receiver<SpanData>,
+    full: Arc<Notify>,
     max_batch: usize,
     delay: Duration,
     timeout: Duration,
@@ -99,34 +116,22 @@ async fn run(
 ) {
     let mut batch = Vec::with_capacity(max_batch);
     loop {
-        let first = tokio::select! {
-            span = rx.recv() => span,
-            () = shutdown.cancelled() => None,
+        let stop = tokio::select! {
+            () = tokio::time::sleep(delay) => false,
+            () = full.notified() => false,
+            () = shutdown.cancelled() => true,
         };
-        let Some(first) = first else { break };
-        batch.push(first);
-        let due = tokio::time::sleep(delay);
-        tokio::pin!(due);
-        while batch.len() < max_batch {
-            tokio::select! {
-                span = rx.recv() => match span {
-                    Some(s) => batch.push(s),
-                    None => break,
-                },
-                () = &mut due => break,
-                () = shutdown.cancelled() => break,
+        while let Ok(span) = rx.try_recv() {
+            batch.push(span);
+            if batch.len() == max_batch {
+                export(&exporter, &counters, &mut batch, timeout).await;
             }
         }
         export(&exporter, &counters, &mut batch, timeout).await;
-    }
-    // Last flush of what is queued.
-    while let Ok(span) = rx.try_recv() {
-        batch.push(span);
-        if batch.len() == max_batch {
-            export(&exporter, &counters, &mut batch, timeout).await;
+        if stop {
+            break;
         }
     }
-    export(&exporter, &counters, &mut batch, timeout).await;
 }
 
 async fn export(
