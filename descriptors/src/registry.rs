@@ -226,72 +226,58 @@ impl Registry {
         // the same files in the same order, it and everything derived from
         // it (index, codec plans) would equal the current ones, so they are
         // shared rather than built a second time next to the old snapshot.
-        if let Some(set) = current.sets.get(name)
-            && set.bytes.as_ref() == fds
-            && order == current.order
-            && file_sets_with(&current.file_sets, name, &set.info.files) == current.file_sets
-        {
-            let mut info = set.info.clone();
-            info.version = version;
-            info.cluster = meta.cluster;
-            info.uploaded_at_unix_ms = uploaded_at(meta.uploaded_at_unix_ms);
-            commit(&info)?;
-            let mut sets = current.sets.clone();
-            sets.insert(
-                name.to_owned(),
-                Arc::new(RegisteredSet {
-                    info: info.clone(),
-                    bytes: set.bytes.clone(),
-                }),
-            );
-            self.current.store(Arc::new(Snapshot {
-                pool: current.pool.clone(),
-                sets,
-                file_sets: current.file_sets.clone(),
-                order,
-                index: current.index.clone(),
-                codec: current.codec.clone(),
-            }));
-            state.versions.insert(name.to_owned(), version);
-            return Ok(PutOutcome {
-                replaced,
-                set: info,
-            });
-        }
+        let reuse = current.sets.get(name).filter(|set| {
+            set.bytes.as_ref() == fds
+                && order == current.order
+                && file_sets_with(&current.file_sets, name, &set.info.files) == current.file_sets
+        });
+        let (mut info, bytes, pool, file_sets, index, codec) = match reuse {
+            Some(set) => (
+                set.info.clone(),
+                set.bytes.clone(),
+                current.pool.clone(),
+                current.file_sets.clone(),
+                current.index.clone(),
+                current.codec.clone(),
+            ),
+            None => {
+                let bytes = Bytes::copy_from_slice(fds);
+                let upload = Upload::decode(name, bytes.clone())?;
+                upload.check_dependencies(&self.bundled)?;
+                upload.check_conflicts(name, &current, &self.bundled)?;
 
-        let bytes = Bytes::copy_from_slice(fds);
-        let upload = Upload::decode(name, bytes.clone())?;
-        upload.check_dependencies(&self.bundled)?;
-        upload.check_conflicts(name, &current, &self.bundled)?;
+                // The new set is added to the pool last, so rule collisions name it as `rule`.
+                let pool = if replaced {
+                    let mut pool = self.bundled.pool.clone();
+                    for (other, set) in current.sets.iter().filter(|(n, _)| *n != name) {
+                        add_set(&mut pool, other, &set.bytes)?;
+                    }
+                    add_set(&mut pool, name, &bytes)?;
+                    pool
+                } else {
+                    let mut pool = current.pool.clone();
+                    add_set(&mut pool, name, &bytes)?;
+                    pool
+                };
 
-        // The new set is added to the pool last, so rule collisions name it as `rule`.
-        let pool = if replaced {
-            let mut pool = self.bundled.pool.clone();
-            for (other, set) in current.sets.iter().filter(|(n, _)| *n != name) {
-                add_set(&mut pool, other, &set.bytes)?;
+                let file_sets = file_sets_with(
+                    &current.file_sets,
+                    name,
+                    upload.files.iter().map(|f| &f.name),
+                );
+
+                let index = MethodIndex::build(&pool, |file| {
+                    file_sets
+                        .get(file)
+                        .and_then(|o| o.first())
+                        .map(String::as_str)
+                })?;
+                let info = set_info(name, version, &bytes, &upload, &pool, &index);
+                let codec = Codec::for_pool(&pool);
+                (info, bytes, pool, file_sets, Arc::new(index), codec)
             }
-            add_set(&mut pool, name, &bytes)?;
-            pool
-        } else {
-            let mut pool = current.pool.clone();
-            add_set(&mut pool, name, &bytes)?;
-            pool
         };
-
-        let file_sets = file_sets_with(
-            &current.file_sets,
-            name,
-            upload.files.iter().map(|f| &f.name),
-        );
-
-        let index = MethodIndex::build(&pool, |file| {
-            file_sets
-                .get(file)
-                .and_then(|o| o.first())
-                .map(String::as_str)
-        })?;
-
-        let mut info = set_info(name, version, &bytes, &upload, &pool, &index);
+        info.version = version;
         info.cluster = meta.cluster;
         info.uploaded_at_unix_ms = uploaded_at(meta.uploaded_at_unix_ms);
         commit(&info)?;
@@ -304,12 +290,12 @@ impl Registry {
             }),
         );
         self.current.store(Arc::new(Snapshot {
-            codec: Codec::for_pool(&pool),
+            codec,
             pool,
             sets,
             file_sets,
             order,
-            index: Arc::new(index),
+            index,
         }));
         state.versions.insert(name.to_owned(), version);
         Ok(PutOutcome {

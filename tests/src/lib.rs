@@ -422,31 +422,32 @@ pub fn json_request(method: &str, path: &str, json: &str) -> http::Request<ReqBo
         .expect("request")
 }
 
-/// The Python grpcio Echo backend (`tests/python/grpcio_echo_server.py`),
-/// killed when dropped: a gRPC server of another implementation.
+/// A Python gRPC server of the tests (`tests/python/*.py`, which print their
+/// port on the first line of standard output), killed when dropped: a server
+/// of another implementation than ours.
 pub struct PyBackend {
     /// Where it listens.
     pub addr: SocketAddr,
     _child: tokio::process::Child,
 }
 
-/// Starts it (python3 with grpcio, grpcio-tools and grpcio-status).
-pub async fn spawn_py_backend() -> PyBackend {
+/// Runs `tests/python/<script>` with `args` (standard input kept open, so a
+/// script may end when the test does) and waits for its port.
+pub async fn spawn_python_server(script: &str, args: &[PathBuf]) -> PyBackend {
+    use tokio::io::AsyncBufReadExt as _;
     let mut child = tokio::process::Command::new("python3")
-        .arg(repo_path("tests/python/grpcio_echo_server.py"))
-        .arg(repo_path("sample-services/proto"))
+        .arg(repo_path(&format!("tests/python/{script}")))
+        .args(args)
+        .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()
-        .expect(
-            "python3 with grpcio, grpcio-tools and grpcio-status (scripts/test.sh installs them)",
-        );
+        .expect("python3 with grpcio and grpcio-tools (scripts/test.sh installs them)");
     let stdout = child.stdout.take().expect("stdout");
     let mut line = String::new();
-    use tokio::io::AsyncBufReadExt as _;
     within(
         30,
-        "grpcio server port",
+        "python server port",
         tokio::io::BufReader::new(stdout).read_line(&mut line),
     )
     .await
@@ -454,9 +455,19 @@ pub async fn spawn_py_backend() -> PyBackend {
     let port: u16 = line
         .trim()
         .parse()
-        .unwrap_or_else(|_| panic!("grpcio server did not start: {line:?}"));
+        .unwrap_or_else(|_| panic!("{script} did not start: {line:?}"));
     PyBackend {
         addr: SocketAddr::from(([127, 0, 0, 1], port)),
         _child: child,
     }
+}
+
+/// The Python grpcio Echo backend (`tests/python/grpcio_echo_server.py`;
+/// needs grpcio-status too).
+pub async fn spawn_py_backend() -> PyBackend {
+    spawn_python_server(
+        "grpcio_echo_server.py",
+        &[repo_path("sample-services/proto")],
+    )
+    .await
 }

@@ -570,15 +570,9 @@ fn with_reflection(config: &str, mode: &str) -> String {
     )
 }
 
-/// A Python grpcio server (`tests/python/reflection_server.py`) serving
-/// `pyrefl.v1.Greeter` and reflection v1alpha; killed when dropped.
-struct PyBackend {
-    addr: SocketAddr,
-    _child: tokio::process::Child,
-}
-
+/// The Python grpcio server `tests/python/reflection_server.py`, serving
+/// `pyrefl.v1.Greeter` and reflection v1alpha.
 async fn spawn_python_backend() -> PyBackend {
-    use tokio::io::AsyncBufReadExt as _;
     let check = tokio::process::Command::new("python3")
         .args(["-c", "import grpc, grpc_tools, grpc_reflection"])
         .output()
@@ -590,30 +584,7 @@ async fn spawn_python_backend() -> PyBackend {
              pip install grpcio grpcio-tools grpcio-reflection (see scripts/test.sh)"
         ),
     }
-    let mut child = tokio::process::Command::new("python3")
-        .arg(repo_path("tests/python/reflection_server.py"))
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("run python3");
-    let stdout = child.stdout.take().expect("stdout piped");
-    let mut line = String::new();
-    within(
-        30,
-        "python backend port",
-        tokio::io::BufReader::new(stdout).read_line(&mut line),
-    )
-    .await
-    .expect("read port");
-    let port: u16 = line
-        .trim()
-        .parse()
-        .unwrap_or_else(|_| panic!("not a port: {line:?}"));
-    PyBackend {
-        addr: ([127, 0, 0, 1], port).into(),
-        _child: child,
-    }
+    spawn_python_server("reflection_server.py", &[]).await
 }
 
 /// Listener `front` (reflection `mode`), cluster `py` over the Python
