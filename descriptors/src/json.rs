@@ -198,12 +198,194 @@ pub fn build_request(
     out: &mut Vec<u8>,
 ) -> Result<(), DescriptorError> {
     let binding = &*m.binding;
-    let desc = &m.method.input;
     let query = query.filter(|q| !q.is_empty() && binding.body != BodySpec::Whole);
     if m.path_params.is_empty() && query.is_none() && binding.body == BodySpec::Whole {
         return request_to_proto(&m.method, body, opts, out);
     }
+    let start = out.len();
+    if params_to_wire(m, body, query, opts, out)? {
+        return Ok(());
+    }
+    out.truncate(start);
+    legacy::build_request(m, body, query, opts, out)
+}
 
+/// [`build_request`] without a `DynamicMessage`: the body through the codec,
+/// then each path and query parameter appended as its own wire field (a
+/// later occurrence of a singular field wins, message fields merge, repeated
+/// ones append: the mapping's "path and query override the body"), written
+/// even when it holds the default value, so `?n=0` overrides a body's `n`.
+/// `Ok(false)` when a case needs the prost-reflect path: a body field that
+/// is not a singular message, a type the plans do not cover, a body the codec
+/// refuses (the legacy reader then names the error), a query parameter in a
+/// oneof (whether another member is set depends on the body).
+fn params_to_wire(
+    m: &HttpMatch,
+    body: &[u8],
+    query: Option<&str>,
+    opts: &JsonOptions,
+    out: &mut Vec<u8>,
+) -> Result<bool, DescriptorError> {
+    let binding = &*m.binding;
+    let desc = &m.method.input;
+    let plans = m.method.plans();
+    let Some(program) = &plans.input else {
+        return Ok(false);
+    };
+    match (&binding.body, &binding.body_field) {
+        (BodySpec::Whole, _) if !is_blank(body) => {
+            parse_with(&plans.codec, Some(program), desc, body, opts, out)?;
+        }
+        (BodySpec::Field(_), Some(field)) if !is_blank(body) => {
+            let Some(inner) = field
+                .kind()
+                .as_message()
+                .filter(|_| !field.is_list() && !field.is_map())
+                .and_then(|d| plans.codec.program(d.full_name()))
+                .filter(|p| !p.unsupported)
+            else {
+                return Ok(false);
+            };
+            if is_blank(body) || check_depth(body, opts.depth_limit()).is_err() {
+                return Ok(false);
+            }
+            let mut value = Vec::with_capacity(body.len());
+            let segments = std::cell::RefCell::new(Vec::new());
+            let seed = from_json::MessageSeed {
+                ctx: from_json::Ctx {
+                    codec: &plans.codec,
+                    prog: &inner,
+                    deny_unknown: !opts.ignore_unknown_fields,
+                    segments: &segments,
+                },
+                m: 0,
+                buf: &mut value,
+            };
+            let mut de = serde_json::Deserializer::from_slice(body);
+            if seed.deserialize(&mut de).and_then(|()| de.end()).is_err() {
+                return Ok(false);
+            }
+            wire_len_field(field.number(), &value, out);
+        }
+        (BodySpec::Field(_), None) if !is_blank(body) => return Ok(false),
+        _ => {}
+    }
+    for (path, value) in &m.path_params {
+        let chain = match binding.path_fields.iter().find(|(p, _)| p == path) {
+            Some((_, chain)) => chain.clone(),
+            None => resolve_chain(desc, path, opts.depth_limit())?
+                .ok_or_else(|| DescriptorError::invalid_path(path, "no such field"))?,
+        };
+        param_to_wire(&chain, path, value, out)?;
+    }
+    if let Some(query) = query {
+        let params = query_params(desc, binding, query, opts)?;
+        if params
+            .iter()
+            .any(|(chain, _, _)| chain.last().is_some_and(|f| f.containing_oneof().is_some()))
+        {
+            return Ok(false);
+        }
+        for (chain, key, value) in &params {
+            param_to_wire(chain, key, value, out)?;
+        }
+    }
+    Ok(true)
+}
+
+/// One parameter as wire bytes: the leaf's value (converted as
+/// [`parse_value`] does), wrapped in each parent message field.
+fn param_to_wire(
+    chain: &[FieldDescriptor],
+    path: &str,
+    value: &str,
+    out: &mut Vec<u8>,
+) -> Result<(), DescriptorError> {
+    let Some((leaf, parents)) = chain.split_last() else {
+        return Err(DescriptorError::invalid_path(path, "empty field path"));
+    };
+    let value = parse_value(&leaf.kind(), value)
+        .map_err(|message| DescriptorError::invalid_path(path, message))?;
+    let mut field = Vec::new();
+    encode_scalar(leaf, &value, &mut field)
+        .map_err(|message| DescriptorError::invalid_path(path, message))?;
+    for parent in parents.iter().rev() {
+        let mut wrapped = Vec::with_capacity(field.len() + 6);
+        wire_len_field(parent.number(), &field, &mut wrapped);
+        field = wrapped;
+    }
+    out.extend_from_slice(&field);
+    Ok(())
+}
+
+/// `field` = `value` as one wire field (tag and value), whatever the value.
+fn encode_scalar(field: &FieldDescriptor, value: &Value, out: &mut Vec<u8>) -> Result<(), String> {
+    use prost::encoding::{WireType, encode_key, encode_varint};
+    let n = field.number();
+    let varint = |v: u64, out: &mut Vec<u8>| {
+        encode_key(n, WireType::Varint, out);
+        encode_varint(v, out);
+    };
+    match (field.kind(), value) {
+        (Kind::Double, Value::F64(v)) => {
+            encode_key(n, WireType::SixtyFourBit, out);
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        (Kind::Float, Value::F32(v)) => {
+            encode_key(n, WireType::ThirtyTwoBit, out);
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        (Kind::Int32, Value::I32(v)) => varint(i64::from(*v) as u64, out),
+        (Kind::Int64, Value::I64(v)) => varint(*v as u64, out),
+        (Kind::Uint32, Value::U32(v)) => varint(u64::from(*v), out),
+        (Kind::Uint64, Value::U64(v)) => varint(*v, out),
+        (Kind::Sint32, Value::I32(v)) => varint(u64::from(((v << 1) ^ (v >> 31)) as u32), out),
+        (Kind::Sint64, Value::I64(v)) => varint(((v << 1) ^ (v >> 63)) as u64, out),
+        (Kind::Fixed32, Value::U32(v)) => {
+            encode_key(n, WireType::ThirtyTwoBit, out);
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        (Kind::Sfixed32, Value::I32(v)) => {
+            encode_key(n, WireType::ThirtyTwoBit, out);
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        (Kind::Fixed64, Value::U64(v)) => {
+            encode_key(n, WireType::SixtyFourBit, out);
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        (Kind::Sfixed64, Value::I64(v)) => {
+            encode_key(n, WireType::SixtyFourBit, out);
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        (Kind::Bool, Value::Bool(v)) => varint(u64::from(*v), out),
+        (Kind::Enum(_), Value::EnumNumber(v)) => varint(i64::from(*v) as u64, out),
+        (Kind::String, Value::String(v)) => wire_len_field(n, v.as_bytes(), out),
+        (Kind::Bytes, Value::Bytes(v)) => wire_len_field(n, v, out),
+        (Kind::Message(_), Value::Message(m)) => wire_len_field(n, &m.encode_to_vec(), out),
+        _ => return Err("value does not fit the field".to_owned()),
+    }
+    Ok(())
+}
+
+/// A length-delimited field `number` holding `bytes`.
+fn wire_len_field(number: u32, bytes: &[u8], out: &mut Vec<u8>) {
+    use prost::encoding::{WireType, encode_key, encode_varint};
+    encode_key(number, WireType::LengthDelimited, out);
+    encode_varint(bytes.len() as u64, out);
+    out.extend_from_slice(bytes);
+}
+
+/// The DynamicMessage form of [`build_request`].
+fn legacy_build_request(
+    m: &HttpMatch,
+    body: &[u8],
+    query: Option<&str>,
+    opts: &JsonOptions,
+    out: &mut Vec<u8>,
+) -> Result<(), DescriptorError> {
+    let binding = &*m.binding;
+    let desc = &m.method.input;
+    let query = query.filter(|q| !q.is_empty() && binding.body != BodySpec::Whole);
     let mut message = match &binding.body {
         BodySpec::Whole if !is_blank(body) => parse_message(desc, body, opts, None)?,
         BodySpec::Field(field) if !is_blank(body) => parse_message(desc, body, opts, Some(field))?,
@@ -356,6 +538,18 @@ pub mod legacy {
     ) -> Result<(), DescriptorError> {
         let message = decode(desc, proto, opts)?;
         write_json(&message, &opts.serialize_options(), opts, out)
+    }
+
+    /// [`super::build_request`] through a `DynamicMessage`: the body parsed
+    /// into it, then the path and query parameters set on it.
+    pub fn build_request(
+        m: &HttpMatch,
+        body: &[u8],
+        query: Option<&str>,
+        opts: &JsonOptions,
+        out: &mut Vec<u8>,
+    ) -> Result<(), DescriptorError> {
+        super::legacy_build_request(m, body, query, opts, out)
     }
 
     /// [`super::response_to_json`] through a `DynamicMessage`.
@@ -929,6 +1123,12 @@ fn field_numbers(chain: &[FieldDescriptor]) -> Vec<u32> {
     chain.iter().map(FieldDescriptor::number).collect()
 }
 
+/// A query parameter: its field chain, its key and its decoded value.
+type QueryParam = (Vec<FieldDescriptor>, String, String);
+
+/// Sets the query parameters on `message` (see [`query_params`]); a
+/// parameter naming a oneof member while another member is set (by the body
+/// or an earlier parameter) is refused.
 fn apply_query(
     message: &mut DynamicMessage,
     binding: &HttpBinding,
@@ -936,6 +1136,37 @@ fn apply_query(
     opts: &JsonOptions,
 ) -> Result<(), DescriptorError> {
     let desc = message.descriptor();
+    for (chain, key, value) in query_params(&desc, binding, query, opts)? {
+        let Some(leaf) = chain.last() else { continue };
+        if let Some(oneof) = leaf.containing_oneof() {
+            let parent = parent_mut(message, &chain[..chain.len() - 1], &key)?;
+            if oneof
+                .fields()
+                .any(|f| f.number() != leaf.number() && parent.has_field(&f))
+            {
+                return Err(DescriptorError::invalid_path(
+                    key,
+                    format!("another field of oneof `{}` is already set", oneof.name()),
+                ));
+            }
+        }
+        set_from_str(message, &chain, &key, &value)?;
+    }
+    Ok(())
+}
+
+/// The query parameters of a `desc` request, checked: at most
+/// `MAX_QUERY_PARAMS`, UTF-8 after percent-decoding, known fields (unless
+/// `ignore_unknown_fields`), no maps, a non-repeated field at most once;
+/// those naming a field bound by the path or the body are left out (the
+/// path or the body wins).
+fn query_params(
+    desc: &MessageDescriptor,
+    binding: &HttpBinding,
+    query: &str,
+    opts: &JsonOptions,
+) -> Result<Vec<QueryParam>, DescriptorError> {
+    let mut params = Vec::new();
     // Field-number paths bound by the path template or the body field.
     let mut bound: Vec<Vec<u32>> = binding
         .path_fields
@@ -966,7 +1197,7 @@ fn apply_query(
         let value = percent_decode(raw_value, false, true)
             .ok_or_else(|| DescriptorError::invalid_path(&key, "value is not UTF-8"))?;
 
-        let chain = match resolve_chain(&desc, &key, max_depth) {
+        let chain = match resolve_chain(desc, &key, max_depth) {
             Ok(Some(chain)) => chain,
             Ok(None) if opts.ignore_unknown_fields => continue,
             Ok(None) => return Err(DescriptorError::invalid_path(key, "unknown field")),
@@ -994,21 +1225,9 @@ fn apply_query(
                 "repeated parameter for a non-repeated field",
             ));
         }
-        if let Some(oneof) = leaf.containing_oneof() {
-            let parent = parent_mut(message, &chain[..chain.len() - 1], &key)?;
-            if oneof
-                .fields()
-                .any(|f| f.number() != leaf.number() && parent.has_field(&f))
-            {
-                return Err(DescriptorError::invalid_path(
-                    key,
-                    format!("another field of oneof `{}` is already set", oneof.name()),
-                ));
-            }
-        }
-        set_from_str(message, &chain, &key, &value)?;
+        params.push((chain, key, value));
     }
-    Ok(())
+    Ok(params)
 }
 
 // === helpers: status details ===
