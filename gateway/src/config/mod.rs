@@ -546,6 +546,22 @@ mod tests {
                 "listeners[0].connection_window_bytes: must be at least stream_window_bytes",
             ),
             (
+                "[[listeners]]\nname='a'\naddress='127.0.0.1:0'\n[tracing]\nenabled=true\nsampling_ratio=1.5\n",
+                "tracing.sampling_ratio: must be between 0.0 and 1.0",
+            ),
+            (
+                "[[listeners]]\nname='a'\naddress='127.0.0.1:0'\n[tracing]\nenabled=true\notlp_endpoint='localhost:4317'\n",
+                "tracing.otlp_endpoint: `localhost:4317` is not an http:// or https:// URL with a host",
+            ),
+            (
+                "[[listeners]]\nname='a'\naddress='127.0.0.1:0'\n[tracing]\notlp_endpoint='http://127.0.0.1:4317'\n",
+                "tracing.otlp_endpoint: set, but tracing.enabled is false",
+            ),
+            (
+                "[[listeners]]\nname='a'\naddress='127.0.0.1:0'\n[tracing]\nenabled=true\nmax_queued_spans=0\n",
+                "tracing.max_queued_spans: must be at least 1",
+            ),
+            (
                 "[[listeners]]\nname='a'\naddress='127.0.0.1:0'\nreflection='both'\n",
                 "unknown variant `both`",
             ),
