@@ -6,16 +6,9 @@
 use descriptors::Registry;
 use prost_reflect::DescriptorPool;
 
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/statm")
-        .ok()
-        .and_then(|s| {
-            s.split_whitespace()
-                .nth(1)
-                .and_then(|p| p.parse::<u64>().ok())
-        })
-        .map_or(0, |pages| pages * 4)
-}
+#[path = "common/rss.rs"]
+mod rss;
+use rss::rss_kib;
 
 fn main() {
     let path = std::env::args().nth(1).expect("set file");

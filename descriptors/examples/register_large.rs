@@ -11,16 +11,9 @@ use descriptors::{
     compile::{SourceFile, compile_protos},
 };
 
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/statm")
-        .ok()
-        .and_then(|s| {
-            s.split_whitespace()
-                .nth(1)
-                .and_then(|p| p.parse::<u64>().ok())
-        })
-        .map_or(0, |pages| pages * 4)
-}
+#[path = "common/rss.rs"]
+mod rss;
+use rss::rss_kib;
 
 /// Registers a set from a file in this fresh process and prints the
 /// resident memory it added (KiB), so compile-time allocations don't blur

@@ -138,6 +138,37 @@ pub fn request_to_proto(
     )
 }
 
+/// JSON -> wire with `program`, appended to `out`; false (and `out` as it
+/// was) when the codec refuses the document. The depth is checked before.
+fn codec_parse(
+    codec: &Codec,
+    program: &crate::codec::Program,
+    json: &[u8],
+    opts: &JsonOptions,
+    out: &mut Vec<u8>,
+) -> bool {
+    let start = out.len();
+    // The protobuf encoding is rarely longer than its JSON.
+    out.reserve(json.len());
+    let segments = std::cell::RefCell::new(Vec::new());
+    let seed = from_json::MessageSeed {
+        ctx: from_json::Ctx {
+            codec,
+            prog: program,
+            deny_unknown: !opts.ignore_unknown_fields,
+            segments: &segments,
+        },
+        m: 0,
+        buf: &mut *out,
+    };
+    let mut de = serde_json::Deserializer::from_slice(json);
+    if seed.deserialize(&mut de).and_then(|()| de.end()).is_ok() {
+        return true;
+    }
+    out.truncate(start);
+    false
+}
+
 /// JSON -> wire with `program` (the plan of `desc`), else the prost-reflect
 /// reader.
 fn parse_with(
@@ -152,29 +183,13 @@ fn parse_with(
         return Ok(());
     }
     check_depth(json, opts.depth_limit())?;
-    if let Some(program) = program {
-        let start = out.len();
-        // The protobuf encoding is rarely longer than its JSON.
-        out.reserve(json.len());
-        let segments = std::cell::RefCell::new(Vec::new());
-        let seed = from_json::MessageSeed {
-            ctx: from_json::Ctx {
-                codec,
-                prog: program,
-                deny_unknown: !opts.ignore_unknown_fields,
-                segments: &segments,
-            },
-            m: 0,
-            buf: &mut *out,
-        };
-        let mut de = serde_json::Deserializer::from_slice(json);
-        if seed.deserialize(&mut de).and_then(|()| de.end()).is_ok() {
-            return Ok(());
-        }
-        // Refused (or an `Any` whose `@type` is not first): the prost-reflect
-        // reader says why, with the JSON path, exactly as before.
-        out.truncate(start);
+    if let Some(program) = program
+        && codec_parse(codec, program, json, opts, out)
+    {
+        return Ok(());
     }
+    // Refused (or an `Any` whose `@type` is not first): the prost-reflect
+    // reader says why, with the JSON path, exactly as before.
     legacy::json_to_proto(desc, json, opts, out)
 }
 
@@ -246,23 +261,11 @@ fn params_to_wire(
             else {
                 return Ok(false);
             };
-            if is_blank(body) || check_depth(body, opts.depth_limit()).is_err() {
+            if check_depth(body, opts.depth_limit()).is_err() {
                 return Ok(false);
             }
             let mut value = Vec::with_capacity(body.len());
-            let segments = std::cell::RefCell::new(Vec::new());
-            let seed = from_json::MessageSeed {
-                ctx: from_json::Ctx {
-                    codec: &plans.codec,
-                    prog: &inner,
-                    deny_unknown: !opts.ignore_unknown_fields,
-                    segments: &segments,
-                },
-                m: 0,
-                buf: &mut value,
-            };
-            let mut de = serde_json::Deserializer::from_slice(body);
-            if seed.deserialize(&mut de).and_then(|()| de.end()).is_err() {
+            if !codec_parse(&plans.codec, &inner, body, opts, &mut value) {
                 return Ok(false);
             }
             wire_len_field(field.number(), &value, out);
