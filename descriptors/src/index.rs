@@ -2,15 +2,12 @@
 //! from every service in a snapshot's pool, together with the HTTP route table
 //! compiled from their `google.api.http` rules.
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, OnceLock},
-};
+use std::{collections::HashMap, sync::Arc};
 
 use prost_reflect::{DescriptorPool, MessageDescriptor};
 
 use crate::{
-    codec::{Codec, Program},
+    codec::Codec,
     error::DescriptorError,
     http_rule::{self, HttpBinding, RouteTable, RouteTableBuilder},
 };
@@ -37,9 +34,8 @@ pub struct MethodInfo {
     pub set_name: String,
     /// HTTP bindings from the method's `google.api.http` rule, primary first.
     pub bindings: Vec<Arc<HttpBinding>>,
-    /// The JSON codec's plans of the request and response types, found on
-    /// first use, so a call reads them without a lock.
-    plans: OnceLock<MethodPlans>,
+    /// The JSON codec's plans of the request and response types.
+    plans: MethodPlans,
 }
 
 /// The codec of a method's pool and the plans of its two message types
@@ -47,23 +43,15 @@ pub struct MethodInfo {
 #[derive(Debug)]
 pub(crate) struct MethodPlans {
     pub(crate) codec: Arc<Codec>,
-    pub(crate) input: Option<Arc<Program>>,
-    pub(crate) output: Option<Arc<Program>>,
+    /// The request and response types' message indexes in `codec`.
+    pub(crate) input: Option<u32>,
+    pub(crate) output: Option<u32>,
 }
 
 impl MethodInfo {
-    /// The method's codec plans (compiled on the first call).
+    /// The method's codec plans.
     pub(crate) fn plans(&self) -> &MethodPlans {
-        self.plans.get_or_init(|| {
-            let codec = Codec::for_pool(self.input.parent_pool());
-            let plan =
-                |d: &MessageDescriptor| codec.program(d.full_name()).filter(|p| !p.unsupported);
-            MethodPlans {
-                input: plan(&self.input),
-                output: plan(&self.output),
-                codec: codec.clone(),
-            }
-        })
+        &self.plans
     }
 }
 
@@ -83,6 +71,7 @@ impl MethodIndex {
     /// rule reported as `rule` is the one from the file added last.
     pub(crate) fn build<'a>(
         pool: &DescriptorPool,
+        codec: &Arc<Codec>,
         set_of_file: impl Fn(&str) -> Option<&'a str>,
     ) -> Result<Self, DescriptorError> {
         let extension = pool.get_extension_by_name(http_rule::HTTP_EXTENSION);
@@ -111,7 +100,11 @@ impl MethodIndex {
                     set_name: set_name.to_owned(),
                     bindings,
                     grpc_path,
-                    plans: OnceLock::new(),
+                    plans: MethodPlans {
+                        codec: codec.clone(),
+                        input: codec.root(method.input().full_name()),
+                        output: codec.root(method.output().full_name()),
+                    },
                 });
                 for binding in &info.bindings {
                     routes.add(&info, binding)?;

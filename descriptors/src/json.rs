@@ -16,7 +16,7 @@ use std::{collections::HashSet, io};
 use base64::Engine as _;
 use prost::Message as _;
 use prost_reflect::{
-    DescriptorPool, DeserializeOptions, DynamicMessage, FieldDescriptor, Kind, MessageDescriptor,
+    DeserializeOptions, DynamicMessage, FieldDescriptor, Kind, MessageDescriptor,
     ReflectMessage as _, SerializeOptions, Value,
 };
 use serde::de::{self, DeserializeSeed, MapAccess, Visitor};
@@ -115,8 +115,8 @@ pub fn json_to_proto(
     out: &mut Vec<u8>,
 ) -> Result<(), DescriptorError> {
     let codec = Codec::for_pool(desc.parent_pool());
-    let program = codec.program(desc.full_name()).filter(|p| !p.unsupported);
-    parse_with(&codec, program.as_ref(), desc, json, opts, out)
+    let root = codec.root(desc.full_name());
+    parse_with(&codec, root, desc, json, opts, out)
 }
 
 /// [`json_to_proto`] for the request message of `method`, with the plan
@@ -128,21 +128,14 @@ pub fn request_to_proto(
     out: &mut Vec<u8>,
 ) -> Result<(), DescriptorError> {
     let plans = method.plans();
-    parse_with(
-        &plans.codec,
-        plans.input.as_ref(),
-        &method.input,
-        json,
-        opts,
-        out,
-    )
+    parse_with(&plans.codec, plans.input, &method.input, json, opts, out)
 }
 
 /// JSON -> wire with `program`, appended to `out`; false (and `out` as it
 /// was) when the codec refuses the document. The depth is checked before.
 fn codec_parse(
     codec: &Codec,
-    program: &crate::codec::Program,
+    root: u32,
     json: &[u8],
     opts: &JsonOptions,
     out: &mut Vec<u8>,
@@ -154,11 +147,11 @@ fn codec_parse(
     let seed = from_json::MessageSeed {
         ctx: from_json::Ctx {
             codec,
-            prog: program,
+            prog: codec.program(),
             deny_unknown: !opts.ignore_unknown_fields,
             segments: &segments,
         },
-        m: 0,
+        m: root,
         buf: &mut *out,
     };
     let mut de = serde_json::Deserializer::from_slice(json);
@@ -173,7 +166,7 @@ fn codec_parse(
 /// reader.
 fn parse_with(
     codec: &Codec,
-    program: Option<&std::sync::Arc<crate::codec::Program>>,
+    root: Option<u32>,
     desc: &MessageDescriptor,
     json: &[u8],
     opts: &JsonOptions,
@@ -183,8 +176,8 @@ fn parse_with(
         return Ok(());
     }
     check_depth(json, opts.depth_limit())?;
-    if let Some(program) = program
-        && codec_parse(codec, program, json, opts, out)
+    if let Some(root) = root
+        && codec_parse(codec, root, json, opts, out)
     {
         return Ok(());
     }
@@ -244,20 +237,19 @@ fn params_to_wire(
     let binding = &*m.binding;
     let desc = &m.method.input;
     let plans = m.method.plans();
-    let Some(program) = &plans.input else {
+    let Some(root) = plans.input else {
         return Ok(false);
     };
     match (&binding.body, &binding.body_field) {
         (BodySpec::Whole, _) if !is_blank(body) => {
-            parse_with(&plans.codec, Some(program), desc, body, opts, out)?;
+            parse_with(&plans.codec, Some(root), desc, body, opts, out)?;
         }
         (BodySpec::Field(_), Some(field)) if !is_blank(body) => {
             let Some(inner) = field
                 .kind()
                 .as_message()
                 .filter(|_| !field.is_list() && !field.is_map())
-                .and_then(|d| plans.codec.program(d.full_name()))
-                .filter(|p| !p.unsupported)
+                .and_then(|d| plans.codec.root(d.full_name()))
             else {
                 return Ok(false);
             };
@@ -265,7 +257,7 @@ fn params_to_wire(
                 return Ok(false);
             }
             let mut value = Vec::with_capacity(body.len());
-            if !codec_parse(&plans.codec, &inner, body, opts, &mut value) {
+            if !codec_parse(&plans.codec, inner, body, opts, &mut value) {
                 return Ok(false);
             }
             wire_len_field(field.number(), &value, out);
@@ -438,7 +430,7 @@ pub fn response_to_json(
     let plans = method.plans();
     render_with(
         &plans.codec,
-        plans.output.as_ref(),
+        plans.output,
         &method.output,
         field,
         proto,
@@ -458,14 +450,14 @@ fn render(
     out: &mut Vec<u8>,
 ) -> Result<(), DescriptorError> {
     let codec = Codec::for_pool(desc.parent_pool());
-    let program = codec.program(desc.full_name()).filter(|p| !p.unsupported);
-    render_with(&codec, program.as_ref(), desc, field, proto, opts, out)
+    let root = codec.root(desc.full_name());
+    render_with(&codec, root, desc, field, proto, opts, out)
 }
 
 /// [`render`] with the codec and plan at hand.
 fn render_with(
     codec: &Codec,
-    program: Option<&std::sync::Arc<crate::codec::Program>>,
+    root: Option<u32>,
     desc: &MessageDescriptor,
     field: Option<&FieldDescriptor>,
     proto: &[u8],
@@ -473,20 +465,20 @@ fn render_with(
     out: &mut Vec<u8>,
 ) -> Result<(), DescriptorError> {
     // The depth and `Any` bounds, on the bytes before anything recursive.
-    let checked = match &program {
-        Some(program) => nesting::check_nesting(codec, program, proto, opts.depth_limit())?,
+    let checked = match root {
+        Some(root) => nesting::check_nesting(codec, root, proto, opts.depth_limit())?,
         None => false,
     };
     if !checked {
         wire::check_nesting(desc, proto, opts.depth_limit())?;
     }
     let start = out.len();
-    let result = match &program {
-        Some(program) => {
+    let result = match root {
+        Some(root) => {
             let mut writer = to_json::Writer::new(codec, opts, out);
             match field {
-                Some(field) => writer.field_value(program, 0, field.number(), proto),
-                None => writer.message(program, 0, &[proto]),
+                Some(field) => writer.field_value(codec.program(), root, field.number(), proto),
+                None => writer.message(codec.program(), root, &[proto]),
             }
         }
         None => Err(to_json::Stop::Unsupported),
@@ -631,13 +623,13 @@ pub mod legacy {
 /// decoding) and details longer than [`MAX_STATUS_DETAILS_JSON_BYTES`] as
 /// JSON give `"details": []`. Never fails.
 pub fn status_to_json(
-    pool: &DescriptorPool,
+    codec: &Codec,
     code: i32,
     message: &str,
     details_bin: Option<&[u8]>,
 ) -> serde_json::Value {
     let details = details_bin
-        .map(|bytes| status_details(pool, bytes))
+        .map(|bytes| status_details(codec, bytes))
         .unwrap_or_default();
     serde_json::json!({
         "code": code,
@@ -1235,29 +1227,34 @@ fn query_params(
 
 // === helpers: status details ===
 
-fn status_details(pool: &DescriptorPool, bytes: &[u8]) -> Vec<serde_json::Value> {
-    let Some(desc) = pool.get_message_by_name("google.rpc.Status") else {
+/// `google.rpc.Status`, as the codec's caller sees it: the details are
+/// rendered one by one (an unknown type as base64).
+#[derive(Clone, PartialEq, prost::Message)]
+struct RpcStatus {
+    #[prost(int32, tag = "1")]
+    code: i32,
+    #[prost(string, tag = "2")]
+    message: String,
+    #[prost(message, repeated, tag = "3")]
+    details: Vec<prost_types::Any>,
+}
+
+fn status_details(codec: &Codec, bytes: &[u8]) -> Vec<serde_json::Value> {
+    use prost::Message as _;
+    let Some(root) = codec.find("google.rpc.Status") else {
         return Vec::new();
     };
-    let opts = JsonOptions {
-        max_json_output_bytes: MAX_STATUS_DETAILS_JSON_BYTES,
-        ..JsonOptions::default()
-    };
-    let Ok(status) = decode(&desc, bytes, &opts) else {
+    // The depth and `Any` bounds, on the bytes before anything is decoded.
+    if nesting::check_nesting(codec, root, bytes, DEFAULT_MAX_DEPTH).is_err() {
         return Vec::new();
-    };
-    let Some(details) = status.get_field_by_name("details") else {
+    }
+    let Ok(status) = RpcStatus::decode(bytes) else {
         return Vec::new();
     };
     let mut budget = MAX_STATUS_DETAILS_JSON_BYTES;
     let mut rendered = Vec::new();
-    for any in details
-        .as_list()
-        .unwrap_or_default()
-        .iter()
-        .filter_map(Value::as_message)
-    {
-        let Some((json, len)) = render_any(pool, any, budget) else {
+    for any in &status.details {
+        let Some((json, len)) = render_any(codec, any, budget) else {
             return Vec::new();
         };
         budget -= len;
@@ -1266,37 +1263,32 @@ fn status_details(pool: &DescriptorPool, bytes: &[u8]) -> Vec<serde_json::Value>
     rendered
 }
 
-/// One `google.protobuf.Any` in proto3 JSON, resolving its type in `pool` by
-/// the part of the type URL after the last `/`, and the length of its JSON
-/// payload; `None` when longer than `budget` bytes. (Its depth was checked
-/// with the whole status.)
+/// One `google.protobuf.Any` in proto3 JSON, resolving its type by the part
+/// of the type URL after the last `/`, and the length of its JSON payload;
+/// `None` when longer than `budget` bytes. (Its depth was checked with the
+/// whole status.)
 fn render_any(
-    pool: &DescriptorPool,
-    any: &DynamicMessage,
+    codec: &Codec,
+    any: &prost_types::Any,
     budget: usize,
 ) -> Option<(serde_json::Value, usize)> {
-    let type_url = any
-        .get_field_by_name("type_url")
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default();
-    let value = any
-        .get_field_by_name("value")
-        .and_then(|v| v.as_bytes().cloned())
-        .unwrap_or_default();
+    let type_url = &any.type_url;
     let name = type_url.rsplit('/').next().unwrap_or_default();
     let opts = JsonOptions {
         max_json_output_bytes: budget,
         ..JsonOptions::default()
     };
     let mut text = Vec::new();
-    let rendered = pool.get_message_by_name(name).and_then(|desc| {
-        proto_to_json(&desc, value.as_ref(), &opts, &mut text).ok()?;
+    let rendered = codec.root(name).and_then(|m| {
+        to_json::Writer::new(codec, &opts, &mut text)
+            .message(codec.program(), m, &[&any.value])
+            .ok()?;
         let json = serde_json::from_slice::<serde_json::Value>(&text).ok()?;
-        Some((is_wkt(&desc), json))
+        Some((codec.program().messages[m as usize].wkt.is_some(), json))
     });
     let (json, len) = match rendered {
         Some((false, serde_json::Value::Object(mut fields))) => {
-            fields.insert("@type".to_owned(), type_url.into());
+            fields.insert("@type".to_owned(), type_url.as_str().into());
             (serde_json::Value::Object(fields), text.len())
         }
         Some((_, json)) => (
@@ -1304,7 +1296,7 @@ fn render_any(
             text.len(),
         ),
         None => {
-            let encoded = base64::engine::general_purpose::STANDARD.encode(&value);
+            let encoded = base64::engine::general_purpose::STANDARD.encode(&any.value);
             let len = encoded.len();
             (
                 serde_json::json!({ "@type": type_url, "value": encoded }),

@@ -164,6 +164,7 @@ impl Registry {
             .expect("bundled descriptor set decodes");
         let files = pool.files().map(|f| f.name().to_owned()).collect();
         let bundled = Bundled { pool, files };
+        let codec = Arc::new(Codec::compile(&bundled.pool));
         let snapshot = Snapshot {
             pool: bundled.pool.clone(),
             sets: BTreeMap::new(),
@@ -171,8 +172,10 @@ impl Registry {
             order: Vec::new(),
             // The bundled protos define no services, so this cannot fail; an
             // empty index is the right answer either way.
-            index: Arc::new(MethodIndex::build(&bundled.pool, |_| None).unwrap_or_default()),
-            codec: Codec::for_pool(&bundled.pool),
+            index: Arc::new(
+                MethodIndex::build(&bundled.pool, &codec, |_| None).unwrap_or_default(),
+            ),
+            codec,
         };
         Self {
             current: ArcSwap::from_pointee(snapshot),
@@ -266,14 +269,14 @@ impl Registry {
                     upload.files.iter().map(|f| &f.name),
                 );
 
-                let index = MethodIndex::build(&pool, |file| {
+                let codec = Arc::new(Codec::compile(&pool));
+                let index = MethodIndex::build(&pool, &codec, |file| {
                     file_sets
                         .get(file)
                         .and_then(|o| o.first())
                         .map(String::as_str)
                 })?;
                 let info = set_info(name, version, &bytes, &upload, &pool, &index);
-                let codec = Codec::for_pool(&pool);
                 (info, bytes, pool, file_sets, Arc::new(index), codec)
             }
         };
@@ -333,7 +336,8 @@ impl Registry {
             owners.retain(|o| o != name);
         }
         file_sets.retain(|_, owners| !owners.is_empty());
-        let index = MethodIndex::build(&pool, |file| {
+        let codec = Arc::new(Codec::compile(&pool));
+        let index = MethodIndex::build(&pool, &codec, |file| {
             file_sets
                 .get(file)
                 .and_then(|o| o.first())
@@ -341,7 +345,7 @@ impl Registry {
         })?;
         commit()?;
         self.current.store(Arc::new(Snapshot {
-            codec: Codec::for_pool(&pool),
+            codec,
             pool,
             sets,
             file_sets,

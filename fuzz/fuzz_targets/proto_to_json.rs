@@ -17,5 +17,5 @@ fuzz_target!(|data: &[u8]| {
     if json::proto_to_json(&desc, data, &opts, &mut out).is_ok() {
         assert!(out.len() <= opts.max_json_output_bytes);
     }
-    let _ = json::status_to_json(snapshot.pool(), 3, "fuzz", Some(data));
+    let _ = json::status_to_json(snapshot.codec(), 3, "fuzz", Some(data));
 });

@@ -102,7 +102,7 @@ impl Visitor<'_> for KeySeed<'_> {
     }
 
     fn visit_str<E: de::Error>(self, key: &str) -> Result<Option<u16>, E> {
-        Ok(self.0.by_name.get(key).copied())
+        Ok(self.0.field_by_name(key))
     }
 }
 
@@ -141,7 +141,7 @@ impl<'de> Visitor<'de> for AnyVisitor<'_, '_> {
         let Some((_, name)) = url.rsplit_once('/') else {
             return Err(de::Error::custom("missing at least one '/'"));
         };
-        let Some(payload) = ctx.codec.program(name).filter(|p| !p.unsupported) else {
+        let Some(m) = ctx.codec.root(name) else {
             return Err(de::Error::custom("message not found"));
         };
         write_key(buf, 1, WIRE_LEN);
@@ -151,16 +151,17 @@ impl<'de> Visitor<'de> for AnyVisitor<'_, '_> {
         let at = buf.len();
         buf.push(0);
         let pctx = Ctx {
-            prog: &payload,
+            prog: ctx.codec.program(),
             ..ctx
         };
-        if payload.messages[0].wkt.is_some() {
+        let payload = &pctx.prog.messages[m as usize];
+        if payload.wkt.is_some() {
             if map.next_key_seed(CowStrSeed)?.as_deref() != Some("value") {
                 return Err(de::Error::custom("expected 'value' next"));
             }
             map.next_value_seed(MessageSeed {
                 ctx: pctx,
-                m: 0,
+                m,
                 buf: &mut *buf,
             })?;
             if ctx.deny_unknown {
@@ -171,7 +172,7 @@ impl<'de> Visitor<'de> for AnyVisitor<'_, '_> {
                 while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
             }
         } else {
-            read_fields(pctx, &payload.messages[0], buf, &mut map)?;
+            read_fields(pctx, payload, buf, &mut map)?;
         }
         if buf.len() == at + 1 {
             buf.truncate(value_start); // empty bytes are not written
@@ -194,7 +195,7 @@ fn read_fields<'de, A: MapAccess<'de>>(
     let first_segment = ctx.segments.borrow().len();
     // Oneofs set so far: a bit each (a list past 64).
     let mut oneof_bits = 0u64;
-    let mut oneof_more = vec![false; plan.oneofs.len().saturating_sub(64)];
+    let mut oneof_more = vec![false; plan.oneof_count().saturating_sub(64)];
     let mut in_order = true;
     let mut last_slot: Option<u16> = None;
     while let Some(key) = map.next_key_seed(KeySeed(plan))? {
@@ -970,8 +971,8 @@ impl Visitor<'_> for EnumVisitor<'_> {
     }
 
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Option<i32>, E> {
-        match self.0.prog.enums[self.1 as usize].by_name.get(v) {
-            Some(n) => Ok(Some(*n)),
+        match self.0.prog.enums[self.1 as usize].number(v) {
+            Some(n) => Ok(Some(n)),
             None if self.0.deny_unknown => Err(E::custom("unrecognized enum value")),
             None => Ok(None),
         }

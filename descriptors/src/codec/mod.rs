@@ -16,7 +16,7 @@
 //!   tokens (serde_json driven by seeds that know the plan).
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, VecDeque},
     sync::{Arc, PoisonError, RwLock, Weak},
 };
 
@@ -26,48 +26,56 @@ pub(crate) mod from_json;
 pub(crate) mod nesting;
 pub(crate) mod to_json;
 
-/// The compiled plans of one descriptor pool, filled lazily per message type.
+/// The compiled plans of every message type of one descriptor pool, built
+/// once, eagerly: the codec needs no descriptor pool once compiled.
 #[derive(Debug)]
 pub struct Codec {
-    pool: DescriptorPool,
-    programs: RwLock<HashMap<Box<str>, Arc<Program>>>,
+    program: Program,
 }
 
-/// One message type and the closure of the message types it refers to.
-/// Message 0 is the root.
+/// Every message and enum type of a pool as plain data; a type refers to
+/// another by its index in `messages` / `enums`.
 #[derive(Debug)]
 pub(crate) struct Program {
     pub(crate) messages: Vec<MessagePlan>,
     pub(crate) enums: Vec<EnumPlan>,
-    /// Some message needs the prost-reflect codec (groups, extensions).
-    pub(crate) unsupported: bool,
+    /// Message indexes sorted by full name.
+    by_full_name: Box<[u32]>,
+}
+
+/// A byte range of a plan's `text`.
+#[derive(Clone, Copy, Debug, Default)]
+struct Span {
+    start: u32,
+    len: u32,
 }
 
 /// How one message type is read and written.
 #[derive(Debug)]
 pub(crate) struct MessagePlan {
     pub(crate) wkt: Option<Wkt>,
-    /// Fields in field number order (the order JSON output follows).
-    pub(crate) fields: Vec<FieldPlan>,
-    /// Slot in `fields` by field number, for numbers below its length.
-    pub(crate) dense: Vec<u16>,
-    /// Field slot by JSON name and by proto name.
-    pub(crate) by_name: HashMap<Box<str>, u16, Fnv>,
-    /// Names of the oneofs (`FieldPlan::oneof` indexes them).
-    pub(crate) oneofs: Vec<Box<str>>,
     /// Groups or extensions: handled by the prost-reflect codec instead.
     pub(crate) unsupported: bool,
+    /// This message or one it can contain is `unsupported`.
+    pub(crate) unsupported_within: bool,
+    /// Fields in field number order (the order JSON output follows).
+    pub(crate) fields: Box<[FieldPlan]>,
+    /// Slot in `fields` by field number, for numbers below its length.
+    pub(crate) dense: Box<[u16]>,
+    /// `(hash of name, slot)` of the JSON names and the proto names that
+    /// differ from them, sorted.
+    lookup: Box<[(u32, u16)]>,
+    /// How many oneofs (`FieldPlan::oneof` indexes them).
+    oneofs: u16,
+    /// The full name, then each field's keys and names.
+    text: Box<str>,
+    full_name: Span,
 }
 
 /// How one field is read and written.
 #[derive(Debug)]
 pub(crate) struct FieldPlan {
     pub(crate) number: u32,
-    /// `"jsonName":` and `"proto_name":`, escaped and quoted.
-    pub(crate) json_key: Box<str>,
-    pub(crate) proto_key: Box<str>,
-    pub(crate) json_name: Box<str>,
-    pub(crate) proto_name: Box<str>,
     pub(crate) ty: Ty,
     pub(crate) card: Card,
     /// Index into `MessagePlan::oneofs` (synthetic oneofs of proto3
@@ -75,6 +83,11 @@ pub(crate) struct FieldPlan {
     pub(crate) oneof: Option<u16>,
     /// Written as one packed length-delimited record (repeated scalars).
     pub(crate) packed: bool,
+    /// `"jsonName":` and `"proto_name":`, escaped and quoted; the names.
+    json_key: Span,
+    proto_key: Span,
+    json_name: Span,
+    proto_name: Span,
 }
 
 /// Cardinality, with presence.
@@ -143,8 +156,10 @@ pub(crate) struct EnumPlan {
     /// The first declared value (the default).
     pub(crate) default: i32,
     /// `(number, "NAME")` (quoted) sorted by number, first name per number.
-    pub(crate) names: Vec<(i32, Box<str>)>,
-    pub(crate) by_name: HashMap<Box<str>, i32, Fnv>,
+    names: Box<[(i32, Span)]>,
+    /// `(hash of name, number, name)` of every value, sorted.
+    lookup: Box<[(u32, i32, Span)]>,
+    text: Box<str>,
 }
 
 /// Wire types.
@@ -160,73 +175,133 @@ const MAX_DENSE_NUMBER: u32 = 256;
 
 // === impl Codec ===
 
-/// Live codecs, by pool, so a bare `MessageDescriptor` finds the codec of its
-/// snapshot. Weak: a codec lives as long as its snapshot holds it.
-static LIVE: RwLock<Vec<Weak<Codec>>> = RwLock::new(Vec::new());
+/// Codecs made by [`Codec::for_pool`], by pool, so a bare `MessageDescriptor`
+/// finds one already compiled (weak: alive while [`RECENT`] or a call holds
+/// them). The registry's snapshots hold their own codecs, and no pool.
+static LIVE: RwLock<Vec<(DescriptorPool, Weak<Codec>)>> = RwLock::new(Vec::new());
+static RECENT: std::sync::Mutex<VecDeque<Arc<Codec>>> = std::sync::Mutex::new(VecDeque::new());
+
+/// How many codecs of pools outside the registry [`RECENT`] keeps.
+const RECENT_CODECS: usize = 4;
 
 impl Codec {
-    /// The codec of `pool`: the one its snapshot holds if alive, else a new
-    /// one (kept alive only by the caller).
+    /// Compiles every message type of `pool`.
+    pub fn compile(pool: &DescriptorPool) -> Codec {
+        Codec {
+            program: Program::compile(pool),
+        }
+    }
+
+    /// Compiles every message type of `pool`, findable by [`Codec::for_pool`]
+    /// while the returned codec lives.
+    fn compile_shared(pool: &DescriptorPool) -> Arc<Codec> {
+        let codec = Arc::new(Codec::compile(pool));
+        let mut live = LIVE.write().unwrap_or_else(PoisonError::into_inner);
+        live.retain(|(_, w)| w.strong_count() > 0);
+        live.push((pool.clone(), Arc::downgrade(&codec)));
+        codec
+    }
+
+    /// The codec of `pool`: one compiled earlier for it if still in use,
+    /// else a new one (kept with the last few). For callers holding only a
+    /// descriptor (tests, tools); the gateway's calls use their snapshot's.
     pub fn for_pool(pool: &DescriptorPool) -> Arc<Codec> {
         {
             let live = LIVE.read().unwrap_or_else(PoisonError::into_inner);
-            for weak in live.iter() {
-                if let Some(codec) = weak.upgrade().filter(|c| c.pool == *pool) {
+            for (p, weak) in live.iter() {
+                if p == pool
+                    && let Some(codec) = weak.upgrade()
+                {
                     return codec;
                 }
             }
         }
-        let codec = Arc::new(Codec {
-            pool: pool.clone(),
-            programs: RwLock::new(HashMap::new()),
-        });
-        let mut live = LIVE.write().unwrap_or_else(PoisonError::into_inner);
-        live.retain(|w| w.strong_count() > 0);
-        live.push(Arc::downgrade(&codec));
+        let codec = Codec::compile_shared(pool);
+        let mut recent = RECENT.lock().unwrap_or_else(PoisonError::into_inner);
+        if recent.len() == RECENT_CODECS {
+            recent.pop_front();
+        }
+        recent.push_back(codec.clone());
         codec
     }
 
-    /// The pool this codec compiles from.
-    pub fn pool(&self) -> &DescriptorPool {
-        &self.pool
+    /// The plans.
+    pub(crate) fn program(&self) -> &Program {
+        &self.program
     }
 
-    /// The program of message type `full_name`, compiled on first use.
-    pub(crate) fn program(&self, full_name: &str) -> Option<Arc<Program>> {
-        if let Some(p) = self
-            .programs
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(full_name)
-        {
-            return Some(p.clone());
-        }
-        let desc = self.pool.get_message_by_name(full_name)?;
-        let program = Arc::new(Program::compile(&desc));
-        self.programs
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(full_name.into(), program.clone());
-        Some(program)
+    /// The index of message type `full_name`.
+    pub(crate) fn find(&self, full_name: &str) -> Option<u32> {
+        self.program.find(full_name)
+    }
+
+    /// The index of message type `full_name` if the codec covers it and
+    /// every type it can contain (no proto2 groups or extensions).
+    pub(crate) fn root(&self, full_name: &str) -> Option<u32> {
+        self.find(full_name)
+            .filter(|&m| !self.program.messages[m as usize].unsupported_within)
     }
 }
 
 // === impl Program ===
 
 impl Program {
-    fn compile(root: &MessageDescriptor) -> Self {
+    fn compile(pool: &DescriptorPool) -> Self {
         let mut compiler = Compiler::default();
-        compiler.message(root);
-        while let Some(desc) = compiler.queue.pop() {
-            let plan = compiler.plan(&desc);
-            let index = compiler.message_index[desc.full_name()] as usize;
-            compiler.messages[index] = Some(plan);
+        let descs: Vec<MessageDescriptor> = pool.all_messages().collect();
+        for (i, desc) in descs.iter().enumerate() {
+            compiler
+                .message_index
+                .insert(desc.full_name().to_owned(), i as u32);
         }
-        let messages: Vec<MessagePlan> = compiler.messages.into_iter().flatten().collect();
+        let mut messages: Vec<MessagePlan> = descs.iter().map(|d| compiler.plan(d)).collect();
+        mark_unsupported_within(&mut messages);
+        let mut by_full_name: Vec<u32> = (0..messages.len() as u32).collect();
+        by_full_name.sort_unstable_by(|&a, &b| {
+            messages[a as usize]
+                .full_name()
+                .cmp(messages[b as usize].full_name())
+        });
         Program {
-            unsupported: messages.iter().any(|m| m.unsupported),
             messages,
             enums: compiler.enums,
+            by_full_name: by_full_name.into(),
+        }
+    }
+
+    /// The index of message type `full_name`.
+    pub(crate) fn find(&self, full_name: &str) -> Option<u32> {
+        self.by_full_name
+            .binary_search_by(|&m| self.messages[m as usize].full_name().cmp(full_name))
+            .ok()
+            .map(|i| self.by_full_name[i])
+    }
+}
+
+/// Sets `unsupported_within` of every message that is or can contain an
+/// unsupported one (a walk back along the field edges).
+fn mark_unsupported_within(messages: &mut [MessagePlan]) {
+    let mut parents: Vec<Vec<u32>> = vec![Vec::new(); messages.len()];
+    for (m, plan) in messages.iter().enumerate() {
+        for field in plan.fields.iter() {
+            if let Ty::Message(child) = field.ty {
+                parents[child as usize].push(m as u32);
+            }
+        }
+    }
+    let mut queue: VecDeque<u32> = (0..messages.len() as u32)
+        .filter(|&m| messages[m as usize].unsupported)
+        .collect();
+    for &m in &queue {
+        messages[m as usize].unsupported_within = true;
+    }
+    while let Some(m) = queue.pop_front() {
+        for &parent in &parents[m as usize] {
+            let plan = &mut messages[parent as usize];
+            if !plan.unsupported_within {
+                plan.unsupported_within = true;
+                queue.push_back(parent);
+            }
         }
     }
 }
@@ -234,42 +309,70 @@ impl Program {
 #[derive(Default)]
 struct Compiler {
     message_index: HashMap<String, u32>,
-    messages: Vec<Option<MessagePlan>>,
-    queue: Vec<MessageDescriptor>,
     enum_index: HashMap<String, u32>,
     enums: Vec<EnumPlan>,
 }
 
-impl Compiler {
-    fn message(&mut self, desc: &MessageDescriptor) -> u32 {
-        if let Some(&i) = self.message_index.get(desc.full_name()) {
-            return i;
-        }
-        let i = self.messages.len() as u32;
-        self.messages.push(None);
-        self.message_index.insert(desc.full_name().to_owned(), i);
-        self.queue.push(desc.clone());
-        i
+/// Builds a plan's `text`.
+#[derive(Default)]
+struct Text(String);
+
+impl Text {
+    fn push(&mut self, s: &str) -> Span {
+        let at = self.0.len();
+        self.0.push_str(s);
+        span(at, s.len())
     }
 
+    /// `"name":` and the span of `name` in it (the raw name, if escaping
+    /// left it as it was).
+    fn key(&mut self, name: &str) -> (Span, Span) {
+        let quoted = quoted(name);
+        let key = self.push(&format!("{quoted}:"));
+        let raw = if quoted.len() == name.len() + 2 {
+            span(key.start as usize + 1, name.len())
+        } else {
+            self.push(name)
+        };
+        (key, raw)
+    }
+}
+
+fn span(start: usize, len: usize) -> Span {
+    Span {
+        start: start as u32,
+        len: len as u32,
+    }
+}
+
+impl Compiler {
     fn enumeration(&mut self, desc: &EnumDescriptor) -> u32 {
         if let Some(&i) = self.enum_index.get(desc.full_name()) {
             return i;
         }
-        let mut names: Vec<(i32, Box<str>)> = Vec::new();
-        let mut by_name = HashMap::default();
+        let mut text = Text::default();
+        let mut names: Vec<(i32, Span)> = Vec::new();
+        let mut lookup: Vec<(u32, i32, Span)> = Vec::new();
         for value in desc.values() {
-            by_name.insert(value.name().into(), value.number());
-            names.push((value.number(), quoted(value.name())));
+            let quoted = text.push(&quoted(value.name()));
+            let raw = if quoted.len as usize == value.name().len() + 2 {
+                span(quoted.start as usize + 1, value.name().len())
+            } else {
+                text.push(value.name())
+            };
+            lookup.push((fnv32(value.name().as_bytes()), value.number(), raw));
+            names.push((value.number(), quoted));
         }
         // Stable: the first declared name of an alias wins, as get_value does.
         names.sort_by_key(|(n, _)| *n);
         names.dedup_by_key(|(n, _)| *n);
+        lookup.sort_by_key(|(h, _, _)| *h);
         let plan = EnumPlan {
             is_null_value: desc.full_name() == "google.protobuf.NullValue",
             default: desc.default_value().number(),
-            names,
-            by_name,
+            names: names.into(),
+            lookup: lookup.into(),
+            text: text.0.into(),
         };
         let i = self.enums.len() as u32;
         self.enums.push(plan);
@@ -279,7 +382,9 @@ impl Compiler {
 
     fn plan(&mut self, desc: &MessageDescriptor) -> MessagePlan {
         let mut unsupported = desc.extension_ranges().len() > 0;
-        let mut oneofs = Vec::new();
+        let mut text = Text::default();
+        let full_name = text.push(desc.full_name());
+        let mut oneofs: u16 = 0;
         let mut oneof_index: HashMap<String, u16> = HashMap::new();
         let mut fields = Vec::new();
         for field in desc.fields() {
@@ -304,7 +409,14 @@ impl Compiler {
                 Kind::String => Ty::String,
                 Kind::Bytes => Ty::Bytes,
                 Kind::Enum(e) => Ty::Enum(self.enumeration(e)),
-                Kind::Message(m) => Ty::Message(self.message(m)),
+                Kind::Message(m) => match self.message_index.get(m.full_name()) {
+                    Some(&i) => Ty::Message(i),
+                    // Every message of the pool is indexed; not reached.
+                    None => {
+                        unsupported = true;
+                        Ty::Bytes
+                    }
+                },
             };
             let card = if field.is_map() {
                 Card::Map
@@ -318,25 +430,33 @@ impl Compiler {
             debug_assert!(field.cardinality() != Cardinality::Repeated || card != Card::Implicit);
             let oneof = field.containing_oneof().map(|o| {
                 *oneof_index.entry(o.name().to_owned()).or_insert_with(|| {
-                    oneofs.push(o.name().into());
-                    (oneofs.len() - 1) as u16
+                    oneofs += 1;
+                    oneofs - 1
                 })
             });
+            let (json_key, json_name) = text.key(field.json_name());
+            let (proto_key, proto_name) = if field.json_name() == field.name() {
+                (json_key, json_name)
+            } else {
+                text.key(field.name())
+            };
             fields.push(FieldPlan {
                 number: field.number(),
-                json_key: format!("{}:", quoted(field.json_name())).into(),
-                proto_key: format!("{}:", quoted(field.name())).into(),
-                json_name: field.json_name().into(),
-                proto_name: field.name().into(),
                 ty,
                 card,
                 oneof,
                 packed: field.is_packed(),
+                json_key,
+                proto_key,
+                json_name,
+                proto_name,
             });
         }
         fields.sort_by_key(|f| f.number);
         let mut dense = Vec::new();
-        let mut by_name = HashMap::default();
+        let mut lookup = Vec::new();
+        let text: Box<str> = text.0.into();
+        let name = |s: Span| &text[s.start as usize..(s.start + s.len) as usize];
         for (slot, field) in fields.iter().enumerate() {
             if field.number < MAX_DENSE_NUMBER {
                 let n = field.number as usize;
@@ -345,21 +465,22 @@ impl Compiler {
                 }
                 dense[n] = slot as u16;
             }
-            // JSON names first: `get_field_by_json_name` wins over the proto name.
-            by_name.insert(field.json_name.clone(), slot as u16);
+            lookup.push((fnv32(name(field.json_name).as_bytes()), slot as u16));
+            if name(field.proto_name) != name(field.json_name) {
+                lookup.push((fnv32(name(field.proto_name).as_bytes()), slot as u16));
+            }
         }
-        for (slot, field) in fields.iter().enumerate() {
-            by_name
-                .entry(field.proto_name.clone())
-                .or_insert(slot as u16);
-        }
+        lookup.sort_unstable();
         MessagePlan {
             wkt: wkt_of(desc.full_name()),
-            fields,
-            dense,
-            by_name,
-            oneofs,
             unsupported,
+            unsupported_within: false,
+            fields: fields.into(),
+            dense: dense.into(),
+            lookup: lookup.into(),
+            oneofs,
+            text,
+            full_name,
         }
     }
 }
@@ -367,6 +488,13 @@ impl Compiler {
 // === impl MessagePlan ===
 
 impl MessagePlan {
+    #[inline]
+    fn str(&self, s: Span) -> &str {
+        self.text
+            .get(s.start as usize..(s.start + s.len) as usize)
+            .unwrap_or_default()
+    }
+
     /// The slot of field `number`.
     #[inline]
     pub(crate) fn slot(&self, number: u32) -> Option<usize> {
@@ -378,47 +506,96 @@ impl MessagePlan {
         }
         self.fields.binary_search_by_key(&number, |f| f.number).ok()
     }
+
+    /// The slot of the field named `name` in JSON (its JSON name, or its
+    /// proto name; a JSON name wins where one field's JSON name is another's
+    /// proto name, as prost-reflect's `get_field_by_json_name` does).
+    #[inline]
+    pub(crate) fn field_by_name(&self, name: &str) -> Option<u16> {
+        let hash = fnv32(name.as_bytes());
+        let from = self.lookup.partition_point(|&(h, _)| h < hash);
+        let mut by_proto = None;
+        for &(h, slot) in &self.lookup[from..] {
+            if h != hash {
+                break;
+            }
+            let field = &self.fields[slot as usize];
+            if self.str(field.json_name) == name {
+                return Some(slot);
+            }
+            if by_proto.is_none() && self.str(field.proto_name) == name {
+                by_proto = Some(slot);
+            }
+        }
+        by_proto
+    }
+
+    /// `"name":` of field `slot`, by its proto name or its JSON name.
+    #[inline]
+    pub(crate) fn key(&self, slot: usize, proto_names: bool) -> &str {
+        let field = &self.fields[slot];
+        self.str(if proto_names {
+            field.proto_key
+        } else {
+            field.json_key
+        })
+    }
+
+    /// The number of oneofs.
+    #[inline]
+    pub(crate) fn oneof_count(&self) -> usize {
+        self.oneofs as usize
+    }
+
+    /// The message type's full name.
+    pub(crate) fn full_name(&self) -> &str {
+        self.str(self.full_name)
+    }
 }
 
 // === impl EnumPlan ===
 
 impl EnumPlan {
+    #[inline]
+    fn str(&self, s: Span) -> &str {
+        self.text
+            .get(s.start as usize..(s.start + s.len) as usize)
+            .unwrap_or_default()
+    }
+
     /// `"NAME"` (quoted) of `number`, if the enum declares it.
     #[inline]
     pub(crate) fn name(&self, number: i32) -> Option<&str> {
         self.names
             .binary_search_by_key(&number, |(n, _)| *n)
             .ok()
-            .map(|i| &*self.names[i].1)
+            .map(|i| self.str(self.names[i].1))
+    }
+
+    /// The number of the value named `name`.
+    #[inline]
+    pub(crate) fn number(&self, name: &str) -> Option<i32> {
+        let hash = fnv32(name.as_bytes());
+        let from = self.lookup.partition_point(|&(h, _, _)| h < hash);
+        self.lookup[from..]
+            .iter()
+            .take_while(|&&(h, _, _)| h == hash)
+            .find(|&&(_, _, s)| self.str(s) == name)
+            .map(|&(_, n, _)| n)
     }
 }
 
-/// FNV-1a for the name tables: short keys, looked up once per JSON key
-/// (SipHash was 9% of JSON -> wire). The tables are built from descriptors;
-/// a lookup with a colliding key costs at most a scan of one message's names.
-pub(crate) type Fnv = std::hash::BuildHasherDefault<FnvHasher>;
-
-/// See [`Fnv`].
-#[derive(Default)]
-pub(crate) struct FnvHasher(u64);
-
-impl std::hash::Hasher for FnvHasher {
-    fn finish(&self) -> u64 {
-        self.0
+/// FNV-1a, 32 bits, for the name tables: short keys, looked up once per
+/// JSON key (SipHash was 9 % of JSON -> wire). The tables are built from
+/// descriptors; a colliding key costs a comparison more.
+#[inline]
+fn fnv32(bytes: &[u8]) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for &b in bytes {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
     }
-
-    fn write(&mut self, bytes: &[u8]) {
-        let mut h = if self.0 == 0 {
-            0xcbf2_9ce4_8422_2325
-        } else {
-            self.0
-        };
-        for &b in bytes {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-        self.0 = h;
-    }
+    h
 }
 
 fn wkt_of(full_name: &str) -> Option<Wkt> {

@@ -2,8 +2,6 @@
 //! descriptors: the same iterative walk, limits and errors, with field
 //! lookups in the plan (no reference-counted descriptor handle per field).
 
-use std::sync::Arc;
-
 use super::{
     Card, Codec, Program, Ty, WIRE_END_GROUP, WIRE_FIXED32, WIRE_FIXED64, WIRE_LEN,
     WIRE_START_GROUP, WIRE_VARINT, Wkt,
@@ -32,7 +30,7 @@ struct Frame<'a> {
 /// extensions); the caller runs [`crate::wire::check_nesting`] instead.
 pub(crate) fn check_nesting(
     codec: &Codec,
-    prog: &Arc<Program>,
+    root: u32,
     bytes: &[u8],
     max_depth: usize,
 ) -> Result<bool, DescriptorError> {
@@ -43,10 +41,10 @@ pub(crate) fn check_nesting(
             .saturating_mul(MAX_ANY_EXPANSION)
             .saturating_add(ANY_ALLOWANCE_BYTES),
         any_bytes: 0,
-        programs: vec![prog.clone()],
+        prog: codec.program(),
     };
     let mut stack = vec![Frame {
-        ty: Some(Type { prog: 0, m: 0 }),
+        ty: Some(Type { prog: 0, m: root }),
         rest: bytes,
         group: None,
         json_depth: 1,
@@ -124,17 +122,16 @@ fn message_field(scan: &Scan, ty: Option<Type>, number: u32) -> Option<(Card, Ty
     }
 }
 
-struct Scan {
+struct Scan<'c> {
     max_depth: usize,
     any_budget: usize,
     any_bytes: usize,
-    /// The root program, then those of `Any` payloads.
-    programs: Vec<Arc<Program>>,
+    prog: &'c Program,
 }
 
-impl Scan {
+impl Scan<'_> {
     fn plan(&self, ty: Type) -> &super::MessagePlan {
-        &self.programs[ty.prog as usize].messages[ty.m as usize]
+        &self.prog.messages[ty.m as usize]
     }
 }
 
@@ -179,15 +176,11 @@ fn step(
             let json_depth = frame.json_depth + json_step(scan, frame.ty, card, child);
             if scan.plan(child).wkt == Some(Wkt::Any) {
                 match any_payload(codec, body)? {
-                    Some((program, bytes)) => {
-                        if program.unsupported {
+                    Some((m, bytes)) => {
+                        if scan.prog.messages[m as usize].unsupported_within {
                             return Ok(false);
                         }
-                        let payload = Type {
-                            prog: scan.programs.len() as u32,
-                            m: 0,
-                        };
-                        scan.programs.push(program);
+                        let payload = Type { prog: 0, m };
                         scan.any_bytes = scan.any_bytes.saturating_add(bytes.len());
                         if scan.any_bytes > scan.any_budget {
                             return Err(DescriptorError::AnyTooLarge {
@@ -271,7 +264,7 @@ fn step(
 /// The payload of an `Any` (its last `type_url` and `value`), when the type
 /// resolves by the part of the URL after its last `/` (or the whole URL).
 /// An `Any` payload: its type's program and its bytes.
-type Payload<'a> = (Arc<Program>, &'a [u8]);
+type Payload<'a> = (u32, &'a [u8]);
 
 fn any_payload<'a>(
     codec: &Codec,
@@ -308,9 +301,7 @@ fn any_payload<'a>(
     let name = std::str::from_utf8(type_url)
         .ok()
         .and_then(|url| url.rsplit('/').next());
-    Ok(name
-        .and_then(|name| codec.program(name))
-        .map(|prog| (prog, value)))
+    Ok(name.and_then(|name| codec.find(name)).map(|m| (m, value)))
 }
 
 fn skip_group(bytes: &mut &[u8], number: u32) -> Result<(), DescriptorError> {

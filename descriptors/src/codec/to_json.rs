@@ -158,7 +158,7 @@ impl<'o, 'a> Writer<'o, 'a> {
         let plan = &prog.messages[m as usize];
         let mut occs = self.pool.pop().unwrap_or_default();
         scan(plan, chunks, &mut occs)?;
-        if !plan.oneofs.is_empty() {
+        if plan.oneof_count() != 0 {
             for occ in resolve_oneofs(plan, &mut occs) {
                 validate_occ(prog, plan, &occ)?;
             }
@@ -210,13 +210,8 @@ impl<'o, 'a> Writer<'o, 'a> {
             self.out.push(b',');
         }
         *first = false;
-        let field = &plan.fields[slot];
-        let key = if self.proto_names {
-            &field.proto_key
-        } else {
-            &field.json_key
-        };
-        self.out.extend_from_slice(key.as_bytes());
+        self.out
+            .extend_from_slice(plan.key(slot, self.proto_names).as_bytes());
     }
 
     /// Writes the defaults of the absent fields `from..to` that have no presence.
@@ -666,10 +661,11 @@ impl<'o, 'a> Writer<'o, 'a> {
                 "unsupported type url '{type_url}': missing at least one '/'"
             )));
         };
-        let Some(payload) = self.codec.program(name) else {
+        let Some(m) = self.codec.find(name) else {
             return Err(invalid(format!("message '{name}' not found")));
         };
-        let root = &payload.messages[0];
+        let payload = self.codec.program();
+        let root = &payload.messages[m as usize];
         if root.unsupported {
             return Err(Stop::Unsupported);
         }
@@ -677,10 +673,10 @@ impl<'o, 'a> Writer<'o, 'a> {
         write_str(self.out, type_url);
         if root.wkt.is_some() {
             self.out.extend_from_slice(b",\"value\":");
-            self.message(&payload, 0, &[value])?;
+            self.message(payload, m, &[value])?;
         } else {
             let mut first = false;
-            self.fields(&payload, 0, &[value], &mut first)?;
+            self.fields(payload, m, &[value], &mut first)?;
         }
         self.out.push(b'}');
         self.check_limit()
@@ -727,11 +723,11 @@ fn scan<'a>(plan: &MessagePlan, chunks: &[&'a [u8]], occs: &mut Vec<Occ<'a>>) ->
 /// the member set last counts, from its first occurrence after another member.
 fn resolve_oneofs<'a>(plan: &MessagePlan, occs: &mut Vec<Occ<'a>>) -> Vec<Occ<'a>> {
     let mut dropped = Vec::new();
-    if plan.oneofs.is_empty() {
+    if plan.oneof_count() == 0 {
         return dropped;
     }
     // (winning slot, first counted seq) per oneof.
-    let mut state: Vec<(u32, u32)> = vec![(u32::MAX, 0); plan.oneofs.len()];
+    let mut state: Vec<(u32, u32)> = vec![(u32::MAX, 0); plan.oneof_count()];
     for occ in occs.iter() {
         if let Some(o) = plan.fields[occ.slot as usize].oneof {
             let s = &mut state[o as usize];

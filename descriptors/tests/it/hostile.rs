@@ -385,7 +385,6 @@ fn json_output_over_the_limit_is_refused() {
 #[test]
 fn deep_status_details_render_as_no_details() {
     let snapshot = snapshot();
-    let pool = snapshot.pool();
     let started = Instant::now();
     // Details resolve a type URL without a `/` too (as its whole name).
     for url in [NODE_URL, NODE] {
@@ -395,7 +394,7 @@ fn deep_status_details_render_as_no_details() {
             nested_child(5_000),
         ] {
             let bin = status_with_detail(url, &detail);
-            let json = status_to_json(pool, 3, "bad", Some(&bin));
+            let json = status_to_json(snapshot.codec(), 3, "bad", Some(&bin));
             assert_eq!(
                 json,
                 serde_json::json!({ "code": 3, "message": "bad", "details": [] })
@@ -405,7 +404,7 @@ fn deep_status_details_render_as_no_details() {
     assert!(started.elapsed() < Duration::from_secs(2));
     // A shallow one still renders.
     let bin = status_with_detail(NODE_URL, &nested_any(3));
-    let json = status_to_json(pool, 3, "bad", Some(&bin));
+    let json = status_to_json(snapshot.codec(), 3, "bad", Some(&bin));
     assert_eq!(json["details"][0]["@type"], NODE_URL);
 }
 

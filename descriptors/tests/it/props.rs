@@ -74,7 +74,7 @@ proptest! {
                 prop_assert!(out.is_empty());
             }
         }
-        let _ = status_to_json(snapshot.pool(), 2, "x", Some(&bytes));
+        let _ = status_to_json(snapshot.codec(), 2, "x", Some(&bytes));
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! google.rpc.Status rendering with details.
 
 use base64::Engine as _;
-use descriptors::{Registry, json::status_to_json};
+use descriptors::{Registry, codec::Codec, json::status_to_json};
 use prost::Message as _;
 use prost_reflect::{DescriptorPool, DynamicMessage, Value};
 use serde_json::json;
@@ -69,7 +69,7 @@ fn details_are_rendered() {
     );
     let bytes = status.encode_to_vec();
 
-    let rendered = status_to_json(pool, 3, "bad shelf", Some(&bytes));
+    let rendered = status_to_json(snapshot.codec(), 3, "bad shelf", Some(&bytes));
     assert_eq!(
         rendered,
         json!({
@@ -104,17 +104,27 @@ fn details_are_rendered() {
 fn undecodable_or_missing_details() {
     let registry = Registry::new();
     let snapshot = registry.snapshot();
-    let pool = snapshot.pool();
     let expected = json!({"code": 5, "message": "not found", "details": []});
-    assert_eq!(status_to_json(pool, 5, "not found", None), expected);
     assert_eq!(
-        status_to_json(pool, 5, "not found", Some(b"\x0a\x05\x01")),
+        status_to_json(snapshot.codec(), 5, "not found", None),
         expected
     );
-    assert_eq!(status_to_json(pool, 5, "not found", Some(b"")), expected);
+    assert_eq!(
+        status_to_json(snapshot.codec(), 5, "not found", Some(b"\x0a\x05\x01")),
+        expected
+    );
+    assert_eq!(
+        status_to_json(snapshot.codec(), 5, "not found", Some(b"")),
+        expected
+    );
     // Even a pool without google.rpc.Status never fails.
     assert_eq!(
-        status_to_json(&DescriptorPool::new(), 5, "not found", Some(b"\x08\x05")),
+        status_to_json(
+            &Codec::compile(&DescriptorPool::new()),
+            5,
+            "not found",
+            Some(b"\x08\x05")
+        ),
         expected
     );
 }

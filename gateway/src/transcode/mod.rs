@@ -159,7 +159,7 @@ fn status_response(
     message: &str,
     details: Option<&[u8]>,
 ) -> Response<ResponseBody> {
-    let body = json::status_to_json(snapshot.pool(), code, message, details);
+    let body = json::status_to_json(snapshot.codec(), code, message, details);
     let mut resp = Response::new(crate::respond::full(Bytes::from(body.to_string())));
     *resp.status_mut() = Code::from_i32(code).http_status();
     resp.headers_mut().insert(

@@ -296,7 +296,7 @@ impl JsonStream {
                     }
                 } else {
                     let err = json::status_to_json(
-                        self.snapshot.pool(),
+                        self.snapshot.codec(),
                         code,
                         &message,
                         details.as_deref(),
