@@ -6,6 +6,12 @@ use std::{path::PathBuf, process::ExitCode};
 use clap::{Parser, Subcommand};
 use gateway::{Gateway, config::GatewayConfig, telemetry};
 
+/// mimalloc rather than glibc's malloc: it returns freed memory to the OS
+/// (a registry replace or a traffic burst does not stay resident at its
+/// peak), and costs fewer instructions per allocation.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "gateway",
