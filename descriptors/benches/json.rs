@@ -110,7 +110,7 @@ fn bench_message(c: &mut Criterion, shape: &str, desc: &MessageDescriptor, json:
 fn json(c: &mut Criterion) {
     let registry = registry();
     let snapshot = registry.snapshot();
-    let pool = snapshot.pool();
+    let pool = &*snapshot.pool();
     let book = pool
         .get_message_by_name("example.library.v1.Book")
         .expect("Book exists");

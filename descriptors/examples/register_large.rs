@@ -30,25 +30,38 @@ fn register_only(path: &str, changed: &str) {
     let registry = Registry::new();
     let before = rss_kib();
     registry.put("large", &bytes).expect("registers");
-    println!("{}", settled_rss_kib().saturating_sub(before));
+    println!("{}", settled_rss_kib(&registry).saturating_sub(before));
     for _ in 0..3 {
         registry.put("large", &bytes).expect("replaces");
     }
-    println!("{}", settled_rss_kib().saturating_sub(before));
+    println!("{}", settled_rss_kib(&registry).saturating_sub(before));
     for set in [&changed, &bytes, &changed] {
         registry.put("large", set).expect("replaces");
     }
-    println!("{}", settled_rss_kib().saturating_sub(before));
+    println!("{}", settled_rss_kib(&registry).saturating_sub(before));
 }
 
-/// Resident memory once the allocator has returned what was freed: mimalloc
-/// gives freed pages back to the OS about a second after they are freed, on
-/// its next allocations (as a running gateway makes for every request).
-fn settled_rss_kib() -> u64 {
-    std::thread::sleep(std::time::Duration::from_millis(1200));
-    let churn: Vec<Vec<u8>> = (0..2000).map(|i| vec![0u8; 16 + i % 512]).collect();
-    drop(churn);
-    rss_kib()
+/// Resident memory in the steady state: once the registry's prost-reflect
+/// pool is dropped (the gateway drops it 30 s after its last use), and the
+/// allocator has returned what was freed (mimalloc gives freed pages back
+/// to the OS about a second later, on its next allocations, as a running
+/// gateway makes for every request).
+fn settled_rss_kib(registry: &Registry) -> u64 {
+    registry.release_idle_pool(std::time::Duration::ZERO);
+    // Until it stops falling (at most ~12 s): mimalloc purges a little on
+    // each of its later allocations.
+    let mut last = rss_kib();
+    for _ in 0..10 {
+        std::thread::sleep(std::time::Duration::from_millis(1200));
+        let churn: Vec<Vec<u8>> = (0..2000).map(|i| vec![0u8; 16 + i % 512]).collect();
+        drop(churn);
+        let now = rss_kib();
+        if now + 64 >= last {
+            return now.min(last);
+        }
+        last = now;
+    }
+    last
 }
 
 /// One file per service, each with its own messages, REST rules and
@@ -138,6 +151,15 @@ fn main() {
     let replace = t.elapsed();
     let snap = registry.snapshot();
     assert_eq!(snap.methods().count(), total_methods);
+    // What reflection or naming a JSON error costs once the pool was dropped.
+    registry.release_idle_pool(std::time::Duration::ZERO);
+    let t = Instant::now();
+    assert!(
+        snap.pool()
+            .get_service_by_name("bench.s0.v1.Service0")
+            .is_some()
+    );
+    let rebuild = t.elapsed();
     let t = Instant::now();
     let mut hits = 0;
     for i in 0..10_000 {
@@ -164,6 +186,10 @@ fn main() {
     println!(
         "| replace the same set | {:.0} ms |",
         replace.as_secs_f64() * 1e3
+    );
+    println!(
+        "| rebuild the dropped descriptor pool (reflection, naming a JSON error) | {:.0} ms |",
+        rebuild.as_secs_f64() * 1e3
     );
     println!(
         "| resident memory added by the set (fresh process) | {added_kib} KiB ({:.2} KiB per method) |",

@@ -125,6 +125,10 @@ pub enum DescriptorError {
         /// What is wrong with it.
         message: String,
     },
+    /// A method's message type is missing from the pool rebuilt from the
+    /// registered sets (never expected: the same bytes built the index).
+    #[error("message type `{0}` is not in the registry")]
+    UnknownMessage(String),
     /// A `commit` hook (e.g. persisting an upload to disk) failed; nothing
     /// was changed.
     #[error("storing descriptor set `{name}` failed: {message}")]
@@ -187,7 +191,7 @@ impl DescriptorError {
             | Self::TooDeepMessage { .. }
             | Self::AnyTooLarge { .. }
             | Self::JsonTooLarge { .. } => ErrorKind::InvalidResponse,
-            Self::Storage { .. } => ErrorKind::Internal,
+            Self::Storage { .. } | Self::UnknownMessage(_) => ErrorKind::Internal,
         }
     }
 

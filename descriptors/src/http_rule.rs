@@ -45,12 +45,12 @@ pub struct HttpBinding {
     /// Top-level response field to send instead of the whole response message.
     pub response_body: Option<String>,
     pub(crate) template: PathTemplate,
-    /// Template variables with their resolved field chains, in template order.
-    pub(crate) path_fields: Vec<(String, Vec<FieldDescriptor>)>,
-    /// Resolved `body` field when [`BodySpec::Field`].
-    pub(crate) body_field: Option<FieldDescriptor>,
-    /// Resolved `response_body` field.
-    pub(crate) response_field: Option<FieldDescriptor>,
+    /// Template variables with their resolved field numbers, in template order.
+    pub(crate) path_fields: Vec<(String, Vec<u32>)>,
+    /// Number of the `body` field when [`BodySpec::Field`].
+    pub(crate) body_field: Option<u32>,
+    /// Number of the `response_body` field.
+    pub(crate) response_field: Option<u32>,
 }
 
 /// A successful match of an HTTP request against the rules of a snapshot.
@@ -190,7 +190,10 @@ fn compile_binding(
     let output = method.output();
     let path_fields = template
         .variables()
-        .map(|path| resolve_path_field(&input, path).map(|chain| (path.to_owned(), chain)))
+        .map(|path| {
+            resolve_path_field(&input, path)
+                .map(|chain| (path.to_owned(), chain.iter().map(|f| f.number()).collect()))
+        })
         .collect::<Result<Vec<_>, String>>()
         .map_err(|e| {
             DescriptorError::invalid_rule(grpc_path, format!("{http_method} {pattern}: {e}"))
@@ -212,14 +215,14 @@ fn compile_binding(
         "*" => (BodySpec::Whole, None),
         name => (
             BodySpec::Field(name.to_owned()),
-            Some(top_level_field(&input, name, "body")?),
+            Some(top_level_field(&input, name, "body")?.number()),
         ),
     };
     let (response_body, response_field) = match response_body {
         "" => (None, None),
         name => (
             Some(name.to_owned()),
-            Some(top_level_field(&output, name, "response_body")?),
+            Some(top_level_field(&output, name, "response_body")?.number()),
         ),
     };
     Ok(HttpBinding {

@@ -2,7 +2,10 @@
 //! from every service in a snapshot's pool, together with the HTTP route table
 //! compiled from their `google.api.http` rules.
 
-use std::{collections::HashMap, sync::Arc};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+};
 
 use prost_reflect::{DescriptorPool, MessageDescriptor};
 
@@ -10,6 +13,7 @@ use crate::{
     codec::Codec,
     error::DescriptorError,
     http_rule::{self, HttpBinding, RouteTable, RouteTableBuilder},
+    pool::LazyPool,
 };
 
 /// Everything the gateway needs to call one gRPC method.
@@ -21,10 +25,6 @@ pub struct MethodInfo {
     pub service: String,
     /// Method name, e.g. `Method`.
     pub name: String,
-    /// Request message type.
-    pub input: MessageDescriptor,
-    /// Response message type.
-    pub output: MessageDescriptor,
     /// The client sends a stream of messages.
     pub client_streaming: bool,
     /// The server answers with a stream of messages.
@@ -36,14 +36,19 @@ pub struct MethodInfo {
     pub bindings: Vec<Arc<HttpBinding>>,
     /// The JSON codec's plans of the request and response types.
     plans: MethodPlans,
+    /// The snapshot's prost-reflect pool, built when asked for.
+    pool: Arc<LazyPool>,
 }
 
-/// The codec of a method's pool and the plans of its two message types
-/// (none for a type the plans do not cover: proto2 groups, extensions).
+/// The codec of a method's pool and its two message types.
 #[derive(Debug)]
 pub(crate) struct MethodPlans {
     pub(crate) codec: Arc<Codec>,
     /// The request and response types' message indexes in `codec`.
+    input_type: u32,
+    output_type: u32,
+    /// The same when the codec covers the type (no proto2 groups or
+    /// extensions in it or in what it can contain).
     pub(crate) input: Option<u32>,
     pub(crate) output: Option<u32>,
 }
@@ -53,6 +58,60 @@ impl MethodInfo {
     pub(crate) fn plans(&self) -> &MethodPlans {
         &self.plans
     }
+
+    /// Full name of the request message type.
+    pub fn input_name(&self) -> &str {
+        self.plans.codec.program().messages[self.plans.input_type as usize].full_name()
+    }
+
+    /// Full name of the response message type.
+    pub fn output_name(&self) -> &str {
+        self.plans.codec.program().messages[self.plans.output_type as usize].full_name()
+    }
+
+    /// The request message type's descriptor, from the snapshot's pool
+    /// (built if not cached: not for the request path).
+    pub fn input(&self) -> Result<MessageDescriptor, DescriptorError> {
+        self.descriptor(self.input_name())
+    }
+
+    /// The response message type's descriptor (see [`MethodInfo::input`]).
+    pub fn output(&self) -> Result<MessageDescriptor, DescriptorError> {
+        self.descriptor(self.output_name())
+    }
+
+    fn descriptor(&self, full_name: &str) -> Result<MessageDescriptor, DescriptorError> {
+        self.pool
+            .get()?
+            .get_message_by_name(full_name)
+            .ok_or_else(|| DescriptorError::UnknownMessage(full_name.to_owned()))
+    }
+}
+
+impl MethodPlans {
+    /// The request type's message index (covered by the codec or not).
+    pub(crate) fn input_type(&self) -> u32 {
+        self.input_type
+    }
+
+    fn new(
+        codec: &Arc<Codec>,
+        input: &MessageDescriptor,
+        output: &MessageDescriptor,
+    ) -> Result<Self, DescriptorError> {
+        let find = |d: &MessageDescriptor| {
+            codec
+                .find(d.full_name())
+                .ok_or_else(|| DescriptorError::UnknownMessage(d.full_name().to_owned()))
+        };
+        Ok(Self {
+            codec: codec.clone(),
+            input_type: find(input)?,
+            output_type: find(output)?,
+            input: codec.root(input.full_name()),
+            output: codec.root(output.full_name()),
+        })
+    }
 }
 
 /// Methods by gRPC path, in pool order, plus the HTTP route table.
@@ -60,6 +119,7 @@ impl MethodInfo {
 pub(crate) struct MethodIndex {
     by_path: HashMap<String, Arc<MethodInfo>>,
     ordered: Vec<Arc<MethodInfo>>,
+    services: HashSet<String>,
     routes: RouteTable,
 }
 
@@ -72,12 +132,14 @@ impl MethodIndex {
     pub(crate) fn build<'a>(
         pool: &DescriptorPool,
         codec: &Arc<Codec>,
+        lazy: &Arc<LazyPool>,
         set_of_file: impl Fn(&str) -> Option<&'a str>,
     ) -> Result<Self, DescriptorError> {
         let extension = pool.get_extension_by_name(http_rule::HTTP_EXTENSION);
         let mut index = Self::default();
         let mut routes = RouteTableBuilder::default();
         for service in pool.services() {
+            index.services.insert(service.full_name().to_owned());
             let set_name = set_of_file(service.parent_file().name()).unwrap_or("bundled");
             for method in service.methods() {
                 let grpc_path = format!("/{}/{}", service.full_name(), method.name());
@@ -93,18 +155,13 @@ impl MethodIndex {
                 let info = Arc::new(MethodInfo {
                     service: service.full_name().to_owned(),
                     name: method.name().to_owned(),
-                    input: method.input(),
-                    output: method.output(),
                     client_streaming: method.is_client_streaming(),
                     server_streaming: method.is_server_streaming(),
                     set_name: set_name.to_owned(),
                     bindings,
                     grpc_path,
-                    plans: MethodPlans {
-                        codec: codec.clone(),
-                        input: codec.root(method.input().full_name()),
-                        output: codec.root(method.output().full_name()),
-                    },
+                    plans: MethodPlans::new(codec, &method.input(), &method.output())?,
+                    pool: lazy.clone(),
                 });
                 for binding in &info.bindings {
                     routes.add(&info, binding)?;
@@ -115,6 +172,10 @@ impl MethodIndex {
         }
         index.routes = routes.finish();
         Ok(index)
+    }
+
+    pub(crate) fn has_service(&self, full_name: &str) -> bool {
+        self.services.contains(full_name)
     }
 
     pub(crate) fn get(&self, grpc_path: &str) -> Option<&Arc<MethodInfo>> {

@@ -23,12 +23,12 @@ use serde::de::{self, DeserializeSeed, MapAccess, Visitor};
 use serde_path_to_error::{Path, Segment, Track};
 
 use crate::{
-    codec::{Codec, from_json, nesting, to_json},
+    codec::{Card, Codec, FieldPlan, Program, Ty, Wkt, from_json, nesting, to_json},
     error::DescriptorError,
     http_rule::{BodySpec, HttpBinding, HttpMatch},
     index::MethodInfo,
     template::percent_decode,
-    wire::{self, MAX_MESSAGE_NESTING, is_wkt},
+    wire::{self, MAX_MESSAGE_NESTING},
 };
 
 /// Default for [`JsonOptions::max_depth`]: nesting levels of objects/arrays.
@@ -116,7 +116,7 @@ pub fn json_to_proto(
 ) -> Result<(), DescriptorError> {
     let codec = Codec::for_pool(desc.parent_pool());
     let root = codec.root(desc.full_name());
-    parse_with(&codec, root, desc, json, opts, out)
+    parse_with(&codec, root, Desc::Given(desc), json, opts, out)
 }
 
 /// [`json_to_proto`] for the request message of `method`, with the plan
@@ -128,7 +128,14 @@ pub fn request_to_proto(
     out: &mut Vec<u8>,
 ) -> Result<(), DescriptorError> {
     let plans = method.plans();
-    parse_with(&plans.codec, plans.input, &method.input, json, opts, out)
+    parse_with(
+        &plans.codec,
+        plans.input,
+        Desc::Input(method),
+        json,
+        opts,
+        out,
+    )
 }
 
 /// JSON -> wire with `program`, appended to `out`; false (and `out` as it
@@ -167,7 +174,7 @@ fn codec_parse(
 fn parse_with(
     codec: &Codec,
     root: Option<u32>,
-    desc: &MessageDescriptor,
+    desc: Desc<'_>,
     json: &[u8],
     opts: &JsonOptions,
     out: &mut Vec<u8>,
@@ -183,7 +190,7 @@ fn parse_with(
     }
     // Refused (or an `Any` whose `@type` is not first): the prost-reflect
     // reader says why, with the JSON path, exactly as before.
-    legacy::json_to_proto(desc, json, opts, out)
+    legacy::json_to_proto(&desc.get()?, json, opts, out)
 }
 
 /// Builds the request message of an HTTP match and appends its protobuf encoding to `out`.
@@ -224,9 +231,11 @@ pub fn build_request(
 /// ones append: the mapping's "path and query override the body"), written
 /// even when it holds the default value, so `?n=0` overrides a body's `n`.
 /// `Ok(false)` when a case needs the prost-reflect path: a body field that
-/// is not a singular message, a type the plans do not cover, a body the codec
-/// refuses (the legacy reader then names the error), a query parameter in a
-/// oneof (whether another member is set depends on the body).
+/// is not a singular message, a type the plans do not cover, a body or a
+/// parameter value the codec refuses (the legacy reader then names the
+/// error), a query parameter in a oneof (whether another member is set
+/// depends on the body), a message-typed parameter other than a wrapper,
+/// Timestamp, Duration or FieldMask.
 fn params_to_wire(
     m: &HttpMatch,
     body: &[u8],
@@ -235,131 +244,214 @@ fn params_to_wire(
     out: &mut Vec<u8>,
 ) -> Result<bool, DescriptorError> {
     let binding = &*m.binding;
-    let desc = &m.method.input;
     let plans = m.method.plans();
+    let codec = &*plans.codec;
+    let prog = codec.program();
     let Some(root) = plans.input else {
         return Ok(false);
     };
-    match (&binding.body, &binding.body_field) {
-        (BodySpec::Whole, _) if !is_blank(body) => {
-            parse_with(&plans.codec, Some(root), desc, body, opts, out)?;
+    match (&binding.body, binding.body_field) {
+        (BodySpec::Whole, _)
+            if !is_blank(body)
+                && (check_depth(body, opts.depth_limit()).is_err()
+                    || !codec_parse(codec, root, body, opts, out)) =>
+        {
+            return Ok(false);
         }
-        (BodySpec::Field(_), Some(field)) if !is_blank(body) => {
-            let Some(inner) = field
-                .kind()
-                .as_message()
-                .filter(|_| !field.is_list() && !field.is_map())
-                .and_then(|d| plans.codec.root(d.full_name()))
-            else {
+        (BodySpec::Field(_), Some(number)) if !is_blank(body) => {
+            let plan = &prog.messages[root as usize];
+            let Some(field) = plan.slot(number).map(|slot| &plan.fields[slot]) else {
                 return Ok(false);
             };
-            if check_depth(body, opts.depth_limit()).is_err() {
+            let Ty::Message(inner) = field.ty else {
+                return Ok(false);
+            };
+            if field.card != Card::Explicit
+                || prog.messages[inner as usize].unsupported_within
+                || check_depth(body, opts.depth_limit()).is_err()
+            {
                 return Ok(false);
             }
             let mut value = Vec::with_capacity(body.len());
-            if !codec_parse(&plans.codec, inner, body, opts, &mut value) {
+            if !codec_parse(codec, inner, body, opts, &mut value) {
                 return Ok(false);
             }
-            wire_len_field(field.number(), &value, out);
+            wire_len_field(number, &value, out);
         }
         (BodySpec::Field(_), None) if !is_blank(body) => return Ok(false),
         _ => {}
     }
     for (path, value) in &m.path_params {
         let chain = match binding.path_fields.iter().find(|(p, _)| p == path) {
-            Some((_, chain)) => chain.clone(),
-            None => resolve_chain(desc, path, opts.depth_limit())?
-                .ok_or_else(|| DescriptorError::invalid_path(path, "no such field"))?,
+            Some((_, numbers)) => chain_of_numbers(prog, root, numbers),
+            None => resolve_chain(prog, root, path, opts.depth_limit())?,
         };
-        param_to_wire(&chain, path, value, out)?;
+        let Some(chain) = chain else {
+            return Ok(false);
+        };
+        if !param_to_wire(codec, &chain, path, value, out)? {
+            return Ok(false);
+        }
     }
     if let Some(query) = query {
-        let params = query_params(desc, binding, query, opts)?;
+        let params = query_params(prog, root, binding, query, opts)?;
         if params
             .iter()
-            .any(|(chain, _, _)| chain.last().is_some_and(|f| f.containing_oneof().is_some()))
+            .any(|(chain, _, _)| field_at(prog, chain).is_some_and(|f| f.oneof.is_some()))
         {
             return Ok(false);
         }
         for (chain, key, value) in &params {
-            param_to_wire(chain, key, value, out)?;
+            if !param_to_wire(codec, chain, key, value, out)? {
+                return Ok(false);
+            }
         }
     }
     Ok(true)
 }
 
 /// One parameter as wire bytes: the leaf's value (converted as
-/// [`parse_value`] does), wrapped in each parent message field.
+/// [`parse_value`] does), wrapped in each parent message field. `Ok(false)`
+/// when the value needs the prost-reflect path (see [`params_to_wire`]).
 fn param_to_wire(
-    chain: &[FieldDescriptor],
+    codec: &Codec,
+    chain: &[FieldRef],
     path: &str,
     value: &str,
     out: &mut Vec<u8>,
-) -> Result<(), DescriptorError> {
+) -> Result<bool, DescriptorError> {
+    let prog = codec.program();
     let Some((leaf, parents)) = chain.split_last() else {
         return Err(DescriptorError::invalid_path(path, "empty field path"));
     };
-    let value = parse_value(&leaf.kind(), value)
-        .map_err(|message| DescriptorError::invalid_path(path, message))?;
+    let Some(leaf) = field_at(prog, std::slice::from_ref(leaf)) else {
+        return Ok(false);
+    };
     let mut field = Vec::new();
-    encode_scalar(leaf, &value, &mut field)
-        .map_err(|message| DescriptorError::invalid_path(path, message))?;
+    match encode_param(codec, leaf.number, leaf.ty, value, &mut field) {
+        Ok(true) => {}
+        Ok(false) => return Ok(false),
+        Err(message) => return Err(DescriptorError::invalid_path(path, message)),
+    }
     for parent in parents.iter().rev() {
+        let Some(parent) = field_at(prog, std::slice::from_ref(parent)) else {
+            return Ok(false);
+        };
         let mut wrapped = Vec::with_capacity(field.len() + 6);
-        wire_len_field(parent.number(), &field, &mut wrapped);
+        wire_len_field(parent.number, &field, &mut wrapped);
         field = wrapped;
     }
     out.extend_from_slice(&field);
-    Ok(())
+    Ok(true)
 }
 
-/// `field` = `value` as one wire field (tag and value), whatever the value.
-fn encode_scalar(field: &FieldDescriptor, value: &Value, out: &mut Vec<u8>) -> Result<(), String> {
+/// Field `n` of type `ty` = the parameter string `s`, as one wire field
+/// (tag and value, whatever the value), with [`parse_value`]'s conversions
+/// and error messages. `Ok(false)`: a message type the codec does not
+/// convert from one string here (the prost-reflect path names the error).
+fn encode_param(codec: &Codec, n: u32, ty: Ty, s: &str, out: &mut Vec<u8>) -> Result<bool, String> {
     use prost::encoding::{WireType, encode_key, encode_varint};
-    let n = field.number();
+    fn num<T: std::str::FromStr>(s: &str, what: &str) -> Result<T, String> {
+        s.parse()
+            .map_err(|_| format!("`{s}` is not a valid {what}"))
+    }
     let varint = |v: u64, out: &mut Vec<u8>| {
         encode_key(n, WireType::Varint, out);
         encode_varint(v, out);
     };
-    match (field.kind(), value) {
-        (Kind::Double, Value::F64(v)) => {
-            encode_key(n, WireType::SixtyFourBit, out);
-            out.extend_from_slice(&v.to_le_bytes());
+    let fixed64 = |bytes: [u8; 8], out: &mut Vec<u8>| {
+        encode_key(n, WireType::SixtyFourBit, out);
+        out.extend_from_slice(&bytes);
+    };
+    let fixed32 = |bytes: [u8; 4], out: &mut Vec<u8>| {
+        encode_key(n, WireType::ThirtyTwoBit, out);
+        out.extend_from_slice(&bytes);
+    };
+    match ty {
+        Ty::Double => fixed64(num::<f64>(s, "double")?.to_le_bytes(), out),
+        Ty::Float => fixed32(num::<f32>(s, "float")?.to_le_bytes(), out),
+        Ty::Int32 => varint(i64::from(num::<i32>(s, "int32")?) as u64, out),
+        Ty::Sint32 => {
+            let v: i32 = num(s, "int32")?;
+            varint(u64::from(((v << 1) ^ (v >> 31)) as u32), out);
         }
-        (Kind::Float, Value::F32(v)) => {
-            encode_key(n, WireType::ThirtyTwoBit, out);
-            out.extend_from_slice(&v.to_le_bytes());
+        Ty::Sfixed32 => fixed32(num::<i32>(s, "int32")?.to_le_bytes(), out),
+        Ty::Int64 => varint(num::<i64>(s, "int64")? as u64, out),
+        Ty::Sint64 => {
+            let v: i64 = num(s, "int64")?;
+            varint(((v << 1) ^ (v >> 63)) as u64, out);
         }
-        (Kind::Int32, Value::I32(v)) => varint(i64::from(*v) as u64, out),
-        (Kind::Int64, Value::I64(v)) => varint(*v as u64, out),
-        (Kind::Uint32, Value::U32(v)) => varint(u64::from(*v), out),
-        (Kind::Uint64, Value::U64(v)) => varint(*v, out),
-        (Kind::Sint32, Value::I32(v)) => varint(u64::from(((v << 1) ^ (v >> 31)) as u32), out),
-        (Kind::Sint64, Value::I64(v)) => varint(((v << 1) ^ (v >> 63)) as u64, out),
-        (Kind::Fixed32, Value::U32(v)) => {
-            encode_key(n, WireType::ThirtyTwoBit, out);
-            out.extend_from_slice(&v.to_le_bytes());
+        Ty::Sfixed64 => fixed64(num::<i64>(s, "int64")?.to_le_bytes(), out),
+        Ty::Uint32 => varint(u64::from(num::<u32>(s, "uint32")?), out),
+        Ty::Fixed32 => fixed32(num::<u32>(s, "uint32")?.to_le_bytes(), out),
+        Ty::Uint64 => varint(num::<u64>(s, "uint64")?, out),
+        Ty::Fixed64 => fixed64(num::<u64>(s, "uint64")?.to_le_bytes(), out),
+        Ty::Bool => varint(
+            match s {
+                "true" | "1" => 1,
+                "false" | "0" => 0,
+                _ => return Err(format!("`{s}` is not a valid bool")),
+            },
+            out,
+        ),
+        Ty::String => wire_len_field(n, s.as_bytes(), out),
+        Ty::Bytes => wire_len_field(n, &decode_base64(s)?, out),
+        Ty::Enum(e) => {
+            let plan = &codec.program().enums[e as usize];
+            let number = match plan.number(s) {
+                Some(v) => v,
+                None => s
+                    .parse()
+                    .map_err(|_| format!("`{s}` is not a value of enum `{}`", plan.full_name()))?,
+            };
+            varint(i64::from(number) as u64, out);
         }
-        (Kind::Sfixed32, Value::I32(v)) => {
-            encode_key(n, WireType::ThirtyTwoBit, out);
-            out.extend_from_slice(&v.to_le_bytes());
+        Ty::Message(m) => {
+            let mut value = Vec::new();
+            let inner = match codec.program().messages[m as usize].wkt {
+                Some(Wkt::DoubleValue) => Ty::Double,
+                Some(Wkt::FloatValue) => Ty::Float,
+                Some(Wkt::Int64Value) => Ty::Int64,
+                Some(Wkt::UInt64Value) => Ty::Uint64,
+                Some(Wkt::Int32Value) => Ty::Int32,
+                Some(Wkt::UInt32Value) => Ty::Uint32,
+                Some(Wkt::BoolValue) => Ty::Bool,
+                Some(Wkt::StringValue) => Ty::String,
+                Some(Wkt::BytesValue) => Ty::Bytes,
+                Some(Wkt::Timestamp | Wkt::Duration | Wkt::FieldMask) => {
+                    // Their JSON form is this string.
+                    let mut json = Vec::with_capacity(s.len() + 2);
+                    to_json::write_str(&mut json, s);
+                    if !codec_parse(codec, m, &json, &JsonOptions::default(), &mut value) {
+                        return Ok(false);
+                    }
+                    wire_len_field(n, &value, out);
+                    return Ok(true);
+                }
+                _ => return Ok(false),
+            };
+            let mut field = Vec::new();
+            encode_param(codec, 1, inner, s, &mut field)?;
+            // The wrapper's `value` is written only when not its default,
+            // as a message encoder does.
+            if !is_default_scalar(inner, &field) {
+                value = field;
+            }
+            wire_len_field(n, &value, out);
         }
-        (Kind::Fixed64, Value::U64(v)) => {
-            encode_key(n, WireType::SixtyFourBit, out);
-            out.extend_from_slice(&v.to_le_bytes());
-        }
-        (Kind::Sfixed64, Value::I64(v)) => {
-            encode_key(n, WireType::SixtyFourBit, out);
-            out.extend_from_slice(&v.to_le_bytes());
-        }
-        (Kind::Bool, Value::Bool(v)) => varint(u64::from(*v), out),
-        (Kind::Enum(_), Value::EnumNumber(v)) => varint(i64::from(*v) as u64, out),
-        (Kind::String, Value::String(v)) => wire_len_field(n, v.as_bytes(), out),
-        (Kind::Bytes, Value::Bytes(v)) => wire_len_field(n, v, out),
-        (Kind::Message(_), Value::Message(m)) => wire_len_field(n, &m.encode_to_vec(), out),
-        _ => return Err("value does not fit the field".to_owned()),
     }
-    Ok(())
+    Ok(true)
+}
+
+/// Whether `field` (one encoded field 1 of type `ty`) holds the default value.
+fn is_default_scalar(ty: Ty, field: &[u8]) -> bool {
+    let value = field.get(1..).unwrap_or_default();
+    match ty {
+        Ty::Double => value.try_into().is_ok_and(|b| f64::from_le_bytes(b) == 0.0),
+        Ty::Float => value.try_into().is_ok_and(|b| f32::from_le_bytes(b) == 0.0),
+        // A length of 0, or a varint of 0.
+        _ => value == [0],
+    }
 }
 
 /// A length-delimited field `number` holding `bytes`.
@@ -379,25 +471,31 @@ fn legacy_build_request(
     out: &mut Vec<u8>,
 ) -> Result<(), DescriptorError> {
     let binding = &*m.binding;
-    let desc = &m.method.input;
+    let desc = m.method.input()?;
+    let plans = m.method.plans();
+    let prog = plans.codec.program();
+    let root = plans.input_type();
     let query = query.filter(|q| !q.is_empty() && binding.body != BodySpec::Whole);
     let mut message = match &binding.body {
-        BodySpec::Whole if !is_blank(body) => parse_message(desc, body, opts, None)?,
-        BodySpec::Field(field) if !is_blank(body) => parse_message(desc, body, opts, Some(field))?,
+        BodySpec::Whole if !is_blank(body) => parse_message(&desc, body, opts, None)?,
+        BodySpec::Field(field) if !is_blank(body) => parse_message(&desc, body, opts, Some(field))?,
         _ => DynamicMessage::new(desc.clone()),
     };
 
     for (path, value) in &m.path_params {
-        let chain = match binding.path_fields.iter().find(|(p, _)| p == path) {
-            Some((_, chain)) => chain.clone(),
-            None => resolve_chain(desc, path, opts.depth_limit())?
+        let numbers = match binding.path_fields.iter().find(|(p, _)| p == path) {
+            Some((_, numbers)) => numbers.clone(),
+            None => resolve_chain(prog, root, path, opts.depth_limit())?
+                .map(|chain| numbers_of(prog, &chain))
                 .ok_or_else(|| DescriptorError::invalid_path(path, "no such field"))?,
         };
+        let chain = descriptor_chain(&desc, &numbers)
+            .ok_or_else(|| DescriptorError::invalid_path(path, "no such field"))?;
         set_from_str(&mut message, &chain, path, value)?;
     }
 
     if let Some(query) = query {
-        apply_query(&mut message, binding, query, opts)?;
+        apply_query(&mut message, prog, root, binding, query, opts)?;
     }
     encode(&message, out)
 }
@@ -426,12 +524,12 @@ pub fn response_to_json(
     opts: &JsonOptions,
     out: &mut Vec<u8>,
 ) -> Result<(), DescriptorError> {
-    let field = binding.and_then(|b| b.response_field.as_ref());
+    let field = binding.and_then(|b| b.response_field);
     let plans = method.plans();
     render_with(
         &plans.codec,
         plans.output,
-        &method.output,
+        Desc::Output(method),
         field,
         proto,
         opts,
@@ -444,22 +542,22 @@ pub fn response_to_json(
 /// extensions, proto2 only).
 fn render(
     desc: &MessageDescriptor,
-    field: Option<&FieldDescriptor>,
+    field: Option<u32>,
     proto: &[u8],
     opts: &JsonOptions,
     out: &mut Vec<u8>,
 ) -> Result<(), DescriptorError> {
     let codec = Codec::for_pool(desc.parent_pool());
     let root = codec.root(desc.full_name());
-    render_with(&codec, root, desc, field, proto, opts, out)
+    render_with(&codec, root, Desc::Given(desc), field, proto, opts, out)
 }
 
 /// [`render`] with the codec and plan at hand.
 fn render_with(
     codec: &Codec,
     root: Option<u32>,
-    desc: &MessageDescriptor,
-    field: Option<&FieldDescriptor>,
+    desc: Desc<'_>,
+    field: Option<u32>,
     proto: &[u8],
     opts: &JsonOptions,
     out: &mut Vec<u8>,
@@ -470,14 +568,14 @@ fn render_with(
         None => false,
     };
     if !checked {
-        wire::check_nesting(desc, proto, opts.depth_limit())?;
+        wire::check_nesting(&desc.get()?, proto, opts.depth_limit())?;
     }
     let start = out.len();
     let result = match root {
         Some(root) => {
             let mut writer = to_json::Writer::new(codec, opts, out);
             match field {
-                Some(field) => writer.field_value(codec.program(), root, field.number(), proto),
+                Some(field) => writer.field_value(codec.program(), root, field, proto),
                 None => writer.message(codec.program(), root, &[proto]),
             }
         }
@@ -492,10 +590,9 @@ fn render_with(
                     max: opts.max_json_output_bytes,
                 }),
                 to_json::Stop::Invalid(message) => Err(DescriptorError::InvalidProto(message)),
-                to_json::Stop::Unsupported => match field {
-                    Some(_) => legacy::response_to_json_inner(desc, field, proto, opts, out),
-                    None => legacy::proto_to_json(desc, proto, opts, out),
-                },
+                to_json::Stop::Unsupported => {
+                    legacy::response_to_json_inner(&desc.get()?, field, proto, opts, out)
+                }
             }
         }
     }
@@ -555,20 +652,23 @@ pub mod legacy {
         opts: &JsonOptions,
         out: &mut Vec<u8>,
     ) -> Result<(), DescriptorError> {
-        let field = binding.and_then(|b| b.response_field.as_ref());
-        response_to_json_inner(&method.output, field, proto, opts, out)
+        let field = binding.and_then(|b| b.response_field);
+        response_to_json_inner(&method.output()?, field, proto, opts, out)
     }
 
+    /// [`super::response_to_json`]'s rendering of `response_body` field
+    /// `field` (the whole message when none) through a `DynamicMessage`.
     pub(super) fn response_to_json_inner(
         output: &MessageDescriptor,
-        field: Option<&FieldDescriptor>,
+        field: Option<u32>,
         proto: &[u8],
         opts: &JsonOptions,
         out: &mut Vec<u8>,
     ) -> Result<(), DescriptorError> {
-        let Some(field) = field else {
+        let Some(field) = field.and_then(|n| output.get_field(n)) else {
             return proto_to_json(output, proto, opts, out);
         };
+        let field = &field;
         let mut message = decode(output, proto, opts)?;
         let options = opts.serialize_options();
         if let (Kind::Message(sub_desc), false) = (field.kind(), field.is_list() || field.is_map())
@@ -938,17 +1038,24 @@ impl io::Write for LimitedWriter<'_> {
 
 // === helpers: path and query parameters ===
 
-/// Resolves a dotted field path by proto or JSON names. `Ok(None)` when a
-/// component does not exist; an error when it exists but cannot be traversed.
-///
-/// A path of more than `max_depth` components is an error before any lookup
-/// (a recursive message would otherwise accept any length, and the message
-/// built from it would be as deep).
+/// A field of the codec's plans: `(message index, slot)`.
+type FieldRef = (u32, u16);
+
+/// The field at the end of `chain`.
+fn field_at<'p>(prog: &'p Program, chain: &[FieldRef]) -> Option<&'p FieldPlan> {
+    let &(m, slot) = chain.last()?;
+    prog.messages.get(m as usize)?.fields.get(slot as usize)
+}
+
+/// Resolves a dotted field path from message `root` (proto names, then
+/// JSON names): every part but the last a singular message field that is
+/// not a well-known type. `Ok(None)` when a part names no field.
 fn resolve_chain(
-    desc: &MessageDescriptor,
+    prog: &Program,
+    root: u32,
     path: &str,
     max_depth: usize,
-) -> Result<Option<Vec<FieldDescriptor>>, DescriptorError> {
+) -> Result<Option<Vec<FieldRef>>, DescriptorError> {
     if path.split('.').nth(max_depth).is_some() {
         return Err(DescriptorError::invalid_path(
             truncate_path(path),
@@ -956,18 +1063,20 @@ fn resolve_chain(
         ));
     }
     let mut chain = Vec::new();
-    let mut current = desc.clone();
+    let mut current = root;
     let mut parts = path.split('.').peekable();
     while let Some(name) = parts.next() {
-        let Some(field) = current
-            .get_field_by_name(name)
-            .or_else(|| current.get_field_by_json_name(name))
-        else {
+        let plan = &prog.messages[current as usize];
+        let Some(slot) = plan.field_by_proto_name(name) else {
             return Ok(None);
         };
+        chain.push((current, slot));
         if parts.peek().is_some() {
-            match field.kind() {
-                Kind::Message(m) if !field.is_list() && !field.is_map() && !is_wkt(&m) => {
+            let field = &plan.fields[slot as usize];
+            match field.ty {
+                Ty::Message(m)
+                    if field.card == Card::Explicit && prog.messages[m as usize].wkt.is_none() =>
+                {
                     current = m;
                 }
                 _ => {
@@ -978,9 +1087,68 @@ fn resolve_chain(
                 }
             }
         }
-        chain.push(field);
     }
     Ok(Some(chain))
+}
+
+/// The chain of field numbers `numbers` from message `root` (a path
+/// template's variable, resolved when the rule was compiled).
+fn chain_of_numbers(prog: &Program, root: u32, numbers: &[u32]) -> Option<Vec<FieldRef>> {
+    let mut chain = Vec::with_capacity(numbers.len());
+    let mut current = root;
+    for (i, &number) in numbers.iter().enumerate() {
+        let plan = prog.messages.get(current as usize)?;
+        let slot = plan.slot(number)?;
+        chain.push((current, slot as u16));
+        if i + 1 < numbers.len() {
+            let Ty::Message(m) = plan.fields[slot].ty else {
+                return None;
+            };
+            current = m;
+        }
+    }
+    Some(chain)
+}
+
+/// The field numbers of `chain`.
+fn numbers_of(prog: &Program, chain: &[FieldRef]) -> Vec<u32> {
+    chain
+        .iter()
+        .filter_map(|r| field_at(prog, std::slice::from_ref(r)).map(|f| f.number))
+        .collect()
+}
+
+/// The descriptors of the field numbers `numbers` from `desc`.
+fn descriptor_chain(desc: &MessageDescriptor, numbers: &[u32]) -> Option<Vec<FieldDescriptor>> {
+    let mut chain = Vec::with_capacity(numbers.len());
+    let mut current = desc.clone();
+    for (i, &number) in numbers.iter().enumerate() {
+        let field = current.get_field(number)?;
+        if i + 1 < numbers.len() {
+            current = field.kind().as_message()?.clone();
+        }
+        chain.push(field);
+    }
+    Some(chain)
+}
+
+/// Where the prost-reflect path finds a message type's descriptor: given,
+/// or a method's (from the registry's pool, built if not cached).
+#[derive(Clone, Copy)]
+enum Desc<'a> {
+    Given(&'a MessageDescriptor),
+    Input(&'a MethodInfo),
+    Output(&'a MethodInfo),
+}
+
+impl Desc<'_> {
+    fn get(self) -> Result<MessageDescriptor, DescriptorError> {
+        match self {
+            Desc::Given(desc) => Ok(desc.clone()),
+            Desc::Input(method) => method.input(),
+            Desc::Output(method) => method.output(),
+        }
+    }
 }
 
 /// Sets the field at the end of `chain` (creating parents) from a string.
@@ -1114,24 +1282,24 @@ fn truncate_path(path: &str) -> String {
     }
 }
 
-fn field_numbers(chain: &[FieldDescriptor]) -> Vec<u32> {
-    chain.iter().map(FieldDescriptor::number).collect()
-}
-
 /// A query parameter: its field chain, its key and its decoded value.
-type QueryParam = (Vec<FieldDescriptor>, String, String);
+type QueryParam = (Vec<FieldRef>, String, String);
 
 /// Sets the query parameters on `message` (see [`query_params`]); a
 /// parameter naming a oneof member while another member is set (by the body
 /// or an earlier parameter) is refused.
 fn apply_query(
     message: &mut DynamicMessage,
+    prog: &Program,
+    root: u32,
     binding: &HttpBinding,
     query: &str,
     opts: &JsonOptions,
 ) -> Result<(), DescriptorError> {
     let desc = message.descriptor();
-    for (chain, key, value) in query_params(&desc, binding, query, opts)? {
+    for (chain, key, value) in query_params(prog, root, binding, query, opts)? {
+        let chain = descriptor_chain(&desc, &numbers_of(prog, &chain))
+            .ok_or_else(|| DescriptorError::invalid_path(&key, "unknown field"))?;
         let Some(leaf) = chain.last() else { continue };
         if let Some(oneof) = leaf.containing_oneof() {
             let parent = parent_mut(message, &chain[..chain.len() - 1], &key)?;
@@ -1150,26 +1318,27 @@ fn apply_query(
     Ok(())
 }
 
-/// The query parameters of a `desc` request, checked: at most
+/// The query parameters of a request of message `root`, checked: at most
 /// `MAX_QUERY_PARAMS`, UTF-8 after percent-decoding, known fields (unless
 /// `ignore_unknown_fields`), no maps, a non-repeated field at most once;
 /// those naming a field bound by the path or the body are left out (the
 /// path or the body wins).
 fn query_params(
-    desc: &MessageDescriptor,
+    prog: &Program,
+    root: u32,
     binding: &HttpBinding,
     query: &str,
     opts: &JsonOptions,
 ) -> Result<Vec<QueryParam>, DescriptorError> {
     let mut params = Vec::new();
     // Field-number paths bound by the path template or the body field.
-    let mut bound: Vec<Vec<u32>> = binding
+    let mut bound: Vec<&[u32]> = binding
         .path_fields
         .iter()
-        .map(|(_, chain)| field_numbers(chain))
+        .map(|(_, numbers)| numbers.as_slice())
         .collect();
     if let Some(field) = &binding.body_field {
-        bound.push(vec![field.number()]);
+        bound.push(std::slice::from_ref(field));
     }
     let mut seen: HashSet<Vec<u32>> = HashSet::new();
 
@@ -1192,29 +1361,29 @@ fn query_params(
         let value = percent_decode(raw_value, false, true)
             .ok_or_else(|| DescriptorError::invalid_path(&key, "value is not UTF-8"))?;
 
-        let chain = match resolve_chain(desc, &key, max_depth) {
+        let chain = match resolve_chain(prog, root, &key, max_depth) {
             Ok(Some(chain)) => chain,
             Ok(None) if opts.ignore_unknown_fields => continue,
             Ok(None) => return Err(DescriptorError::invalid_path(key, "unknown field")),
             Err(e) => return Err(e),
         };
-        let numbers = field_numbers(&chain);
+        let numbers = numbers_of(prog, &chain);
         if bound
             .iter()
             .any(|b| b.starts_with(&numbers) || numbers.starts_with(b))
         {
             continue; // the path or the body wins
         }
-        let Some(leaf) = chain.last() else {
+        let Some(leaf) = field_at(prog, &chain) else {
             continue;
         };
-        if leaf.is_map() {
+        if leaf.card == Card::Map {
             return Err(DescriptorError::invalid_path(
                 key,
                 "map fields cannot be set from the query",
             ));
         }
-        if !leaf.is_list() && !seen.insert(numbers) {
+        if leaf.card != Card::Repeated && !seen.insert(numbers) {
             return Err(DescriptorError::invalid_path(
                 key,
                 "repeated parameter for a non-repeated field",

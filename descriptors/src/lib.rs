@@ -25,6 +25,7 @@ pub mod error;
 pub mod http_rule;
 pub mod index;
 pub mod json;
+mod pool;
 pub mod registry;
 pub mod template;
 pub mod wire;

@@ -32,6 +32,7 @@ use crate::{
     error::DescriptorError,
     http_rule::HttpMatch,
     index::{MethodIndex, MethodInfo},
+    pool::{LazyPool, add_set},
 };
 
 /// Owner name reported in conflicts with the bundled protos.
@@ -49,7 +50,8 @@ pub struct Registry {
 /// the HTTP routes. Hold the `Arc` for the duration of one request.
 #[derive(Debug)]
 pub struct Snapshot {
-    pool: DescriptorPool,
+    /// The prost-reflect pool, built when asked for (see `pool.rs`).
+    pool: Arc<LazyPool>,
     sets: BTreeMap<String, Arc<RegisteredSet>>,
     /// File name → sets shipping it, in pool order (first is the owner).
     file_sets: HashMap<String, Vec<String>>,
@@ -57,7 +59,7 @@ pub struct Snapshot {
     order: Vec<String>,
     /// Shared with the next snapshot when a put leaves it unchanged.
     index: Arc<MethodIndex>,
-    /// The JSON codec's plans for `pool`, compiled per message type on first use.
+    /// The JSON codec's plans of every message type of the pool.
     codec: Arc<Codec>,
 }
 
@@ -165,16 +167,17 @@ impl Registry {
         let files = pool.files().map(|f| f.name().to_owned()).collect();
         let bundled = Bundled { pool, files };
         let codec = Arc::new(Codec::compile(&bundled.pool));
+        let pool = Arc::new(LazyPool::new(bundled.pool.clone(), Vec::new(), None));
         let snapshot = Snapshot {
-            pool: bundled.pool.clone(),
-            sets: BTreeMap::new(),
-            file_sets: HashMap::new(),
-            order: Vec::new(),
             // The bundled protos define no services, so this cannot fail; an
             // empty index is the right answer either way.
             index: Arc::new(
-                MethodIndex::build(&bundled.pool, &codec, |_| None).unwrap_or_default(),
+                MethodIndex::build(&bundled.pool, &codec, &pool, |_| None).unwrap_or_default(),
             ),
+            pool,
+            sets: BTreeMap::new(),
+            file_sets: HashMap::new(),
+            order: Vec::new(),
             codec,
         };
         Self {
@@ -258,7 +261,7 @@ impl Registry {
                     add_set(&mut pool, name, &bytes)?;
                     pool
                 } else {
-                    let mut pool = current.pool.clone();
+                    let mut pool = (*current.pool.get()?).clone();
                     add_set(&mut pool, name, &bytes)?;
                     pool
                 };
@@ -270,14 +273,29 @@ impl Registry {
                 );
 
                 let codec = Arc::new(Codec::compile(&pool));
-                let index = MethodIndex::build(&pool, &codec, |file| {
+                let sets = order
+                    .iter()
+                    .map(|n| {
+                        let bytes = match current.sets.get(n) {
+                            Some(set) if n != name => set.bytes.clone(),
+                            _ => bytes.clone(),
+                        };
+                        (n.clone(), bytes)
+                    })
+                    .collect();
+                let lazy = Arc::new(LazyPool::new(
+                    self.bundled.pool.clone(),
+                    sets,
+                    Some(pool.clone()),
+                ));
+                let index = MethodIndex::build(&pool, &codec, &lazy, |file| {
                     file_sets
                         .get(file)
                         .and_then(|o| o.first())
                         .map(String::as_str)
                 })?;
                 let info = set_info(name, version, &bytes, &upload, &pool, &index);
-                (info, bytes, pool, file_sets, Arc::new(index), codec)
+                (info, bytes, lazy, file_sets, Arc::new(index), codec)
             }
         };
         info.version = version;
@@ -330,14 +348,21 @@ impl Registry {
         for (other, set) in &sets {
             add_set(&mut pool, other, &set.bytes)?;
         }
-        let order = sets.keys().cloned().collect();
+        let order: Vec<String> = sets.keys().cloned().collect();
         let mut file_sets = current.file_sets.clone();
         for owners in file_sets.values_mut() {
             owners.retain(|o| o != name);
         }
         file_sets.retain(|_, owners| !owners.is_empty());
         let codec = Arc::new(Codec::compile(&pool));
-        let index = MethodIndex::build(&pool, &codec, |file| {
+        let lazy = Arc::new(LazyPool::new(
+            self.bundled.pool.clone(),
+            sets.iter()
+                .map(|(n, set)| (n.clone(), set.bytes.clone()))
+                .collect(),
+            Some(pool.clone()),
+        ));
+        let index = MethodIndex::build(&pool, &codec, &lazy, |file| {
             file_sets
                 .get(file)
                 .and_then(|o| o.first())
@@ -346,13 +371,28 @@ impl Registry {
         commit()?;
         self.current.store(Arc::new(Snapshot {
             codec,
-            pool,
+            pool: lazy,
             sets,
             file_sets,
             order,
             index: Arc::new(index),
         }));
         Ok(())
+    }
+}
+
+impl Registry {
+    /// Drops the current snapshot's prost-reflect pool if nothing asked for
+    /// it for `idle` (see `pool.rs`; older snapshots drop theirs with their
+    /// last request). True when it was dropped. The gateway calls this
+    /// periodically.
+    pub fn release_idle_pool(&self, idle: std::time::Duration) -> bool {
+        self.current.load().pool.release_if_idle(idle)
+    }
+
+    /// Whether the current snapshot's pool is built (for tests and metrics).
+    pub fn pool_is_built(&self) -> bool {
+        self.current.load().pool.is_cached()
     }
 }
 
@@ -384,16 +424,6 @@ fn uploaded_at(ms: u64) -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
-}
-
-fn add_set(pool: &mut DescriptorPool, name: &str, bytes: &Bytes) -> Result<(), DescriptorError> {
-    // decode_file_descriptor_set (unlike add_file_descriptor_set) keeps extension
-    // options such as google.api.http, and skips files already in the pool.
-    pool.decode_file_descriptor_set(bytes.clone())
-        .map_err(|source| DescriptorError::InvalidDescriptor {
-            name: name.to_owned(),
-            source,
-        })
 }
 
 fn set_info(
@@ -499,6 +529,7 @@ impl Upload {
         current: &Snapshot,
         bundled: &Bundled,
     ) -> Result<(), DescriptorError> {
+        let current_pool = current.pool.get()?;
         // The first set other than `name` that ships `file`.
         let other_owner = |file: &str| -> Option<&str> {
             current
@@ -527,7 +558,7 @@ impl Upload {
                 });
             }
             for full_name in &file.definitions {
-                let file_of = definition_file(&current.pool, full_name);
+                let file_of = definition_file(&current_pool, full_name);
                 let Some(defining_file) = file_of else {
                     continue;
                 };
@@ -593,14 +624,25 @@ fn definition_file(pool: &DescriptorPool, full_name: &str) -> Option<String> {
 // === impl Snapshot ===
 
 impl Snapshot {
-    /// The pool: bundled protos plus every registered set.
-    pub fn pool(&self) -> &DescriptorPool {
-        &self.pool
+    /// The prost-reflect pool: bundled protos plus every registered set,
+    /// built from the sets' bytes if not cached (see
+    /// [`Registry::release_idle_pool`]); not for the request path. (The
+    /// bytes decoded when the sets were registered; should that ever fail,
+    /// the bundled protos alone.)
+    pub fn pool(&self) -> Arc<DescriptorPool> {
+        self.pool
+            .get()
+            .unwrap_or_else(|_| Arc::new(self.pool.bundled().clone()))
     }
 
-    /// The JSON codec of this snapshot's pool (plans compiled on first use).
+    /// The JSON codec: the plans of every message type of the pool.
     pub fn codec(&self) -> &Arc<Codec> {
         &self.codec
+    }
+
+    /// Whether a registered set defines the service `full_name`.
+    pub fn has_service(&self, full_name: &str) -> bool {
+        self.index.has_service(full_name)
     }
 
     /// The method with this gRPC path (`/pkg.Service/Method`).

@@ -165,3 +165,29 @@ async fn fetch(
         .await
         .map_err(|_| format!("timed out after {FETCH_TIMEOUT:?}"))?
 }
+
+/// How long the registry's prost-reflect pool stays built after its last
+/// use (reflection, naming a JSON error, proto2 fallbacks): most of the
+/// registry's memory, and rebuilt in about 50 ms per 1,000 methods.
+pub(crate) const POOL_IDLE: Duration = Duration::from_secs(30);
+
+/// Drops the registry's descriptor pool once idle for [`POOL_IDLE`],
+/// checked every few seconds until `shutdown`.
+pub(crate) fn spawn_pool_release(registry: &Arc<Registry>, shutdown: &CancellationToken) {
+    let registry = registry.clone();
+    let shutdown = shutdown.child_token();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(POOL_IDLE / 6);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                _ = tick.tick() => {
+                    if registry.release_idle_pool(POOL_IDLE) {
+                        debug!("Descriptor pool dropped after {} s unused", POOL_IDLE.as_secs());
+                    }
+                }
+            }
+        }
+    });
+}

@@ -242,6 +242,7 @@ impl Gateway {
             ));
         }
         shared.clusters.start_health_checks(&shutdown);
+        descriptor_sync::spawn_pool_release(&registry, &shutdown);
         descriptor_sync::spawn(
             &registry,
             &shared.clusters,

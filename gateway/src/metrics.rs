@@ -583,13 +583,7 @@ impl RequestMetrics {
         let Some((service, _)) = split_grpc_path(path) else {
             return UNKNOWN;
         };
-        if self.named_services.contains(service)
-            || self
-                .descriptors
-                .snapshot()
-                .pool()
-                .get_service_by_name(service)
-                .is_some()
+        if self.named_services.contains(service) || self.descriptors.snapshot().has_service(service)
         {
             service
         } else {
@@ -1422,6 +1416,14 @@ impl Collector for GatewayCollector {
             None,
             MetricType::Gauge,
             snap.methods().count() as u64,
+        )?;
+        encode_one(
+            e,
+            "gateway_registry_descriptor_pool_built",
+            "1 while the prost-reflect descriptor pool is built (reflection, naming an error, proto2 fallbacks; dropped after 30 s unused), else 0.",
+            None,
+            MetricType::Gauge,
+            u64::from(self.registry.pool_is_built()),
         )?;
         {
             let mut m = e.encode_descriptor(

@@ -159,7 +159,9 @@ pub(crate) struct EnumPlan {
     names: Box<[(i32, Span)]>,
     /// `(hash of name, number, name)` of every value, sorted.
     lookup: Box<[(u32, i32, Span)]>,
+    /// The full name, then the value names.
     text: Box<str>,
+    full_name: Span,
 }
 
 /// Wire types.
@@ -351,6 +353,7 @@ impl Compiler {
             return i;
         }
         let mut text = Text::default();
+        let full_name = text.push(desc.full_name());
         let mut names: Vec<(i32, Span)> = Vec::new();
         let mut lookup: Vec<(u32, i32, Span)> = Vec::new();
         for value in desc.values() {
@@ -373,6 +376,7 @@ impl Compiler {
             names: names.into(),
             lookup: lookup.into(),
             text: text.0.into(),
+            full_name,
         };
         let i = self.enums.len() as u32;
         self.enums.push(plan);
@@ -530,6 +534,28 @@ impl MessagePlan {
         by_proto
     }
 
+    /// The slot of the field named `name` in a path or query parameter: its
+    /// proto name, else its JSON name (as prost-reflect's
+    /// `get_field_by_name`, then `get_field_by_json_name`).
+    pub(crate) fn field_by_proto_name(&self, name: &str) -> Option<u16> {
+        let hash = fnv32(name.as_bytes());
+        let from = self.lookup.partition_point(|&(h, _)| h < hash);
+        let mut by_json = None;
+        for &(h, slot) in &self.lookup[from..] {
+            if h != hash {
+                break;
+            }
+            let field = &self.fields[slot as usize];
+            if self.str(field.proto_name) == name {
+                return Some(slot);
+            }
+            if by_json.is_none() && self.str(field.json_name) == name {
+                by_json = Some(slot);
+            }
+        }
+        by_json
+    }
+
     /// `"name":` of field `slot`, by its proto name or its JSON name.
     #[inline]
     pub(crate) fn key(&self, slot: usize, proto_names: bool) -> &str {
@@ -570,6 +596,11 @@ impl EnumPlan {
             .binary_search_by_key(&number, |(n, _)| *n)
             .ok()
             .map(|i| self.str(self.names[i].1))
+    }
+
+    /// The enum type's full name.
+    pub(crate) fn full_name(&self) -> &str {
+        self.str(self.full_name)
     }
 
     /// The number of the value named `name`.

@@ -643,7 +643,7 @@ proptest! {
         for method in snapshot.methods() {
             for binding in method.bindings.iter().filter(|b| b.response_body.is_some()) {
                 covered += 1;
-                let message = message(&mut rng, &method.output, 2);
+                let message = message(&mut rng, &method.output().unwrap(), 2);
                 let bytes = reshuffle(&mut rng, &message.encode_to_vec());
                 for opts in all_options() {
                     let mut new = b"x".to_vec();

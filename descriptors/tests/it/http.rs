@@ -207,7 +207,7 @@ fn request(
         .unwrap_or_else(|| panic!("{m} {path} should match"));
     let mut out = Vec::new();
     build_request(&matched, body.as_bytes(), query, opts, &mut out)?;
-    let message = DynamicMessage::decode(matched.method.input.clone(), out.as_slice()).unwrap();
+    let message = DynamicMessage::decode(matched.method.input().unwrap(), out.as_slice()).unwrap();
     Ok((matched, message))
 }
 
@@ -595,7 +595,7 @@ fn parameters_on_the_wire_equal_the_dynamic_message() {
         let case = format!("{m} {path} {body} {query:?}");
         match (a, b) {
             (Ok(()), Ok(())) => {
-                let input = matched.method.input.clone();
+                let input = matched.method.input().unwrap();
                 let new = DynamicMessage::decode(input.clone(), new.as_slice()).unwrap();
                 let old = DynamicMessage::decode(input, old.as_slice()).unwrap();
                 assert_eq!(json(&new), json(&old), "{case}");

@@ -352,7 +352,7 @@ fn response_body() {
     let count = snapshot
         .match_http(&http::Method::GET, "/v1/books:count")
         .unwrap();
-    let desc = &search.method.output;
+    let desc = &search.method.output().unwrap();
     let proto = to_proto(
         desc,
         r#"{"books": [{"title": "A", "pages": 1}, {"title": "B"}], "total": 2}"#,
@@ -398,7 +398,7 @@ service S { rpc M(Resp) returns (Resp) { option (google.api.http) = { get: "/rb"
     let snapshot = registry.snapshot();
     let m = snapshot.match_http(&http::Method::GET, "/rb").unwrap();
     let proto = to_proto(
-        &m.method.output,
+        &m.method.output().unwrap(),
         r#"{"inner": {"id": "x", "n": 5}, "other": "y"}"#,
         &opts,
     )

@@ -29,7 +29,7 @@ fn rejected(registry: &Registry, name: &str, bytes: &[u8]) -> DescriptorError {
 fn bundled_set_is_always_there() {
     let registry = Registry::new();
     let snapshot = registry.snapshot();
-    let pool = snapshot.pool();
+    let pool = &*snapshot.pool();
     for name in [
         "google.rpc.Status",
         "google.rpc.BadRequest",
@@ -80,11 +80,8 @@ fn put_replace_remove_and_versions() {
     let method = snapshot.method(GET_SHELF).unwrap();
     assert_eq!(method.service, "example.library.v1.LibraryService");
     assert_eq!(method.name, "GetShelf");
-    assert_eq!(
-        method.input.full_name(),
-        "example.library.v1.GetShelfRequest"
-    );
-    assert_eq!(method.output.full_name(), "example.library.v1.Shelf");
+    assert_eq!(method.input_name(), "example.library.v1.GetShelfRequest");
+    assert_eq!(method.output_name(), "example.library.v1.Shelf");
     assert_eq!(method.set_name, "library");
     assert!(!method.client_streaming && !method.server_streaming);
     let stream = snapshot
@@ -477,4 +474,77 @@ fn shared_types_are_thread_safe() {
     assert_send_sync::<descriptors::HttpMatch>();
     assert_send_sync::<descriptors::MethodInfo>();
     assert_send_sync::<DescriptorError>();
+}
+
+/// The prost-reflect pool is most of a registry's memory and the request
+/// path does not need it: it is built when something asks for it, and the
+/// gateway drops it when idle.
+#[test]
+fn the_descriptor_pool_is_built_only_when_asked_for() {
+    use descriptors::{JsonOptions, json};
+    let registry = Registry::new();
+    registry.put("library", &compile(&[LIBRARY])).unwrap();
+    // The put's own pool is kept until released.
+    assert!(registry.pool_is_built());
+    assert!(!registry.release_idle_pool(std::time::Duration::from_secs(3600)));
+    assert!(registry.release_idle_pool(std::time::Duration::ZERO));
+    assert!(!registry.pool_is_built());
+
+    let snapshot = registry.snapshot();
+    let opts = JsonOptions::default();
+    let create = snapshot
+        .method("/example.library.v1.LibraryService/CreateShelf")
+        .unwrap();
+    assert_eq!(create.input_name(), "example.library.v1.CreateShelfRequest");
+    assert_eq!(create.output_name(), "example.library.v1.Shelf");
+    // Unary JSON, a REST route with a body field, path and query
+    // parameters, a reply, a status with details: all through the codec.
+    let mut out = Vec::new();
+    json::request_to_proto(create, br#"{"shelf": {"theme": "sf"}}"#, &opts, &mut out).unwrap();
+    let matched = snapshot
+        .match_http(&http::Method::POST, "/v1/shelves")
+        .unwrap();
+    out.clear();
+    json::build_request(
+        &matched,
+        br#"{"theme": "sf"}"#,
+        Some("request_id=r1"),
+        &opts,
+        &mut out,
+    )
+    .unwrap();
+    let get = snapshot
+        .match_http(&http::Method::GET, "/v1/shelves/s1")
+        .unwrap();
+    out.clear();
+    json::build_request(&get, b"", None, &opts, &mut out).unwrap();
+    let mut reply = Vec::new();
+    json::response_to_json(create, None, b"\x0a\x02s1", &opts, &mut reply).unwrap();
+    assert_eq!(reply, br#"{"name":"s1"}"#);
+    let _ = json::status_to_json(snapshot.codec(), 3, "bad", Some(b"\x08\x03"));
+    assert!(!registry.pool_is_built(), "the request path built the pool");
+
+    // A refused document: the prost-reflect reader names the error, so the
+    // pool is built (and kept until idle).
+    out.clear();
+    let err =
+        json::request_to_proto(create, br#"{"shelf": {"bogus": 1}}"#, &opts, &mut out).unwrap_err();
+    assert!(err.to_string().contains("shelf.bogus"), "{err}");
+    assert!(registry.pool_is_built());
+    assert_eq!(
+        create.input().unwrap().full_name(),
+        "example.library.v1.CreateShelfRequest"
+    );
+
+    // A put after a release rebuilds what it validates against.
+    assert!(registry.release_idle_pool(std::time::Duration::ZERO));
+    registry.put("types", &compile(&[TYPES])).unwrap();
+    let snapshot = registry.snapshot();
+    assert!(snapshot.method(GET_SHELF).is_some());
+    assert!(
+        snapshot
+            .pool()
+            .get_message_by_name("example.library.v1.Shelf")
+            .is_some()
+    );
 }

@@ -22,7 +22,7 @@ fn any(pool: &DescriptorPool, type_url: &str, value: Vec<u8>) -> Value {
 fn details_are_rendered() {
     let registry = Registry::new();
     let snapshot = registry.snapshot();
-    let pool = snapshot.pool();
+    let pool = &*snapshot.pool();
 
     let bad_request = message(
         pool,

@@ -748,8 +748,8 @@ fn list_services(state: &AdminState) -> Response<ResponseBody> {
             "http_rules": m.bindings.iter().map(|b| b.to_string()).collect::<Vec<_>>(),
             "client_streaming": m.client_streaming,
             "server_streaming": m.server_streaming,
-            "input_type": m.input.full_name(),
-            "output_type": m.output.full_name(),
+            "input_type": m.input_name(),
+            "output_type": m.output_name(),
             "cluster": cluster,
         }));
     }

@@ -193,7 +193,9 @@ fn own_pool() -> DescriptorPool {
 
 /// Answers `query` from `snapshot`, then from `own`.
 fn answer(snapshot: &Snapshot, own: &DescriptorPool, query: Query) -> Answer {
-    let pools = [snapshot.pool(), own];
+    // Built from the sets' bytes if not cached (dropped again when idle).
+    let pool = snapshot.pool();
+    let pools = [&*pool, own];
     match query {
         Query::ListServices => Answer::Services(list_services(snapshot)),
         Query::FileByFilename(name) => match pools.iter().find_map(|p| p.get_file_by_name(&name)) {

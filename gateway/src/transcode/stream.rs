@@ -99,6 +99,7 @@ pub(super) struct JsonStreamParts {
 }
 
 enum Event {
+    /// One message, framed for the stream's format.
     Message(Bytes),
     End(Option<(i32, String, Option<Vec<u8>>)>),
 }
@@ -187,7 +188,15 @@ impl JsonStream {
         loop {
             match self.decoder.next_message() {
                 Ok(Some(msg)) => {
+                    // Framed in the reused scratch buffer, copied out once:
+                    // one allocation per message.
                     self.scratch.clear();
+                    self.scratch.extend_from_slice(match self.format {
+                        StreamFormat::Ndjson => b"",
+                        StreamFormat::Sse => b"data: ",
+                        StreamFormat::JsonArray if self.sent == 0 => b"[",
+                        StreamFormat::JsonArray => b",",
+                    });
                     self.counts.add_response_messages(1);
                     let res = timed(&self.codec, TranscodeDirection::ProtoToJson, || {
                         json::response_to_json(
@@ -199,7 +208,14 @@ impl JsonStream {
                         )
                     });
                     return Poll::Ready(match res {
-                        Ok(()) => Event::Message(Bytes::copy_from_slice(&self.scratch)),
+                        Ok(()) => {
+                            self.scratch.extend_from_slice(match self.format {
+                                StreamFormat::Ndjson => b"\n",
+                                StreamFormat::Sse => b"\n\n",
+                                StreamFormat::JsonArray => b"",
+                            });
+                            Event::Message(Bytes::copy_from_slice(&self.scratch))
+                        }
                         Err(e) => {
                             count_error(&self.codec, reply_error_kind(&e));
                             tracing::debug!(error = %e, "Bad upstream message");
@@ -268,23 +284,9 @@ impl JsonStream {
     fn render(&mut self, ev: Event) -> Option<Bytes> {
         let mut out = BytesMut::new();
         match ev {
-            Event::Message(json) => {
-                match self.format {
-                    StreamFormat::Ndjson => {
-                        out.put_slice(&json);
-                        out.put_u8(b'\n');
-                    }
-                    StreamFormat::Sse => {
-                        out.put_slice(b"data: ");
-                        out.put_slice(&json);
-                        out.put_slice(b"\n\n");
-                    }
-                    StreamFormat::JsonArray => {
-                        out.put_u8(if self.sent == 0 { b'[' } else { b',' });
-                        out.put_slice(&json);
-                    }
-                }
+            Event::Message(framed) => {
                 self.sent += 1;
+                return Some(framed);
             }
             Event::End(status) => {
                 let (code, message, details) =
