@@ -282,13 +282,14 @@ impl JsonStream {
 
     /// Formats one event as output bytes; None when nothing is to be sent.
     fn render(&mut self, ev: Event) -> Option<Bytes> {
-        let mut out = BytesMut::new();
         match ev {
             Event::Message(framed) => {
                 self.sent += 1;
-                return Some(framed);
+                self.exchange.add_bytes(framed.len());
+                Some(framed)
             }
             Event::End(status) => {
+                let mut out = BytesMut::new();
                 let (code, message, details) =
                     status.unwrap_or((Code::Unknown as i32, String::new(), None));
                 self.exchange.set_grpc_status(code);
@@ -329,11 +330,9 @@ impl JsonStream {
                 self.report(code);
                 self.exchange.add_bytes(out.len());
                 self.finish(termination);
-                return (!out.is_empty()).then(|| out.freeze());
+                (!out.is_empty()).then(|| out.freeze())
             }
         }
-        self.exchange.add_bytes(out.len());
-        (!out.is_empty()).then(|| out.freeze())
     }
 }
 
