@@ -151,7 +151,7 @@ fn main() {
     let replace = t.elapsed();
     let snap = registry.snapshot();
     assert_eq!(snap.methods().count(), total_methods);
-    // What reflection or naming a JSON error costs once the pool was dropped.
+    // What server reflection costs once the pool was dropped.
     registry.release_idle_pool(std::time::Duration::ZERO);
     let t = Instant::now();
     assert!(
@@ -188,7 +188,7 @@ fn main() {
         replace.as_secs_f64() * 1e3
     );
     println!(
-        "| rebuild the dropped descriptor pool (reflection, naming a JSON error) | {:.0} ms |",
+        "| rebuild the dropped descriptor pool (server reflection) | {:.0} ms |",
         rebuild.as_secs_f64() * 1e3
     );
     println!(

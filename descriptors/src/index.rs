@@ -38,6 +38,8 @@ pub struct MethodInfo {
     plans: MethodPlans,
     /// The snapshot's prost-reflect pool, built when asked for.
     pool: Arc<LazyPool>,
+    /// The file defining the service (it imports the message types' files).
+    file: Arc<str>,
 }
 
 /// The codec of a method's pool and its two message types.
@@ -78,6 +80,18 @@ impl MethodInfo {
     /// The response message type's descriptor (see [`MethodInfo::input`]).
     pub fn output(&self) -> Result<MessageDescriptor, DescriptorError> {
         self.descriptor(self.output_name())
+    }
+
+    /// The request message type's descriptor from a pool of the method's
+    /// own file and its imports (or the whole pool if built): for naming
+    /// the error in a refused request without building the whole pool. An
+    /// `Any` in it resolves only types of those files.
+    pub(crate) fn input_of_own_files(&self) -> Result<MessageDescriptor, DescriptorError> {
+        let name = self.input_name();
+        self.pool
+            .partial(&self.file)?
+            .get_message_by_name(name)
+            .ok_or_else(|| DescriptorError::UnknownMessage(name.to_owned()))
     }
 
     fn descriptor(&self, full_name: &str) -> Result<MessageDescriptor, DescriptorError> {
@@ -141,6 +155,7 @@ impl MethodIndex {
         for service in pool.services() {
             index.services.insert(service.full_name().to_owned());
             let set_name = set_of_file(service.parent_file().name()).unwrap_or("bundled");
+            let file: Arc<str> = service.parent_file().name().into();
             for method in service.methods() {
                 let grpc_path = format!("/{}/{}", service.full_name(), method.name());
                 let bindings = match &extension {
@@ -162,6 +177,7 @@ impl MethodIndex {
                     grpc_path,
                     plans: MethodPlans::new(codec, &method.input(), &method.output())?,
                     pool: lazy.clone(),
+                    file: file.clone(),
                 });
                 for binding in &info.bindings {
                     routes.add(&info, binding)?;

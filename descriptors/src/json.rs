@@ -190,7 +190,11 @@ fn parse_with(
     }
     // Refused (or an `Any` whose `@type` is not first): the prost-reflect
     // reader says why, with the JSON path, exactly as before.
-    legacy::json_to_proto(&desc.get()?, json, opts, out)
+    let desc = match desc {
+        Desc::Input(method) if root.is_some() && !has_any(json) => method.input_of_own_files()?,
+        desc => desc.get()?,
+    };
+    legacy::json_to_proto(&desc, json, opts, out)
 }
 
 /// Builds the request message of an HTTP match and appends its protobuf encoding to `out`.
@@ -471,8 +475,15 @@ fn legacy_build_request(
     out: &mut Vec<u8>,
 ) -> Result<(), DescriptorError> {
     let binding = &*m.binding;
-    let desc = m.method.input()?;
     let plans = m.method.plans();
+    // The method's own files suffice unless the body has an `Any` (its type
+    // may be anywhere) or the type is one the codec does not cover
+    // (extensions may be defined anywhere).
+    let desc = if plans.input.is_some() && !has_any(body) {
+        m.method.input_of_own_files()?
+    } else {
+        m.method.input()?
+    };
     let prog = plans.codec.program();
     let root = plans.input_type();
     let query = query.filter(|q| !q.is_empty() && binding.body != BodySpec::Whole);
@@ -739,6 +750,12 @@ pub fn status_to_json(
 }
 
 // === helpers: parsing ===
+
+/// Whether `json` may hold an `Any` (its `"@type"` key, escaped or not:
+/// any backslash counts).
+fn has_any(json: &[u8]) -> bool {
+    memchr::memmem::find(json, b"@type").is_some() || memchr::memchr(b'\\', json).is_some()
+}
 
 fn is_blank(json: &[u8]) -> bool {
     json.iter().all(u8::is_ascii_whitespace)

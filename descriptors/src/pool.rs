@@ -5,18 +5,26 @@
 //! file decoded twice plus its name tables), and the request path does not
 //! need it: the codec's plans, the method index and the REST routes are
 //! compiled from it when a set is registered. What still asks for it is
-//! rare: server reflection, naming the error in a refused JSON document or
-//! parameter, proto2 groups and extensions, a oneof member or a non-message
-//! field set from the query or the body. The registry's own validation of
-//! the next upload reuses it while it is cached.
+//! rare: server reflection, proto2 groups and extensions, a oneof member or
+//! a non-message field set from the query or the body, an `Any` in a
+//! refused request. The registry's own validation of the next upload reuses
+//! it while it is cached.
+//!
+//! Naming the error in a refused request needs only the files of one
+//! method: [`LazyPool::partial`] decodes those (a file and its imports,
+//! well under a millisecond) and caches nothing, so a stream of bad requests
+//! neither builds nor keeps the whole pool.
 
 use std::{
+    collections::{HashMap, HashSet},
     sync::{Arc, Mutex, PoisonError},
     time::{Duration, Instant},
 };
 
 use bytes::Bytes;
+use prost::Message as _;
 use prost_reflect::DescriptorPool;
+use prost_types::FileDescriptorProto;
 
 use crate::error::DescriptorError;
 
@@ -27,7 +35,24 @@ pub(crate) struct LazyPool {
     bundled: DescriptorPool,
     /// `(set name, FileDescriptorSet bytes)`, in pool order.
     sets: Vec<(String, Bytes)>,
+    /// Every registered file but the bundled ones, by name: its bytes (a
+    /// slice of its set's) and its imports. The first set shipping it wins,
+    /// as in the pool.
+    files: HashMap<String, RegisteredFile>,
     cached: Mutex<Option<Cached>>,
+}
+
+#[derive(Debug)]
+struct RegisteredFile {
+    bytes: Bytes,
+    dependencies: Vec<String>,
+}
+
+/// `google.protobuf.FileDescriptorSet` with each file kept as raw bytes.
+#[derive(Clone, PartialEq, prost::Message)]
+pub(crate) struct RawFileSet {
+    #[prost(bytes = "bytes", repeated, tag = "1")]
+    pub(crate) file: Vec<Bytes>,
 }
 
 #[derive(Debug)]
@@ -44,9 +69,31 @@ impl LazyPool {
         sets: Vec<(String, Bytes)>,
         built: Option<DescriptorPool>,
     ) -> Self {
+        let mut files = HashMap::new();
+        for (_, bytes) in &sets {
+            // Validated when the set was put: what does not decode is skipped.
+            let Ok(raw) = RawFileSet::decode(bytes.clone()) else {
+                continue;
+            };
+            for file in raw.file {
+                let Ok(proto) = FileDescriptorProto::decode(file.clone()) else {
+                    continue;
+                };
+                if bundled.get_file_by_name(proto.name()).is_some() {
+                    continue;
+                }
+                files
+                    .entry(proto.name().to_owned())
+                    .or_insert(RegisteredFile {
+                        bytes: file,
+                        dependencies: proto.dependency,
+                    });
+            }
+        }
         Self {
             bundled,
             sets,
+            files,
             cached: Mutex::new(built.map(|pool| Cached {
                 pool: Arc::new(pool),
                 last_used: Instant::now(),
@@ -73,6 +120,51 @@ impl LazyPool {
             last_used: Instant::now(),
         });
         Ok(pool)
+    }
+
+    /// The pool if cached, else a pool of the bundled protos plus `file`
+    /// and the files it imports (transitively), not cached: the types of one
+    /// method, for naming the error in a refused request.
+    pub(crate) fn partial(&self, file: &str) -> Result<Arc<DescriptorPool>, DescriptorError> {
+        if let Some(cached) = self
+            .cached
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_mut()
+        {
+            cached.last_used = Instant::now();
+            return Ok(cached.pool.clone());
+        }
+        // Imports before importers (a walk with an explicit stack: import
+        // chains are as long as the registry allows).
+        let mut ordered = Vec::new();
+        let mut seen: HashSet<&str> = HashSet::new();
+        let mut stack: Vec<(&str, bool)> = vec![(file, false)];
+        while let Some((name, expanded)) = stack.pop() {
+            let Some(entry) = self.files.get(name) else {
+                continue; // bundled
+            };
+            if expanded {
+                ordered.push(entry.bytes.clone());
+                continue;
+            }
+            if !seen.insert(name) {
+                continue;
+            }
+            stack.push((name, true));
+            for dependency in &entry.dependencies {
+                if !seen.contains(dependency.as_str()) {
+                    stack.push((dependency, false));
+                }
+            }
+        }
+        let mut pool = self.bundled.clone();
+        add_set(
+            &mut pool,
+            file,
+            &Bytes::from(RawFileSet { file: ordered }.encode_to_vec()),
+        )?;
+        Ok(Arc::new(pool))
     }
 
     /// Drops the cached pool if unused for `idle` (callers holding it keep

@@ -32,7 +32,7 @@ use crate::{
     error::DescriptorError,
     http_rule::HttpMatch,
     index::{MethodIndex, MethodInfo},
-    pool::{LazyPool, add_set},
+    pool::{LazyPool, RawFileSet, add_set},
 };
 
 /// Owner name reported in conflicts with the bundled protos.
@@ -139,14 +139,6 @@ struct UploadedFile {
     dependencies: Vec<String>,
     /// Full names of its messages, enums, services and extensions.
     definitions: Vec<String>,
-}
-
-/// `google.protobuf.FileDescriptorSet` with each file kept as raw bytes, so
-/// files can be compared byte for byte.
-#[derive(Clone, PartialEq, prost::Message)]
-struct RawFileSet {
-    #[prost(bytes = "bytes", repeated, tag = "1")]
-    file: Vec<Bytes>,
 }
 
 // === impl Registry ===

@@ -681,6 +681,11 @@ async fn scraped_values_after_known_traffic() {
     let methods = gw.registry().snapshot().methods().count() as f64;
     assert_eq!(value(&s, "gateway_registry_methods"), methods);
     assert_eq!(value(&s, "gateway_registry_descriptor_sets"), 1.0);
+    // The upload's pool, kept until 30 s unused; then rebuilt on demand.
+    assert_eq!(value(&s, "gateway_registry_descriptor_pool_built"), 1.0);
+    assert!(gw.registry().release_idle_pool(std::time::Duration::ZERO));
+    let after = samples(&scrape(&gw).await);
+    assert_eq!(value(&after, "gateway_registry_descriptor_pool_built"), 0.0);
     assert_eq!(
         value(&s, "gateway_registry_set_version{set=\"samples\"}"),
         1.0

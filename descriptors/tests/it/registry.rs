@@ -524,12 +524,27 @@ fn the_descriptor_pool_is_built_only_when_asked_for() {
     let _ = json::status_to_json(snapshot.codec(), 3, "bad", Some(b"\x08\x03"));
     assert!(!registry.pool_is_built(), "the request path built the pool");
 
-    // A refused document: the prost-reflect reader names the error, so the
-    // pool is built (and kept until idle).
+    // A refused document or parameter: the prost-reflect reader names the
+    // error from the method's own files, without building the pool.
     out.clear();
     let err =
         json::request_to_proto(create, br#"{"shelf": {"bogus": 1}}"#, &opts, &mut out).unwrap_err();
     assert!(err.to_string().contains("shelf.bogus"), "{err}");
+    let err = json::build_request(&matched, br#"{"theme": 5}"#, None, &opts, &mut out).unwrap_err();
+    assert!(err.to_string().contains("theme"), "{err}");
+    let list = snapshot
+        .match_http(&http::Method::GET, "/v1/shelves")
+        .unwrap();
+    let err = json::build_request(&list, b"", Some("page_size=ten"), &opts, &mut out).unwrap_err();
+    assert!(err.to_string().contains("page_size"), "{err}");
+    assert!(!registry.pool_is_built(), "naming an error built the pool");
+    // Reflection-like uses build it (and it is kept until idle).
+    assert!(
+        snapshot
+            .pool()
+            .get_message_by_name("example.library.v1.Shelf")
+            .is_some()
+    );
     assert!(registry.pool_is_built());
     assert_eq!(
         create.input().unwrap().full_name(),
