@@ -440,6 +440,7 @@ async fn run(args: Args, gateway_bin: PathBuf, fd_limit: u64) -> anyhow::Result<
         reps: args.reps,
         backends: backend_addrs.len(),
         nested_json_bytes: payloads.nested_json_len(),
+        nested_16k_json_bytes: payloads.nested_16k_json_len(),
         gateway_bin: gateway_bin.display().to_string(),
         gateway_idle_rss_mib,
         skipped,

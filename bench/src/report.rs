@@ -165,6 +165,8 @@ pub(crate) struct Report {
     pub(crate) backends: usize,
     /// Size of `json-unary-nested`'s request body, bytes.
     pub(crate) nested_json_bytes: usize,
+    /// Size of `json-unary-nested-16k`'s request body, bytes.
+    pub(crate) nested_16k_json_bytes: usize,
     pub(crate) gateway_bin: String,
     /// Gateway RSS right after start (idle, descriptors loaded), MiB.
     pub(crate) gateway_idle_rss_mib: Option<f64>,
@@ -191,7 +193,7 @@ impl Report {
                 out,
                 "- runs: {} rep(s) × {:.1} s after {:.1} s warm-up, targets interleaved; \
              gRPC: {} connections × {} streams (pipelined bidi: {} in flight each); JSON: {} HTTP/1.1 keep-alive connections; \
-             {} in-process sample backend(s); `json-unary-nested` body {} B; gateway `{}`{}",
+             {} in-process sample backend(s); `json-unary-nested` body {} B, `json-unary-nested-16k` {} B; gateway `{}`{}",
                 self.reps,
                 p.duration.as_secs_f64(),
                 p.warmup.as_secs_f64(),
@@ -201,6 +203,7 @@ impl Report {
                 p.json_connections,
                 self.backends,
                 self.nested_json_bytes,
+                self.nested_16k_json_bytes,
                 self.gateway_bin,
                 self.gateway_idle_rss_mib
                     .map(|mib| format!(" (idle RSS {mib:.1} MiB)"))
