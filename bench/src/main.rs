@@ -68,9 +68,11 @@ struct Args {
     /// Concurrent calls (or bidi streams) per HTTP/2 connection.
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=1000))]
     streams: u32,
-    /// HTTP/1.1 keep-alive connections (one sequential client each) in JSON scenarios.
-    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=4096))]
-    json_connections: u32,
+    /// HTTP/1.1 keep-alive connections (one sequential client each) in JSON scenarios;
+    /// several (`1,4,32`) run every JSON scenario at each count, interleaved.
+    #[arg(long, value_delimiter = ',', default_value = "64",
+          value_parser = clap::value_parser!(u32).range(1..=4096))]
+    json_connections: Vec<u32>,
     /// Messages in flight per stream in `grpc-bidi-pipelined`.
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1000))]
     bidi_window: u32,
@@ -243,7 +245,7 @@ async fn run(args: Args, gateway_bin: PathBuf, fd_limit: u64) -> anyhow::Result<
     let params = LoadParams {
         connections: args.connections as usize,
         streams: args.streams as usize,
-        json_connections: args.json_connections as usize,
+        json_connections: args.json_connections.iter().map(|&n| n as usize).collect(),
         bidi_window: args.bidi_window as usize,
         warmup: Duration::from_secs_f64(args.warmup),
         duration: Duration::from_secs_f64(args.duration),
@@ -286,25 +288,11 @@ async fn run(args: Args, gateway_bin: PathBuf, fd_limit: u64) -> anyhow::Result<
         }
     }
 
-    let mut all_runs: Vec<Runs> = Vec::new();
+    let any_grpc = scenarios.iter().any(|s| s.is_grpc());
+    let mut proxies: Vec<ProxyProcess> = Vec::new();
+    let mut start_failures = Vec::new();
     let mut gateway_idle_rss_mib = None;
-    for &scenario in &scenarios {
-        // One row per target, in table order, whether or not it starts.
-        let first_row = all_runs.len();
-        all_runs.push(Runs::new(scenario, TargetKind::Direct));
-        all_runs.push(Runs::new(scenario, TargetKind::Gateway));
-        if baseline_bin.is_some() {
-            all_runs.push(Runs::new(scenario, TargetKind::Baseline));
-        }
-        let extra_here: &[(TargetKind, PathBuf)] = if scenario.is_grpc() { &extra } else { &[] };
-        all_runs.extend(
-            extra_here
-                .iter()
-                .map(|(kind, _)| Runs::new(scenario, *kind)),
-        );
-
-        let mut proxies: Vec<ProxyProcess> = Vec::new();
-        let mut start_failures = Vec::new();
+    if !scenarios.is_empty() {
         match ProxyProcess::gateway(
             &gateway_bin,
             TargetKind::Gateway,
@@ -315,12 +303,10 @@ async fn run(args: Args, gateway_bin: PathBuf, fd_limit: u64) -> anyhow::Result<
         .await
         {
             Ok(gateway) => {
-                if gateway_idle_rss_mib.is_none() {
-                    tokio::time::sleep(IDLE_SETTLE).await;
-                    gateway_idle_rss_mib = procfs::memory(gateway.pid())
-                        .ok()
-                        .map(|m| m.rss as f64 / (1024.0 * 1024.0));
-                }
+                tokio::time::sleep(IDLE_SETTLE).await;
+                gateway_idle_rss_mib = procfs::memory(gateway.pid())
+                    .ok()
+                    .map(|m| m.rss as f64 / (1024.0 * 1024.0));
                 proxies.push(gateway);
             }
             Err(error) => start_failures.push((TargetKind::Gateway, error)),
@@ -339,61 +325,114 @@ async fn run(args: Args, gateway_bin: PathBuf, fd_limit: u64) -> anyhow::Result<
                 Err(error) => start_failures.push((TargetKind::Baseline, error)),
             }
         }
-        for (kind, path) in extra_here {
-            let started = match kind {
-                TargetKind::Haproxy => ProxyProcess::haproxy(path, &backend_addrs).await,
-                _ => ProxyProcess::nginx(path, &backend_addrs).await,
-            };
-            match started {
-                Ok(proxy) => proxies.push(proxy),
-                Err(error) => start_failures.push((*kind, error)),
-            }
+    }
+    for (kind, path) in extra.iter().filter(|_| any_grpc) {
+        let started = match kind {
+            TargetKind::Haproxy => ProxyProcess::haproxy(path, &backend_addrs).await,
+            _ => ProxyProcess::nginx(path, &backend_addrs).await,
+        };
+        match started {
+            Ok(proxy) => proxies.push(proxy),
+            Err(error) => start_failures.push((*kind, error)),
         }
-        for (kind, error) in start_failures {
-            eprintln!("[{}] {kind}: failed to start: {error:#}", scenario.name());
-            if let Some(runs) = all_runs[first_row..].iter_mut().find(|r| r.target == kind) {
-                runs.push(Err(error.context(format!("start {kind}"))));
-            }
-        }
-        let mut targets = vec![TargetKind::Direct];
-        targets.extend(proxies.iter().map(|p| p.kind));
+    }
 
-        for rep in 0..args.reps {
-            // Interleaved, and the order rotates so no target always runs first.
-            let mut order = targets.clone();
-            let len = order.len();
+    // One row per scenario × JSON connection count × target, in table order, whether or not
+    // the target started.
+    let mut all_runs: Vec<Runs> = Vec::new();
+    for &scenario in &scenarios {
+        let counts: Vec<Option<usize>> = if scenario.is_grpc() {
+            vec![None]
+        } else {
+            params.json_connections.iter().map(|&n| Some(n)).collect()
+        };
+        for json_connections in counts {
+            let mut kinds = vec![TargetKind::Direct, TargetKind::Gateway];
+            if baseline_bin.is_some() {
+                kinds.push(TargetKind::Baseline);
+            }
+            if scenario.is_grpc() {
+                kinds.extend(extra.iter().map(|(kind, _)| *kind));
+            }
+            all_runs.extend(
+                kinds
+                    .into_iter()
+                    .map(|kind| Runs::new(scenario, kind, json_connections)),
+            );
+        }
+    }
+    for (kind, error) in start_failures {
+        eprintln!("{kind}: failed to start: {error:#}");
+        let error = format!("start {kind}: {error:#}");
+        for runs in all_runs.iter_mut().filter(|r| r.target == kind) {
+            runs.push_failure(error.clone());
+        }
+    }
+
+    // Repetitions outermost: every repetition runs every row once, so rows of one repetition
+    // (targets, connection counts, scenarios) are measured close together in time and their
+    // ratios are not skewed by drift; within a scenario the order rotates so no row always
+    // runs first. The proxies serve the whole run.
+    for rep in 0..args.reps {
+        for &scenario in &scenarios {
+            let mut order: Vec<usize> = (0..all_runs.len())
+                .filter(|&i| {
+                    let runs = &all_runs[i];
+                    runs.scenario == scenario
+                        && (runs.target == TargetKind::Direct
+                            || proxies.iter().any(|p| p.kind == runs.target))
+                })
+                .collect();
+            let len = order.len().max(1);
             order.rotate_left(rep as usize % len);
-            for target in order {
+            for i in order {
+                let (target, json_connections) = (all_runs[i].target, all_runs[i].json_connections);
                 let outcome = match proxies.iter_mut().find(|p| p.kind == target) {
                     None => {
-                        scenarios::run(scenario, target, &backend_addrs, None, &params, &payloads)
-                            .await
+                        scenarios::run(
+                            scenario,
+                            target,
+                            &backend_addrs,
+                            None,
+                            &params,
+                            json_connections,
+                            &payloads,
+                        )
+                        .await
                     }
                     Some(proxy) => match proxy.check_alive() {
                         Err(error) => Err(error),
                         Ok(()) => {
                             let (addr, pid) = (proxy.addr, proxy.pid());
-                            scenarios::run(scenario, target, &[addr], Some(pid), &params, &payloads)
-                                .await
+                            scenarios::run(
+                                scenario,
+                                target,
+                                &[addr],
+                                Some(pid),
+                                &params,
+                                json_connections,
+                                &payloads,
+                            )
+                            .await
                         }
                     },
                 };
-                progress(scenario, target, rep + 1, args.reps, &outcome);
-                if let Some(runs) = all_runs[first_row..]
-                    .iter_mut()
-                    .find(|r| r.target == target)
-                {
-                    runs.push(outcome);
-                }
+                progress(&all_runs[i], rep + 1, args.reps, &outcome);
+                all_runs[i].push(rep, outcome);
             }
         }
-        // Stops this scenario's proxies before the next starts fresh ones.
-        drop(proxies);
     }
+    drop(proxies);
 
     let rows = all_runs
         .iter()
-        .map(|runs| runs.row(report::direct_rate(&all_runs, runs.scenario)))
+        .map(|runs| {
+            runs.row(report::direct_rate(
+                &all_runs,
+                runs.scenario,
+                runs.json_connections,
+            ))
+        })
         .collect();
 
     let memory = if args.memory || args.memory_only {
@@ -457,13 +496,12 @@ async fn run(args: Args, gateway_bin: PathBuf, fd_limit: u64) -> anyhow::Result<
 }
 
 /// One line per run on stderr, so a long run shows where it is.
-fn progress(
-    scenario: Scenario,
-    target: TargetKind,
-    rep: u32,
-    reps: u32,
-    outcome: &anyhow::Result<load::Sample>,
-) {
+fn progress(runs: &Runs, rep: u32, reps: u32, outcome: &anyhow::Result<load::Sample>) {
+    let (scenario, target) = (runs.scenario, runs.target);
+    let at = runs
+        .json_connections
+        .map(|n| format!(" ×{n}"))
+        .unwrap_or_default();
     let unit = scenario.unit().name();
     match outcome {
         Ok(sample) => {
@@ -482,7 +520,7 @@ fn progress(
                 (sample.machine_cpu_s - sample.bench_cpu_s - sample.proxy_cpu_s.unwrap_or(0.0))
                     / sample.seconds;
             eprintln!(
-                "[{} {rep}/{reps}] {:<8} {:>10.0} {unit}/s  p99 {p99:.0} µs{cpu}  \
+                "[{}{at} {rep}/{reps}] {:<8} {:>10.0} {unit}/s  p99 {p99:.0} µs{cpu}  \
                  other load {:.2} cores{errors}",
                 scenario.name(),
                 target.name(),
@@ -491,7 +529,7 @@ fn progress(
             );
         }
         Err(error) => eprintln!(
-            "[{} {rep}/{reps}] {:<8} failed: {error:#}",
+            "[{}{at} {rep}/{reps}] {:<8} failed: {error:#}",
             scenario.name(),
             target.name()
         ),

@@ -19,29 +19,43 @@ const TARGET_GRPC_UNARY_US: f64 = 14.0;
 const TARGET_BIDI_US: f64 = 1.5;
 const TARGET_JSON_UNARY_US: f64 = 15.0;
 
-/// Every measured run of one scenario against one target.
+/// Every measured run of one scenario against one target (JSON scenarios: at one count of
+/// client connections).
 pub(crate) struct Runs {
     pub(crate) scenario: Scenario,
     pub(crate) target: TargetKind,
+    /// HTTP/1.1 client connections (JSON scenarios only).
+    pub(crate) json_connections: Option<usize>,
     samples: Vec<Sample>,
     failures: Vec<String>,
 }
 
 impl Runs {
-    pub(crate) fn new(scenario: Scenario, target: TargetKind) -> Self {
+    pub(crate) fn new(
+        scenario: Scenario,
+        target: TargetKind,
+        json_connections: Option<usize>,
+    ) -> Self {
         Self {
             scenario,
             target,
+            json_connections,
             samples: Vec::new(),
             failures: Vec::new(),
         }
     }
 
-    pub(crate) fn push(&mut self, outcome: anyhow::Result<Sample>) {
+    /// Adds repetition `rep`'s outcome.
+    pub(crate) fn push(&mut self, _rep: u32, outcome: anyhow::Result<Sample>) {
         match outcome {
             Ok(sample) => self.samples.push(sample),
-            Err(error) => self.failures.push(format!("{error:#}")),
+            Err(error) => self.push_failure(format!("{error:#}")),
         }
+    }
+
+    /// Records a failure that is no repetition's (the target did not start).
+    pub(crate) fn push_failure(&mut self, error: String) {
+        self.failures.push(error);
     }
 
     /// The median rate, for ratios.
@@ -84,6 +98,7 @@ impl Runs {
         Row {
             scenario: self.scenario,
             target: self.target,
+            json_connections: self.json_connections,
             protocol: if self.scenario.is_grpc() || !proxied {
                 "grpc"
             } else {
@@ -111,10 +126,18 @@ impl Runs {
     }
 }
 
-/// The median rate of the direct runs of `scenario` among `all`.
-pub(crate) fn direct_rate(all: &[Runs], scenario: Scenario) -> Option<f64> {
+/// The median rate of the direct runs of `scenario` (at `json_connections`) among `all`.
+pub(crate) fn direct_rate(
+    all: &[Runs],
+    scenario: Scenario,
+    json_connections: Option<usize>,
+) -> Option<f64> {
     all.iter()
-        .find(|r| r.scenario == scenario && r.target == TargetKind::Direct)
+        .find(|r| {
+            r.scenario == scenario
+                && r.target == TargetKind::Direct
+                && r.json_connections == json_connections
+        })
         .and_then(Runs::median_rate)
 }
 
@@ -123,6 +146,8 @@ pub(crate) fn direct_rate(all: &[Runs], scenario: Scenario) -> Option<f64> {
 pub(crate) struct Row {
     pub(crate) scenario: Scenario,
     pub(crate) target: TargetKind,
+    /// HTTP/1.1 client connections (JSON scenarios only).
+    pub(crate) json_connections: Option<usize>,
     /// What the client spoke: `grpc` or `json` (HTTP/1.1).
     pub(crate) protocol: &'static str,
     pub(crate) unit: Unit,
@@ -192,7 +217,7 @@ impl Report {
             let _ = writeln!(
                 out,
                 "- runs: {} rep(s) × {:.1} s after {:.1} s warm-up, targets interleaved; \
-             gRPC: {} connections × {} streams (pipelined bidi: {} in flight each); JSON: {} HTTP/1.1 keep-alive connections; \
+             gRPC: {} connections × {} streams (pipelined bidi: {} in flight each); JSON: {} HTTP/1.1 keep-alive connections (a row each); \
              {} in-process sample backend(s); `json-unary-nested` body {} B, `json-unary-nested-16k` {} B; gateway `{}`{}",
                 self.reps,
                 p.duration.as_secs_f64(),
@@ -200,7 +225,11 @@ impl Report {
                 p.connections,
                 p.streams,
                 p.bidi_window,
-                p.json_connections,
+                p.json_connections
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(" / "),
                 self.backends,
                 self.nested_json_bytes,
                 self.nested_16k_json_bytes,
@@ -216,15 +245,15 @@ impl Report {
         if !self.rows.is_empty() {
             let _ = writeln!(
                 out,
-                "\n| scenario | target | rate (median, min–max) | p50 | p99 | p99.9 | \
+                "\n| scenario | target | conns | rate (median, min–max) | p50 | p99 | p99.9 | \
                  proxy CPU / unit | proxy CPU | proxy peak RSS | bench CPU | other CPU | vs direct | errors |"
             );
             let _ = writeln!(
                 out,
-                "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+                "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
             );
             for row in &self.rows {
-                let _ = writeln!(out, "{}", row_markdown(row));
+                let _ = writeln!(out, "{}", row_markdown(row, p));
             }
             let _ = writeln!(
                 out,
@@ -320,8 +349,13 @@ impl Report {
     }
 }
 
-fn row_markdown(row: &Row) -> String {
+fn row_markdown(row: &Row, params: &LoadParams) -> String {
     let unit = row.unit.name();
+    // gRPC: connections × streams; JSON: HTTP/1.1 connections (direct: as many gRPC calls).
+    let conns = match row.json_connections {
+        Some(n) => n.to_string(),
+        None => format!("{}×{}", params.connections, params.streams),
+    };
     let target = match (row.target, row.scenario.is_grpc()) {
         (TargetKind::Direct, false) => "direct (gRPC)".to_string(),
         (TargetKind::Gateway, false) => "gateway (JSON)".to_string(),
@@ -353,7 +387,7 @@ fn row_markdown(row: &Row) -> String {
         }
     };
     format!(
-        "| {} | {target} | {rate} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {errors} |",
+        "| {} | {target} | {conns} | {rate} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {errors} |",
         row.scenario.name(),
         latency(row.p50_us),
         latency(row.p99_us),

@@ -159,15 +159,16 @@ impl Scenario {
 }
 
 /// How much load, and for how long.
-#[derive(Clone, Copy, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize)]
 pub(crate) struct LoadParams {
     /// HTTP/2 connections per gRPC run.
     pub(crate) connections: usize,
     /// Concurrent calls (or bidi streams) per HTTP/2 connection in gRPC scenarios.
     pub(crate) streams: usize,
-    /// HTTP/1.1 connections (one sequential worker each) in JSON scenarios; the direct gRPC
-    /// baseline runs as many concurrent calls over `connections` HTTP/2 connections.
-    pub(crate) json_connections: usize,
+    /// HTTP/1.1 connections (one sequential worker each) in JSON scenarios, one row per
+    /// count; the direct gRPC baseline runs as many concurrent calls over `connections`
+    /// HTTP/2 connections.
+    pub(crate) json_connections: Vec<usize>,
     /// Messages in flight per stream in `grpc-bidi-pipelined`.
     pub(crate) bidi_window: usize,
     /// Warm-up before each measured window.
@@ -278,22 +279,25 @@ fn nested_json(books: usize) -> String {
 }
 
 /// Runs one measured run of `scenario` against `kind` at `addrs` (the backends for direct
-/// runs, the proxy's front otherwise); `proxy_pid` is measured.
+/// runs, the proxy's front otherwise); `proxy_pid` is measured. JSON scenarios run
+/// `json_connections` clients (gRPC scenarios ignore it).
 pub(crate) async fn run(
     scenario: Scenario,
     kind: TargetKind,
     addrs: &[SocketAddr],
     proxy_pid: Option<u32>,
     params: &LoadParams,
+    json_connections: Option<usize>,
     payloads: &Payloads,
 ) -> anyhow::Result<Sample> {
     ensure!(!addrs.is_empty(), "no address to send load to");
+    let json_connections = json_connections.unwrap_or(1).max(1);
     let json_over_http1 = !scenario.is_grpc() && kind != TargetKind::Direct;
     let mut workers = JoinSet::new();
     let window;
     if json_over_http1 {
-        let mut conns = Vec::with_capacity(params.json_connections);
-        for i in 0..params.json_connections {
+        let mut conns = Vec::with_capacity(json_connections);
+        for i in 0..json_connections {
             let addr = addrs[i % addrs.len()];
             conns.push(Http1Conn::connect(addr).await?);
         }
@@ -325,7 +329,7 @@ pub(crate) async fn run(
         let concurrency = if scenario.is_grpc() {
             params.connections * params.streams
         } else {
-            params.json_connections
+            json_connections
         };
         let call = match scenario {
             Scenario::GrpcUnary64b | Scenario::GrpcBidiMsgs | Scenario::GrpcBidiPipelined => {
