@@ -110,7 +110,12 @@ struct Args {
     /// Do not run `cargo build -p gateway` first.
     #[arg(long)]
     no_build: bool,
-    /// Do not run HAProxy or nginx even when they are on PATH.
+    /// grpc-gateway (Go) server run as an extra target of the JSON scenarios on REST routes
+    /// [default: `grpc-gateway/grpc-gateway` in this executable's target dir, when
+    /// `scripts/build-grpc-gateway.sh` built it].
+    #[arg(long)]
+    grpc_gateway: Option<PathBuf>,
+    /// Do not run HAProxy, nginx or grpc-gateway even when they are available.
     #[arg(long)]
     no_extra_proxies: bool,
     /// Print JSON instead of the Markdown table.
@@ -210,6 +215,25 @@ fn resolve_gateway(args: &Args) -> anyhow::Result<PathBuf> {
     Ok(bin)
 }
 
+/// The grpc-gateway binary: `--grpc-gateway`, else `grpc-gateway/grpc-gateway` in this
+/// executable's target dir (where `scripts/build-grpc-gateway.sh` puts it), if built.
+fn resolve_grpc_gateway(arg: Option<&Path>) -> anyhow::Result<Option<PathBuf>> {
+    if let Some(path) = arg {
+        ensure!(
+            path.is_file(),
+            "--grpc-gateway {}: no such file",
+            path.display()
+        );
+        return Ok(Some(path.to_path_buf()));
+    }
+    let exe = std::env::current_exe().context("locate this executable")?;
+    Ok(exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|target| target.join("grpc-gateway").join("grpc-gateway"))
+        .filter(|bin| bin.is_file()))
+}
+
 /// `cargo build [--release] -p gateway` in this workspace; on failure an existing binary is
 /// used, with a warning.
 fn build_gateway(release: bool, bin: &Path) {
@@ -288,6 +312,19 @@ async fn run(args: Args, gateway_bin: PathBuf, fd_limit: u64) -> anyhow::Result<
         }
     }
 
+    let grpc_gateway = if args.no_extra_proxies {
+        None
+    } else {
+        match resolve_grpc_gateway(args.grpc_gateway.as_deref())? {
+            Some(path) => Some(path),
+            None => {
+                skipped.push(
+                    "grpc-gateway: not built (scripts/build-grpc-gateway.sh), skipped".into(),
+                );
+                None
+            }
+        }
+    };
     let any_grpc = scenarios.iter().any(|s| s.is_grpc());
     let mut proxies: Vec<ProxyProcess> = Vec::new();
     let mut start_failures = Vec::new();
@@ -337,6 +374,17 @@ async fn run(args: Args, gateway_bin: PathBuf, fd_limit: u64) -> anyhow::Result<
         }
     }
 
+    let grpc_gateway = match grpc_gateway {
+        Some(path) if scenarios.iter().any(|s| s.grpc_gateway_serves()) => {
+            match ProxyProcess::grpc_gateway(&path, &backend_addrs).await {
+                Ok(proxy) => proxies.push(proxy),
+                Err(error) => start_failures.push((TargetKind::GrpcGateway, error)),
+            }
+            true
+        }
+        _ => false,
+    };
+
     // One row per scenario × JSON connection count × target, in table order, whether or not
     // the target started.
     let mut all_runs: Vec<Runs> = Vec::new();
@@ -353,6 +401,9 @@ async fn run(args: Args, gateway_bin: PathBuf, fd_limit: u64) -> anyhow::Result<
             }
             if scenario.is_grpc() {
                 kinds.extend(extra.iter().map(|(kind, _)| *kind));
+            }
+            if grpc_gateway && scenario.grpc_gateway_serves() {
+                kinds.push(TargetKind::GrpcGateway);
             }
             all_runs.extend(
                 kinds

@@ -360,6 +360,7 @@ fn row_markdown(row: &Row, params: &LoadParams) -> String {
         (TargetKind::Direct, false) => "direct (gRPC)".to_string(),
         (TargetKind::Gateway, false) => "gateway (JSON)".to_string(),
         (TargetKind::Baseline, false) => "baseline (JSON)".to_string(),
+        (TargetKind::GrpcGateway, false) => "grpc-gateway (JSON)".to_string(),
         (target, _) => target.name().to_string(),
     };
     let rate = match (row.rate, row.rate_min, row.rate_max) {

@@ -148,6 +148,15 @@ impl Scenario {
         }
     }
 
+    /// True when grpc-gateway (built from the same `google.api.http` rules) serves the
+    /// scenario's route: the LibraryService ones (Echo/Unary has no REST rule).
+    pub(crate) fn grpc_gateway_serves(self) -> bool {
+        matches!(
+            self,
+            Self::JsonUnaryNested | Self::JsonUnaryNested16k | Self::JsonStreamNdjson
+        )
+    }
+
     /// True when clients speak gRPC to every target (so HAProxy and nginx can run it too);
     /// false for JSON scenarios, whose direct baseline is the same call in gRPC.
     pub(crate) fn is_grpc(self) -> bool {
