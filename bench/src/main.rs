@@ -475,6 +475,7 @@ async fn run(args: Args, gateway_bin: PathBuf, fd_limit: u64) -> anyhow::Result<
     }
     drop(proxies);
 
+    let issue13 = report::issue13_checks(&all_runs, &params.json_connections);
     let rows = all_runs
         .iter()
         .map(|runs| {
@@ -535,6 +536,7 @@ async fn run(args: Args, gateway_bin: PathBuf, fd_limit: u64) -> anyhow::Result<
         gateway_idle_rss_mib,
         skipped,
         rows,
+        issue13,
         memory,
     };
     if args.json {
