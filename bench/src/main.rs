@@ -4,7 +4,8 @@
 //! and memory are its own, read from `/proc/<pid>`), then runs each scenario against every
 //! target in turn, repetition after repetition (interleaved, so drift hits all targets alike),
 //! and prints a Markdown table or JSON. HAProxy and nginx, when on `PATH`, run the gRPC
-//! scenarios too. See `bench --help` and README "Performance".
+//! scenarios too; grpc-gateway (Go, `scripts/build-grpc-gateway.sh`), when built, the JSON
+//! scenarios on REST routes. See `bench --help` and bench/README.md.
 //!
 //! ```sh
 //! cargo run --release -p bench                  # all load scenarios, 3 × 5 s each
@@ -44,7 +45,7 @@ const IDLE_SETTLE: Duration = Duration::from_millis(300);
 #[command(
     name = "bench",
     about = "Load and memory benchmark: the gateway against direct-to-backend (and HAProxy / \
-             nginx when installed), interleaved, on loopback"
+             nginx / grpc-gateway when installed), interleaved, on loopback"
 )]
 struct Args {
     /// Scenarios to run, comma-separated [default: all].
