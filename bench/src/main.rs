@@ -4,7 +4,8 @@
 //! and memory are its own, read from `/proc/<pid>`), then runs each scenario against every
 //! target in turn, repetition after repetition (interleaved, so drift hits all targets alike),
 //! and prints a Markdown table or JSON. HAProxy and nginx, when on `PATH`, run the gRPC
-//! scenarios too. See `bench --help` and README "Performance".
+//! scenarios too; grpc-gateway (Go, `scripts/build-grpc-gateway.sh`), when built, the JSON
+//! scenarios on REST routes. See `bench --help` and bench/README.md.
 //!
 //! ```sh
 //! cargo run --release -p bench                  # all load scenarios, 3 × 5 s each
@@ -44,7 +45,7 @@ const IDLE_SETTLE: Duration = Duration::from_millis(300);
 #[command(
     name = "bench",
     about = "Load and memory benchmark: the gateway against direct-to-backend (and HAProxy / \
-             nginx when installed), interleaved, on loopback"
+             nginx / grpc-gateway when installed), interleaved, on loopback"
 )]
 struct Args {
     /// Scenarios to run, comma-separated [default: all].
@@ -68,9 +69,11 @@ struct Args {
     /// Concurrent calls (or bidi streams) per HTTP/2 connection.
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=1000))]
     streams: u32,
-    /// HTTP/1.1 keep-alive connections (one sequential client each) in JSON scenarios.
-    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=4096))]
-    json_connections: u32,
+    /// HTTP/1.1 keep-alive connections (one sequential client each) in JSON scenarios;
+    /// several (`1,4,32`) run every JSON scenario at each count, interleaved.
+    #[arg(long, value_delimiter = ',', default_value = "64",
+          value_parser = clap::value_parser!(u32).range(1..=4096))]
+    json_connections: Vec<u32>,
     /// Messages in flight per stream in `grpc-bidi-pipelined`.
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1000))]
     bidi_window: u32,
@@ -108,7 +111,12 @@ struct Args {
     /// Do not run `cargo build -p gateway` first.
     #[arg(long)]
     no_build: bool,
-    /// Do not run HAProxy or nginx even when they are on PATH.
+    /// grpc-gateway (Go) server run as an extra target of the JSON scenarios on REST routes
+    /// [default: `grpc-gateway/grpc-gateway` in this executable's target dir, when
+    /// `scripts/build-grpc-gateway.sh` built it].
+    #[arg(long)]
+    grpc_gateway: Option<PathBuf>,
+    /// Do not run HAProxy, nginx or grpc-gateway even when they are available.
     #[arg(long)]
     no_extra_proxies: bool,
     /// Print JSON instead of the Markdown table.
@@ -208,6 +216,25 @@ fn resolve_gateway(args: &Args) -> anyhow::Result<PathBuf> {
     Ok(bin)
 }
 
+/// The grpc-gateway binary: `--grpc-gateway`, else `grpc-gateway/grpc-gateway` in this
+/// executable's target dir (where `scripts/build-grpc-gateway.sh` puts it), if built.
+fn resolve_grpc_gateway(arg: Option<&Path>) -> anyhow::Result<Option<PathBuf>> {
+    if let Some(path) = arg {
+        ensure!(
+            path.is_file(),
+            "--grpc-gateway {}: no such file",
+            path.display()
+        );
+        return Ok(Some(path.to_path_buf()));
+    }
+    let exe = std::env::current_exe().context("locate this executable")?;
+    Ok(exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|target| target.join("grpc-gateway").join("grpc-gateway"))
+        .filter(|bin| bin.is_file()))
+}
+
 /// `cargo build [--release] -p gateway` in this workspace; on failure an existing binary is
 /// used, with a warning.
 fn build_gateway(release: bool, bin: &Path) {
@@ -243,7 +270,7 @@ async fn run(args: Args, gateway_bin: PathBuf, fd_limit: u64) -> anyhow::Result<
     let params = LoadParams {
         connections: args.connections as usize,
         streams: args.streams as usize,
-        json_connections: args.json_connections as usize,
+        json_connections: args.json_connections.iter().map(|&n| n as usize).collect(),
         bidi_window: args.bidi_window as usize,
         warmup: Duration::from_secs_f64(args.warmup),
         duration: Duration::from_secs_f64(args.duration),
@@ -286,25 +313,24 @@ async fn run(args: Args, gateway_bin: PathBuf, fd_limit: u64) -> anyhow::Result<
         }
     }
 
-    let mut all_runs: Vec<Runs> = Vec::new();
-    let mut gateway_idle_rss_mib = None;
-    for &scenario in &scenarios {
-        // One row per target, in table order, whether or not it starts.
-        let first_row = all_runs.len();
-        all_runs.push(Runs::new(scenario, TargetKind::Direct));
-        all_runs.push(Runs::new(scenario, TargetKind::Gateway));
-        if baseline_bin.is_some() {
-            all_runs.push(Runs::new(scenario, TargetKind::Baseline));
+    let grpc_gateway = if args.no_extra_proxies {
+        None
+    } else {
+        match resolve_grpc_gateway(args.grpc_gateway.as_deref())? {
+            Some(path) => Some(path),
+            None => {
+                skipped.push(
+                    "grpc-gateway: not built (scripts/build-grpc-gateway.sh), skipped".into(),
+                );
+                None
+            }
         }
-        let extra_here: &[(TargetKind, PathBuf)] = if scenario.is_grpc() { &extra } else { &[] };
-        all_runs.extend(
-            extra_here
-                .iter()
-                .map(|(kind, _)| Runs::new(scenario, *kind)),
-        );
-
-        let mut proxies: Vec<ProxyProcess> = Vec::new();
-        let mut start_failures = Vec::new();
+    };
+    let any_grpc = scenarios.iter().any(|s| s.is_grpc());
+    let mut proxies: Vec<ProxyProcess> = Vec::new();
+    let mut start_failures = Vec::new();
+    let mut gateway_idle_rss_mib = None;
+    if !scenarios.is_empty() {
         match ProxyProcess::gateway(
             &gateway_bin,
             TargetKind::Gateway,
@@ -315,12 +341,10 @@ async fn run(args: Args, gateway_bin: PathBuf, fd_limit: u64) -> anyhow::Result<
         .await
         {
             Ok(gateway) => {
-                if gateway_idle_rss_mib.is_none() {
-                    tokio::time::sleep(IDLE_SETTLE).await;
-                    gateway_idle_rss_mib = procfs::memory(gateway.pid())
-                        .ok()
-                        .map(|m| m.rss as f64 / (1024.0 * 1024.0));
-                }
+                tokio::time::sleep(IDLE_SETTLE).await;
+                gateway_idle_rss_mib = procfs::memory(gateway.pid())
+                    .ok()
+                    .map(|m| m.rss as f64 / (1024.0 * 1024.0));
                 proxies.push(gateway);
             }
             Err(error) => start_failures.push((TargetKind::Gateway, error)),
@@ -339,61 +363,129 @@ async fn run(args: Args, gateway_bin: PathBuf, fd_limit: u64) -> anyhow::Result<
                 Err(error) => start_failures.push((TargetKind::Baseline, error)),
             }
         }
-        for (kind, path) in extra_here {
-            let started = match kind {
-                TargetKind::Haproxy => ProxyProcess::haproxy(path, &backend_addrs).await,
-                _ => ProxyProcess::nginx(path, &backend_addrs).await,
-            };
-            match started {
-                Ok(proxy) => proxies.push(proxy),
-                Err(error) => start_failures.push((*kind, error)),
-            }
+    }
+    for (kind, path) in extra.iter().filter(|_| any_grpc) {
+        let started = match kind {
+            TargetKind::Haproxy => ProxyProcess::haproxy(path, &backend_addrs).await,
+            _ => ProxyProcess::nginx(path, &backend_addrs).await,
+        };
+        match started {
+            Ok(proxy) => proxies.push(proxy),
+            Err(error) => start_failures.push((*kind, error)),
         }
-        for (kind, error) in start_failures {
-            eprintln!("[{}] {kind}: failed to start: {error:#}", scenario.name());
-            if let Some(runs) = all_runs[first_row..].iter_mut().find(|r| r.target == kind) {
-                runs.push(Err(error.context(format!("start {kind}"))));
-            }
-        }
-        let mut targets = vec![TargetKind::Direct];
-        targets.extend(proxies.iter().map(|p| p.kind));
+    }
 
-        for rep in 0..args.reps {
-            // Interleaved, and the order rotates so no target always runs first.
-            let mut order = targets.clone();
-            let len = order.len();
+    let grpc_gateway = match grpc_gateway {
+        Some(path) if scenarios.iter().any(|s| s.grpc_gateway_serves()) => {
+            match ProxyProcess::grpc_gateway(&path, &backend_addrs).await {
+                Ok(proxy) => proxies.push(proxy),
+                Err(error) => start_failures.push((TargetKind::GrpcGateway, error)),
+            }
+            true
+        }
+        _ => false,
+    };
+
+    // One row per scenario × JSON connection count × target, in table order, whether or not
+    // the target started.
+    let mut all_runs: Vec<Runs> = Vec::new();
+    for &scenario in &scenarios {
+        let counts: Vec<Option<usize>> = if scenario.is_grpc() {
+            vec![None]
+        } else {
+            params.json_connections.iter().map(|&n| Some(n)).collect()
+        };
+        for json_connections in counts {
+            let mut kinds = vec![TargetKind::Direct, TargetKind::Gateway];
+            if baseline_bin.is_some() {
+                kinds.push(TargetKind::Baseline);
+            }
+            if scenario.is_grpc() {
+                kinds.extend(extra.iter().map(|(kind, _)| *kind));
+            }
+            if grpc_gateway && scenario.grpc_gateway_serves() {
+                kinds.push(TargetKind::GrpcGateway);
+            }
+            all_runs.extend(
+                kinds
+                    .into_iter()
+                    .map(|kind| Runs::new(scenario, kind, json_connections)),
+            );
+        }
+    }
+    for (kind, error) in start_failures {
+        eprintln!("{kind}: failed to start: {error:#}");
+        let error = format!("start {kind}: {error:#}");
+        for runs in all_runs.iter_mut().filter(|r| r.target == kind) {
+            runs.push_failure(error.clone());
+        }
+    }
+
+    // Repetitions outermost: every repetition runs every row once, so rows of one repetition
+    // (targets, connection counts, scenarios) are measured close together in time and their
+    // ratios are not skewed by drift; within a scenario the order rotates so no row always
+    // runs first. The proxies serve the whole run.
+    for rep in 0..args.reps {
+        for &scenario in &scenarios {
+            let mut order: Vec<usize> = (0..all_runs.len())
+                .filter(|&i| {
+                    let runs = &all_runs[i];
+                    runs.scenario == scenario
+                        && (runs.target == TargetKind::Direct
+                            || proxies.iter().any(|p| p.kind == runs.target))
+                })
+                .collect();
+            let len = order.len().max(1);
             order.rotate_left(rep as usize % len);
-            for target in order {
+            for i in order {
+                let (target, json_connections) = (all_runs[i].target, all_runs[i].json_connections);
                 let outcome = match proxies.iter_mut().find(|p| p.kind == target) {
                     None => {
-                        scenarios::run(scenario, target, &backend_addrs, None, &params, &payloads)
-                            .await
+                        scenarios::run(
+                            scenario,
+                            target,
+                            &backend_addrs,
+                            None,
+                            &params,
+                            json_connections,
+                            &payloads,
+                        )
+                        .await
                     }
                     Some(proxy) => match proxy.check_alive() {
                         Err(error) => Err(error),
                         Ok(()) => {
                             let (addr, pid) = (proxy.addr, proxy.pid());
-                            scenarios::run(scenario, target, &[addr], Some(pid), &params, &payloads)
-                                .await
+                            scenarios::run(
+                                scenario,
+                                target,
+                                &[addr],
+                                Some(pid),
+                                &params,
+                                json_connections,
+                                &payloads,
+                            )
+                            .await
                         }
                     },
                 };
-                progress(scenario, target, rep + 1, args.reps, &outcome);
-                if let Some(runs) = all_runs[first_row..]
-                    .iter_mut()
-                    .find(|r| r.target == target)
-                {
-                    runs.push(outcome);
-                }
+                progress(&all_runs[i], rep + 1, args.reps, &outcome);
+                all_runs[i].push(rep, outcome);
             }
         }
-        // Stops this scenario's proxies before the next starts fresh ones.
-        drop(proxies);
     }
+    drop(proxies);
 
+    let issue13 = report::issue13_checks(&all_runs, &params.json_connections);
     let rows = all_runs
         .iter()
-        .map(|runs| runs.row(report::direct_rate(&all_runs, runs.scenario)))
+        .map(|runs| {
+            runs.row(report::direct_rate(
+                &all_runs,
+                runs.scenario,
+                runs.json_connections,
+            ))
+        })
         .collect();
 
     let memory = if args.memory || args.memory_only {
@@ -440,10 +532,12 @@ async fn run(args: Args, gateway_bin: PathBuf, fd_limit: u64) -> anyhow::Result<
         reps: args.reps,
         backends: backend_addrs.len(),
         nested_json_bytes: payloads.nested_json_len(),
+        nested_16k_json_bytes: payloads.nested_16k_json_len(),
         gateway_bin: gateway_bin.display().to_string(),
         gateway_idle_rss_mib,
         skipped,
         rows,
+        issue13,
         memory,
     };
     if args.json {
@@ -456,13 +550,12 @@ async fn run(args: Args, gateway_bin: PathBuf, fd_limit: u64) -> anyhow::Result<
 }
 
 /// One line per run on stderr, so a long run shows where it is.
-fn progress(
-    scenario: Scenario,
-    target: TargetKind,
-    rep: u32,
-    reps: u32,
-    outcome: &anyhow::Result<load::Sample>,
-) {
+fn progress(runs: &Runs, rep: u32, reps: u32, outcome: &anyhow::Result<load::Sample>) {
+    let (scenario, target) = (runs.scenario, runs.target);
+    let at = runs
+        .json_connections
+        .map(|n| format!(" ×{n}"))
+        .unwrap_or_default();
     let unit = scenario.unit().name();
     match outcome {
         Ok(sample) => {
@@ -481,7 +574,7 @@ fn progress(
                 (sample.machine_cpu_s - sample.bench_cpu_s - sample.proxy_cpu_s.unwrap_or(0.0))
                     / sample.seconds;
             eprintln!(
-                "[{} {rep}/{reps}] {:<8} {:>10.0} {unit}/s  p99 {p99:.0} µs{cpu}  \
+                "[{}{at} {rep}/{reps}] {:<8} {:>10.0} {unit}/s  p99 {p99:.0} µs{cpu}  \
                  other load {:.2} cores{errors}",
                 scenario.name(),
                 target.name(),
@@ -490,7 +583,7 @@ fn progress(
             );
         }
         Err(error) => eprintln!(
-            "[{} {rep}/{reps}] {:<8} failed: {error:#}",
+            "[{}{at} {rep}/{reps}] {:<8} failed: {error:#}",
             scenario.name(),
             target.name()
         ),

@@ -19,29 +19,61 @@ const TARGET_GRPC_UNARY_US: f64 = 14.0;
 const TARGET_BIDI_US: f64 = 1.5;
 const TARGET_JSON_UNARY_US: f64 = 15.0;
 
-/// Every measured run of one scenario against one target.
+/// Every measured run of one scenario against one target (JSON scenarios: at one count of
+/// client connections).
 pub(crate) struct Runs {
     pub(crate) scenario: Scenario,
     pub(crate) target: TargetKind,
+    /// HTTP/1.1 client connections (JSON scenarios only).
+    pub(crate) json_connections: Option<usize>,
     samples: Vec<Sample>,
+    /// Proxy CPU per unit (µs) of each completed repetition, by repetition index: ratios
+    /// between rows are taken repetition by repetition.
+    cpu_by_rep: Vec<(u32, f64)>,
     failures: Vec<String>,
 }
 
 impl Runs {
-    pub(crate) fn new(scenario: Scenario, target: TargetKind) -> Self {
+    pub(crate) fn new(
+        scenario: Scenario,
+        target: TargetKind,
+        json_connections: Option<usize>,
+    ) -> Self {
         Self {
             scenario,
             target,
+            json_connections,
             samples: Vec::new(),
+            cpu_by_rep: Vec::new(),
             failures: Vec::new(),
         }
     }
 
-    pub(crate) fn push(&mut self, outcome: anyhow::Result<Sample>) {
+    /// Adds repetition `rep`'s outcome.
+    pub(crate) fn push(&mut self, rep: u32, outcome: anyhow::Result<Sample>) {
         match outcome {
-            Ok(sample) => self.samples.push(sample),
-            Err(error) => self.failures.push(format!("{error:#}")),
+            Ok(sample) => {
+                if let Some(cpu_s) = sample.proxy_cpu_s.filter(|_| sample.units > 0) {
+                    self.cpu_by_rep
+                        .push((rep, cpu_s * 1e6 / sample.units as f64));
+                }
+                self.samples.push(sample);
+            }
+            Err(error) => self.push_failure(format!("{error:#}")),
         }
+    }
+
+    /// Records a failure that is no repetition's (the target did not start).
+    pub(crate) fn push_failure(&mut self, error: String) {
+        self.failures.push(error);
+    }
+
+    /// Proxy CPU per unit (µs) of repetition `rep`, if it completed.
+    fn cpu_at(&self, rep: u32) -> Option<f64> {
+        self.cpu_by_rep
+            .iter()
+            .find(|(r, _)| *r == rep)
+            .map(|&(_, us)| us)
     }
 
     /// The median rate, for ratios.
@@ -84,6 +116,7 @@ impl Runs {
         Row {
             scenario: self.scenario,
             target: self.target,
+            json_connections: self.json_connections,
             protocol: if self.scenario.is_grpc() || !proxied {
                 "grpc"
             } else {
@@ -111,10 +144,155 @@ impl Runs {
     }
 }
 
-/// The median rate of the direct runs of `scenario` among `all`.
-pub(crate) fn direct_rate(all: &[Runs], scenario: Scenario) -> Option<f64> {
+/// A figure of issue 13: a ratio of proxy CPU per unit between two rows, or one row's CPU
+/// per unit, taken in every repetition where both rows completed; the median over them.
+#[derive(Debug, Serialize)]
+pub(crate) struct Check {
+    /// What is compared.
+    pub(crate) what: String,
+    /// `ratio` or `us` (µs per unit).
+    pub(crate) kind: &'static str,
+    /// The issue's bound (at most), if it sets one.
+    pub(crate) limit: Option<f64>,
+    /// Median over the repetitions.
+    pub(crate) median: Option<f64>,
+    pub(crate) min: Option<f64>,
+    pub(crate) max: Option<f64>,
+    /// Repetitions that gave a value.
+    pub(crate) reps: usize,
+    /// Median within the limit.
+    pub(crate) met: Option<bool>,
+}
+
+impl Check {
+    fn new(what: String, kind: &'static str, limit: Option<f64>, mut values: Vec<f64>) -> Self {
+        values.sort_by(f64::total_cmp);
+        let n = values.len();
+        let median = match n {
+            0 => None,
+            _ if n % 2 == 1 => Some(values[n / 2]),
+            _ => Some((values[n / 2 - 1] + values[n / 2]) / 2.0),
+        };
+        Self {
+            what,
+            kind,
+            limit,
+            median,
+            min: values.first().copied(),
+            max: values.last().copied(),
+            reps: n,
+            met: median.zip(limit).map(|(m, l)| m <= l),
+        }
+    }
+}
+
+/// Issue 13's bounds.
+const LIMIT_NESTED_OVER_SMALL: f64 = 1.3;
+const LIMIT_NDJSON_US_PER_MSG: f64 = 2.0;
+const LIMIT_CONNS_OVER_FEWEST: f64 = 1.0;
+const LIMIT_OVER_GRPC_GATEWAY: f64 = 0.1;
+
+/// Issue 13's figures from the JSON rows of one run: per connection count, nested over
+/// small, the NDJSON cost per message and the gateway over grpc-gateway; per JSON scenario,
+/// each connection count over the fewest. Rows missing from the run give no figure.
+pub(crate) fn issue13_checks(all: &[Runs], json_connections: &[usize]) -> Vec<Check> {
+    use Scenario::{JsonStreamNdjson, JsonUnaryNested, JsonUnaryNested16k, JsonUnarySmall};
+    use TargetKind::{Gateway, GrpcGateway};
+    let find = |scenario, target, conns| {
+        all.iter().find(|r| {
+            r.scenario == scenario && r.target == target && r.json_connections == Some(conns)
+        })
+    };
+    let ratio = |a: Option<&Runs>, b: Option<&Runs>| -> Option<Vec<f64>> {
+        let (a, b) = (a?, b?);
+        Some(
+            a.cpu_by_rep
+                .iter()
+                .filter_map(|&(rep, us)| b.cpu_at(rep).filter(|&d| d > 0.0).map(|d| us / d))
+                .collect(),
+        )
+    };
+    let mut checks = Vec::new();
+    for &n in json_connections {
+        let gateway = |scenario| find(scenario, Gateway, n);
+        let pairs = [
+            (
+                format!("nested 1.2 KiB / small, gateway, {n} conn(s)"),
+                Some(LIMIT_NESTED_OVER_SMALL),
+                gateway(JsonUnaryNested),
+                gateway(JsonUnarySmall),
+            ),
+            (
+                format!("nested 16 KiB / small, gateway, {n} conn(s)"),
+                None,
+                gateway(JsonUnaryNested16k),
+                gateway(JsonUnarySmall),
+            ),
+            (
+                format!("gateway / grpc-gateway, nested 1.2 KiB, {n} conn(s)"),
+                Some(LIMIT_OVER_GRPC_GATEWAY),
+                gateway(JsonUnaryNested),
+                find(JsonUnaryNested, GrpcGateway, n),
+            ),
+            (
+                format!("gateway / grpc-gateway, nested 16 KiB, {n} conn(s)"),
+                Some(LIMIT_OVER_GRPC_GATEWAY),
+                gateway(JsonUnaryNested16k),
+                find(JsonUnaryNested16k, GrpcGateway, n),
+            ),
+            (
+                format!("gateway / grpc-gateway, NDJSON per message, {n} conn(s)"),
+                None,
+                gateway(JsonStreamNdjson),
+                find(JsonStreamNdjson, GrpcGateway, n),
+            ),
+        ];
+        for (what, limit, a, b) in pairs {
+            if let Some(values) = ratio(a, b) {
+                checks.push(Check::new(what, "ratio", limit, values));
+            }
+        }
+        if let Some(runs) = gateway(JsonStreamNdjson) {
+            checks.push(Check::new(
+                format!("NDJSON, gateway CPU per message, {n} conn(s)"),
+                "us",
+                Some(LIMIT_NDJSON_US_PER_MSG),
+                runs.cpu_by_rep.iter().map(|&(_, us)| us).collect(),
+            ));
+        }
+    }
+    if let Some(&fewest) = json_connections.iter().min() {
+        for scenario in Scenario::ALL.into_iter().filter(|s| !s.is_grpc()) {
+            for &n in json_connections.iter().filter(|&&n| n != fewest) {
+                let what = format!("{}, gateway: {n} conns / {fewest} conn(s)", scenario.name());
+                if let Some(values) =
+                    ratio(find(scenario, Gateway, n), find(scenario, Gateway, fewest))
+                {
+                    checks.push(Check::new(
+                        what,
+                        "ratio",
+                        Some(LIMIT_CONNS_OVER_FEWEST),
+                        values,
+                    ));
+                }
+            }
+        }
+    }
+    checks
+}
+
+/// The median rate of the direct runs of `scenario` (at `json_connections`) among `all`.
+pub(crate) fn direct_rate(
+    all: &[Runs],
+    scenario: Scenario,
+    json_connections: Option<usize>,
+) -> Option<f64> {
     all.iter()
-        .find(|r| r.scenario == scenario && r.target == TargetKind::Direct)
+        .find(|r| {
+            r.scenario == scenario
+                && r.target == TargetKind::Direct
+                && r.json_connections == json_connections
+        })
         .and_then(Runs::median_rate)
 }
 
@@ -123,6 +301,8 @@ pub(crate) fn direct_rate(all: &[Runs], scenario: Scenario) -> Option<f64> {
 pub(crate) struct Row {
     pub(crate) scenario: Scenario,
     pub(crate) target: TargetKind,
+    /// HTTP/1.1 client connections (JSON scenarios only).
+    pub(crate) json_connections: Option<usize>,
     /// What the client spoke: `grpc` or `json` (HTTP/1.1).
     pub(crate) protocol: &'static str,
     pub(crate) unit: Unit,
@@ -165,12 +345,16 @@ pub(crate) struct Report {
     pub(crate) backends: usize,
     /// Size of `json-unary-nested`'s request body, bytes.
     pub(crate) nested_json_bytes: usize,
+    /// Size of `json-unary-nested-16k`'s request body, bytes.
+    pub(crate) nested_16k_json_bytes: usize,
     pub(crate) gateway_bin: String,
     /// Gateway RSS right after start (idle, descriptors loaded), MiB.
     pub(crate) gateway_idle_rss_mib: Option<f64>,
     /// `haproxy` / `nginx` not found, or skipped.
     pub(crate) skipped: Vec<String>,
     pub(crate) rows: Vec<Row>,
+    /// Issue 13's ratios, repetition by repetition.
+    pub(crate) issue13: Vec<Check>,
     pub(crate) memory: Option<MemoryReport>,
 }
 
@@ -190,17 +374,22 @@ impl Report {
             let _ = writeln!(
                 out,
                 "- runs: {} rep(s) × {:.1} s after {:.1} s warm-up, targets interleaved; \
-             gRPC: {} connections × {} streams (pipelined bidi: {} in flight each); JSON: {} HTTP/1.1 keep-alive connections; \
-             {} in-process sample backend(s); `json-unary-nested` body {} B; gateway `{}`{}",
+             gRPC: {} connections × {} streams (pipelined bidi: {} in flight each); JSON: {} HTTP/1.1 keep-alive connections (a row each); \
+             {} in-process sample backend(s); `json-unary-nested` body {} B, `json-unary-nested-16k` {} B; gateway `{}`{}",
                 self.reps,
                 p.duration.as_secs_f64(),
                 p.warmup.as_secs_f64(),
                 p.connections,
                 p.streams,
                 p.bidi_window,
-                p.json_connections,
+                p.json_connections
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(" / "),
                 self.backends,
                 self.nested_json_bytes,
+                self.nested_16k_json_bytes,
                 self.gateway_bin,
                 self.gateway_idle_rss_mib
                     .map(|mib| format!(" (idle RSS {mib:.1} MiB)"))
@@ -213,15 +402,15 @@ impl Report {
         if !self.rows.is_empty() {
             let _ = writeln!(
                 out,
-                "\n| scenario | target | rate (median, min–max) | p50 | p99 | p99.9 | \
+                "\n| scenario | target | conns | rate (median, min–max) | p50 | p99 | p99.9 | \
                  proxy CPU / unit | proxy CPU | proxy peak RSS | bench CPU | other CPU | vs direct | errors |"
             );
             let _ = writeln!(
                 out,
-                "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+                "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
             );
             for row in &self.rows {
-                let _ = writeln!(out, "{}", row_markdown(row));
+                let _ = writeln!(out, "{}", row_markdown(row, p));
             }
             let _ = writeln!(
                 out,
@@ -240,6 +429,9 @@ impl Report {
                  latency is the whole 100-message call."
             );
             let _ = writeln!(out, "\n{}", self.targets_markdown());
+        }
+        if !self.issue13.is_empty() {
+            let _ = writeln!(out, "\n{}", issue13_markdown(&self.issue13));
         }
         if let Some(memory) = &self.memory {
             let _ = writeln!(out, "\n{}", memory_markdown(memory));
@@ -317,12 +509,54 @@ impl Report {
     }
 }
 
-fn row_markdown(row: &Row) -> String {
+fn issue13_markdown(checks: &[Check]) -> String {
+    let mut out = String::from(
+        "Targets (issue 13): proxy CPU per unit, ratios taken repetition by repetition \
+         (both rows measured in the same repetition), median and range over the repetitions:\n\n\
+         | figure | limit | median | min–max | reps | met |\n|---|---:|---:|---:|---:|---|\n",
+    );
+    let value = |v: Option<f64>, kind: &str| match (v, kind) {
+        (None, _) => "-".to_string(),
+        (Some(v), "us") => format!("{v:.2} µs"),
+        (Some(v), _) => format!("{v:.3}"),
+    };
+    for c in checks {
+        let range = match (c.min, c.max) {
+            (Some(_), Some(_)) => format!("{}–{}", value(c.min, c.kind), value(c.max, c.kind)),
+            _ => "-".into(),
+        };
+        let limit = c.limit.map_or("-".into(), |l| match c.kind {
+            "us" => format!("≤ {l:.1} µs"),
+            _ => format!("≤ {l:.1}"),
+        });
+        let met = match c.met {
+            Some(true) => "yes",
+            Some(false) => "no",
+            None => "-",
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {limit} | {} | {range} | {} | {met} |",
+            c.what,
+            value(c.median, c.kind),
+            c.reps
+        );
+    }
+    out
+}
+
+fn row_markdown(row: &Row, params: &LoadParams) -> String {
     let unit = row.unit.name();
+    // gRPC: connections × streams; JSON: HTTP/1.1 connections (direct: as many gRPC calls).
+    let conns = match row.json_connections {
+        Some(n) => n.to_string(),
+        None => format!("{}×{}", params.connections, params.streams),
+    };
     let target = match (row.target, row.scenario.is_grpc()) {
         (TargetKind::Direct, false) => "direct (gRPC)".to_string(),
         (TargetKind::Gateway, false) => "gateway (JSON)".to_string(),
         (TargetKind::Baseline, false) => "baseline (JSON)".to_string(),
+        (TargetKind::GrpcGateway, false) => "grpc-gateway (JSON)".to_string(),
         (target, _) => target.name().to_string(),
     };
     let rate = match (row.rate, row.rate_min, row.rate_max) {
@@ -350,7 +584,7 @@ fn row_markdown(row: &Row) -> String {
         }
     };
     format!(
-        "| {} | {target} | {rate} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {errors} |",
+        "| {} | {target} | {conns} | {rate} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {errors} |",
         row.scenario.name(),
         latency(row.p50_us),
         latency(row.p99_us),
@@ -431,6 +665,45 @@ fn thousands(value: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A completed run with `units` units and `cpu_us` µs of proxy CPU per unit.
+    fn sample(units: u64, cpu_us: f64) -> Sample {
+        Sample {
+            rate: units as f64,
+            units,
+            latency: load::histogram(),
+            errors: 0,
+            first_error: None,
+            proxy_cpu_s: Some(cpu_us * units as f64 / 1e6),
+            proxy_peak_rss: None,
+            bench_cpu_s: 0.0,
+            machine_cpu_s: 0.0,
+            seconds: 1.0,
+        }
+    }
+
+    #[test]
+    fn issue13_ratios_pair_repetitions() {
+        let mut small = Runs::new(Scenario::JsonUnarySmall, TargetKind::Gateway, Some(1));
+        let mut nested = Runs::new(Scenario::JsonUnaryNested, TargetKind::Gateway, Some(1));
+        for (rep, us) in [(0, 10.0), (1, 20.0), (2, 30.0)] {
+            small.push(rep, Ok(sample(1000, us)));
+        }
+        nested.push(0, Ok(sample(1000, 12.0)));
+        nested.push(1, Err(anyhow::anyhow!("failed")));
+        nested.push(2, Ok(sample(1000, 33.0)));
+        let checks = issue13_checks(&[small, nested], &[1]);
+        let check = checks
+            .iter()
+            .find(|c| c.what.starts_with("nested 1.2 KiB / small"))
+            .unwrap();
+        assert_eq!(check.reps, 2);
+        assert!((check.median.unwrap() - 1.15).abs() < 1e-9, "{check:?}");
+        assert!((check.min.unwrap() - 1.1).abs() < 1e-9);
+        assert_eq!(check.met, Some(true));
+        // No grpc-gateway or NDJSON rows: no figure for them.
+        assert_eq!(checks.len(), 1, "{checks:?}");
+    }
 
     #[test]
     fn formats() {

@@ -49,6 +49,10 @@ const ECHO_UNARY_PATH: &str = "/sample.echo.v1.Echo/Unary";
 const SMALL_JSON_BODY: &str = r#"{"message":"hello"}"#;
 /// `json-unary-nested`'s path (`google.api.http` rule of LibraryService.EchoTypes).
 const ECHO_TYPES_PATH: &str = "/v1/types:echo";
+/// Books in `json-unary-nested`'s body (about 1.2 KiB in all).
+const NESTED_BOOKS: usize = 4;
+/// Books in `json-unary-nested-16k`'s body (16,458 B in all).
+const NESTED_16K_BOOKS: usize = 86;
 /// `json-stream-ndjson`'s path (`google.api.http` rule of LibraryService.Watch).
 const WATCH_PATH: &str = "/v1/shelves/1:watch?count=100&intervalMs=0";
 
@@ -79,6 +83,10 @@ pub(crate) enum Scenario {
     #[value(name = "json-unary-nested")]
     #[serde(rename = "json-unary-nested")]
     JsonUnaryNested,
+    /// The same call with ~16 KiB of the same kinds of fields (more books).
+    #[value(name = "json-unary-nested-16k")]
+    #[serde(rename = "json-unary-nested-16k")]
+    JsonUnaryNested16k,
     /// GET /v1/shelves/1:watch?count=100&intervalMs=0 as NDJSON over HTTP/1.1.
     #[value(name = "json-stream-ndjson")]
     #[serde(rename = "json-stream-ndjson")]
@@ -107,13 +115,14 @@ impl Unit {
 
 impl Scenario {
     /// Every scenario, in the order they run.
-    pub(crate) const ALL: [Self; 7] = [
+    pub(crate) const ALL: [Self; 8] = [
         Self::GrpcUnary64b,
         Self::GrpcUnary16k,
         Self::GrpcBidiMsgs,
         Self::GrpcBidiPipelined,
         Self::JsonUnarySmall,
         Self::JsonUnaryNested,
+        Self::JsonUnaryNested16k,
         Self::JsonStreamNdjson,
     ];
 
@@ -126,6 +135,7 @@ impl Scenario {
             Self::GrpcBidiPipelined => "grpc-bidi-pipelined",
             Self::JsonUnarySmall => "json-unary-small",
             Self::JsonUnaryNested => "json-unary-nested",
+            Self::JsonUnaryNested16k => "json-unary-nested-16k",
             Self::JsonStreamNdjson => "json-stream-ndjson",
         }
     }
@@ -136,6 +146,15 @@ impl Scenario {
             Self::GrpcBidiMsgs | Self::GrpcBidiPipelined | Self::JsonStreamNdjson => Unit::Msg,
             _ => Unit::Req,
         }
+    }
+
+    /// True when grpc-gateway (built from the same `google.api.http` rules) serves the
+    /// scenario's route: the LibraryService ones (Echo/Unary has no REST rule).
+    pub(crate) fn grpc_gateway_serves(self) -> bool {
+        matches!(
+            self,
+            Self::JsonUnaryNested | Self::JsonUnaryNested16k | Self::JsonStreamNdjson
+        )
     }
 
     /// True when clients speak gRPC to every target (so HAProxy and nginx can run it too);
@@ -149,15 +168,16 @@ impl Scenario {
 }
 
 /// How much load, and for how long.
-#[derive(Clone, Copy, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize)]
 pub(crate) struct LoadParams {
     /// HTTP/2 connections per gRPC run.
     pub(crate) connections: usize,
     /// Concurrent calls (or bidi streams) per HTTP/2 connection in gRPC scenarios.
     pub(crate) streams: usize,
-    /// HTTP/1.1 connections (one sequential worker each) in JSON scenarios; the direct gRPC
-    /// baseline runs as many concurrent calls over `connections` HTTP/2 connections.
-    pub(crate) json_connections: usize,
+    /// HTTP/1.1 connections (one sequential worker each) in JSON scenarios, one row per
+    /// count; the direct gRPC baseline runs as many concurrent calls over `connections`
+    /// HTTP/2 connections.
+    pub(crate) json_connections: Vec<usize>,
     /// Messages in flight per stream in `grpc-bidi-pipelined`.
     pub(crate) bidi_window: usize,
     /// Warm-up before each measured window.
@@ -174,43 +194,70 @@ fn as_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> 
 
 /// Request bodies and messages built once.
 pub(crate) struct Payloads {
-    /// `json-unary-nested`'s JSON body.
-    nested_json: Bytes,
-    /// The same message as protobuf, for the direct baseline.
-    nested_proto: AllTypes,
+    /// `json-unary-nested`'s body.
+    nested: Nested,
+    /// `json-unary-nested-16k`'s body.
+    nested_16k: Nested,
+}
+
+/// One EchoTypes body, as JSON and as the same message in protobuf (for the direct baseline).
+struct Nested {
+    json: Bytes,
+    proto: AllTypes,
 }
 
 impl Payloads {
-    /// Builds the nested message from its JSON through the sample descriptors, so the gRPC
-    /// baseline sends exactly what the JSON client sends.
+    /// Builds the nested messages from their JSON through the sample descriptors, so the
+    /// gRPC baseline sends exactly what the JSON client sends.
     pub(crate) fn new() -> anyhow::Result<Self> {
-        let json = nested_json();
         let pool = DescriptorPool::decode(sample_services::FILE_DESCRIPTOR_SET)
             .context("decode the sample descriptor set")?;
         let descriptor = pool
             .get_message_by_name("sample.library.v1.AllTypes")
             .context("sample.library.v1.AllTypes missing from the sample descriptors")?;
-        let mut deserializer = serde_json::Deserializer::from_str(&json);
-        let dynamic = DynamicMessage::deserialize(descriptor, &mut deserializer)
-            .context("the nested JSON body does not fit AllTypes")?;
-        let nested_proto =
-            AllTypes::decode(dynamic.encode_to_vec().as_slice()).context("re-decode AllTypes")?;
+        let nested = |books| -> anyhow::Result<Nested> {
+            let json = nested_json(books);
+            let mut deserializer = serde_json::Deserializer::from_str(&json);
+            let dynamic = DynamicMessage::deserialize(descriptor.clone(), &mut deserializer)
+                .context("the nested JSON body does not fit AllTypes")?;
+            let proto = AllTypes::decode(dynamic.encode_to_vec().as_slice())
+                .context("re-decode AllTypes")?;
+            Ok(Nested {
+                json: Bytes::from(json),
+                proto,
+            })
+        };
         Ok(Self {
-            nested_json: Bytes::from(json),
-            nested_proto,
+            nested: nested(NESTED_BOOKS)?,
+            nested_16k: nested(NESTED_16K_BOOKS)?,
         })
     }
 
     /// Size of `json-unary-nested`'s body, bytes.
     pub(crate) fn nested_json_len(&self) -> usize {
-        self.nested_json.len()
+        self.nested.json.len()
+    }
+
+    /// Size of `json-unary-nested-16k`'s body, bytes.
+    pub(crate) fn nested_16k_json_len(&self) -> usize {
+        self.nested_16k.json.len()
+    }
+
+    /// The EchoTypes body of a nested scenario.
+    fn nested_for(&self, scenario: Scenario) -> Option<&Nested> {
+        match scenario {
+            Scenario::JsonUnaryNested => Some(&self.nested),
+            Scenario::JsonUnaryNested16k => Some(&self.nested_16k),
+            _ => None,
+        }
     }
 }
 
-/// `json-unary-nested`'s body: about 1 KiB, with a nested message, repeated messages,
-/// repeated scalars, a map, well-known types and every scalar kind.
-fn nested_json() -> String {
-    let books: Vec<serde_json::Value> = (1..=4)
+/// A nested EchoTypes body with `books` books (4: 1,216 B; each book adds about 186 B):
+/// a nested message, repeated messages, repeated scalars, a map, well-known types and every
+/// scalar kind.
+fn nested_json(books: usize) -> String {
+    let books: Vec<serde_json::Value> = (1..=books)
         .map(|i| {
             serde_json::json!({
                 "name": format!("shelves/1/books/{i}"),
@@ -241,22 +288,25 @@ fn nested_json() -> String {
 }
 
 /// Runs one measured run of `scenario` against `kind` at `addrs` (the backends for direct
-/// runs, the proxy's front otherwise); `proxy_pid` is measured.
+/// runs, the proxy's front otherwise); `proxy_pid` is measured. JSON scenarios run
+/// `json_connections` clients (gRPC scenarios ignore it).
 pub(crate) async fn run(
     scenario: Scenario,
     kind: TargetKind,
     addrs: &[SocketAddr],
     proxy_pid: Option<u32>,
     params: &LoadParams,
+    json_connections: Option<usize>,
     payloads: &Payloads,
 ) -> anyhow::Result<Sample> {
     ensure!(!addrs.is_empty(), "no address to send load to");
+    let json_connections = json_connections.unwrap_or(1).max(1);
     let json_over_http1 = !scenario.is_grpc() && kind != TargetKind::Direct;
     let mut workers = JoinSet::new();
     let window;
     if json_over_http1 {
-        let mut conns = Vec::with_capacity(params.json_connections);
-        for i in 0..params.json_connections {
+        let mut conns = Vec::with_capacity(json_connections);
+        for i in 0..json_connections {
             let addr = addrs[i % addrs.len()];
             conns.push(Http1Conn::connect(addr).await?);
         }
@@ -265,9 +315,12 @@ pub(crate) async fn run(
                 path: ECHO_UNARY_PATH,
                 body: Bytes::from_static(SMALL_JSON_BODY.as_bytes()),
             },
-            Scenario::JsonUnaryNested => JsonCall::Unary {
+            Scenario::JsonUnaryNested | Scenario::JsonUnaryNested16k => JsonCall::Unary {
                 path: ECHO_TYPES_PATH,
-                body: payloads.nested_json.clone(),
+                body: payloads
+                    .nested_for(scenario)
+                    .map(|n| n.json.clone())
+                    .context("no nested body")?,
             },
             Scenario::JsonStreamNdjson => JsonCall::Ndjson {
                 path: WATCH_PATH,
@@ -285,7 +338,7 @@ pub(crate) async fn run(
         let concurrency = if scenario.is_grpc() {
             params.connections * params.streams
         } else {
-            params.json_connections
+            json_connections
         };
         let call = match scenario {
             Scenario::GrpcUnary64b | Scenario::GrpcBidiMsgs | Scenario::GrpcBidiPipelined => {
@@ -296,8 +349,13 @@ pub(crate) async fn run(
                 message: "hello".into(),
                 ..EchoRequest::default()
             }),
-            Scenario::JsonUnaryNested => {
-                GrpcCall::EchoTypes(Box::new(payloads.nested_proto.clone()))
+            Scenario::JsonUnaryNested | Scenario::JsonUnaryNested16k => {
+                GrpcCall::EchoTypes(Box::new(
+                    payloads
+                        .nested_for(scenario)
+                        .map(|n| n.proto.clone())
+                        .context("no nested body")?,
+                ))
             }
             Scenario::JsonStreamNdjson => GrpcCall::Watch(WatchRequest {
                 parent: "shelves/1".into(),
@@ -775,9 +833,9 @@ async fn preflight_json(
     if let Some(body) = body {
         let answer: serde_json::Value =
             serde_json::from_slice(&body).context("the answer is not JSON")?;
-        if scenario == Scenario::JsonUnaryNested {
-            let sent: serde_json::Value = serde_json::from_slice(&payloads.nested_json)
-                .context("the nested body is not JSON")?;
+        if let Some(nested) = payloads.nested_for(scenario) {
+            let sent: serde_json::Value =
+                serde_json::from_slice(&nested.json).context("the nested body is not JSON")?;
             if answer != sent {
                 eprintln!(
                     "warning: {}: the echoed message differs from the one sent \
@@ -829,12 +887,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn nested_body_is_about_a_kibibyte_and_fits_all_types() {
+    fn nested_bodies_are_about_1_2_and_16_kib_and_fit_all_types() {
         let payloads = Payloads::new().unwrap();
         let len = payloads.nested_json_len();
-        assert!((900..1600).contains(&len), "{len} bytes");
-        assert_eq!(payloads.nested_proto.books.len(), 4);
-        assert_eq!(payloads.nested_proto.i64, -9_000_000_000);
-        assert_eq!(payloads.nested_proto.nums.len(), 10);
+        assert!((1_100..1_400).contains(&len), "{len} bytes");
+        let len = payloads.nested_16k_json_len();
+        assert!((15_900..17_000).contains(&len), "{len} bytes");
+        assert_eq!(payloads.nested.proto.books.len(), NESTED_BOOKS);
+        assert_eq!(payloads.nested_16k.proto.books.len(), NESTED_16K_BOOKS);
+        for nested in [&payloads.nested, &payloads.nested_16k] {
+            assert_eq!(nested.proto.i64, -9_000_000_000);
+            assert_eq!(nested.proto.nums.len(), 10);
+        }
     }
 }

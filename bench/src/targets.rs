@@ -1,5 +1,6 @@
 //! What the load goes to: the in-process sample backends, and proxies run as child processes
-//! (the gateway; HAProxy and nginx when installed) so their CPU and memory are their own.
+//! (the gateway; HAProxy and nginx when installed; grpc-gateway when built) so their CPU and
+//! memory are their own.
 
 use std::{
     fmt,
@@ -39,6 +40,9 @@ pub(crate) enum TargetKind {
     Nginx,
     /// A second gateway binary (`--baseline`), for A/B comparisons of a change.
     Baseline,
+    /// grpc-gateway (Go), built by `scripts/build-grpc-gateway.sh`: the JSON scenarios on
+    /// LibraryService's REST routes.
+    GrpcGateway,
 }
 
 impl TargetKind {
@@ -50,6 +54,7 @@ impl TargetKind {
             Self::Haproxy => "haproxy",
             Self::Nginx => "nginx",
             Self::Baseline => "baseline",
+            Self::GrpcGateway => "grpc-gateway",
         }
     }
 }
@@ -187,6 +192,24 @@ impl ProxyProcess {
             .arg("-c")
             .arg(&config_path);
         Self::spawn(TargetKind::Nginx, command, addr, dir).await
+    }
+
+    /// Starts the grpc-gateway server built by `scripts/build-grpc-gateway.sh` from `bin`,
+    /// round robin over the backends.
+    pub(crate) async fn grpc_gateway(bin: &Path, backends: &[SocketAddr]) -> anyhow::Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix("bench-grpc-gateway-")
+            .tempdir()
+            .context("create a temp dir for grpc-gateway's log")?;
+        let addr = free_port()?;
+        let backends: Vec<String> = backends.iter().map(ToString::to_string).collect();
+        let mut command = Command::new(bin);
+        command
+            .arg("-listen")
+            .arg(addr.to_string())
+            .arg("-backends")
+            .arg(backends.join(","));
+        Self::spawn(TargetKind::GrpcGateway, command, addr, dir).await
     }
 
     /// Spawns `command` with its output in `dir/proxy.log`, then waits until `addr` accepts.
