@@ -99,10 +99,14 @@ pub(super) struct JsonStreamParts {
 }
 
 enum Event {
-    /// One message, framed for the stream's format.
-    Message(Bytes),
+    /// Messages are in `scratch`, framed for the stream's format.
+    Message,
     End(Option<(i32, String, Option<Vec<u8>>)>),
 }
+
+/// Most output bytes one chunk of a stream coalesces from the messages
+/// already received.
+const COALESCE_BYTES: usize = 16 * 1024;
 
 /// The streaming response body.
 pub(super) struct JsonStream {
@@ -184,45 +188,69 @@ impl JsonStream {
         self.exchange.finish(termination);
     }
 
+    /// Appends message `msg` to `scratch`, framed for the stream's format:
+    /// [`Event::Message`], or the error that ends the stream (`scratch` as
+    /// it was).
+    fn convert(&mut self, msg: &[u8]) -> Event {
+        let start = self.scratch.len();
+        self.scratch.extend_from_slice(match self.format {
+            StreamFormat::Ndjson => b"",
+            StreamFormat::Sse => b"data: ",
+            StreamFormat::JsonArray if self.sent == 0 => b"[",
+            StreamFormat::JsonArray => b",",
+        });
+        self.counts.add_response_messages(1);
+        let res = timed(&self.codec, TranscodeDirection::ProtoToJson, || {
+            json::response_to_json(
+                &self.method,
+                self.binding.as_deref(),
+                msg,
+                &self.opts,
+                &mut self.scratch,
+            )
+        });
+        match res {
+            Ok(()) => {
+                self.scratch.extend_from_slice(match self.format {
+                    StreamFormat::Ndjson => b"\n",
+                    StreamFormat::Sse => b"\n\n",
+                    StreamFormat::JsonArray => b"",
+                });
+                self.sent += 1;
+                Event::Message
+            }
+            Err(e) => {
+                self.scratch.truncate(start);
+                count_error(&self.codec, reply_error_kind(&e));
+                tracing::debug!(error = %e, "Bad upstream message");
+                end(Code::Internal, super::unrenderable(&e))
+            }
+        }
+    }
+
+    /// Converts the messages already received (none, or up to
+    /// [`COALESCE_BYTES`] of output) after the one in `scratch`, so a burst
+    /// goes out as one chunk; an event that ends the stream is kept for
+    /// the next poll.
+    fn coalesce(&mut self) {
+        while self.scratch.len() < COALESCE_BYTES {
+            match self.decoder.next_message() {
+                Ok(Some(msg)) => {
+                    if let ev @ Event::End(_) = self.convert(&msg) {
+                        self.pending = Some(ev);
+                        return;
+                    }
+                }
+                // Errors are reported by the next `poll_event`.
+                Ok(None) | Err(_) => return,
+            }
+        }
+    }
+
     fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Event> {
         loop {
             match self.decoder.next_message() {
-                Ok(Some(msg)) => {
-                    // Framed in the reused scratch buffer, copied out once:
-                    // one allocation per message.
-                    self.scratch.clear();
-                    self.scratch.extend_from_slice(match self.format {
-                        StreamFormat::Ndjson => b"",
-                        StreamFormat::Sse => b"data: ",
-                        StreamFormat::JsonArray if self.sent == 0 => b"[",
-                        StreamFormat::JsonArray => b",",
-                    });
-                    self.counts.add_response_messages(1);
-                    let res = timed(&self.codec, TranscodeDirection::ProtoToJson, || {
-                        json::response_to_json(
-                            &self.method,
-                            self.binding.as_deref(),
-                            &msg,
-                            &self.opts,
-                            &mut self.scratch,
-                        )
-                    });
-                    return Poll::Ready(match res {
-                        Ok(()) => {
-                            self.scratch.extend_from_slice(match self.format {
-                                StreamFormat::Ndjson => b"\n",
-                                StreamFormat::Sse => b"\n\n",
-                                StreamFormat::JsonArray => b"",
-                            });
-                            Event::Message(Bytes::copy_from_slice(&self.scratch))
-                        }
-                        Err(e) => {
-                            count_error(&self.codec, reply_error_kind(&e));
-                            tracing::debug!(error = %e, "Bad upstream message");
-                            end(Code::Internal, super::unrenderable(&e))
-                        }
-                    });
-                }
+                Ok(Some(msg)) => return Poll::Ready(self.convert(&msg)),
                 Ok(None) => {}
                 Err(e) => {
                     let (code, kind) = match e {
@@ -283,10 +311,14 @@ impl JsonStream {
     /// Formats one event as output bytes; None when nothing is to be sent.
     fn render(&mut self, ev: Event) -> Option<Bytes> {
         match ev {
-            Event::Message(framed) => {
-                self.sent += 1;
-                self.exchange.add_bytes(framed.len());
-                Some(framed)
+            Event::Message => {
+                if self.pending.is_none() {
+                    self.coalesce();
+                }
+                let out = Bytes::copy_from_slice(&self.scratch);
+                self.scratch.clear();
+                self.exchange.add_bytes(out.len());
+                Some(out)
             }
             Event::End(status) => {
                 let mut out = BytesMut::new();
