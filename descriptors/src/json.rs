@@ -147,6 +147,12 @@ fn codec_parse(
     opts: &JsonOptions,
     out: &mut Vec<u8>,
 ) -> bool {
+    // One UTF-8 check for the whole document: serde_json's `StrRead` then
+    // takes each string as it is (`SliceRead` checks every string again).
+    // Invalid UTF-8 is for the prost-reflect reader to report.
+    let Ok(text) = std::str::from_utf8(json) else {
+        return false;
+    };
     let start = out.len();
     // The protobuf encoding is rarely longer than its JSON.
     out.reserve(json.len());
@@ -161,7 +167,7 @@ fn codec_parse(
         m: 0,
         buf: &mut *out,
     };
-    let mut de = serde_json::Deserializer::from_slice(json);
+    let mut de = serde_json::Deserializer::from_str(text);
     if seed.deserialize(&mut de).and_then(|()| de.end()).is_ok() {
         return true;
     }
