@@ -139,7 +139,9 @@ pub fn request_to_proto(
 }
 
 /// JSON -> wire with `program`, appended to `out`; false (and `out` as it
-/// was) when the codec refuses the document. The depth is checked before.
+/// was) when the codec refuses the document, a document nested deeper than
+/// the depth limit included (counted as it is read, with no pre-scan: the
+/// prost-reflect reader's [`check_depth`] then reports it).
 fn codec_parse(
     codec: &Codec,
     program: &crate::codec::Program,
@@ -163,6 +165,7 @@ fn codec_parse(
             prog: program,
             deny_unknown: !opts.ignore_unknown_fields,
             segments: &segments,
+            depth_left: opts.depth_limit(),
         },
         m: 0,
         buf: &mut *out,
@@ -188,14 +191,14 @@ fn parse_with(
     if is_blank(json) {
         return Ok(());
     }
-    check_depth(json, opts.depth_limit())?;
     if let Some(program) = program
         && codec_parse(codec, program, json, opts, out)
     {
         return Ok(());
     }
-    // Refused (or an `Any` whose `@type` is not first): the prost-reflect
-    // reader says why, with the JSON path, exactly as before.
+    // Refused (too deep, or an `Any` whose `@type` is not first): the
+    // prost-reflect reader says why, with the JSON path, exactly as before
+    // (its depth pre-scan first).
     legacy::json_to_proto(desc, json, opts, out)
 }
 
@@ -267,9 +270,6 @@ fn params_to_wire(
             else {
                 return Ok(false);
             };
-            if check_depth(body, opts.depth_limit()).is_err() {
-                return Ok(false);
-            }
             let mut value = Vec::with_capacity(body.len());
             if !codec_parse(&plans.codec, &inner, body, opts, &mut value) {
                 return Ok(false);
