@@ -43,15 +43,17 @@ pub(crate) fn check_nesting(
             .saturating_mul(MAX_ANY_EXPANSION)
             .saturating_add(ANY_ALLOWANCE_BYTES),
         any_bytes: 0,
-        programs: vec![prog.clone()],
+        root: prog,
+        payloads: Vec::new(),
     };
-    let mut stack = vec![Frame {
+    let mut stack = Vec::with_capacity(16);
+    stack.push(Frame {
         ty: Some(Type { prog: 0, m: 0 }),
         rest: bytes,
         group: None,
         json_depth: 1,
         any_root: None,
-    }];
+    });
     while !stack.is_empty() {
         match step(codec, &mut stack, &mut scan) {
             Ok(true) => {}
@@ -72,7 +74,18 @@ fn malformed(what: &str) -> DescriptorError {
     DescriptorError::InvalidProto(what.to_owned())
 }
 
+#[inline]
 fn read_varint(bytes: &mut &[u8]) -> Result<u64, DescriptorError> {
+    if let Some((&b, rest)) = bytes.split_first()
+        && b < 0x80
+    {
+        *bytes = rest;
+        return Ok(u64::from(b));
+    }
+    read_varint_slow(bytes)
+}
+
+fn read_varint_slow(bytes: &mut &[u8]) -> Result<u64, DescriptorError> {
     let mut value = 0u64;
     for (i, &b) in bytes.iter().enumerate().take(10) {
         value |= u64::from(b & 0x7f) << (7 * i);
@@ -124,58 +137,109 @@ fn message_field(scan: &Scan, ty: Option<Type>, number: u32) -> Option<(Card, Ty
     }
 }
 
-struct Scan {
+struct Scan<'p> {
     max_depth: usize,
     any_budget: usize,
     any_bytes: usize,
-    /// The root program, then those of `Any` payloads.
-    programs: Vec<Arc<Program>>,
+    /// Program 0.
+    root: &'p Program,
+    /// Programs 1.., those of `Any` payloads.
+    payloads: Vec<Arc<Program>>,
 }
 
-impl Scan {
+impl Scan<'_> {
+    #[inline]
+    fn program(&self, prog: u32) -> &Program {
+        match prog.checked_sub(1) {
+            None => self.root,
+            Some(i) => &self.payloads[i as usize],
+        }
+    }
+
+    #[inline]
     fn plan(&self, ty: Type) -> &super::MessagePlan {
-        &self.programs[ty.prog as usize].messages[ty.m as usize]
+        &self.program(ty.prog).messages[ty.m as usize]
     }
 }
 
+/// What ends a run over the fields of the top frame.
+enum Next<'a> {
+    /// Its bytes are done.
+    End,
+    /// A message field of the frame's type.
+    Message {
+        card: Card,
+        child: Type,
+        body: &'a [u8],
+    },
+    /// A group starts (its key read).
+    StartGroup { number: u32 },
+    /// A group ends (its key read).
+    EndGroup { number: u32 },
+}
+
+/// Skips the fields of `frame` that are not messages (scalars, unknown
+/// fields), up to the next message field or group, or its end.
+#[inline]
+fn skip_scalars<'a>(scan: &Scan<'_>, frame: &mut Frame<'a>) -> Result<Next<'a>, DescriptorError> {
+    let ty = frame.ty;
+    let plan = ty.map(|ty| scan.plan(ty));
+    loop {
+        if frame.rest.is_empty() {
+            return Ok(Next::End);
+        }
+        let key = read_varint(&mut frame.rest)?;
+        let number = field_number(key)?;
+        match (key & 7) as u8 {
+            WIRE_VARINT => {
+                read_varint(&mut frame.rest)?;
+            }
+            WIRE_FIXED64 => {
+                take(&mut frame.rest, 8)?;
+            }
+            WIRE_FIXED32 => {
+                take(&mut frame.rest, 4)?;
+            }
+            WIRE_LEN => {
+                let len = read_varint(&mut frame.rest)?;
+                let body = take(&mut frame.rest, len)?;
+                if let (Some(ty), Some(plan)) = (ty, plan)
+                    && let Some(slot) = plan.slot(number)
+                    && let Ty::Message(m) = plan.fields[slot].ty
+                {
+                    let child = Type { prog: ty.prog, m };
+                    let card = plan.fields[slot].card;
+                    return Ok(Next::Message { card, child, body });
+                }
+            }
+            WIRE_START_GROUP => return Ok(Next::StartGroup { number }),
+            WIRE_END_GROUP => return Ok(Next::EndGroup { number }),
+            _ => return Err(malformed("invalid wire type")),
+        }
+    }
+}
+
+/// Walks the top frame up to its next message field (pushing its frame),
+/// or its end (popping it).
 fn step(
     codec: &Codec,
     stack: &mut Vec<Frame<'_>>,
-    scan: &mut Scan,
+    scan: &mut Scan<'_>,
 ) -> Result<bool, DescriptorError> {
     let depth = stack.len();
     let Some(frame) = stack.last_mut() else {
         return Ok(true);
     };
-    if frame.rest.is_empty() {
-        if frame.group.is_some() {
-            return Err(malformed("group without its end"));
-        }
-        stack.pop();
-        return Ok(true);
-    }
     let any_root = frame.any_root;
-    let key = read_varint(&mut frame.rest)?;
-    let number = field_number(key)?;
-    let child = match (key & 7) as u8 {
-        WIRE_VARINT => {
-            read_varint(&mut frame.rest)?;
-            None
+    let child = match skip_scalars(scan, frame)? {
+        Next::End => {
+            if frame.group.is_some() {
+                return Err(malformed("group without its end"));
+            }
+            stack.pop();
+            return Ok(true);
         }
-        WIRE_FIXED64 => {
-            take(&mut frame.rest, 8)?;
-            None
-        }
-        WIRE_FIXED32 => {
-            take(&mut frame.rest, 4)?;
-            None
-        }
-        WIRE_LEN => {
-            let len = read_varint(&mut frame.rest)?;
-            let body = take(&mut frame.rest, len)?;
-            let Some((card, child)) = message_field(scan, frame.ty, number) else {
-                return Ok(true);
-            };
+        Next::Message { card, child, body } => {
             let json_depth = frame.json_depth + json_step(scan, frame.ty, card, child);
             if scan.plan(child).wkt == Some(Wkt::Any) {
                 match any_payload(codec, body)? {
@@ -183,11 +247,11 @@ fn step(
                         if program.unsupported {
                             return Ok(false);
                         }
+                        scan.payloads.push(program);
                         let payload = Type {
-                            prog: scan.programs.len() as u32,
+                            prog: scan.payloads.len() as u32,
                             m: 0,
                         };
-                        scan.programs.push(program);
                         scan.any_bytes = scan.any_bytes.saturating_add(bytes.len());
                         if scan.any_bytes > scan.any_budget {
                             return Err(DescriptorError::AnyTooLarge {
@@ -221,7 +285,7 @@ fn step(
                 })
             }
         }
-        WIRE_START_GROUP => {
+        Next::StartGroup { number } => {
             let (ty, json_depth) = match message_field(scan, frame.ty, number) {
                 Some((card, m)) => {
                     let step = json_step(scan, frame.ty, card, m);
@@ -238,7 +302,7 @@ fn step(
                 any_root,
             })
         }
-        WIRE_END_GROUP => {
+        Next::EndGroup { number } => {
             if frame.group != Some(number) {
                 return Err(malformed("unexpected end of group"));
             }
@@ -250,7 +314,6 @@ fn step(
             }
             None
         }
-        _ => return Err(malformed("invalid wire type")),
     };
     if let Some(child) = child {
         if depth >= MAX_MESSAGE_NESTING {
