@@ -484,7 +484,7 @@ impl<'o, 'a> Writer<'o, 'a> {
             Ty::Uint64 | Ty::Fixed64 => write_quoted_int(out, num),
             Ty::Sint64 => write_quoted_int(out, zigzag64(num)),
             Ty::Bool => out.extend_from_slice(if num != 0 { b"true" } else { b"false" }),
-            Ty::String => write_str(out, utf8(data)?),
+            Ty::String => write_wire_str(out, data)?,
             Ty::Bytes => write_base64(out, data),
             Ty::Enum(_) | Ty::Message(_) => return Err(invalid("not a scalar")),
         }
@@ -888,6 +888,16 @@ fn malformed(what: &str) -> Stop {
 
 #[inline]
 pub(crate) fn read_varint(data: &mut &[u8]) -> Result<u64> {
+    if let Some((&b, rest)) = data.split_first()
+        && b < 0x80
+    {
+        *data = rest;
+        return Ok(u64::from(b));
+    }
+    read_varint_slow(data)
+}
+
+fn read_varint_slow(data: &mut &[u8]) -> Result<u64> {
     let bytes = *data;
     let mut value = 0u64;
     for (i, &b) in bytes.iter().enumerate().take(10) {
@@ -1039,32 +1049,83 @@ const ESCAPE: [u8; 256] = {
 
 /// `s` as a JSON string, escaped as serde_json does.
 pub(crate) fn write_str(out: &mut Vec<u8>, s: &str) {
-    let bytes = s.as_bytes();
-    out.reserve(bytes.len() + 2);
+    out.reserve(s.len() + 2);
     out.push(b'"');
+    escape_into(out, s.as_bytes(), false);
+    out.push(b'"');
+}
+
+/// A string field's bytes as a JSON string: checked to be UTF-8 in the
+/// same pass as the escaping when ASCII (most are), else by `from_utf8`.
+fn write_wire_str(out: &mut Vec<u8>, data: &[u8]) -> Result<()> {
+    let mark = out.len();
+    out.reserve(data.len() + 2);
+    out.push(b'"');
+    if escape_into(out, data, true) {
+        out.push(b'"');
+    } else {
+        out.truncate(mark);
+        write_str(out, utf8(data)?);
+    }
+    Ok(())
+}
+
+const LOW_BITS: u64 = 0x0101_0101_0101_0101;
+const HIGH_BITS: u64 = 0x8080_8080_8080_8080;
+
+/// The high bit of each byte of `x` that is below 0x20, `"` or `\` (and
+/// maybe of bytes above such a byte: exact as to whether there is one).
+#[inline]
+fn escape_bits(x: u64) -> u64 {
+    let control = x.wrapping_sub(LOW_BITS * 0x20) & !x;
+    let quote = x ^ (LOW_BITS * u64::from(b'"'));
+    let quote = quote.wrapping_sub(LOW_BITS) & !quote;
+    let backslash = x ^ (LOW_BITS * u64::from(b'\\'));
+    let backslash = backslash.wrapping_sub(LOW_BITS) & !backslash;
+    (control | quote | backslash) & HIGH_BITS
+}
+
+/// Appends `bytes` escaped (no quotes), eight bytes at a time while none
+/// needs escaping. With `ascii_only`, stops at the first byte above 0x7f
+/// and returns false (what was appended is then the caller's to drop).
+#[inline]
+fn escape_into(out: &mut Vec<u8>, bytes: &[u8], ascii_only: bool) -> bool {
+    let stop = if ascii_only { HIGH_BITS } else { 0 };
     let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
+    let mut i = 0;
+    while i < bytes.len() {
+        if let Some(chunk) = bytes[i..].first_chunk::<8>() {
+            let x = u64::from_le_bytes(*chunk);
+            if (escape_bits(x) | (x & stop)) == 0 {
+                i += 8;
+                continue;
+            }
+        }
+        let b = bytes[i];
+        if ascii_only && b >= 0x80 {
+            return false;
+        }
         let escape = ESCAPE[b as usize];
-        if escape == 0 {
-            continue;
-        }
-        out.extend_from_slice(&bytes[start..i]);
-        match escape {
-            b'u' => {
-                const HEX: &[u8; 16] = b"0123456789abcdef";
-                out.extend_from_slice(b"\\u00");
-                out.push(HEX[(b >> 4) as usize]);
-                out.push(HEX[(b & 0xf) as usize]);
+        if escape != 0 {
+            out.extend_from_slice(&bytes[start..i]);
+            match escape {
+                b'u' => {
+                    const HEX: &[u8; 16] = b"0123456789abcdef";
+                    out.extend_from_slice(b"\\u00");
+                    out.push(HEX[(b >> 4) as usize]);
+                    out.push(HEX[(b & 0xf) as usize]);
+                }
+                e => {
+                    out.push(b'\\');
+                    out.push(e);
+                }
             }
-            e => {
-                out.push(b'\\');
-                out.push(e);
-            }
+            start = i + 1;
         }
-        start = i + 1;
+        i += 1;
     }
     out.extend_from_slice(&bytes[start..]);
-    out.push(b'"');
+    true
 }
 
 fn write_base64(out: &mut Vec<u8>, data: &[u8]) {
@@ -1152,4 +1213,49 @@ fn snake_to_camel(dst: &mut String, src: &str) -> std::result::Result<(), ()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every ASCII byte at every position of strings around the 8-byte
+    /// steps, and non-ASCII text: escaped as serde_json escapes.
+    #[test]
+    fn strings_are_escaped_as_serde_json_does() {
+        let mut cases: Vec<String> = vec![
+            String::new(),
+            "héllo, wörld: ✓ 🦀".to_owned(),
+            "🦀\"\\\u{7f}\u{1f}é".repeat(5),
+        ];
+        for len in [1, 7, 8, 9, 15, 16, 17, 24] {
+            for at in 0..len {
+                for b in 0u8..0x80 {
+                    let mut s = vec![b'a'; len];
+                    s[at] = b;
+                    cases.push(String::from_utf8(s).expect("ASCII"));
+                }
+            }
+        }
+        for s in cases {
+            let expected = serde_json::to_string(&s).expect("serializes");
+            let mut out = Vec::new();
+            write_str(&mut out, &s);
+            assert_eq!(String::from_utf8_lossy(&out), expected);
+            let mut out = b"[".to_vec();
+            write_wire_str(&mut out, s.as_bytes()).expect("UTF-8");
+            assert_eq!(String::from_utf8_lossy(&out[1..]), expected);
+        }
+    }
+
+    #[test]
+    fn invalid_utf8_is_refused() {
+        for bad in [
+            &b"\xff"[..],
+            b"abcdefgh\xc3",
+            b"abcdefghijklmnop\xed\xa0\x80",
+        ] {
+            assert!(write_wire_str(&mut Vec::new(), bad).is_err());
+        }
+    }
 }
