@@ -929,7 +929,7 @@ fn read_fixed64(data: &mut &[u8]) -> Result<u64> {
     Ok(u64::from_le_bytes(*head))
 }
 
-#[inline]
+#[inline(always)]
 fn read_key(data: &mut &[u8]) -> Result<(u32, u8)> {
     let key = read_varint(data)?;
     if key > u64::from(u32::MAX) {
@@ -957,7 +957,7 @@ fn read_len<'a>(data: &mut &'a [u8]) -> Result<&'a [u8]> {
 }
 
 /// Reads the value of a field whose key was read (not a group).
-#[inline]
+#[inline(always)]
 fn read_value<'a>(data: &mut &'a [u8], number: u32, wire: u8) -> Result<Occ<'a>> {
     let mut occ = Occ {
         slot: 0,
@@ -1085,21 +1085,38 @@ fn escape_bits(x: u64) -> u64 {
     (control | quote | backslash) & HIGH_BITS
 }
 
+/// [`escape_bits`], and the high bits of `x` kept by `stop`.
+#[inline]
+fn special_bits(x: u64, stop: u64) -> u64 {
+    escape_bits(x) | (x & stop)
+}
+
 /// Appends `bytes` escaped (no quotes), eight bytes at a time while none
 /// needs escaping. With `ascii_only`, stops at the first byte above 0x7f
 /// and returns false (what was appended is then the caller's to drop).
 #[inline]
 fn escape_into(out: &mut Vec<u8>, bytes: &[u8], ascii_only: bool) -> bool {
     let stop = if ascii_only { HIGH_BITS } else { 0 };
+    // Most strings need nothing: one test over all of it, one copy.
+    let (chunks, tail) = bytes.as_chunks::<8>();
+    let mut last = [b'a'; 8];
+    last[..tail.len()].copy_from_slice(tail);
+    let mut found = special_bits(u64::from_le_bytes(last), stop);
+    for chunk in chunks {
+        found |= special_bits(u64::from_le_bytes(*chunk), stop);
+    }
+    if found == 0 {
+        out.extend_from_slice(bytes);
+        return true;
+    }
     let mut start = 0;
     let mut i = 0;
     while i < bytes.len() {
-        if let Some(chunk) = bytes[i..].first_chunk::<8>() {
-            let x = u64::from_le_bytes(*chunk);
-            if (escape_bits(x) | (x & stop)) == 0 {
-                i += 8;
-                continue;
-            }
+        if let Some(chunk) = bytes[i..].first_chunk::<8>()
+            && special_bits(u64::from_le_bytes(*chunk), stop) == 0
+        {
+            i += 8;
+            continue;
         }
         let b = bytes[i];
         if ascii_only && b >= 0x80 {
