@@ -48,17 +48,16 @@ fn invalid(message: impl Into<String>) -> Stop {
     Stop::Invalid(message.into())
 }
 
-/// One occurrence of a known field in a message's bytes.
+/// One occurrence of a known field in a message's bytes (32 bytes: one
+/// is kept per field occurrence of each level being written).
 #[derive(Clone, Copy)]
 struct Occ<'a> {
-    slot: u32,
-    wire: u8,
-    /// Varint, fixed32 or fixed64 value.
-    num: u64,
     /// Length-delimited payload.
     data: &'a [u8],
-    /// Position among the message's occurrences.
-    seq: u32,
+    /// Varint, fixed32 or fixed64 value.
+    num: u64,
+    slot: u32,
+    wire: u8,
 }
 
 /// Writes messages of one program family (Any payloads switch programs).
@@ -323,8 +322,7 @@ impl<'o, 'a> Writer<'o, 'a> {
                                 self.out.push(b',');
                             }
                             first = false;
-                            let element = Occ { num, ..*occ };
-                            self.value(prog, field.ty, &element)?;
+                            self.value_num(prog, field.ty, num)?;
                         }
                     } else {
                         if !first {
@@ -392,11 +390,10 @@ impl<'o, 'a> Writer<'o, 'a> {
                 None => map_key(
                     key_field.ty,
                     &Occ {
-                        slot: 0,
-                        wire: 0,
-                        num: 0,
                         data: &[],
-                        seq: 0,
+                        num: 0,
+                        slot: 0,
+                        wire: WIRE_VARINT,
                     },
                 )?,
             };
@@ -455,6 +452,17 @@ impl<'o, 'a> Writer<'o, 'a> {
             }
             Ty::Message(m) => self.message(prog, m, &[occ.data]),
             _ => self.scalar(ty, occ.num, occ.data),
+        }
+    }
+
+    /// An element of a packed record.
+    fn value_num(&mut self, prog: &Program, ty: Ty, num: u64) -> Result<()> {
+        match ty {
+            Ty::Enum(e) => {
+                self.enum_value(prog, e, num as i32);
+                Ok(())
+            }
+            _ => self.scalar(ty, num, &[]),
         }
     }
 
@@ -705,18 +713,16 @@ fn scan<'a>(plan: &MessagePlan, chunks: &[&'a [u8]], occs: &mut Vec<Occ<'a>>) ->
                 // As prost-reflect decodes a map field: length-delimited
                 // whatever the wire type says.
                 Occ {
+                    data: read_len(&mut data)?,
+                    num: 0,
                     slot: 0,
                     wire: WIRE_LEN,
-                    num: 0,
-                    data: read_len(&mut data)?,
-                    seq: 0,
                 }
             } else {
                 check_wire(field.ty, field.card, wire)?;
                 read_value(&mut data, number, wire)?
             };
             occ.slot = slot as u32;
-            occ.seq = occs.len() as u32;
             occs.push(occ);
         }
     }
@@ -730,26 +736,30 @@ fn resolve_oneofs<'a>(plan: &MessagePlan, occs: &mut Vec<Occ<'a>>) -> Vec<Occ<'a
     if plan.oneofs.is_empty() {
         return dropped;
     }
-    // (winning slot, first counted seq) per oneof.
-    let mut state: Vec<(u32, u32)> = vec![(u32::MAX, 0); plan.oneofs.len()];
-    for occ in occs.iter() {
+    // (winning slot, index of its first counted occurrence) per oneof.
+    let mut state: Vec<(u32, usize)> = vec![(u32::MAX, 0); plan.oneofs.len()];
+    for (i, occ) in occs.iter().enumerate() {
         if let Some(o) = plan.fields[occ.slot as usize].oneof {
             let s = &mut state[o as usize];
             if s.0 != occ.slot {
-                *s = (occ.slot, occ.seq);
+                *s = (occ.slot, i);
             }
         }
     }
-    occs.retain(|occ| match plan.fields[occ.slot as usize].oneof {
-        Some(o) => {
-            let (slot, since) = state[o as usize];
-            let keep = occ.slot == slot && occ.seq >= since;
-            if !keep {
-                dropped.push(*occ);
-            }
-            keep
+    // `retain` visits each occurrence once, in order.
+    let mut i = 0;
+    occs.retain(|occ| {
+        let index = i;
+        i += 1;
+        let Some(o) = plan.fields[occ.slot as usize].oneof else {
+            return true;
+        };
+        let (slot, since) = state[o as usize];
+        let keep = occ.slot == slot && index >= since;
+        if !keep {
+            dropped.push(*occ);
         }
-        None => true,
+        keep
     });
     dropped
 }
@@ -960,11 +970,10 @@ fn read_len<'a>(data: &mut &'a [u8]) -> Result<&'a [u8]> {
 #[inline(always)]
 fn read_value<'a>(data: &mut &'a [u8], number: u32, wire: u8) -> Result<Occ<'a>> {
     let mut occ = Occ {
+        data: &[],
+        num: 0,
         slot: 0,
         wire,
-        num: 0,
-        data: &[],
-        seq: 0,
     };
     match wire {
         WIRE_VARINT => occ.num = read_varint(data)?,
