@@ -411,10 +411,43 @@ fn write_value<'de, D: Deserializer<'de>>(
                 None => return Ok(false),
             }
         }
+        Ty::String => {
+            d.deserialize_str(StrFieldVisitor {
+                number,
+                implicit: card == Card::Implicit,
+                buf,
+            })?;
+            return Ok(true);
+        }
         _ => read_scalar(d, ty)?,
     };
     write_scalar(buf, number, ty, card, scalar, ctx);
     Ok(true)
+}
+
+/// A string field written as it is read (no `Cow` in between).
+struct StrFieldVisitor<'b> {
+    number: u32,
+    /// Implicit presence: the empty string is not written.
+    implicit: bool,
+    buf: &'b mut Vec<u8>,
+}
+
+impl Visitor<'_> for StrFieldVisitor<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a string")
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
+        if !(self.implicit && v.is_empty()) {
+            write_key(self.buf, self.number, WIRE_LEN);
+            write_varint(self.buf, v.len() as u64);
+            self.buf.extend_from_slice(v.as_bytes());
+        }
+        Ok(())
+    }
 }
 
 fn read_scalar<'de, D: Deserializer<'de>>(d: D, ty: Ty) -> Result<Scalar<'de>, D::Error> {
@@ -759,12 +792,19 @@ fn patch_len(buf: &mut Vec<u8>, at: usize) {
         buf[at] = len as u8;
         return;
     }
-    let mut prefix = Vec::with_capacity(10);
-    write_varint(&mut prefix, len as u64);
-    let extra = prefix.len() - 1;
+    let mut prefix = [0u8; 10];
+    let mut n = 0;
+    let mut v = len as u64;
+    while v >= 0x80 {
+        prefix[n] = (v as u8) | 0x80;
+        v >>= 7;
+        n += 1;
+    }
+    prefix[n] = v as u8;
+    let extra = n;
     buf.resize(buf.len() + extra, 0);
     buf.copy_within(at + 1..at + 1 + len, at + 1 + extra);
-    buf[at..at + prefix.len()].copy_from_slice(&prefix);
+    buf[at..=at + n].copy_from_slice(&prefix[..=n]);
 }
 
 // === visitors (prost-reflect's conversions) ===
