@@ -419,10 +419,98 @@ fn write_value<'de, D: Deserializer<'de>>(
             })?;
             return Ok(true);
         }
-        _ => read_scalar(d, ty)?,
+        Ty::Bytes => read_scalar(d, ty)?,
+        _ => {
+            write_number(d, number, ty, card == Card::Implicit, buf)?;
+            return Ok(true);
+        }
     };
     write_scalar(buf, number, ty, card, scalar, ctx);
     Ok(true)
+}
+
+/// A numeric or bool field, read and written in one step (what
+/// [`read_scalar`] and [`write_scalar`] do, without a [`Scalar`] between).
+#[inline]
+fn write_number<'de, D: Deserializer<'de>>(
+    d: D,
+    number: u32,
+    ty: Ty,
+    implicit: bool,
+    buf: &mut Vec<u8>,
+) -> Result<(), D::Error> {
+    // (is the default, wire type, value bits; fixed widths little-endian)
+    let (zero, wire, bits) = match ty {
+        Ty::Double => {
+            let v = d.deserialize_any(DoubleVisitor)?;
+            (v == 0.0, WIRE_FIXED64, v.to_bits())
+        }
+        Ty::Float => {
+            let v = d.deserialize_any(FloatVisitor)?;
+            (v == 0.0, WIRE_FIXED32, u64::from(v.to_bits()))
+        }
+        Ty::Int32 => {
+            let v = d.deserialize_any(Int32Visitor)?;
+            (v == 0, WIRE_VARINT, v as i64 as u64)
+        }
+        Ty::Sint32 => {
+            let v = d.deserialize_any(Int32Visitor)?;
+            (
+                v == 0,
+                WIRE_VARINT,
+                u64::from(((v << 1) ^ (v >> 31)) as u32),
+            )
+        }
+        Ty::Sfixed32 => {
+            let v = d.deserialize_any(Int32Visitor)?;
+            (v == 0, WIRE_FIXED32, u64::from(v as u32))
+        }
+        Ty::Int64 => {
+            let v = d.deserialize_any(Int64Visitor)?;
+            (v == 0, WIRE_VARINT, v as u64)
+        }
+        Ty::Sint64 => {
+            let v = d.deserialize_any(Int64Visitor)?;
+            (v == 0, WIRE_VARINT, ((v << 1) ^ (v >> 63)) as u64)
+        }
+        Ty::Sfixed64 => {
+            let v = d.deserialize_any(Int64Visitor)?;
+            (v == 0, WIRE_FIXED64, v as u64)
+        }
+        Ty::Uint32 => {
+            let v = d.deserialize_any(Uint32Visitor)?;
+            (v == 0, WIRE_VARINT, u64::from(v))
+        }
+        Ty::Fixed32 => {
+            let v = d.deserialize_any(Uint32Visitor)?;
+            (v == 0, WIRE_FIXED32, u64::from(v))
+        }
+        Ty::Uint64 => {
+            let v = d.deserialize_any(Uint64Visitor)?;
+            (v == 0, WIRE_VARINT, v)
+        }
+        Ty::Fixed64 => {
+            let v = d.deserialize_any(Uint64Visitor)?;
+            (v == 0, WIRE_FIXED64, v)
+        }
+        Ty::Bool => {
+            let v = d.deserialize_any(BoolVisitor)?;
+            (!v, WIRE_VARINT, u64::from(v))
+        }
+        Ty::String | Ty::Bytes | Ty::Enum(_) | Ty::Message(_) => {
+            return Err(de::Error::custom("not a number"));
+        }
+    };
+    if implicit && zero {
+        return Ok(());
+    }
+    write_key(buf, number, wire);
+    match wire {
+        WIRE_FIXED64 => buf.extend_from_slice(&bits.to_le_bytes()),
+        WIRE_FIXED32 => buf.extend_from_slice(&(bits as u32).to_le_bytes()),
+        _ => write_varint(buf, bits),
+    }
+    Ok(())
 }
 
 /// A string field written as it is read (no `Cow` in between).
