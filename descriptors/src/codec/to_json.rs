@@ -16,8 +16,8 @@ use base64::Engine as _;
 use prost::Message as _;
 
 use super::{
-    Card, Codec, MessagePlan, Program, Ty, WIRE_END_GROUP, WIRE_FIXED32, WIRE_FIXED64, WIRE_LEN,
-    WIRE_START_GROUP, WIRE_VARINT, Wkt,
+    Card, Codec, FieldPlan, MessagePlan, Program, Ty, WIRE_END_GROUP, WIRE_FIXED32, WIRE_FIXED64,
+    WIRE_LEN, WIRE_START_GROUP, WIRE_VARINT, Wkt,
 };
 use crate::{error::DescriptorError, json::JsonOptions};
 
@@ -354,52 +354,18 @@ impl<'o, 'a> Writer<'o, 'a> {
         ) else {
             return Err(invalid("map entry without key or value"));
         };
-        // (key, last value, earlier values of a message value: merged).
-        let mut entries: Vec<(MapKey<'a>, Option<Occ<'a>>, Vec<Occ<'a>>)> =
-            Vec::with_capacity(group.len());
-        let message_value = matches!(value_field.ty, Ty::Message(_));
-        for occ in group {
-            let mut key = None;
-            let mut value: Option<Occ<'a>> = None;
-            let mut merged: Vec<Occ<'a>> = Vec::new();
-            let mut data = occ.data;
-            while !data.is_empty() {
-                let (number, wire) = read_key(&mut data)?;
-                match number {
-                    1 => {
-                        check_wire(key_field.ty, key_field.card, wire)?;
-                        let o = read_value(&mut data, number, wire)?;
-                        key = Some(o);
-                    }
-                    2 => {
-                        check_wire(value_field.ty, Card::Explicit, wire)?;
-                        let o = read_value(&mut data, number, wire)?;
-                        if value_field.ty == Ty::String {
-                            utf8(o.data)?;
-                        }
-                        if let (true, Some(earlier)) = (message_value, value) {
-                            merged.push(earlier);
-                        }
-                        value = Some(o);
-                    }
-                    _ => skip_value(&mut data, number, wire)?,
-                }
-            }
-            let key = match key {
-                Some(o) => map_key(key_field.ty, &o)?,
-                None => map_key(
-                    key_field.ty,
-                    &Occ {
-                        data: &[],
-                        num: 0,
-                        slot: 0,
-                        wire: WIRE_VARINT,
-                    },
-                )?,
-            };
-            entries.push((key, value, merged));
+        // (key, index of the entry in `group`): each entry is read whole
+        // (and checked) here, and read again for its value when written.
+        let mut entries: Vec<(MapKey<'a>, u32)> = Vec::with_capacity(group.len());
+        let mut merged: Vec<Occ<'a>> = Vec::new();
+        for (i, occ) in group.iter().enumerate() {
+            let (key, _) = map_entry(occ.data, key_field, value_field, &mut merged)?;
+            entries.push((key, i as u32));
         }
-        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        // Stable: the last entry of a key stays last.
+        if !entries.is_sorted_by(|a, b| a.0 <= b.0) {
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+        }
         self.out.push(b'{');
         let mut first = true;
         let mut i = 0;
@@ -411,13 +377,17 @@ impl<'o, 'a> Writer<'o, 'a> {
             }
             if let Ty::Message(m) = value_field.ty {
                 // Overwritten entries were decoded all the same.
-                for (_, value, merged) in &entries[i..j] {
-                    for o in merged.iter().chain(value) {
+                for &(_, index) in &entries[i..j] {
+                    let data = group[index as usize].data;
+                    let (_, value) = map_entry(data, key_field, value_field, &mut merged)?;
+                    for o in merged.iter().chain(&value) {
                         validate_message(prog, m, o.data)?;
                     }
                 }
             }
-            let (key, value, merged) = &entries[j];
+            let (key, index) = &entries[j];
+            let data = group[*index as usize].data;
+            let (_, value) = map_entry(data, key_field, value_field, &mut merged)?;
             i = j + 1;
             if !first {
                 self.out.push(b',');
@@ -431,10 +401,10 @@ impl<'o, 'a> Writer<'o, 'a> {
                 }
                 (Ty::Message(m), _) => {
                     let chunks: Vec<&'a [u8]> =
-                        merged.iter().chain(value).map(|o| o.data).collect();
+                        merged.iter().chain(&value).map(|o| o.data).collect();
                     self.message(prog, m, &chunks)?;
                 }
-                (ty, Some(last)) => self.value(prog, ty, last)?,
+                (ty, Some(last)) => self.value(prog, ty, &last)?,
                 (ty, None) => self.default_value(prog, ty, Card::Implicit, true)?,
             }
             self.check_limit()?;
@@ -727,6 +697,50 @@ fn scan<'a>(plan: &MessagePlan, chunks: &[&'a [u8]], occs: &mut Vec<Occ<'a>>) ->
         }
     }
     Ok(())
+}
+
+/// A map entry's key and last value, read as a decoder reads it (wire
+/// types, UTF-8 of string values); `merged` gets the earlier values of a
+/// message value, in order.
+fn map_entry<'a>(
+    mut data: &'a [u8],
+    key_field: &FieldPlan,
+    value_field: &FieldPlan,
+    merged: &mut Vec<Occ<'a>>,
+) -> Result<(MapKey<'a>, Option<Occ<'a>>)> {
+    merged.clear();
+    let message_value = matches!(value_field.ty, Ty::Message(_));
+    let mut key = None;
+    let mut value: Option<Occ<'a>> = None;
+    while !data.is_empty() {
+        let (number, wire) = read_key(&mut data)?;
+        match number {
+            1 => {
+                check_wire(key_field.ty, key_field.card, wire)?;
+                key = Some(read_value(&mut data, number, wire)?);
+            }
+            2 => {
+                check_wire(value_field.ty, Card::Explicit, wire)?;
+                let o = read_value(&mut data, number, wire)?;
+                if value_field.ty == Ty::String {
+                    utf8(o.data)?;
+                }
+                if let (true, Some(earlier)) = (message_value, value) {
+                    merged.push(earlier);
+                }
+                value = Some(o);
+            }
+            _ => skip_value(&mut data, number, wire)?,
+        }
+    }
+    let absent = Occ {
+        data: &[],
+        num: 0,
+        slot: 0,
+        wire: WIRE_VARINT,
+    };
+    let key = map_key(key_field.ty, key.as_ref().unwrap_or(&absent))?;
+    Ok((key, value))
 }
 
 /// Drops the occurrences a decoder would have cleared: of each oneof, only
