@@ -479,12 +479,26 @@ fn render_with(
     out: &mut Vec<u8>,
 ) -> Result<(), DescriptorError> {
     // The depth and `Any` bounds, on the bytes before anything recursive.
-    let checked = match &program {
+    let messages = match &program {
         Some(program) => nesting::check_nesting(codec, program, proto, opts.depth_limit())?,
-        None => false,
+        None => None,
     };
-    if !checked {
-        wire::check_nesting(desc, proto, opts.depth_limit())?;
+    match messages {
+        // Room for the JSON once (about twice the wire bytes, plus braces
+        // and keys per message), so that the output is not grown by
+        // doubling (and copied) near its end.
+        Some(messages) => {
+            let estimate = proto
+                .len()
+                .saturating_mul(2)
+                .saturating_add(messages.saturating_mul(16))
+                .saturating_add(16)
+                .min(opts.max_json_output_bytes.saturating_add(1));
+            if out.capacity() - out.len() < estimate {
+                out.reserve_exact(estimate);
+            }
+        }
+        None => wire::check_nesting(desc, proto, opts.depth_limit())?,
     }
     let start = out.len();
     let result = match &program {

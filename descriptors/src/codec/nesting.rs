@@ -28,14 +28,17 @@ struct Frame<'a> {
     any_root: Option<usize>,
 }
 
-/// `Ok(false)`: an `Any` payload's type needs the descriptor walk (groups,
-/// extensions); the caller runs [`crate::wire::check_nesting`] instead.
+/// `Ok(Some(n))`: within the limits, `n` nested messages walked (map
+/// entries and `Any` payloads included: the JSON writer sizes its output
+/// by it). `Ok(None)`: an `Any` payload's type needs the descriptor walk
+/// (groups, extensions); the caller runs [`crate::wire::check_nesting`]
+/// instead.
 pub(crate) fn check_nesting(
     codec: &Codec,
     prog: &Arc<Program>,
     bytes: &[u8],
     max_depth: usize,
-) -> Result<bool, DescriptorError> {
+) -> Result<Option<usize>, DescriptorError> {
     let mut scan = Scan {
         max_depth,
         any_budget: bytes
@@ -45,8 +48,9 @@ pub(crate) fn check_nesting(
         any_bytes: 0,
         root: prog,
         payloads: Vec::new(),
+        messages: 0,
     };
-    let mut stack = Vec::with_capacity(16);
+    let mut stack = Vec::with_capacity(4);
     stack.push(Frame {
         ty: Some(Type { prog: 0, m: 0 }),
         rest: bytes,
@@ -57,7 +61,7 @@ pub(crate) fn check_nesting(
     while !stack.is_empty() {
         match step(codec, &mut stack, &mut scan) {
             Ok(true) => {}
-            Ok(false) => return Ok(false),
+            Ok(false) => return Ok(None),
             Err(DescriptorError::InvalidProto(message)) => {
                 match stack.last().and_then(|frame| frame.any_root) {
                     Some(root) => stack.truncate(root),
@@ -67,7 +71,7 @@ pub(crate) fn check_nesting(
             Err(e) => return Err(e),
         }
     }
-    Ok(true)
+    Ok(Some(scan.messages))
 }
 
 fn malformed(what: &str) -> DescriptorError {
@@ -145,6 +149,8 @@ struct Scan<'p> {
     root: &'p Program,
     /// Programs 1.., those of `Any` payloads.
     payloads: Vec<Arc<Program>>,
+    /// Frames pushed.
+    messages: usize,
 }
 
 impl Scan<'_> {
@@ -326,6 +332,7 @@ fn step(
                 max: scan.max_depth,
             });
         }
+        scan.messages += 1;
         stack.push(child);
     }
     Ok(true)
