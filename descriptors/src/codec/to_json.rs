@@ -379,7 +379,7 @@ impl<'o, 'a> Writer<'o, 'a> {
                 // Overwritten entries were decoded all the same.
                 for &(_, index) in &entries[i..j] {
                     let data = group[index as usize].data;
-                    let (_, value) = map_entry(data, key_field, value_field, &mut merged)?;
+                    let value = entry_value(data, true, &mut merged)?;
                     for o in merged.iter().chain(&value) {
                         validate_message(prog, m, o.data)?;
                     }
@@ -387,7 +387,8 @@ impl<'o, 'a> Writer<'o, 'a> {
             }
             let (key, index) = &entries[j];
             let data = group[*index as usize].data;
-            let (_, value) = map_entry(data, key_field, value_field, &mut merged)?;
+            let message_value = matches!(value_field.ty, Ty::Message(_));
+            let value = entry_value(data, message_value, &mut merged)?;
             i = j + 1;
             if !first {
                 self.out.push(b',');
@@ -741,6 +742,30 @@ fn map_entry<'a>(
     };
     let key = map_key(key_field.ty, key.as_ref().unwrap_or(&absent))?;
     Ok((key, value))
+}
+
+/// The last value of a map entry that [`map_entry`] has checked (and the
+/// earlier ones of a message value, into `merged`).
+fn entry_value<'a>(
+    mut data: &'a [u8],
+    message_value: bool,
+    merged: &mut Vec<Occ<'a>>,
+) -> Result<Option<Occ<'a>>> {
+    merged.clear();
+    let mut value: Option<Occ<'a>> = None;
+    while !data.is_empty() {
+        let (number, wire) = read_key(&mut data)?;
+        if number != 2 {
+            skip_value(&mut data, number, wire)?;
+            continue;
+        }
+        let o = read_value(&mut data, number, wire)?;
+        if let (true, Some(earlier)) = (message_value, value) {
+            merged.push(earlier);
+        }
+        value = Some(o);
+    }
+    Ok(value)
 }
 
 /// Drops the occurrences a decoder would have cleared: of each oneof, only
