@@ -775,15 +775,30 @@ fn resolve_oneofs<'a>(plan: &MessagePlan, occs: &mut Vec<Occ<'a>>) -> Vec<Occ<'a
     if plan.oneofs.is_empty() {
         return dropped;
     }
-    // (winning slot, index of its first counted occurrence) per oneof.
-    let mut state: Vec<(u32, usize)> = vec![(u32::MAX, 0); plan.oneofs.len()];
+    // (winning slot, index of its first counted occurrence) per oneof; on
+    // the stack for the usual few oneofs.
+    let mut few = [(u32::MAX, 0usize); 8];
+    let mut many = Vec::new();
+    let state: &mut [(u32, usize)] = match plan.oneofs.len() {
+        n @ 0..=8 => &mut few[..n],
+        n => {
+            many.resize(n, (u32::MAX, 0));
+            &mut many
+        }
+    };
+    // Whether a second member of some oneof came: else nothing is dropped.
+    let mut switched = false;
     for (i, occ) in occs.iter().enumerate() {
         if let Some(o) = plan.fields[occ.slot as usize].oneof {
             let s = &mut state[o as usize];
             if s.0 != occ.slot {
+                switched |= s.0 != u32::MAX;
                 *s = (occ.slot, i);
             }
         }
+    }
+    if !switched {
+        return dropped;
     }
     // `retain` visits each occurrence once, in order.
     let mut i = 0;
