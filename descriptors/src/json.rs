@@ -139,7 +139,9 @@ pub fn request_to_proto(
 }
 
 /// JSON -> wire with `program`, appended to `out`; false (and `out` as it
-/// was) when the codec refuses the document. The depth is checked before.
+/// was) when the codec refuses the document, a document nested deeper than
+/// the depth limit included (counted as it is read, with no pre-scan: the
+/// prost-reflect reader's [`check_depth`] then reports it).
 fn codec_parse(
     codec: &Codec,
     root: u32,
@@ -147,6 +149,12 @@ fn codec_parse(
     opts: &JsonOptions,
     out: &mut Vec<u8>,
 ) -> bool {
+    // One UTF-8 check for the whole document: serde_json's `StrRead` then
+    // takes each string as it is (`SliceRead` checks every string again).
+    // Invalid UTF-8 is for the prost-reflect reader to report.
+    let Ok(text) = std::str::from_utf8(json) else {
+        return false;
+    };
     let start = out.len();
     // The protobuf encoding is rarely longer than its JSON.
     out.reserve(json.len());
@@ -157,11 +165,12 @@ fn codec_parse(
             prog: codec.program(),
             deny_unknown: !opts.ignore_unknown_fields,
             segments: &segments,
+            depth_left: opts.depth_limit(),
         },
         m: root,
         buf: &mut *out,
     };
-    let mut de = serde_json::Deserializer::from_slice(json);
+    let mut de = serde_json::Deserializer::from_str(text);
     if seed.deserialize(&mut de).and_then(|()| de.end()).is_ok() {
         return true;
     }
@@ -182,14 +191,14 @@ fn parse_with(
     if is_blank(json) {
         return Ok(());
     }
-    check_depth(json, opts.depth_limit())?;
     if let Some(root) = root
         && codec_parse(codec, root, json, opts, out)
     {
         return Ok(());
     }
-    // Refused (or an `Any` whose `@type` is not first): the prost-reflect
-    // reader says why, with the JSON path, exactly as before.
+    // Refused (too deep, or an `Any` whose `@type` is not first): the
+    // prost-reflect reader says why, with the JSON path, exactly as before
+    // (its depth pre-scan first).
     let desc = match desc {
         Desc::Input(method) if root.is_some() && !has_any(json) => method.input_of_own_files()?,
         desc => desc.get()?,
@@ -255,11 +264,7 @@ fn params_to_wire(
         return Ok(false);
     };
     match (&binding.body, binding.body_field) {
-        (BodySpec::Whole, _)
-            if !is_blank(body)
-                && (check_depth(body, opts.depth_limit()).is_err()
-                    || !codec_parse(codec, root, body, opts, out)) =>
-        {
+        (BodySpec::Whole, _) if !is_blank(body) && !codec_parse(codec, root, body, opts, out) => {
             return Ok(false);
         }
         (BodySpec::Field(_), Some(number)) if !is_blank(body) => {
@@ -270,10 +275,7 @@ fn params_to_wire(
             let Ty::Message(inner) = field.ty else {
                 return Ok(false);
             };
-            if field.card != Card::Explicit
-                || prog.messages[inner as usize].unsupported_within
-                || check_depth(body, opts.depth_limit()).is_err()
-            {
+            if field.card != Card::Explicit || prog.messages[inner as usize].unsupported_within {
                 return Ok(false);
             }
             let mut value = Vec::with_capacity(body.len());
@@ -574,12 +576,26 @@ fn render_with(
     out: &mut Vec<u8>,
 ) -> Result<(), DescriptorError> {
     // The depth and `Any` bounds, on the bytes before anything recursive.
-    let checked = match root {
+    let messages = match root {
         Some(root) => nesting::check_nesting(codec, root, proto, opts.depth_limit())?,
-        None => false,
+        None => None,
     };
-    if !checked {
-        wire::check_nesting(&desc.get()?, proto, opts.depth_limit())?;
+    match messages {
+        // Room for the JSON once (about twice the wire bytes, plus braces
+        // and keys per message), so that the output is not grown by
+        // doubling (and copied) near its end.
+        Some(messages) => {
+            let estimate = proto
+                .len()
+                .saturating_mul(2)
+                .saturating_add(messages.saturating_mul(16))
+                .saturating_add(16)
+                .min(opts.max_json_output_bytes.saturating_add(1));
+            if out.capacity() - out.len() < estimate {
+                out.reserve_exact(estimate);
+            }
+        }
+        None => wire::check_nesting(&desc.get()?, proto, opts.depth_limit())?,
     }
     let start = out.len();
     let result = match root {

@@ -32,6 +32,29 @@ pub(crate) struct Ctx<'p> {
     /// `(slot, start, end)` of the field encodings of the messages being
     /// read, innermost last (one stack for the whole document).
     pub(crate) segments: &'p RefCell<Vec<(u16, usize, usize)>>,
+    /// Object and array levels still allowed below this point: the
+    /// document's depth limit, counted as the values are read (no pre-scan).
+    pub(crate) depth_left: usize,
+}
+
+impl Ctx<'_> {
+    /// `self` one object or array deeper; refused past the depth limit (the
+    /// prost-reflect reader's pre-scan then reports it).
+    #[inline]
+    fn enter<E: de::Error>(self) -> Result<Self, E> {
+        Ok(Ctx {
+            depth_left: enter(self.depth_left)?,
+            ..self
+        })
+    }
+}
+
+/// The levels left one object or array deeper, if any.
+#[inline]
+fn enter<E: de::Error>(depth_left: usize) -> Result<usize, E> {
+    depth_left
+        .checked_sub(1)
+        .ok_or_else(|| E::custom("nested too deep"))
 }
 
 /// The fields of message `m` from a JSON value, appended to `buf`.
@@ -54,15 +77,16 @@ impl<'de> DeserializeSeed<'de> for MessageSeed<'_, '_> {
             });
         };
         let buf = self.buf;
+        let depth = self.ctx.depth_left;
         match wkt {
             Wkt::Any => d.deserialize_map(AnyVisitor { ctx: self.ctx, buf })?,
             Wkt::Timestamp => d.deserialize_str(TimestampVisitor)?.encode_raw(buf),
             Wkt::Duration => d.deserialize_str(DurationVisitor)?.encode_raw(buf),
             Wkt::FieldMask => d.deserialize_str(FieldMaskVisitor)?.encode_raw(buf),
-            Wkt::Struct => d.deserialize_map(StructVisitor)?.encode_raw(buf),
-            Wkt::ListValue => d.deserialize_seq(ListValueVisitor)?.encode_raw(buf),
-            Wkt::Value => d.deserialize_any(ValueVisitor)?.encode_raw(buf),
-            Wkt::Empty => d.deserialize_map(EmptyVisitor)?,
+            Wkt::Struct => d.deserialize_map(StructVisitor(depth))?.encode_raw(buf),
+            Wkt::ListValue => d.deserialize_seq(ListValueVisitor(depth))?.encode_raw(buf),
+            Wkt::Value => d.deserialize_any(ValueVisitor(depth))?.encode_raw(buf),
+            Wkt::Empty => d.deserialize_map(EmptyVisitor(depth))?,
             Wkt::DoubleValue => d.deserialize_any(DoubleVisitor)?.encode_raw(buf),
             Wkt::FloatValue => d.deserialize_any(FloatVisitor)?.encode_raw(buf),
             Wkt::Int64Value => d.deserialize_any(Int64Visitor)?.encode_raw(buf),
@@ -114,7 +138,7 @@ impl<'de> Visitor<'de> for MessageVisitor<'_, '_> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        read_fields(self.ctx, self.plan, self.buf, &mut map)
+        read_fields(self.ctx.enter()?, self.plan, self.buf, &mut map)
     }
 }
 
@@ -134,6 +158,7 @@ impl<'de> Visitor<'de> for AnyVisitor<'_, '_> {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         let AnyVisitor { ctx, buf } = self;
+        let ctx = ctx.enter()?;
         if map.next_key_seed(CowStrSeed)?.as_deref() != Some("@type") {
             return Err(de::Error::custom("expected '@type' first"));
         }
@@ -169,7 +194,9 @@ impl<'de> Visitor<'de> for AnyVisitor<'_, '_> {
                     return Err(de::Error::custom("unrecognized field name"));
                 }
             } else {
-                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                while map.next_key::<IgnoredAny>()?.is_some() {
+                    map.next_value_seed(Skip(ctx.depth_left))?;
+                }
             }
         } else {
             read_fields(pctx, payload, buf, &mut map)?;
@@ -203,7 +230,7 @@ fn read_fields<'de, A: MapAccess<'de>>(
             if ctx.deny_unknown {
                 return Err(de::Error::custom("unrecognized field name"));
             }
-            map.next_value::<IgnoredAny>()?;
+            map.next_value_seed(Skip(ctx.depth_left))?;
             continue;
         };
         let start = buf.len();
@@ -385,10 +412,131 @@ fn write_value<'de, D: Deserializer<'de>>(
                 None => return Ok(false),
             }
         }
-        _ => read_scalar(d, ty)?,
+        Ty::String => {
+            d.deserialize_str(StrFieldVisitor {
+                number,
+                implicit: card == Card::Implicit,
+                buf,
+            })?;
+            return Ok(true);
+        }
+        Ty::Bytes => read_scalar(d, ty)?,
+        _ => {
+            write_number(d, number, ty, card == Card::Implicit, buf)?;
+            return Ok(true);
+        }
     };
     write_scalar(buf, number, ty, card, scalar, ctx);
     Ok(true)
+}
+
+/// A numeric or bool field, read and written in one step (what
+/// [`read_scalar`] and [`write_scalar`] do, without a [`Scalar`] between).
+#[inline]
+fn write_number<'de, D: Deserializer<'de>>(
+    d: D,
+    number: u32,
+    ty: Ty,
+    implicit: bool,
+    buf: &mut Vec<u8>,
+) -> Result<(), D::Error> {
+    // (is the default, wire type, value bits; fixed widths little-endian)
+    let (zero, wire, bits) = match ty {
+        Ty::Double => {
+            let v = d.deserialize_any(DoubleVisitor)?;
+            (v == 0.0, WIRE_FIXED64, v.to_bits())
+        }
+        Ty::Float => {
+            let v = d.deserialize_any(FloatVisitor)?;
+            (v == 0.0, WIRE_FIXED32, u64::from(v.to_bits()))
+        }
+        Ty::Int32 => {
+            let v = d.deserialize_any(Int32Visitor)?;
+            (v == 0, WIRE_VARINT, v as i64 as u64)
+        }
+        Ty::Sint32 => {
+            let v = d.deserialize_any(Int32Visitor)?;
+            (
+                v == 0,
+                WIRE_VARINT,
+                u64::from(((v << 1) ^ (v >> 31)) as u32),
+            )
+        }
+        Ty::Sfixed32 => {
+            let v = d.deserialize_any(Int32Visitor)?;
+            (v == 0, WIRE_FIXED32, u64::from(v as u32))
+        }
+        Ty::Int64 => {
+            let v = d.deserialize_any(Int64Visitor)?;
+            (v == 0, WIRE_VARINT, v as u64)
+        }
+        Ty::Sint64 => {
+            let v = d.deserialize_any(Int64Visitor)?;
+            (v == 0, WIRE_VARINT, ((v << 1) ^ (v >> 63)) as u64)
+        }
+        Ty::Sfixed64 => {
+            let v = d.deserialize_any(Int64Visitor)?;
+            (v == 0, WIRE_FIXED64, v as u64)
+        }
+        Ty::Uint32 => {
+            let v = d.deserialize_any(Uint32Visitor)?;
+            (v == 0, WIRE_VARINT, u64::from(v))
+        }
+        Ty::Fixed32 => {
+            let v = d.deserialize_any(Uint32Visitor)?;
+            (v == 0, WIRE_FIXED32, u64::from(v))
+        }
+        Ty::Uint64 => {
+            let v = d.deserialize_any(Uint64Visitor)?;
+            (v == 0, WIRE_VARINT, v)
+        }
+        Ty::Fixed64 => {
+            let v = d.deserialize_any(Uint64Visitor)?;
+            (v == 0, WIRE_FIXED64, v)
+        }
+        Ty::Bool => {
+            let v = d.deserialize_any(BoolVisitor)?;
+            (!v, WIRE_VARINT, u64::from(v))
+        }
+        Ty::String | Ty::Bytes | Ty::Enum(_) | Ty::Message(_) => {
+            return Err(de::Error::custom("not a number"));
+        }
+    };
+    if implicit && zero {
+        return Ok(());
+    }
+    write_key(buf, number, wire);
+    match wire {
+        WIRE_FIXED64 => buf.extend_from_slice(&bits.to_le_bytes()),
+        WIRE_FIXED32 => buf.extend_from_slice(&(bits as u32).to_le_bytes()),
+        _ => write_varint(buf, bits),
+    }
+    Ok(())
+}
+
+/// A string field written as it is read (no `Cow` in between).
+struct StrFieldVisitor<'b> {
+    number: u32,
+    /// Implicit presence: the empty string is not written.
+    implicit: bool,
+    buf: &'b mut Vec<u8>,
+}
+
+impl Visitor<'_> for StrFieldVisitor<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a string")
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
+        if !(self.implicit && v.is_empty()) {
+            write_key(self.buf, self.number, WIRE_LEN);
+            write_varint(self.buf, v.len() as u64);
+            self.buf.extend_from_slice(v.as_bytes());
+        }
+        Ok(())
+    }
 }
 
 fn read_scalar<'de, D: Deserializer<'de>>(d: D, ty: Ty) -> Result<Scalar<'de>, D::Error> {
@@ -517,6 +665,7 @@ impl<'de> Visitor<'de> for ListVisitor<'_, '_> {
             packed,
             buf,
         } = self;
+        let ctx = ctx.enter()?;
         let packed = packed && !matches!(ty, Ty::String | Ty::Bytes | Ty::Message(_));
         if !packed {
             while seq
@@ -610,6 +759,7 @@ impl<'de> Visitor<'de> for MapVisitor<'_, '_> {
             entry,
             buf,
         } = self;
+        let ctx = ctx.enter()?;
         let (Some(key_field), Some(value_field)) = (
             entry.slot(1).map(|s| &entry.fields[s]),
             entry.slot(2).map(|s| &entry.fields[s]),
@@ -731,12 +881,19 @@ fn patch_len(buf: &mut Vec<u8>, at: usize) {
         buf[at] = len as u8;
         return;
     }
-    let mut prefix = Vec::with_capacity(10);
-    write_varint(&mut prefix, len as u64);
-    let extra = prefix.len() - 1;
+    let mut prefix = [0u8; 10];
+    let mut n = 0;
+    let mut v = len as u64;
+    while v >= 0x80 {
+        prefix[n] = (v as u8) | 0x80;
+        v >>= 7;
+        n += 1;
+    }
+    prefix[n] = v as u8;
+    let extra = n;
     buf.resize(buf.len() + extra, 0);
     buf.copy_within(at + 1..at + 1 + len, at + 1 + extra);
-    buf[at..at + prefix.len()].copy_from_slice(&prefix);
+    buf[at..=at + n].copy_from_slice(&prefix[..=n]);
 }
 
 // === visitors (prost-reflect's conversions) ===
@@ -1082,7 +1239,8 @@ impl Visitor<'_> for FieldMaskVisitor {
     }
 }
 
-struct EmptyVisitor;
+/// `{}`, at the depth left (as the other containers below).
+struct EmptyVisitor(usize);
 
 impl<'de> Visitor<'de> for EmptyVisitor {
     type Value = ();
@@ -1092,6 +1250,7 @@ impl<'de> Visitor<'de> for EmptyVisitor {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        enter(self.0)?;
         if map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {
             return Err(de::Error::custom("unexpected value in map"));
         }
@@ -1099,7 +1258,7 @@ impl<'de> Visitor<'de> for EmptyVisitor {
     }
 }
 
-struct StructVisitor;
+struct StructVisitor(usize);
 
 impl<'de> Visitor<'de> for StructVisitor {
     type Value = prost_types::Struct;
@@ -1109,16 +1268,17 @@ impl<'de> Visitor<'de> for StructVisitor {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let depth = enter(self.0)?;
         let mut fields = std::collections::BTreeMap::new();
         while let Some(key) = map.next_key::<String>()? {
-            let value = map.next_value_seed(ValueVisitor)?;
+            let value = map.next_value_seed(ValueVisitor(depth))?;
             fields.insert(key, value);
         }
         Ok(prost_types::Struct { fields })
     }
 }
 
-struct ListValueVisitor;
+struct ListValueVisitor(usize);
 
 impl<'de> Visitor<'de> for ListValueVisitor {
     type Value = prost_types::ListValue;
@@ -1128,15 +1288,16 @@ impl<'de> Visitor<'de> for ListValueVisitor {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let depth = enter(self.0)?;
         let mut values = Vec::new();
-        while let Some(value) = seq.next_element_seed(ValueVisitor)? {
+        while let Some(value) = seq.next_element_seed(ValueVisitor(depth))? {
             values.push(value);
         }
         Ok(prost_types::ListValue { values })
     }
 }
 
-struct ValueVisitor;
+struct ValueVisitor(usize);
 
 impl<'de> DeserializeSeed<'de> for ValueVisitor {
     type Value = prost_types::Value;
@@ -1178,15 +1339,72 @@ impl<'de> Visitor<'de> for ValueVisitor {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
-        ListValueVisitor
+        ListValueVisitor(self.0)
             .visit_seq(seq)
             .map(|l| kind(prost_types::value::Kind::ListValue(l)))
     }
 
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
-        StructVisitor
+        StructVisitor(self.0)
             .visit_map(map)
             .map(|s| kind(prost_types::value::Kind::StructValue(s)))
+    }
+}
+
+/// Skips any value, counting its depth (`IgnoredAny` would not).
+struct Skip(usize);
+
+impl<'de> DeserializeSeed<'de> for Skip {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Skip {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any value")
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let depth = enter(self.0)?;
+        while seq.next_element_seed(Skip(depth))?.is_some() {}
+        Ok(())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let depth = enter(self.0)?;
+        while map.next_key::<IgnoredAny>()?.is_some() {
+            map.next_value_seed(Skip(depth))?;
+        }
+        Ok(())
     }
 }
 

@@ -26,14 +26,17 @@ struct Frame<'a> {
     any_root: Option<usize>,
 }
 
-/// `Ok(false)`: an `Any` payload's type needs the descriptor walk (groups,
-/// extensions); the caller runs [`crate::wire::check_nesting`] instead.
+/// `Ok(Some(n))`: within the limits, `n` nested messages walked (map
+/// entries and `Any` payloads included: the JSON writer sizes its output
+/// by it). `Ok(None)`: an `Any` payload's type needs the descriptor walk
+/// (groups, extensions); the caller runs [`crate::wire::check_nesting`]
+/// instead.
 pub(crate) fn check_nesting(
     codec: &Codec,
     root: u32,
     bytes: &[u8],
     max_depth: usize,
-) -> Result<bool, DescriptorError> {
+) -> Result<Option<usize>, DescriptorError> {
     let mut scan = Scan {
         max_depth,
         any_budget: bytes
@@ -42,18 +45,20 @@ pub(crate) fn check_nesting(
             .saturating_add(ANY_ALLOWANCE_BYTES),
         any_bytes: 0,
         prog: codec.program(),
+        messages: 0,
     };
-    let mut stack = vec![Frame {
+    let mut stack = Vec::with_capacity(4);
+    stack.push(Frame {
         ty: Some(Type { prog: 0, m: root }),
         rest: bytes,
         group: None,
         json_depth: 1,
         any_root: None,
-    }];
+    });
     while !stack.is_empty() {
         match step(codec, &mut stack, &mut scan) {
             Ok(true) => {}
-            Ok(false) => return Ok(false),
+            Ok(false) => return Ok(None),
             Err(DescriptorError::InvalidProto(message)) => {
                 match stack.last().and_then(|frame| frame.any_root) {
                     Some(root) => stack.truncate(root),
@@ -63,14 +68,25 @@ pub(crate) fn check_nesting(
             Err(e) => return Err(e),
         }
     }
-    Ok(true)
+    Ok(Some(scan.messages))
 }
 
 fn malformed(what: &str) -> DescriptorError {
     DescriptorError::InvalidProto(what.to_owned())
 }
 
+#[inline]
 fn read_varint(bytes: &mut &[u8]) -> Result<u64, DescriptorError> {
+    if let Some((&b, rest)) = bytes.split_first()
+        && b < 0x80
+    {
+        *bytes = rest;
+        return Ok(u64::from(b));
+    }
+    read_varint_slow(bytes)
+}
+
+fn read_varint_slow(bytes: &mut &[u8]) -> Result<u64, DescriptorError> {
     let mut value = 0u64;
     for (i, &b) in bytes.iter().enumerate().take(10) {
         value |= u64::from(b & 0x7f) << (7 * i);
@@ -122,57 +138,106 @@ fn message_field(scan: &Scan, ty: Option<Type>, number: u32) -> Option<(Card, Ty
     }
 }
 
-struct Scan<'c> {
+struct Scan<'p> {
     max_depth: usize,
     any_budget: usize,
     any_bytes: usize,
-    prog: &'c Program,
+    /// The codec's plans (`Any` payloads' types included).
+    prog: &'p Program,
+    /// Frames pushed.
+    messages: usize,
 }
 
 impl Scan<'_> {
+    #[inline]
+    fn program(&self, _prog: u32) -> &Program {
+        self.prog
+    }
+
+    #[inline]
     fn plan(&self, ty: Type) -> &super::MessagePlan {
-        &self.prog.messages[ty.m as usize]
+        &self.program(ty.prog).messages[ty.m as usize]
     }
 }
 
+/// What ends a run over the fields of the top frame.
+enum Next<'a> {
+    /// Its bytes are done.
+    End,
+    /// A message field of the frame's type.
+    Message {
+        card: Card,
+        child: Type,
+        body: &'a [u8],
+    },
+    /// A group starts (its key read).
+    StartGroup { number: u32 },
+    /// A group ends (its key read).
+    EndGroup { number: u32 },
+}
+
+/// Skips the fields of `frame` that are not messages (scalars, unknown
+/// fields), up to the next message field or group, or its end.
+#[inline]
+fn skip_scalars<'a>(scan: &Scan<'_>, frame: &mut Frame<'a>) -> Result<Next<'a>, DescriptorError> {
+    let ty = frame.ty;
+    let plan = ty.map(|ty| scan.plan(ty));
+    loop {
+        if frame.rest.is_empty() {
+            return Ok(Next::End);
+        }
+        let key = read_varint(&mut frame.rest)?;
+        let number = field_number(key)?;
+        match (key & 7) as u8 {
+            WIRE_VARINT => {
+                read_varint(&mut frame.rest)?;
+            }
+            WIRE_FIXED64 => {
+                take(&mut frame.rest, 8)?;
+            }
+            WIRE_FIXED32 => {
+                take(&mut frame.rest, 4)?;
+            }
+            WIRE_LEN => {
+                let len = read_varint(&mut frame.rest)?;
+                let body = take(&mut frame.rest, len)?;
+                if let (Some(ty), Some(plan)) = (ty, plan)
+                    && let Some(slot) = plan.slot(number)
+                    && let Ty::Message(m) = plan.fields[slot].ty
+                {
+                    let child = Type { prog: ty.prog, m };
+                    let card = plan.fields[slot].card;
+                    return Ok(Next::Message { card, child, body });
+                }
+            }
+            WIRE_START_GROUP => return Ok(Next::StartGroup { number }),
+            WIRE_END_GROUP => return Ok(Next::EndGroup { number }),
+            _ => return Err(malformed("invalid wire type")),
+        }
+    }
+}
+
+/// Walks the top frame up to its next message field (pushing its frame),
+/// or its end (popping it).
 fn step(
     codec: &Codec,
     stack: &mut Vec<Frame<'_>>,
-    scan: &mut Scan,
+    scan: &mut Scan<'_>,
 ) -> Result<bool, DescriptorError> {
     let depth = stack.len();
     let Some(frame) = stack.last_mut() else {
         return Ok(true);
     };
-    if frame.rest.is_empty() {
-        if frame.group.is_some() {
-            return Err(malformed("group without its end"));
-        }
-        stack.pop();
-        return Ok(true);
-    }
     let any_root = frame.any_root;
-    let key = read_varint(&mut frame.rest)?;
-    let number = field_number(key)?;
-    let child = match (key & 7) as u8 {
-        WIRE_VARINT => {
-            read_varint(&mut frame.rest)?;
-            None
+    let child = match skip_scalars(scan, frame)? {
+        Next::End => {
+            if frame.group.is_some() {
+                return Err(malformed("group without its end"));
+            }
+            stack.pop();
+            return Ok(true);
         }
-        WIRE_FIXED64 => {
-            take(&mut frame.rest, 8)?;
-            None
-        }
-        WIRE_FIXED32 => {
-            take(&mut frame.rest, 4)?;
-            None
-        }
-        WIRE_LEN => {
-            let len = read_varint(&mut frame.rest)?;
-            let body = take(&mut frame.rest, len)?;
-            let Some((card, child)) = message_field(scan, frame.ty, number) else {
-                return Ok(true);
-            };
+        Next::Message { card, child, body } => {
             let json_depth = frame.json_depth + json_step(scan, frame.ty, card, child);
             if scan.plan(child).wkt == Some(Wkt::Any) {
                 match any_payload(codec, body)? {
@@ -214,7 +279,7 @@ fn step(
                 })
             }
         }
-        WIRE_START_GROUP => {
+        Next::StartGroup { number } => {
             let (ty, json_depth) = match message_field(scan, frame.ty, number) {
                 Some((card, m)) => {
                     let step = json_step(scan, frame.ty, card, m);
@@ -231,7 +296,7 @@ fn step(
                 any_root,
             })
         }
-        WIRE_END_GROUP => {
+        Next::EndGroup { number } => {
             if frame.group != Some(number) {
                 return Err(malformed("unexpected end of group"));
             }
@@ -243,7 +308,6 @@ fn step(
             }
             None
         }
-        _ => return Err(malformed("invalid wire type")),
     };
     if let Some(child) = child {
         if depth >= MAX_MESSAGE_NESTING {
@@ -256,6 +320,7 @@ fn step(
                 max: scan.max_depth,
             });
         }
+        scan.messages += 1;
         stack.push(child);
     }
     Ok(true)

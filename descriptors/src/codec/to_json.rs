@@ -16,8 +16,8 @@ use base64::Engine as _;
 use prost::Message as _;
 
 use super::{
-    Card, Codec, MessagePlan, Program, Ty, WIRE_END_GROUP, WIRE_FIXED32, WIRE_FIXED64, WIRE_LEN,
-    WIRE_START_GROUP, WIRE_VARINT, Wkt,
+    Card, Codec, FieldPlan, MessagePlan, Program, Ty, WIRE_END_GROUP, WIRE_FIXED32, WIRE_FIXED64,
+    WIRE_LEN, WIRE_START_GROUP, WIRE_VARINT, Wkt,
 };
 use crate::{error::DescriptorError, json::JsonOptions};
 
@@ -48,17 +48,16 @@ fn invalid(message: impl Into<String>) -> Stop {
     Stop::Invalid(message.into())
 }
 
-/// One occurrence of a known field in a message's bytes.
+/// One occurrence of a known field in a message's bytes (32 bytes: one
+/// is kept per field occurrence of each level being written).
 #[derive(Clone, Copy)]
 struct Occ<'a> {
-    slot: u32,
-    wire: u8,
-    /// Varint, fixed32 or fixed64 value.
-    num: u64,
     /// Length-delimited payload.
     data: &'a [u8],
-    /// Position among the message's occurrences.
-    seq: u32,
+    /// Varint, fixed32 or fixed64 value.
+    num: u64,
+    slot: u32,
+    wire: u8,
 }
 
 /// Writes messages of one program family (Any payloads switch programs).
@@ -318,8 +317,7 @@ impl<'o, 'a> Writer<'o, 'a> {
                                 self.out.push(b',');
                             }
                             first = false;
-                            let element = Occ { num, ..*occ };
-                            self.value(prog, field.ty, &element)?;
+                            self.value_num(prog, field.ty, num)?;
                         }
                     } else {
                         if !first {
@@ -351,53 +349,18 @@ impl<'o, 'a> Writer<'o, 'a> {
         ) else {
             return Err(invalid("map entry without key or value"));
         };
-        // (key, last value, earlier values of a message value: merged).
-        let mut entries: Vec<(MapKey<'a>, Option<Occ<'a>>, Vec<Occ<'a>>)> =
-            Vec::with_capacity(group.len());
-        let message_value = matches!(value_field.ty, Ty::Message(_));
-        for occ in group {
-            let mut key = None;
-            let mut value: Option<Occ<'a>> = None;
-            let mut merged: Vec<Occ<'a>> = Vec::new();
-            let mut data = occ.data;
-            while !data.is_empty() {
-                let (number, wire) = read_key(&mut data)?;
-                match number {
-                    1 => {
-                        check_wire(key_field.ty, key_field.card, wire)?;
-                        let o = read_value(&mut data, number, wire)?;
-                        key = Some(o);
-                    }
-                    2 => {
-                        check_wire(value_field.ty, Card::Explicit, wire)?;
-                        let o = read_value(&mut data, number, wire)?;
-                        if value_field.ty == Ty::String {
-                            utf8(o.data)?;
-                        }
-                        if let (true, Some(earlier)) = (message_value, value) {
-                            merged.push(earlier);
-                        }
-                        value = Some(o);
-                    }
-                    _ => skip_value(&mut data, number, wire)?,
-                }
-            }
-            let key = match key {
-                Some(o) => map_key(key_field.ty, &o)?,
-                None => map_key(
-                    key_field.ty,
-                    &Occ {
-                        slot: 0,
-                        wire: 0,
-                        num: 0,
-                        data: &[],
-                        seq: 0,
-                    },
-                )?,
-            };
-            entries.push((key, value, merged));
+        // (key, index of the entry in `group`): each entry is read whole
+        // (and checked) here, and read again for its value when written.
+        let mut entries: Vec<(MapKey<'a>, u32)> = Vec::with_capacity(group.len());
+        let mut merged: Vec<Occ<'a>> = Vec::new();
+        for (i, occ) in group.iter().enumerate() {
+            let (key, _) = map_entry(occ.data, key_field, value_field, &mut merged)?;
+            entries.push((key, i as u32));
         }
-        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        // Stable: the last entry of a key stays last.
+        if !entries.is_sorted_by(|a, b| a.0 <= b.0) {
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+        }
         self.out.push(b'{');
         let mut first = true;
         let mut i = 0;
@@ -409,13 +372,18 @@ impl<'o, 'a> Writer<'o, 'a> {
             }
             if let Ty::Message(m) = value_field.ty {
                 // Overwritten entries were decoded all the same.
-                for (_, value, merged) in &entries[i..j] {
-                    for o in merged.iter().chain(value) {
+                for &(_, index) in &entries[i..j] {
+                    let data = group[index as usize].data;
+                    let value = entry_value(data, true, &mut merged)?;
+                    for o in merged.iter().chain(&value) {
                         validate_message(prog, m, o.data)?;
                     }
                 }
             }
-            let (key, value, merged) = &entries[j];
+            let (key, index) = &entries[j];
+            let data = group[*index as usize].data;
+            let message_value = matches!(value_field.ty, Ty::Message(_));
+            let value = entry_value(data, message_value, &mut merged)?;
             i = j + 1;
             if !first {
                 self.out.push(b',');
@@ -429,10 +397,10 @@ impl<'o, 'a> Writer<'o, 'a> {
                 }
                 (Ty::Message(m), _) => {
                     let chunks: Vec<&'a [u8]> =
-                        merged.iter().chain(value).map(|o| o.data).collect();
+                        merged.iter().chain(&value).map(|o| o.data).collect();
                     self.message(prog, m, &chunks)?;
                 }
-                (ty, Some(last)) => self.value(prog, ty, last)?,
+                (ty, Some(last)) => self.value(prog, ty, &last)?,
                 (ty, None) => self.default_value(prog, ty, Card::Implicit, true)?,
             }
             self.check_limit()?;
@@ -450,6 +418,17 @@ impl<'o, 'a> Writer<'o, 'a> {
             }
             Ty::Message(m) => self.message(prog, m, &[occ.data]),
             _ => self.scalar(ty, occ.num, occ.data),
+        }
+    }
+
+    /// An element of a packed record.
+    fn value_num(&mut self, prog: &Program, ty: Ty, num: u64) -> Result<()> {
+        match ty {
+            Ty::Enum(e) => {
+                self.enum_value(prog, e, num as i32);
+                Ok(())
+            }
+            _ => self.scalar(ty, num, &[]),
         }
     }
 
@@ -479,7 +458,7 @@ impl<'o, 'a> Writer<'o, 'a> {
             Ty::Uint64 | Ty::Fixed64 => write_quoted_int(out, num),
             Ty::Sint64 => write_quoted_int(out, zigzag64(num)),
             Ty::Bool => out.extend_from_slice(if num != 0 { b"true" } else { b"false" }),
-            Ty::String => write_str(out, utf8(data)?),
+            Ty::String => write_wire_str(out, data)?,
             Ty::Bytes => write_base64(out, data),
             Ty::Enum(_) | Ty::Message(_) => return Err(invalid("not a scalar")),
         }
@@ -701,22 +680,88 @@ fn scan<'a>(plan: &MessagePlan, chunks: &[&'a [u8]], occs: &mut Vec<Occ<'a>>) ->
                 // As prost-reflect decodes a map field: length-delimited
                 // whatever the wire type says.
                 Occ {
+                    data: read_len(&mut data)?,
+                    num: 0,
                     slot: 0,
                     wire: WIRE_LEN,
-                    num: 0,
-                    data: read_len(&mut data)?,
-                    seq: 0,
                 }
             } else {
                 check_wire(field.ty, field.card, wire)?;
                 read_value(&mut data, number, wire)?
             };
             occ.slot = slot as u32;
-            occ.seq = occs.len() as u32;
             occs.push(occ);
         }
     }
     Ok(())
+}
+
+/// A map entry's key and last value, read as a decoder reads it (wire
+/// types, UTF-8 of string values); `merged` gets the earlier values of a
+/// message value, in order.
+fn map_entry<'a>(
+    mut data: &'a [u8],
+    key_field: &FieldPlan,
+    value_field: &FieldPlan,
+    merged: &mut Vec<Occ<'a>>,
+) -> Result<(MapKey<'a>, Option<Occ<'a>>)> {
+    merged.clear();
+    let message_value = matches!(value_field.ty, Ty::Message(_));
+    let mut key = None;
+    let mut value: Option<Occ<'a>> = None;
+    while !data.is_empty() {
+        let (number, wire) = read_key(&mut data)?;
+        match number {
+            1 => {
+                check_wire(key_field.ty, key_field.card, wire)?;
+                key = Some(read_value(&mut data, number, wire)?);
+            }
+            2 => {
+                check_wire(value_field.ty, Card::Explicit, wire)?;
+                let o = read_value(&mut data, number, wire)?;
+                if value_field.ty == Ty::String {
+                    utf8(o.data)?;
+                }
+                if let (true, Some(earlier)) = (message_value, value) {
+                    merged.push(earlier);
+                }
+                value = Some(o);
+            }
+            _ => skip_value(&mut data, number, wire)?,
+        }
+    }
+    let absent = Occ {
+        data: &[],
+        num: 0,
+        slot: 0,
+        wire: WIRE_VARINT,
+    };
+    let key = map_key(key_field.ty, key.as_ref().unwrap_or(&absent))?;
+    Ok((key, value))
+}
+
+/// The last value of a map entry that [`map_entry`] has checked (and the
+/// earlier ones of a message value, into `merged`).
+fn entry_value<'a>(
+    mut data: &'a [u8],
+    message_value: bool,
+    merged: &mut Vec<Occ<'a>>,
+) -> Result<Option<Occ<'a>>> {
+    merged.clear();
+    let mut value: Option<Occ<'a>> = None;
+    while !data.is_empty() {
+        let (number, wire) = read_key(&mut data)?;
+        if number != 2 {
+            skip_value(&mut data, number, wire)?;
+            continue;
+        }
+        let o = read_value(&mut data, number, wire)?;
+        if let (true, Some(earlier)) = (message_value, value) {
+            merged.push(earlier);
+        }
+        value = Some(o);
+    }
+    Ok(value)
 }
 
 /// Drops the occurrences a decoder would have cleared: of each oneof, only
@@ -726,26 +771,45 @@ fn resolve_oneofs<'a>(plan: &MessagePlan, occs: &mut Vec<Occ<'a>>) -> Vec<Occ<'a
     if plan.oneof_count() == 0 {
         return dropped;
     }
-    // (winning slot, first counted seq) per oneof.
-    let mut state: Vec<(u32, u32)> = vec![(u32::MAX, 0); plan.oneof_count()];
-    for occ in occs.iter() {
+    // (winning slot, index of its first counted occurrence) per oneof; on
+    // the stack for the usual few oneofs.
+    let mut few = [(u32::MAX, 0usize); 8];
+    let mut many = Vec::new();
+    let state: &mut [(u32, usize)] = match plan.oneof_count() {
+        n @ 0..=8 => &mut few[..n],
+        n => {
+            many.resize(n, (u32::MAX, 0));
+            &mut many
+        }
+    };
+    // Whether a second member of some oneof came: else nothing is dropped.
+    let mut switched = false;
+    for (i, occ) in occs.iter().enumerate() {
         if let Some(o) = plan.fields[occ.slot as usize].oneof {
             let s = &mut state[o as usize];
             if s.0 != occ.slot {
-                *s = (occ.slot, occ.seq);
+                switched |= s.0 != u32::MAX;
+                *s = (occ.slot, i);
             }
         }
     }
-    occs.retain(|occ| match plan.fields[occ.slot as usize].oneof {
-        Some(o) => {
-            let (slot, since) = state[o as usize];
-            let keep = occ.slot == slot && occ.seq >= since;
-            if !keep {
-                dropped.push(*occ);
-            }
-            keep
+    if !switched {
+        return dropped;
+    }
+    // `retain` visits each occurrence once, in order.
+    let mut i = 0;
+    occs.retain(|occ| {
+        let index = i;
+        i += 1;
+        let Some(o) = plan.fields[occ.slot as usize].oneof else {
+            return true;
+        };
+        let (slot, since) = state[o as usize];
+        let keep = occ.slot == slot && index >= since;
+        if !keep {
+            dropped.push(*occ);
         }
-        None => true,
+        keep
     });
     dropped
 }
@@ -884,6 +948,16 @@ fn malformed(what: &str) -> Stop {
 
 #[inline]
 pub(crate) fn read_varint(data: &mut &[u8]) -> Result<u64> {
+    if let Some((&b, rest)) = data.split_first()
+        && b < 0x80
+    {
+        *data = rest;
+        return Ok(u64::from(b));
+    }
+    read_varint_slow(data)
+}
+
+fn read_varint_slow(data: &mut &[u8]) -> Result<u64> {
     let bytes = *data;
     let mut value = 0u64;
     for (i, &b) in bytes.iter().enumerate().take(10) {
@@ -915,7 +989,7 @@ fn read_fixed64(data: &mut &[u8]) -> Result<u64> {
     Ok(u64::from_le_bytes(*head))
 }
 
-#[inline]
+#[inline(always)]
 fn read_key(data: &mut &[u8]) -> Result<(u32, u8)> {
     let key = read_varint(data)?;
     if key > u64::from(u32::MAX) {
@@ -943,14 +1017,13 @@ fn read_len<'a>(data: &mut &'a [u8]) -> Result<&'a [u8]> {
 }
 
 /// Reads the value of a field whose key was read (not a group).
-#[inline]
+#[inline(always)]
 fn read_value<'a>(data: &mut &'a [u8], number: u32, wire: u8) -> Result<Occ<'a>> {
     let mut occ = Occ {
+        data: &[],
+        num: 0,
         slot: 0,
         wire,
-        num: 0,
-        data: &[],
-        seq: 0,
     };
     match wire {
         WIRE_VARINT => occ.num = read_varint(data)?,
@@ -1035,32 +1108,100 @@ const ESCAPE: [u8; 256] = {
 
 /// `s` as a JSON string, escaped as serde_json does.
 pub(crate) fn write_str(out: &mut Vec<u8>, s: &str) {
-    let bytes = s.as_bytes();
-    out.reserve(bytes.len() + 2);
+    out.reserve(s.len() + 2);
     out.push(b'"');
+    escape_into(out, s.as_bytes(), false);
+    out.push(b'"');
+}
+
+/// A string field's bytes as a JSON string: checked to be UTF-8 in the
+/// same pass as the escaping when ASCII (most are), else by `from_utf8`.
+fn write_wire_str(out: &mut Vec<u8>, data: &[u8]) -> Result<()> {
+    let mark = out.len();
+    out.reserve(data.len() + 2);
+    out.push(b'"');
+    if escape_into(out, data, true) {
+        out.push(b'"');
+    } else {
+        out.truncate(mark);
+        write_str(out, utf8(data)?);
+    }
+    Ok(())
+}
+
+const LOW_BITS: u64 = 0x0101_0101_0101_0101;
+const HIGH_BITS: u64 = 0x8080_8080_8080_8080;
+
+/// The high bit of each byte of `x` that is below 0x20, `"` or `\` (and
+/// maybe of bytes above such a byte: exact as to whether there is one).
+#[inline]
+fn escape_bits(x: u64) -> u64 {
+    let control = x.wrapping_sub(LOW_BITS * 0x20) & !x;
+    let quote = x ^ (LOW_BITS * u64::from(b'"'));
+    let quote = quote.wrapping_sub(LOW_BITS) & !quote;
+    let backslash = x ^ (LOW_BITS * u64::from(b'\\'));
+    let backslash = backslash.wrapping_sub(LOW_BITS) & !backslash;
+    (control | quote | backslash) & HIGH_BITS
+}
+
+/// [`escape_bits`], and the high bits of `x` kept by `stop`.
+#[inline]
+fn special_bits(x: u64, stop: u64) -> u64 {
+    escape_bits(x) | (x & stop)
+}
+
+/// Appends `bytes` escaped (no quotes), eight bytes at a time while none
+/// needs escaping. With `ascii_only`, stops at the first byte above 0x7f
+/// and returns false (what was appended is then the caller's to drop).
+#[inline]
+fn escape_into(out: &mut Vec<u8>, bytes: &[u8], ascii_only: bool) -> bool {
+    let stop = if ascii_only { HIGH_BITS } else { 0 };
+    // Most strings need nothing: one test over all of it, one copy.
+    let (chunks, tail) = bytes.as_chunks::<8>();
+    let mut last = [b'a'; 8];
+    last[..tail.len()].copy_from_slice(tail);
+    let mut found = special_bits(u64::from_le_bytes(last), stop);
+    for chunk in chunks {
+        found |= special_bits(u64::from_le_bytes(*chunk), stop);
+    }
+    if found == 0 {
+        out.extend_from_slice(bytes);
+        return true;
+    }
     let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        let escape = ESCAPE[b as usize];
-        if escape == 0 {
+    let mut i = 0;
+    while i < bytes.len() {
+        if let Some(chunk) = bytes[i..].first_chunk::<8>()
+            && special_bits(u64::from_le_bytes(*chunk), stop) == 0
+        {
+            i += 8;
             continue;
         }
-        out.extend_from_slice(&bytes[start..i]);
-        match escape {
-            b'u' => {
-                const HEX: &[u8; 16] = b"0123456789abcdef";
-                out.extend_from_slice(b"\\u00");
-                out.push(HEX[(b >> 4) as usize]);
-                out.push(HEX[(b & 0xf) as usize]);
-            }
-            e => {
-                out.push(b'\\');
-                out.push(e);
-            }
+        let b = bytes[i];
+        if ascii_only && b >= 0x80 {
+            return false;
         }
-        start = i + 1;
+        let escape = ESCAPE[b as usize];
+        if escape != 0 {
+            out.extend_from_slice(&bytes[start..i]);
+            match escape {
+                b'u' => {
+                    const HEX: &[u8; 16] = b"0123456789abcdef";
+                    out.extend_from_slice(b"\\u00");
+                    out.push(HEX[(b >> 4) as usize]);
+                    out.push(HEX[(b & 0xf) as usize]);
+                }
+                e => {
+                    out.push(b'\\');
+                    out.push(e);
+                }
+            }
+            start = i + 1;
+        }
+        i += 1;
     }
     out.extend_from_slice(&bytes[start..]);
-    out.push(b'"');
+    true
 }
 
 fn write_base64(out: &mut Vec<u8>, data: &[u8]) {
@@ -1148,4 +1289,49 @@ fn snake_to_camel(dst: &mut String, src: &str) -> std::result::Result<(), ()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every ASCII byte at every position of strings around the 8-byte
+    /// steps, and non-ASCII text: escaped as serde_json escapes.
+    #[test]
+    fn strings_are_escaped_as_serde_json_does() {
+        let mut cases: Vec<String> = vec![
+            String::new(),
+            "héllo, wörld: ✓ 🦀".to_owned(),
+            "🦀\"\\\u{7f}\u{1f}é".repeat(5),
+        ];
+        for len in [1, 7, 8, 9, 15, 16, 17, 24] {
+            for at in 0..len {
+                for b in 0u8..0x80 {
+                    let mut s = vec![b'a'; len];
+                    s[at] = b;
+                    cases.push(String::from_utf8(s).expect("ASCII"));
+                }
+            }
+        }
+        for s in cases {
+            let expected = serde_json::to_string(&s).expect("serializes");
+            let mut out = Vec::new();
+            write_str(&mut out, &s);
+            assert_eq!(String::from_utf8_lossy(&out), expected);
+            let mut out = b"[".to_vec();
+            write_wire_str(&mut out, s.as_bytes()).expect("UTF-8");
+            assert_eq!(String::from_utf8_lossy(&out[1..]), expected);
+        }
+    }
+
+    #[test]
+    fn invalid_utf8_is_refused() {
+        for bad in [
+            &b"\xff"[..],
+            b"abcdefgh\xc3",
+            b"abcdefghijklmnop\xed\xa0\x80",
+        ] {
+            assert!(write_wire_str(&mut Vec::new(), bad).is_err());
+        }
+    }
 }

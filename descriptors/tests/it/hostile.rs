@@ -303,6 +303,71 @@ fn deep_child_chain_reply_is_refused() {
     }
 }
 
+/// Brackets nested deepest in `json` (no brackets inside its strings).
+fn bracket_depth(json: &str) -> usize {
+    let (mut depth, mut max) = (0usize, 0usize);
+    for b in json.bytes() {
+        match b {
+            b'{' | b'[' => {
+                depth += 1;
+                max = max.max(depth);
+            }
+            b'}' | b']' => depth -= 1,
+            _ => {}
+        }
+    }
+    max
+}
+
+#[test]
+fn json_depth_is_counted_in_every_container() {
+    let snapshot = snapshot();
+    let desc = node(&snapshot);
+    let max = 9;
+    let opts = JsonOptions {
+        max_depth: max,
+        ignore_unknown_fields: true,
+        ..JsonOptions::default()
+    };
+    let value_any = r#"{"any":{"@type":"type.googleapis.com/google.protobuf.Value","value":"#;
+    // (head, open, inner, close, tail): `open` and `close` repeated n times.
+    let shapes = [
+        (r#""#, r#"{"child":"#, "{}", "}", ""),
+        (r#""#, r#"{"children":["#, "{}", "]}", ""),
+        (r#""#, r#"{"children":["#, r#"{"value":[]}"#, "]}", ""),
+        (r#""#, r#"{"named":{"k":"#, "{}", "}}", ""),
+        (r#""#, r#"{"named":{"k":"#, r#"{"value":{}}"#, "}}", ""),
+        (r#"{"data":"#, r#"{"a":"#, "{}", "}", "}"),
+        (r#"{"value":"#, "[", "{}", "]", "}"),
+        (r#"{"unknown":"#, "[", "{}", "]", "}"),
+        (r#"{"unknown":"#, r#"{"a":"#, "[]", "}", "}"),
+        (value_any, "[", "[]", "]", "}}"),
+        (&format!("{value_any}1,\"unknown\":"), "[", "[]", "]", "}}"),
+        (
+            &format!(r#"{{"any":{{"@type":"{NODE_URL}","child":"#),
+            r#"{"child":"#,
+            "{}",
+            "}",
+            "}}",
+        ),
+    ];
+    for (head, open, inner, close, tail) in shapes {
+        for n in 0..=max + 1 {
+            let json = format!("{head}{}{inner}{}{tail}", open.repeat(n), close.repeat(n));
+            let depth = bracket_depth(&json);
+            let result = json_to_proto(&desc, json.as_bytes(), &opts, &mut Vec::new());
+            if depth <= max {
+                assert!(result.is_ok(), "{json}: {result:?}");
+            } else {
+                assert!(
+                    matches!(result, Err(DescriptorError::TooDeep { max: m }) if m == max),
+                    "{json}: {result:?}"
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn what_a_request_may_hold_a_reply_may_too() {
     let snapshot = snapshot();

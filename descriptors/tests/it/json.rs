@@ -431,3 +431,28 @@ fn deeply_nested_protobuf_is_rejected_not_overflowed() {
     );
     assert!(out.is_empty());
 }
+
+/// Keys out of field order, repeated, or given their default after a value:
+/// the bytes the prost-reflect codec writes (the last value of a key wins,
+/// fields in number order).
+#[test]
+fn keys_out_of_order_and_repeated() {
+    let registry = registry();
+    let snapshot = registry.snapshot();
+    let desc = everything(&snapshot);
+    let opts = JsonOptions::default();
+    let docs = [
+        r#"{"rString":["a","b"],"scalars":{"fString":"x","fInt32":1}}"#,
+        r#"{"scalars":{"fInt32":1,"fString":"x","fInt32":2}}"#,
+        r#"{"scalars":{"fString":"x","fInt32":0,"fString":""}}"#,
+        r#"{"scalars":{"fString":"","fInt32":3,"fString":"y"}}"#,
+        // (Map entries are left out: the old encoder wrote them in hash order.)
+        r#"{"mStrInt":{"a":1},"rString":["z"],"rString":["a","b"],"scalars":{},"mStrInt":{}}"#,
+        r#"{"nested":{"children":[{"name":"c"}],"name":"n","child":{"name":"d"}},"rMsg":[{"fBool":true,"fInt32":4}]}"#,
+    ];
+    for doc in docs {
+        let mut old = Vec::new();
+        descriptors::json::legacy::json_to_proto(&desc, doc.as_bytes(), &opts, &mut old).unwrap();
+        assert_eq!(to_proto(&desc, doc, &opts).unwrap(), old, "{doc}");
+    }
+}

@@ -1,0 +1,143 @@
+//! Peak heap allocation of transcoding one body, in both directions, as
+//! the gateway calls the codec (`gateway/src/transcode/mod.rs`: the output
+//! buffer sized from the input, `len` for JSON -> wire, `2 * len + 16` for
+//! wire -> JSON), the output buffer counted. A counting global allocator
+//! (`peak_alloc`: `unsafe_code` is forbidden here, so the `GlobalAlloc`
+//! impl comes from that crate) gives the most bytes live at once during
+//! the call, above what was live before it; a `realloc` counts the old and
+//! the new block together, as when it moves.
+//!
+//! `cargo run --release -p descriptors --example peak_alloc`
+//!
+//! The bound the codec is held to: at most 3x the body, the JSON body of
+//! the HTTP request or reply (wire -> JSON is also shown against the wire
+//! message it reads: the JSON alone is 2-2.7x that for these shapes).
+
+use std::path::PathBuf;
+
+use descriptors::{
+    JsonOptions, Registry,
+    json::{json_to_proto, proto_to_json},
+};
+use peak_alloc::PeakAlloc;
+
+#[global_allocator]
+static ALLOC: PeakAlloc = PeakAlloc;
+
+fn registry() -> Registry {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let fds = protox::Compiler::new([root.join("tests/protos"), root.join("../proto")])
+        .expect("include paths exist")
+        .include_imports(true)
+        .open_files([
+            "example/library/v1/library.proto",
+            "example/types/v1/types.proto",
+        ])
+        .expect("test protos compile")
+        .encode_file_descriptor_set();
+    let registry = Registry::new();
+    registry.put("peak", &fds).expect("test protos register");
+    registry
+}
+
+/// An `Everything` with `n` repeated messages, map entries and strings
+/// (the bench's repeated-heavy shape, scaled).
+fn everything_json(n: usize) -> String {
+    let scalars = r#"{"fDouble":1.25,"fFloat":-2.5,"fInt32":-32,"fInt64":"-9007199254740993","fUint32":7,"fUint64":"18446744073709551615","fSint32":-7,"fSint64":"-8","fFixed32":9,"fFixed64":"10","fBool":true,"fString":"hello, world","fBytes":"AAEC/w=="}"#;
+    let r_msg = vec![scalars; n].join(",");
+    let map: Vec<String> = (0..2 * n).map(|i| format!(r#""key{i}":{i}"#)).collect();
+    let strings: Vec<String> = (0..2 * n)
+        .map(|i| format!(r#""value number {i}""#))
+        .collect();
+    let mut nested = r#"{"name":"leaf"}"#.to_owned();
+    for depth in 0..8 {
+        nested = format!(
+            r#"{{"name":"level {depth}","child":{nested},"children":[{{"name":"a"}},{{"name":"b"}}]}}"#
+        );
+    }
+    format!(
+        r#"{{"scalars":{scalars},"rMsg":[{r_msg}],"mStrInt":{{{}}},"rString":[{}],"nested":{nested},"ts":"2017-01-15T01:30:15.010Z","dur":"3.5s","any":{{"@type":"type.googleapis.com/example.types.v1.Scalars","fInt32":5}}}}"#,
+        map.join(","),
+        strings.join(",")
+    )
+}
+
+/// A `Nested` tree `depth` levels deep, `fanout` children per node.
+fn nested_json(depth: usize, fanout: usize) -> String {
+    if depth == 0 {
+        return r#"{"name":"leaf"}"#.to_owned();
+    }
+    let child = nested_json(depth - 1, fanout);
+    let children = vec![child.clone(); fanout].join(",");
+    format!(r#"{{"name":"level {depth}","child":{child},"children":[{children}]}}"#)
+}
+
+/// Bytes allocated at the peak of `f`, above what was live before it.
+fn peak_of(f: impl FnOnce()) -> usize {
+    let before = ALLOC.current_usage();
+    ALLOC.reset_peak_usage();
+    f();
+    ALLOC.peak_usage().saturating_sub(before)
+}
+
+fn main() {
+    let registry = registry();
+    let snapshot = registry.snapshot();
+    let pool = snapshot.pool();
+    let message = |name: &str| pool.get_message_by_name(name).expect("test message");
+    let shapes = [
+        (
+            "small",
+            message("example.library.v1.Book"),
+            r#"{"name":"shelves/1/books/2","author":"Le Guin","title":"Lathe","pages":387}"#
+                .to_owned(),
+        ),
+        (
+            "nested",
+            message("example.types.v1.Nested"),
+            nested_json(5, 2),
+        ),
+        (
+            "16 KiB",
+            message("example.types.v1.Everything"),
+            everything_json(50),
+        ),
+        (
+            "1 MiB",
+            message("example.types.v1.Everything"),
+            everything_json(3_400),
+        ),
+    ];
+    let opts = JsonOptions::default();
+    println!(
+        "{:<8} {:>10} {:>10} {:>13} {:>7} {:>13} {:>7} {:>7}",
+        "shape", "body B", "wire B", "JSON->wire B", "x body", "wire->JSON B", "x body", "x wire"
+    );
+    for (shape, desc, json) in shapes {
+        let mut wire = Vec::new();
+        json_to_proto(&desc, json.as_bytes(), &opts, &mut wire).expect("valid JSON");
+        // Warm: plans compiled, codec registered.
+        proto_to_json(&desc, &wire, &opts, &mut Vec::new()).expect("renders");
+        let to_wire = peak_of(|| {
+            let mut out = Vec::with_capacity(json.len());
+            json_to_proto(&desc, json.as_bytes(), &opts, &mut out).expect("valid JSON");
+            std::hint::black_box(&out);
+        });
+        let to_json = peak_of(|| {
+            let mut out = Vec::with_capacity(wire.len() * 2 + 16);
+            proto_to_json(&desc, &wire, &opts, &mut out).expect("renders");
+            std::hint::black_box(&out);
+        });
+        println!(
+            "{:<8} {:>10} {:>10} {:>13} {:>7.2} {:>13} {:>7.2} {:>7.2}",
+            shape,
+            json.len(),
+            wire.len(),
+            to_wire,
+            to_wire as f64 / json.len() as f64,
+            to_json,
+            to_json as f64 / json.len() as f64,
+            to_json as f64 / wire.len() as f64,
+        );
+    }
+}
