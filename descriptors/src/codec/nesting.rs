@@ -50,7 +50,7 @@ pub(crate) fn check_nesting(
         payloads: Vec::new(),
         messages: 0,
     };
-    let mut stack = Vec::with_capacity(4);
+    let mut stack = Vec::with_capacity(1); // a flat message needs no more
     stack.push(Frame {
         ty: Some(Type { prog: 0, m: 0 }),
         rest: bytes,
