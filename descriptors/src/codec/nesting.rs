@@ -47,7 +47,7 @@ pub(crate) fn check_nesting(
         prog: codec.program(),
         messages: 0,
     };
-    let mut stack = Vec::with_capacity(4);
+    let mut stack = Vec::with_capacity(1); // a flat message needs no more
     stack.push(Frame {
         ty: Some(Type { prog: 0, m: root }),
         rest: bytes,
