@@ -107,8 +107,9 @@ struct MessageVisitor<'c, 'b> {
     buf: &'b mut Vec<u8>,
 }
 
-/// A JSON key: a field slot, or unknown.
-struct KeySeed<'c>(&'c MessagePlan);
+/// A JSON key: a field slot, or unknown. The slot expected next is tried
+/// before the name table.
+struct KeySeed<'c>(&'c MessagePlan, usize);
 
 impl<'de> DeserializeSeed<'de> for KeySeed<'_> {
     type Value = Option<u16>;
@@ -126,7 +127,7 @@ impl Visitor<'_> for KeySeed<'_> {
     }
 
     fn visit_str<E: de::Error>(self, key: &str) -> Result<Option<u16>, E> {
-        Ok(self.0.field_by_name(key))
+        Ok(self.0.field_by_name_after(key, self.1))
     }
 }
 
@@ -225,7 +226,9 @@ fn read_fields<'de, A: MapAccess<'de>>(
     let mut oneof_more = vec![false; plan.oneof_count().saturating_sub(64)];
     let mut in_order = true;
     let mut last_slot: Option<u16> = None;
-    while let Some(key) = map.next_key_seed(KeySeed(plan))? {
+    while let Some(key) =
+        map.next_key_seed(KeySeed(plan, last_slot.map_or(0, |s| s as usize + 1)))?
+    {
         let Some(slot) = key else {
             if ctx.deny_unknown {
                 return Err(de::Error::custom("unrecognized field name"));

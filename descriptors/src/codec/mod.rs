@@ -65,6 +65,9 @@ pub(crate) struct MessagePlan {
     /// `(hash of name, slot)` of the JSON names and the proto names that
     /// differ from them, sorted.
     lookup: Box<[(u32, u16)]>,
+    /// No two fields share a JSON name (so a key equal to a field's JSON
+    /// name names that field).
+    json_names_unique: bool,
     /// How many oneofs (`FieldPlan::oneof` indexes them).
     oneofs: u16,
     /// The full name, then each field's keys and names.
@@ -475,7 +478,11 @@ impl Compiler {
             }
         }
         lookup.sort_unstable();
+        let mut json_names: Vec<&str> = fields.iter().map(|f| name(f.json_name)).collect();
+        json_names.sort_unstable();
+        let json_names_unique = json_names.windows(2).all(|w| w[0] != w[1]);
         MessagePlan {
+            json_names_unique,
             wkt: wkt_of(desc.full_name()),
             unsupported,
             unsupported_within: false,
@@ -516,44 +523,54 @@ impl MessagePlan {
     /// proto name, as prost-reflect's `get_field_by_json_name` does).
     #[inline]
     pub(crate) fn field_by_name(&self, name: &str) -> Option<u16> {
-        let hash = fnv32(name.as_bytes());
-        let from = self.lookup.partition_point(|&(h, _)| h < hash);
-        let mut by_proto = None;
-        for &(h, slot) in &self.lookup[from..] {
-            if h != hash {
-                break;
-            }
-            let field = &self.fields[slot as usize];
-            if self.str(field.json_name) == name {
-                return Some(slot);
-            }
-            if by_proto.is_none() && self.str(field.proto_name) == name {
-                by_proto = Some(slot);
-            }
+        self.lookup_name(name, false)
+    }
+
+    /// [`MessagePlan::field_by_name`], trying slot `hint` first (keys
+    /// mostly come in field order: the slot after the last one read).
+    #[inline]
+    pub(crate) fn field_by_name_after(&self, name: &str, hint: usize) -> Option<u16> {
+        if self.json_names_unique
+            && let Some(field) = self.fields.get(hint)
+            && self.str(field.json_name) == name
+        {
+            return Some(hint as u16);
         }
-        by_proto
+        self.field_by_name(name)
     }
 
     /// The slot of the field named `name` in a path or query parameter: its
     /// proto name, else its JSON name (as prost-reflect's
     /// `get_field_by_name`, then `get_field_by_json_name`).
     pub(crate) fn field_by_proto_name(&self, name: &str) -> Option<u16> {
+        self.lookup_name(name, true)
+    }
+
+    /// The field whose preferred name (proto or JSON) is `name`, else the
+    /// one whose other name is.
+    #[inline]
+    fn lookup_name(&self, name: &str, proto_first: bool) -> Option<u16> {
         let hash = fnv32(name.as_bytes());
         let from = self.lookup.partition_point(|&(h, _)| h < hash);
-        let mut by_json = None;
+        let mut second = None;
         for &(h, slot) in &self.lookup[from..] {
             if h != hash {
                 break;
             }
             let field = &self.fields[slot as usize];
-            if self.str(field.proto_name) == name {
+            let (first_name, other_name) = if proto_first {
+                (field.proto_name, field.json_name)
+            } else {
+                (field.json_name, field.proto_name)
+            };
+            if self.str(first_name) == name {
                 return Some(slot);
             }
-            if by_json.is_none() && self.str(field.json_name) == name {
-                by_json = Some(slot);
+            if second.is_none() && self.str(other_name) == name {
+                second = Some(slot);
             }
         }
-        by_json
+        second
     }
 
     /// `"name":` of field `slot`, by its proto name or its JSON name.
