@@ -7,65 +7,24 @@
 //! Throughput is counted in JSON bytes both ways (the group name gives the
 //! wire size too). Run with `cargo bench -p descriptors --bench json`.
 
-use std::{hint::black_box, path::PathBuf};
+use std::hint::black_box;
 
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use descriptors::{
-    JsonOptions, Registry,
+    JsonOptions,
     json::{json_to_proto, legacy, proto_to_json},
 };
 use prost_reflect::MessageDescriptor;
-
-fn registry() -> Registry {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let fds = protox::Compiler::new([root.join("tests/protos"), root.join("../proto")])
-        .expect("include paths exist")
-        .include_imports(true)
-        .open_files([
-            "example/library/v1/library.proto",
-            "example/types/v1/types.proto",
-        ])
-        .expect("test protos compile")
-        .encode_file_descriptor_set();
-    let registry = Registry::new();
-    registry.put("bench", &fds).expect("test protos register");
-    registry
-}
 
 fn small_json() -> String {
     r#"{"name":"shelves/1/books/2","author":"Le Guin","title":"Lathe","pages":387}"#.to_owned()
 }
 
-/// An `Everything` with nested messages, repeated messages, maps and WKTs.
-fn large_json() -> String {
-    let scalars = r#"{"fDouble":1.25,"fFloat":-2.5,"fInt32":-32,"fInt64":"-9007199254740993","fUint32":7,"fUint64":"18446744073709551615","fSint32":-7,"fSint64":"-8","fFixed32":9,"fFixed64":"10","fBool":true,"fString":"hello, world","fBytes":"AAEC/w=="}"#;
-    let r_msg = vec![scalars; 52].join(",");
-    let map: Vec<String> = (0..100).map(|i| format!(r#""key{i}":{i}"#)).collect();
-    let strings: Vec<String> = (0..100).map(|i| format!(r#""value number {i}""#)).collect();
-    let mut nested = r#"{"name":"leaf"}"#.to_owned();
-    for depth in 0..8 {
-        nested = format!(
-            r#"{{"name":"level {depth}","child":{nested},"children":[{{"name":"a"}},{{"name":"b"}}]}}"#
-        );
-    }
-    format!(
-        r#"{{"scalars":{scalars},"rMsg":[{r_msg}],"mStrInt":{{{}}},"rString":[{}],"nested":{nested},"ts":"2017-01-15T01:30:15.010Z","dur":"3.5s","any":{{"@type":"type.googleapis.com/example.types.v1.Scalars","fInt32":5}}}}"#,
-        map.join(","),
-        strings.join(",")
-    )
-}
-
-/// A `Nested` tree `depth` levels deep, `fanout` children per node.
-fn nested_json(depth: usize, fanout: usize) -> String {
-    if depth == 0 {
-        return r#"{"name":"leaf"}"#.to_owned();
-    }
-    let child = nested_json(depth - 1, fanout);
-    let children = vec![child.clone(); fanout].join(",");
-    format!(r#"{{"name":"level {depth}","child":{child},"children":[{children}]}}"#)
-}
+#[path = "../examples/common/bodies.rs"]
+mod bodies;
+use bodies::{everything_json, nested_json, registry};
 
 type Codec = fn(
     &MessageDescriptor,
@@ -122,7 +81,7 @@ fn json(c: &mut Criterion) {
         .expect("Nested exists");
     bench_message(c, "small", &book, &small_json());
     bench_message(c, "nested", &nested, &nested_json(5, 2));
-    bench_message(c, "repeated", &everything, &large_json());
+    bench_message(c, "repeated", &everything, &everything_json(52, 100));
 }
 
 criterion_group!(benches, json);

@@ -13,10 +13,8 @@
 //! the HTTP request or reply (wire -> JSON is also shown against the wire
 //! message it reads: the JSON alone is 2-2.7x that for these shapes).
 
-use std::path::PathBuf;
-
 use descriptors::{
-    JsonOptions, Registry,
+    JsonOptions,
     json::{json_to_proto, proto_to_json},
 };
 use peak_alloc::PeakAlloc;
@@ -24,53 +22,9 @@ use peak_alloc::PeakAlloc;
 #[global_allocator]
 static ALLOC: PeakAlloc = PeakAlloc;
 
-fn registry() -> Registry {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let fds = protox::Compiler::new([root.join("tests/protos"), root.join("../proto")])
-        .expect("include paths exist")
-        .include_imports(true)
-        .open_files([
-            "example/library/v1/library.proto",
-            "example/types/v1/types.proto",
-        ])
-        .expect("test protos compile")
-        .encode_file_descriptor_set();
-    let registry = Registry::new();
-    registry.put("peak", &fds).expect("test protos register");
-    registry
-}
-
-/// An `Everything` with `n` repeated messages, map entries and strings
-/// (the bench's repeated-heavy shape, scaled).
-fn everything_json(n: usize) -> String {
-    let scalars = r#"{"fDouble":1.25,"fFloat":-2.5,"fInt32":-32,"fInt64":"-9007199254740993","fUint32":7,"fUint64":"18446744073709551615","fSint32":-7,"fSint64":"-8","fFixed32":9,"fFixed64":"10","fBool":true,"fString":"hello, world","fBytes":"AAEC/w=="}"#;
-    let r_msg = vec![scalars; n].join(",");
-    let map: Vec<String> = (0..2 * n).map(|i| format!(r#""key{i}":{i}"#)).collect();
-    let strings: Vec<String> = (0..2 * n)
-        .map(|i| format!(r#""value number {i}""#))
-        .collect();
-    let mut nested = r#"{"name":"leaf"}"#.to_owned();
-    for depth in 0..8 {
-        nested = format!(
-            r#"{{"name":"level {depth}","child":{nested},"children":[{{"name":"a"}},{{"name":"b"}}]}}"#
-        );
-    }
-    format!(
-        r#"{{"scalars":{scalars},"rMsg":[{r_msg}],"mStrInt":{{{}}},"rString":[{}],"nested":{nested},"ts":"2017-01-15T01:30:15.010Z","dur":"3.5s","any":{{"@type":"type.googleapis.com/example.types.v1.Scalars","fInt32":5}}}}"#,
-        map.join(","),
-        strings.join(",")
-    )
-}
-
-/// A `Nested` tree `depth` levels deep, `fanout` children per node.
-fn nested_json(depth: usize, fanout: usize) -> String {
-    if depth == 0 {
-        return r#"{"name":"leaf"}"#.to_owned();
-    }
-    let child = nested_json(depth - 1, fanout);
-    let children = vec![child.clone(); fanout].join(",");
-    format!(r#"{{"name":"level {depth}","child":{child},"children":[{children}]}}"#)
-}
+#[path = "common/bodies.rs"]
+mod bodies;
+use bodies::{everything_json, nested_json, registry};
 
 /// Bytes allocated at the peak of `f`, above what was live before it.
 fn peak_of(f: impl FnOnce()) -> usize {
@@ -100,12 +54,12 @@ fn main() {
         (
             "16 KiB",
             message("example.types.v1.Everything"),
-            everything_json(50),
+            everything_json(50, 100),
         ),
         (
             "1 MiB",
             message("example.types.v1.Everything"),
-            everything_json(3_400),
+            everything_json(3_400, 6_800),
         ),
     ];
     let opts = JsonOptions::default();
