@@ -14,6 +14,8 @@ pub(super) const V1ALPHA_SERVICE: &str = "grpc.reflection.v1alpha.ServerReflecti
 pub(super) const NOT_FOUND: i32 = 5;
 /// gRPC `INVALID_ARGUMENT`, as carried in an `ErrorResponse`.
 pub(super) const INVALID_ARGUMENT: i32 = 3;
+/// `INTERNAL`, for a lookup that failed in the gateway.
+pub(super) const INTERNAL: i32 = 13;
 
 /// One request on a reflection stream (`ServerReflectionRequest.message_request`).
 #[derive(Debug, Clone, PartialEq, Eq)]
