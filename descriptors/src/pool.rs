@@ -5,13 +5,15 @@
 //! file decoded twice plus its name tables), and the request path does not
 //! need it: the codec's plans, the method index and the REST routes are
 //! compiled from it when a set is registered. What still asks for it is
-//! rare: server reflection, proto2 groups and extensions, a oneof member or
-//! a non-message field set from the query or the body, an `Any` in a
-//! refused request. The registry's own validation of the next upload reuses
-//! it while it is cached.
+//! rare: server reflection, message types with proto2 groups or
+//! extensions, a request with an `Any` that the prost-reflect reader has to
+//! read. The registry's own validation of the next upload reuses it while
+//! it is cached.
 //!
-//! Naming the error in a refused request needs only the files of one
-//! method: [`LazyPool::partial`] decodes those (a file and its imports,
+//! The other requests the plans leave to the prost-reflect reader (naming
+//! the error in a refused one, a oneof member from the query, a `body`
+//! field that is not a message) need only the files of one method:
+//! [`LazyPool::partial`] decodes those (a file and its imports,
 //! well under a millisecond) and caches nothing, so a stream of bad requests
 //! neither builds nor keeps the whole pool.
 

@@ -167,7 +167,8 @@ async fn fetch(
 }
 
 /// How long the registry's prost-reflect pool stays built after its last
-/// use (reflection, proto2 and oneof fallbacks): most of the
+/// use (reflection, proto2 groups/extensions, an `Any` the codec leaves
+/// to prost-reflect): most of the
 /// registry's memory, and rebuilt in about 40 ms per 1,000 methods.
 pub(crate) const POOL_IDLE: Duration = Duration::from_secs(30);
 

@@ -1420,7 +1420,7 @@ impl Collector for GatewayCollector {
         encode_one(
             e,
             "gateway_registry_descriptor_pool_built",
-            "1 while the prost-reflect descriptor pool is built (reflection, proto2 and oneof fallbacks; dropped after 30 s unused), else 0.",
+            "1 while the prost-reflect descriptor pool is built (reflection, proto2 groups/extensions, an Any the codec leaves to prost-reflect; dropped after 30 s unused), else 0.",
             None,
             MetricType::Gauge,
             u64::from(self.registry.pool_is_built()),

@@ -537,6 +537,10 @@ fn the_descriptor_pool_is_built_only_when_asked_for() {
         .unwrap();
     let err = json::build_request(&list, b"", Some("page_size=ten"), &opts, &mut out).unwrap_err();
     assert!(err.to_string().contains("page_size"), "{err}");
+    // A oneof member from the query goes the prost-reflect way too.
+    out.clear();
+    json::build_request(&list, b"", Some("by_id=3"), &opts, &mut out).unwrap();
+    assert!(!out.is_empty());
     assert!(!registry.pool_is_built(), "naming an error built the pool");
     // Reflection-like uses build it (and it is kept until idle).
     assert!(
