@@ -13,9 +13,10 @@
 //! The other requests the plans leave to the prost-reflect reader (naming
 //! the error in a refused one, a oneof member from the query, a `body`
 //! field that is not a message) need only the files of one method:
-//! [`LazyPool::partial`] decodes those (a file and its imports,
-//! well under a millisecond) and caches nothing, so a stream of bad requests
-//! neither builds nor keeps the whole pool.
+//! [`LazyPool::partial`] builds a pool of those (a file and its imports,
+//! under a millisecond), kept like the whole pool until idle, for at most
+//! [`MAX_PARTIAL_POOLS`] files: a stream of bad requests neither builds
+//! nor keeps the whole pool, and costs one such build per file.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -42,7 +43,12 @@ pub(crate) struct LazyPool {
     /// as in the pool.
     files: HashMap<String, RegisteredFile>,
     cached: Mutex<Option<Cached>>,
+    /// Pools of one file and its imports, by file ([`LazyPool::partial`]).
+    partials: Mutex<Vec<(Arc<str>, Cached)>>,
 }
+
+/// Most pools of one file kept at once; past that, the whole pool serves.
+pub(crate) const MAX_PARTIAL_POOLS: usize = 8;
 
 #[derive(Debug)]
 struct RegisteredFile {
@@ -96,6 +102,7 @@ impl LazyPool {
             bundled,
             sets,
             files,
+            partials: Mutex::new(Vec::new()),
             cached: Mutex::new(built.map(|pool| Cached {
                 pool: Arc::new(pool),
                 last_used: Instant::now(),
@@ -124,10 +131,11 @@ impl LazyPool {
         Ok(pool)
     }
 
-    /// The pool if cached, else a pool of the bundled protos plus `file`
-    /// and the files it imports (transitively), not cached: the types of one
-    /// method, for naming the error in a refused request.
-    pub(crate) fn partial(&self, file: &str) -> Result<Arc<DescriptorPool>, DescriptorError> {
+    /// The whole pool if cached, else a pool of the bundled protos plus
+    /// `file` and the files it imports (transitively): the types of one
+    /// method, for the requests the plans leave to prost-reflect. Kept until
+    /// idle, for at most [`MAX_PARTIAL_POOLS`] files (then the whole pool).
+    pub(crate) fn partial(&self, file: &Arc<str>) -> Result<Arc<DescriptorPool>, DescriptorError> {
         if let Some(cached) = self
             .cached
             .lock()
@@ -137,6 +145,28 @@ impl LazyPool {
             cached.last_used = Instant::now();
             return Ok(cached.pool.clone());
         }
+        let mut partials = self.partials.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((_, cached)) = partials.iter_mut().find(|(f, _)| f == file) {
+            cached.last_used = Instant::now();
+            return Ok(cached.pool.clone());
+        }
+        if partials.len() >= MAX_PARTIAL_POOLS {
+            drop(partials);
+            return self.get();
+        }
+        let pool = Arc::new(self.build_partial(file)?);
+        partials.push((
+            file.clone(),
+            Cached {
+                pool: pool.clone(),
+                last_used: Instant::now(),
+            },
+        ));
+        Ok(pool)
+    }
+
+    /// The bundled protos plus `file` and its imports.
+    fn build_partial(&self, file: &str) -> Result<DescriptorPool, DescriptorError> {
         // Imports before importers (a walk with an explicit stack: import
         // chains are as long as the registry allows).
         let mut ordered = Vec::new();
@@ -166,12 +196,17 @@ impl LazyPool {
             file,
             &Bytes::from(RawFileSet { file: ordered }.encode_to_vec()),
         )?;
-        Ok(Arc::new(pool))
+        Ok(pool)
     }
 
     /// Drops the cached pool if unused for `idle` (callers holding it keep
-    /// it until they finish). True when dropped.
+    /// it until they finish), and the pools of one file likewise. True when
+    /// the whole pool was dropped.
     pub(crate) fn release_if_idle(&self, idle: Duration) -> bool {
+        self.partials
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|(_, c)| c.last_used.elapsed() < idle);
         let mut cached = self.cached.lock().unwrap_or_else(PoisonError::into_inner);
         if cached
             .as_ref()
