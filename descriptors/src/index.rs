@@ -2,10 +2,7 @@
 //! from every service in a snapshot's pool, together with the HTTP route table
 //! compiled from their `google.api.http` rules.
 
-use std::{
-    collections::{HashMap, HashSet},
-    sync::Arc,
-};
+use std::{collections::HashSet, sync::Arc};
 
 use prost_reflect::{DescriptorPool, MessageDescriptor};
 
@@ -21,17 +18,15 @@ use crate::{
 pub struct MethodInfo {
     /// `/pkg.Service/Method`, the HTTP/2 `:path` of the call.
     pub grpc_path: String,
-    /// Full name of the service, e.g. `pkg.Service`.
-    pub service: String,
-    /// Method name, e.g. `Method`.
-    pub name: String,
+    /// Where the method name starts in `grpc_path` (after the second `/`).
+    method_at: u32,
     /// The client sends a stream of messages.
     pub client_streaming: bool,
     /// The server answers with a stream of messages.
     pub server_streaming: bool,
     /// Name of the descriptor set that defines the service (the first one, if
     /// several sets ship the identical file).
-    pub set_name: String,
+    pub set_name: Arc<str>,
     /// HTTP bindings from the method's `google.api.http` rule, primary first.
     pub bindings: Vec<Arc<HttpBinding>>,
     /// The JSON codec's plans of the request and response types.
@@ -56,6 +51,20 @@ pub(crate) struct MethodPlans {
 }
 
 impl MethodInfo {
+    /// Full name of the service, e.g. `pkg.Service`.
+    pub fn service(&self) -> &str {
+        self.grpc_path
+            .get(1..(self.method_at as usize).saturating_sub(1))
+            .unwrap_or_default()
+    }
+
+    /// Method name, e.g. `Method`.
+    pub fn name(&self) -> &str {
+        self.grpc_path
+            .get(self.method_at as usize..)
+            .unwrap_or_default()
+    }
+
     /// The method's codec plans.
     pub(crate) fn plans(&self) -> &MethodPlans {
         &self.plans
@@ -128,10 +137,35 @@ impl MethodPlans {
     }
 }
 
+/// A method, found in a set by its gRPC path (no second copy of the path).
+#[derive(Debug)]
+struct ByPath(Arc<MethodInfo>);
+
+impl PartialEq for ByPath {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.grpc_path == other.0.grpc_path
+    }
+}
+
+impl Eq for ByPath {}
+
+impl std::hash::Hash for ByPath {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        // As `str` hashes: lookups borrow the path as a `str`.
+        self.0.grpc_path.as_str().hash(state);
+    }
+}
+
+impl std::borrow::Borrow<str> for ByPath {
+    fn borrow(&self) -> &str {
+        &self.0.grpc_path
+    }
+}
+
 /// Methods by gRPC path, in pool order, plus the HTTP route table.
 #[derive(Debug, Default)]
 pub(crate) struct MethodIndex {
-    by_path: HashMap<String, Arc<MethodInfo>>,
+    by_path: HashSet<ByPath>,
     ordered: Vec<Arc<MethodInfo>>,
     services: HashSet<String>,
     routes: RouteTable,
@@ -154,7 +188,9 @@ impl MethodIndex {
         let mut routes = RouteTableBuilder::default();
         for service in pool.services() {
             index.services.insert(service.full_name().to_owned());
-            let set_name = set_of_file(service.parent_file().name()).unwrap_or("bundled");
+            let set_name: Arc<str> = set_of_file(service.parent_file().name())
+                .unwrap_or("bundled")
+                .into();
             let file: Arc<str> = service.parent_file().name().into();
             for method in service.methods() {
                 let grpc_path = format!("/{}/{}", service.full_name(), method.name());
@@ -168,11 +204,10 @@ impl MethodIndex {
                     bindings.into_iter().map(Arc::new).collect();
                 bindings.shrink_to_fit();
                 let info = Arc::new(MethodInfo {
-                    service: service.full_name().to_owned(),
-                    name: method.name().to_owned(),
+                    method_at: (service.full_name().len() + 2) as u32,
                     client_streaming: method.is_client_streaming(),
                     server_streaming: method.is_server_streaming(),
-                    set_name: set_name.to_owned(),
+                    set_name: set_name.clone(),
                     bindings,
                     grpc_path,
                     plans: MethodPlans::new(codec, &method.input(), &method.output())?,
@@ -182,7 +217,7 @@ impl MethodIndex {
                 for binding in &info.bindings {
                     routes.add(&info, binding)?;
                 }
-                index.by_path.insert(info.grpc_path.clone(), info.clone());
+                index.by_path.insert(ByPath(info.clone()));
                 index.ordered.push(info);
             }
         }
@@ -195,7 +230,7 @@ impl MethodIndex {
     }
 
     pub(crate) fn get(&self, grpc_path: &str) -> Option<&Arc<MethodInfo>> {
-        self.by_path.get(grpc_path)
+        self.by_path.get(grpc_path).map(|m| &m.0)
     }
 
     pub(crate) fn iter(&self) -> impl Iterator<Item = &Arc<MethodInfo>> {

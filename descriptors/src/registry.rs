@@ -660,7 +660,7 @@ impl Snapshot {
     /// The cluster the method's set is bound to, if any.
     pub fn cluster_for(&self, grpc_path: &str) -> Option<&str> {
         let method = self.index.get(grpc_path)?;
-        self.sets.get(&method.set_name)?.info.cluster.as_deref()
+        self.sets.get(&*method.set_name)?.info.cluster.as_deref()
     }
 
     /// The original bytes of the set named `name`.

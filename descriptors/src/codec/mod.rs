@@ -68,6 +68,9 @@ pub(crate) struct MessagePlan {
     /// No two fields share a JSON name (so a key equal to a field's JSON
     /// name names that field).
     json_names_unique: bool,
+    /// `(slot, JSON name, proto name)` of the fields whose names escaping
+    /// changed (a custom `json_name` with a quote, say): rare.
+    raw_names: Box<[(u16, Span, Span)]>,
     /// How many oneofs (`FieldPlan::oneof` indexes them).
     oneofs: u16,
     /// The full name, then each field's keys and names.
@@ -86,11 +89,12 @@ pub(crate) struct FieldPlan {
     pub(crate) oneof: Option<u16>,
     /// Written as one packed length-delimited record (repeated scalars).
     pub(crate) packed: bool,
-    /// `"jsonName":` and `"proto_name":`, escaped and quoted; the names.
+    /// `"jsonName":` and `"proto_name":`, escaped and quoted.
     json_key: Span,
     proto_key: Span,
-    json_name: Span,
-    proto_name: Span,
+    /// A name changed by escaping: the names are in `MessagePlan::raw_names`
+    /// (else they are the keys without quotes and colon).
+    escaped: bool,
 }
 
 /// Cardinality, with presence.
@@ -394,6 +398,7 @@ impl Compiler {
         let mut oneofs: u16 = 0;
         let mut oneof_index: HashMap<String, u16> = HashMap::new();
         let mut fields = Vec::new();
+        let mut raw: Vec<(u32, Span, Span)> = Vec::new();
         for field in desc.fields() {
             let kind = field.kind();
             if field.is_group() {
@@ -447,6 +452,11 @@ impl Compiler {
             } else {
                 text.key(field.name())
             };
+            let escaped =
+                json_name.start != json_key.start + 1 || proto_name.start != proto_key.start + 1;
+            if escaped {
+                raw.push((field.number(), json_name, proto_name));
+            }
             fields.push(FieldPlan {
                 number: field.number(),
                 ty,
@@ -455,16 +465,33 @@ impl Compiler {
                 packed: field.is_packed(),
                 json_key,
                 proto_key,
-                json_name,
-                proto_name,
+                escaped,
             });
         }
         fields.sort_by_key(|f| f.number);
+        let raw_names: Box<[(u16, Span, Span)]> = raw
+            .iter()
+            .filter_map(|&(number, json, proto)| {
+                let slot = fields.iter().position(|f| f.number == number)?;
+                Some((slot as u16, json, proto))
+            })
+            .collect();
         let mut dense = Vec::new();
         let mut lookup = Vec::new();
-        let text: Box<str> = text.0.into();
-        let name = |s: Span| &text[s.start as usize..(s.start + s.len) as usize];
-        for (slot, field) in fields.iter().enumerate() {
+        let mut plan = MessagePlan {
+            json_names_unique: false,
+            wkt: wkt_of(desc.full_name()),
+            unsupported,
+            unsupported_within: false,
+            fields: fields.into(),
+            dense: Box::default(),
+            lookup: Box::default(),
+            raw_names,
+            oneofs,
+            text: text.0.into(),
+            full_name,
+        };
+        for (slot, field) in plan.fields.iter().enumerate() {
             if field.number < MAX_DENSE_NUMBER {
                 let n = field.number as usize;
                 if dense.len() <= n {
@@ -472,27 +499,19 @@ impl Compiler {
                 }
                 dense[n] = slot as u16;
             }
-            lookup.push((fnv32(name(field.json_name).as_bytes()), slot as u16));
-            if name(field.proto_name) != name(field.json_name) {
-                lookup.push((fnv32(name(field.proto_name).as_bytes()), slot as u16));
+            let (json_name, proto_name) = plan.names(slot);
+            lookup.push((fnv32(json_name.as_bytes()), slot as u16));
+            if proto_name != json_name {
+                lookup.push((fnv32(proto_name.as_bytes()), slot as u16));
             }
         }
         lookup.sort_unstable();
-        let mut json_names: Vec<&str> = fields.iter().map(|f| name(f.json_name)).collect();
+        let mut json_names: Vec<&str> = (0..plan.fields.len()).map(|s| plan.names(s).0).collect();
         json_names.sort_unstable();
-        let json_names_unique = json_names.windows(2).all(|w| w[0] != w[1]);
-        MessagePlan {
-            json_names_unique,
-            wkt: wkt_of(desc.full_name()),
-            unsupported,
-            unsupported_within: false,
-            fields: fields.into(),
-            dense: dense.into(),
-            lookup: lookup.into(),
-            oneofs,
-            text,
-            full_name,
-        }
+        plan.json_names_unique = json_names.windows(2).all(|w| w[0] != w[1]);
+        plan.dense = dense.into();
+        plan.lookup = lookup.into();
+        plan
     }
 }
 
@@ -530,10 +549,7 @@ impl MessagePlan {
     /// mostly come in field order: the slot after the last one read).
     #[inline]
     pub(crate) fn field_by_name_after(&self, name: &str, hint: usize) -> Option<u16> {
-        if self.json_names_unique
-            && let Some(field) = self.fields.get(hint)
-            && self.str(field.json_name) == name
-        {
+        if self.json_names_unique && hint < self.fields.len() && self.names(hint).0 == name {
             return Some(hint as u16);
         }
         self.field_by_name(name)
@@ -557,20 +573,40 @@ impl MessagePlan {
             if h != hash {
                 break;
             }
-            let field = &self.fields[slot as usize];
+            let (json_name, proto_name) = self.names(slot as usize);
             let (first_name, other_name) = if proto_first {
-                (field.proto_name, field.json_name)
+                (proto_name, json_name)
             } else {
-                (field.json_name, field.proto_name)
+                (json_name, proto_name)
             };
-            if self.str(first_name) == name {
+            if first_name == name {
                 return Some(slot);
             }
-            if second.is_none() && self.str(other_name) == name {
+            if second.is_none() && other_name == name {
                 second = Some(slot);
             }
         }
         second
+    }
+
+    /// The JSON name and the proto name of field `slot`.
+    #[inline]
+    fn names(&self, slot: usize) -> (&str, &str) {
+        let field = &self.fields[slot];
+        if field.escaped
+            && let Some(&(_, json, proto)) = self.raw_names.iter().find(|r| r.0 as usize == slot)
+        {
+            return (self.str(json), self.str(proto));
+        }
+        // `"name":` without its quotes and colon.
+        let inner = |key: Span| Span {
+            start: key.start + 1,
+            len: key.len.saturating_sub(3),
+        };
+        (
+            self.str(inner(field.json_key)),
+            self.str(inner(field.proto_key)),
+        )
     }
 
     /// `"name":` of field `slot`, by its proto name or its JSON name.

@@ -180,7 +180,7 @@ service S {
     let name = |path: &str| {
         snapshot
             .match_http(&Method::GET, path)
-            .map(|m| m.method.name.clone())
+            .map(|m| m.method.name().to_owned())
     };
     assert_eq!(name("/s/special").as_deref(), Some("Special"));
     assert_eq!(name("/s/other").as_deref(), Some("One"));

@@ -78,11 +78,11 @@ fn put_replace_remove_and_versions() {
     let snapshot = registry.snapshot();
     assert_eq!(snapshot.set_bytes("library"), Some(library.as_slice()));
     let method = snapshot.method(GET_SHELF).unwrap();
-    assert_eq!(method.service, "example.library.v1.LibraryService");
-    assert_eq!(method.name, "GetShelf");
+    assert_eq!(method.service(), "example.library.v1.LibraryService");
+    assert_eq!(method.name(), "GetShelf");
     assert_eq!(method.input_name(), "example.library.v1.GetShelfRequest");
     assert_eq!(method.output_name(), "example.library.v1.Shelf");
-    assert_eq!(method.set_name, "library");
+    assert_eq!(&*method.set_name, "library");
     assert!(!method.client_streaming && !method.server_streaming);
     let stream = snapshot
         .method("/example.library.v1.LibraryService/StreamBooks")
@@ -149,7 +149,7 @@ fn identical_files_are_shared_between_sets() {
     let outcome = registry.put("library-copy", &library).unwrap();
     assert_eq!(outcome.set.services, ["example.library.v1.LibraryService"]);
     let snapshot = registry.snapshot();
-    assert_eq!(snapshot.method(GET_SHELF).unwrap().set_name, "library");
+    assert_eq!(&*snapshot.method(GET_SHELF).unwrap().set_name, "library");
     assert!(
         snapshot
             .match_http(&http::Method::GET, "/v1/shelves/1")
@@ -158,7 +158,10 @@ fn identical_files_are_shared_between_sets() {
     // Remove the first owner: the copy keeps serving.
     registry.remove("library").unwrap();
     let snapshot = registry.snapshot();
-    assert_eq!(snapshot.method(GET_SHELF).unwrap().set_name, "library-copy");
+    assert_eq!(
+        &*snapshot.method(GET_SHELF).unwrap().set_name,
+        "library-copy"
+    );
     assert!(
         snapshot
             .match_http(&http::Method::GET, "/v1/shelves/1")

@@ -740,18 +740,21 @@ fn list_services(state: &AdminState) -> Response<ResponseBody> {
                     .route(&m.grpc_path, &empty)
                     .map(|r| r.cluster.to_string())
             });
-        service_set.insert(m.service.clone(), m.set_name.clone());
-        services.entry(m.service.clone()).or_default().push(json!({
-            "name": m.name,
-            "grpc_path": m.grpc_path,
-            "json_path": format!("POST {}", m.grpc_path),
-            "http_rules": m.bindings.iter().map(|b| b.to_string()).collect::<Vec<_>>(),
-            "client_streaming": m.client_streaming,
-            "server_streaming": m.server_streaming,
-            "input_type": m.input_name(),
-            "output_type": m.output_name(),
-            "cluster": cluster,
-        }));
+        service_set.insert(m.service().to_owned(), m.set_name.to_string());
+        services
+            .entry(m.service().to_owned())
+            .or_default()
+            .push(json!({
+                "name": m.name(),
+                "grpc_path": m.grpc_path,
+                "json_path": format!("POST {}", m.grpc_path),
+                "http_rules": m.bindings.iter().map(|b| b.to_string()).collect::<Vec<_>>(),
+                "client_streaming": m.client_streaming,
+                "server_streaming": m.server_streaming,
+                "input_type": m.input_name(),
+                "output_type": m.output_name(),
+                "cluster": cluster,
+            }));
     }
     let list: Vec<Value> = services
         .into_iter()
