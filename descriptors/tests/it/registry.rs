@@ -570,3 +570,61 @@ fn the_descriptor_pool_is_built_only_when_asked_for() {
             .is_some()
     );
 }
+
+/// A custom `json_name` that JSON must escape: the codec's plan keeps such
+/// names apart from its quoted keys, and reads and writes them as the
+/// prost-reflect codec does.
+#[test]
+fn json_names_that_need_escaping() {
+    use descriptors::{JsonOptions, json};
+    let field = |name: &str, number: i32, json_name: &str| FieldDescriptorProto {
+        name: Some(name.to_owned()),
+        number: Some(number),
+        label: Some(Label::Optional as i32),
+        r#type: Some(Type::String as i32),
+        json_name: Some(json_name.to_owned()),
+        ..Default::default()
+    };
+    let message = DescriptorProto {
+        name: Some("Odd".to_owned()),
+        field: vec![
+            field("plain", 1, "plain"),
+            field("quoted", 2, "say \"hi\"\\now"),
+            field("snake_case", 3, "snakeCase"),
+        ],
+        ..Default::default()
+    };
+    let set = FileDescriptorSet {
+        file: vec![file("odd.proto", "odd", &[], vec![message])],
+    };
+    let registry = crate::common::registry();
+    registry.put("odd", &set.encode_to_vec()).unwrap();
+    let snapshot = registry.snapshot();
+    let desc = snapshot.pool().get_message_by_name("odd.Odd").unwrap();
+    let opts = JsonOptions::default();
+    let input = br#"{"plain": "a", "say \"hi\"\\now": "b", "snakeCase": "c"}"#;
+    let mut new = Vec::new();
+    json::json_to_proto(&desc, input, &opts, &mut new).unwrap();
+    let mut old = Vec::new();
+    json::legacy::json_to_proto(&desc, input, &opts, &mut old).unwrap();
+    assert_eq!(new, old);
+    // The proto names are accepted too, and out of order.
+    let mut by_proto = Vec::new();
+    json::json_to_proto(
+        &desc,
+        br#"{"snake_case": "c", "quoted": "b", "plain": "a"}"#,
+        &opts,
+        &mut by_proto,
+    )
+    .unwrap();
+    assert_eq!(by_proto, old);
+    let mut text = Vec::new();
+    json::proto_to_json(&desc, &new, &opts, &mut text).unwrap();
+    let mut legacy_text = Vec::new();
+    json::legacy::proto_to_json(&desc, &new, &opts, &mut legacy_text).unwrap();
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&text).unwrap(),
+        serde_json::from_slice::<serde_json::Value>(&legacy_text).unwrap()
+    );
+    assert!(String::from_utf8_lossy(&text).contains(r#""say \"hi\"\\now":"b""#));
+}
