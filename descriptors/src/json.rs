@@ -468,51 +468,6 @@ fn wire_len_field(number: u32, bytes: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(bytes);
 }
 
-/// The DynamicMessage form of [`build_request`].
-fn legacy_build_request(
-    m: &HttpMatch,
-    body: &[u8],
-    query: Option<&str>,
-    opts: &JsonOptions,
-    out: &mut Vec<u8>,
-) -> Result<(), DescriptorError> {
-    let binding = &*m.binding;
-    let plans = m.method.plans();
-    // The method's own files suffice unless the body has an `Any` (its type
-    // may be anywhere) or the type is one the codec does not cover
-    // (extensions may be defined anywhere).
-    let desc = if plans.input.is_some() && !has_any(body) {
-        m.method.input_of_own_files()?
-    } else {
-        m.method.input()?
-    };
-    let prog = plans.codec.program();
-    let root = plans.input_type();
-    let query = query.filter(|q| !q.is_empty() && binding.body != BodySpec::Whole);
-    let mut message = match &binding.body {
-        BodySpec::Whole if !is_blank(body) => parse_message(&desc, body, opts, None)?,
-        BodySpec::Field(field) if !is_blank(body) => parse_message(&desc, body, opts, Some(field))?,
-        _ => DynamicMessage::new(desc.clone()),
-    };
-
-    for (path, value) in &m.path_params {
-        let numbers = match binding.path_fields.iter().find(|(p, _)| p == path) {
-            Some((_, numbers)) => numbers.clone(),
-            None => resolve_chain(prog, root, path, opts.depth_limit())?
-                .map(|chain| numbers_of(prog, &chain))
-                .ok_or_else(|| DescriptorError::invalid_path(path, "no such field"))?,
-        };
-        let chain = descriptor_chain(&desc, &numbers)
-            .ok_or_else(|| DescriptorError::invalid_path(path, "no such field"))?;
-        set_from_str(&mut message, &chain, path, value)?;
-    }
-
-    if let Some(query) = query {
-        apply_query(&mut message, prog, root, binding, query, opts)?;
-    }
-    encode(&message, out)
-}
-
 /// Decodes `proto` as a `desc` message and appends it as compact JSON to `out`.
 ///
 /// One pass over the bytes with the message type's compiled plan (see
@@ -668,7 +623,43 @@ pub mod legacy {
         opts: &JsonOptions,
         out: &mut Vec<u8>,
     ) -> Result<(), DescriptorError> {
-        super::legacy_build_request(m, body, query, opts, out)
+        let binding = &*m.binding;
+        let plans = m.method.plans();
+        // The method's own files suffice unless the body has an `Any` (its type
+        // may be anywhere) or the type is one the codec does not cover
+        // (extensions may be defined anywhere).
+        let desc = if plans.input.is_some() && !has_any(body) {
+            m.method.input_of_own_files()?
+        } else {
+            m.method.input()?
+        };
+        let prog = plans.codec.program();
+        let root = plans.input_type();
+        let query = query.filter(|q| !q.is_empty() && binding.body != BodySpec::Whole);
+        let mut message = match &binding.body {
+            BodySpec::Whole if !is_blank(body) => parse_message(&desc, body, opts, None)?,
+            BodySpec::Field(field) if !is_blank(body) => {
+                parse_message(&desc, body, opts, Some(field))?
+            }
+            _ => DynamicMessage::new(desc.clone()),
+        };
+
+        for (path, value) in &m.path_params {
+            let numbers = match binding.path_fields.iter().find(|(p, _)| p == path) {
+                Some((_, numbers)) => numbers.clone(),
+                None => resolve_chain(prog, root, path, opts.depth_limit())?
+                    .map(|chain| numbers_of(prog, &chain))
+                    .ok_or_else(|| DescriptorError::invalid_path(path, "no such field"))?,
+            };
+            let chain = descriptor_chain(&desc, &numbers)
+                .ok_or_else(|| DescriptorError::invalid_path(path, "no such field"))?;
+            set_from_str(&mut message, &chain, path, value)?;
+        }
+
+        if let Some(query) = query {
+            apply_query(&mut message, prog, root, binding, query, opts)?;
+        }
+        encode(&message, out)
     }
 
     /// [`super::response_to_json`] through a `DynamicMessage`.

@@ -106,6 +106,13 @@ pub struct PutOutcome {
     pub set: SetInfo,
 }
 
+/// What a snapshot derives from its pool (see `Registry::compile`).
+struct Compiled {
+    codec: Arc<Codec>,
+    pool: Arc<LazyPool>,
+    index: Arc<MethodIndex>,
+}
+
 #[derive(Debug)]
 struct RegisteredSet {
     info: SetInfo,
@@ -264,7 +271,6 @@ impl Registry {
                     upload.files.iter().map(|f| &f.name),
                 );
 
-                let codec = Arc::new(Codec::compile(&pool));
                 let sets = order
                     .iter()
                     .map(|n| {
@@ -275,19 +281,10 @@ impl Registry {
                         (n.clone(), bytes)
                     })
                     .collect();
-                let lazy = Arc::new(LazyPool::new(
-                    self.bundled.pool.clone(),
-                    sets,
-                    Some(pool.clone()),
-                ));
-                let index = MethodIndex::build(&pool, &codec, &lazy, |file| {
-                    file_sets
-                        .get(file)
-                        .and_then(|o| o.first())
-                        .map(String::as_str)
-                })?;
-                let info = set_info(name, version, &bytes, &upload, &pool, &index);
-                (info, bytes, lazy, file_sets, Arc::new(index), codec)
+                let compiled = self.compile(&pool, sets, &file_sets)?;
+                let info = set_info(name, version, &bytes, &upload, &pool, &compiled.index);
+                let Compiled { codec, pool, index } = compiled;
+                (info, bytes, pool, file_sets, index, codec)
             }
         };
         info.version = version;
@@ -346,34 +343,56 @@ impl Registry {
             owners.retain(|o| o != name);
         }
         file_sets.retain(|_, owners| !owners.is_empty());
-        let codec = Arc::new(Codec::compile(&pool));
-        let lazy = Arc::new(LazyPool::new(
-            self.bundled.pool.clone(),
+        let Compiled { codec, pool, index } = self.compile(
+            &pool,
             sets.iter()
                 .map(|(n, set)| (n.clone(), set.bytes.clone()))
                 .collect(),
-            Some(pool.clone()),
-        ));
-        let index = MethodIndex::build(&pool, &codec, &lazy, |file| {
-            file_sets
-                .get(file)
-                .and_then(|o| o.first())
-                .map(String::as_str)
-        })?;
+            &file_sets,
+        )?;
         commit()?;
         self.current.store(Arc::new(Snapshot {
             codec,
-            pool: lazy,
+            pool,
             sets,
             file_sets,
             order,
-            index: Arc::new(index),
+            index,
         }));
         Ok(())
     }
 }
 
 impl Registry {
+    /// What a new snapshot derives from its freshly built `pool`: the codec's
+    /// plans, the lazy pool over `sets` (in pool order, seeded with `pool`
+    /// until idle) and the method index, each method owned by the first set
+    /// shipping its file.
+    fn compile(
+        &self,
+        pool: &DescriptorPool,
+        sets: Vec<(String, Bytes)>,
+        file_sets: &HashMap<String, Vec<String>>,
+    ) -> Result<Compiled, DescriptorError> {
+        let codec = Arc::new(Codec::compile(pool));
+        let lazy = Arc::new(LazyPool::new(
+            self.bundled.pool.clone(),
+            sets,
+            Some(pool.clone()),
+        ));
+        let index = MethodIndex::build(pool, &codec, &lazy, |file| {
+            file_sets
+                .get(file)
+                .and_then(|o| o.first())
+                .map(String::as_str)
+        })?;
+        Ok(Compiled {
+            codec,
+            pool: lazy,
+            index: Arc::new(index),
+        })
+    }
+
     /// Drops the current snapshot's prost-reflect pool if nothing asked for
     /// it for `idle` (see `pool.rs`; older snapshots drop theirs with their
     /// last request). True when it was dropped. The gateway calls this
