@@ -21,6 +21,7 @@ use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqA
 
 use super::{
     Card, Codec, MessagePlan, Program, Ty, WIRE_FIXED32, WIRE_FIXED64, WIRE_LEN, WIRE_VARINT, Wkt,
+    time,
 };
 
 /// What a reader needs besides the buffer.
@@ -1181,9 +1182,12 @@ impl Visitor<'_> for TimestampVisitor {
     }
 
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        if let Some(t) = time::parse_timestamp(v) {
+            return Ok(t); // the plain UTC form, years 1..=9999: in range
+        }
         validate_strict_rfc3339(v).map_err(E::custom)?;
         let t: prost_types::Timestamp = v.parse().map_err(E::custom)?;
-        if !(-62_135_596_800..=253_402_300_799).contains(&t.seconds) {
+        if !time::TIMESTAMP_SECONDS.contains(&t.seconds) {
             return Err(E::custom("timestamp out of range"));
         }
         Ok(t)

@@ -17,7 +17,7 @@ use prost::Message as _;
 
 use super::{
     Card, Codec, FieldPlan, MessagePlan, Program, Ty, WIRE_END_GROUP, WIRE_FIXED32, WIRE_FIXED64,
-    WIRE_LEN, WIRE_START_GROUP, WIRE_VARINT, Wkt,
+    WIRE_LEN, WIRE_START_GROUP, WIRE_VARINT, Wkt, time,
 };
 use crate::{error::DescriptorError, json::JsonOptions};
 
@@ -488,10 +488,12 @@ impl<'o, 'a> Writer<'o, 'a> {
             Wkt::Any => return self.any(plan, chunks),
             Wkt::Timestamp => {
                 let t = prost_types::Timestamp::decode(bytes).map_err(decode_err)?;
-                if !(-62_135_596_800..=253_402_300_799).contains(&t.seconds) {
+                if !time::TIMESTAMP_SECONDS.contains(&t.seconds) {
                     return Err(invalid("timestamp out of range"));
                 }
-                write_display(self.out, &t);
+                if time::write_timestamp(self.out, &t).is_none() {
+                    write_display(self.out, &t);
+                }
             }
             Wkt::Duration => {
                 let d = prost_types::Duration::decode(bytes).map_err(decode_err)?;
@@ -500,7 +502,7 @@ impl<'o, 'a> Writer<'o, 'a> {
                 {
                     return Err(invalid("duration out of range"));
                 }
-                write_display(self.out, &d);
+                time::write_duration(self.out, &d);
             }
             Wkt::FieldMask => {
                 let mask = prost_types::FieldMask::decode(bytes).map_err(decode_err)?;
