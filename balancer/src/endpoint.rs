@@ -1,4 +1,5 @@
-//! One upstream server: its address, connection pool and live state
+//! One upstream server: its address, connection pools (one per worker
+//! thread, [`crate::worker`]) and live state
 //! (health, back-off after failed connects, in-flight streams, totals).
 
 use std::{
@@ -24,7 +25,10 @@ pub struct Endpoint {
     pub host: String,
     /// Relative weight.
     pub weight: u32,
-    pub(crate) pool: ConnPool,
+    /// Connections by worker slot, each made on first use.
+    pools: Box<[OnceLock<ConnPool>]>,
+    /// Connection events of every pool (for the metrics).
+    conn_stats: Arc<crate::stats::ConnStats>,
     in_flight: AtomicU32,
     total: AtomicU64,
     failures: AtomicU64,
@@ -65,7 +69,10 @@ impl Endpoint {
             authority: http::uri::Authority::try_from(addr.to_string()).ok(),
             host,
             weight,
-            pool: ConnPool::new(),
+            pools: (0..crate::worker::slots())
+                .map(|_| OnceLock::new())
+                .collect(),
+            conn_stats: Arc::default(),
             in_flight: AtomicU32::new(0),
             total: AtomicU64::new(0),
             failures: AtomicU64::new(0),
@@ -169,7 +176,33 @@ impl Endpoint {
     /// Connections open to this endpoint (HTTP/2, or HTTP/1.1 for `http1`
     /// clusters).
     pub fn connections(&self) -> usize {
-        self.pool.connections() + self.pool.h1_connections()
+        self.pools
+            .iter()
+            .filter_map(OnceLock::get)
+            .map(|p| p.connections() + p.h1_connections())
+            .sum()
+    }
+
+    /// Open HTTP/2 connections, every worker's.
+    pub(crate) fn h2_connections(&self) -> usize {
+        self.pools
+            .iter()
+            .filter_map(OnceLock::get)
+            .map(ConnPool::connections)
+            .sum()
+    }
+
+    /// The connections of this thread's worker (slot 0 off the workers).
+    pub(crate) fn pool(&self) -> &ConnPool {
+        let slot = crate::worker::slot().min(self.pools.len() - 1);
+        self.pools[slot].get_or_init(|| ConnPool::with_stats(self.conn_stats.clone()))
+    }
+
+    /// Takes one h2 connection out of use, in whichever pool holds it.
+    pub(crate) fn invalidate_conn(&self, conn: &Arc<crate::h2conn::H2Conn>) {
+        for pool in self.pools.iter().filter_map(OnceLock::get) {
+            pool.invalidate_conn(conn);
+        }
     }
 
     /// Requests sent here since start.
@@ -185,7 +218,7 @@ impl Endpoint {
     /// Connects tried and failed, GOAWAYs and stream resets received
     /// (for the metrics).
     pub fn connection_stats(&self) -> &crate::stats::ConnStats {
-        self.pool.stats()
+        &self.conn_stats
     }
 
     /// Takes a slot if fewer than `limit` streams are in flight.

@@ -100,7 +100,7 @@ async fn check(cluster: &Cluster, ep: &Endpoint, cfg: &HealthCheckConfig) -> Res
 
 async fn grpc_check(cluster: &Cluster, ep: &Endpoint, service: &str) -> Result<(), String> {
     let (slot, _) = ep
-        .pool
+        .pool()
         .get(cluster.connector(), ep.addr, &ep.host)
         .await
         .map_err(|e| ErrorChain(&e).to_string())?;
@@ -121,7 +121,7 @@ async fn grpc_check(cluster: &Cluster, ep: &Endpoint, service: &str) -> Result<(
         .map_err(|e| e.to_string())?;
     let conn = slot.conn().clone();
     let resp = crate::h2conn::send(slot, req).await.map_err(|e| {
-        ep.pool.invalidate_conn(&conn);
+        ep.invalidate_conn(&conn);
         match e {
             crate::h2conn::SendError::NotSent(e) | crate::h2conn::SendError::Failed(e) => {
                 ErrorChain(&e).to_string()

@@ -8,7 +8,8 @@
 //! outcome reporting: `Lease`, `LeasedBody`), `retry` (policy, budget,
 //! decision), `outlier` (outlier detection), `dns` (resolution and
 //! re-resolution), `health` (active checks), `endpoint` (one server's live
-//! state), `stats` (counters read by the metrics), `upstream` / `h2conn` (connections), `error`.
+//! state), `stats` (counters read by the metrics), `upstream` / `h2conn` (connections), `worker` (per-worker connection
+//! pools), `error`.
 
 pub mod body;
 pub mod budget;
@@ -32,6 +33,7 @@ pub(crate) mod retry;
 pub mod route;
 pub mod stats;
 pub mod upstream;
+pub mod worker;
 
 pub use cluster::{Cluster, Clusters, EndpointSet, Timings, UpstreamResponse};
 pub use config::{ClusterConfig, ClusterName, EndpointConfig, LbPolicy};

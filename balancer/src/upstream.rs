@@ -432,6 +432,12 @@ impl Default for ConnPool {
 impl ConnPool {
     /// An empty pool; the first request connects.
     pub fn new() -> Self {
+        Self::with_stats(Arc::default())
+    }
+
+    /// An empty pool counting its connection events in `stats` (shared by
+    /// an endpoint's per-worker pools).
+    pub fn with_stats(stats: Arc<ConnStats>) -> Self {
         Self {
             h2: ArcSwap::from_pointee(Vec::new()),
             freed: Arc::new(tokio::sync::Notify::new()),
@@ -440,7 +446,7 @@ impl ConnPool {
             idle_h1: std::sync::Mutex::new(Vec::new()),
             h1_open: Arc::new(AtomicUsize::new(0)),
             h1_changed: Arc::new(tokio::sync::Notify::new()),
-            stats: Arc::default(),
+            stats,
         }
     }
 

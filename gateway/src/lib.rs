@@ -28,6 +28,7 @@ pub mod telemetry;
 mod tls;
 pub mod trace;
 mod transcode;
+mod workers;
 
 /// The body of every downstream response.
 pub use respond::ResponseBody;
@@ -85,6 +86,9 @@ pub enum StartError {
     /// The access log could not be opened.
     #[error("cannot open access log: {0}")]
     AccessLog(#[source] std::io::Error),
+    /// A worker thread could not be started.
+    #[error("cannot start worker threads: {0}")]
+    Workers(#[source] std::io::Error),
 }
 
 /// A running gateway.
@@ -99,6 +103,8 @@ pub struct Gateway {
     admin_stop: CancellationToken,
     admin_loop: JoinSet<()>,
     drain_timeout: Duration,
+    /// The data-plane threads, stopped after the drain.
+    workers: Arc<workers::Workers>,
 }
 
 impl Gateway {
@@ -125,6 +131,8 @@ impl Gateway {
             admin_token,
             admin_tls,
         } = compile::compile(cfg).await?;
+        // Before the clusters: their endpoints get a connection pool each.
+        let workers = Arc::new(workers::Workers::start(cfg.workers).map_err(StartError::Workers)?);
         // Checked by `compile`; what is left can fail only on resolution.
         let clusters = Clusters::new(&cfg.clusters, resolver)
             .await
@@ -237,6 +245,7 @@ impl Gateway {
             accept_loops.spawn(listener::run(
                 l,
                 shared.clone(),
+                workers.clone(),
                 drain_timeout,
                 shutdown.clone(),
             ));
@@ -261,6 +270,7 @@ impl Gateway {
             admin_stop,
             admin_loop,
             drain_timeout,
+            workers,
         })
     }
 
@@ -298,6 +308,15 @@ impl Gateway {
         while self.accept_loops.join_next().await.is_some() {}
         self.admin_stop.cancel();
         while self.admin_loop.join_next().await.is_some() {}
+        // The accept loops held the other references.
+        if let Ok(workers) = Arc::try_unwrap(self.workers) {
+            workers.stop().await;
+        }
+    }
+
+    /// Data-plane worker threads running.
+    pub fn workers(&self) -> usize {
+        self.workers.len()
     }
 }
 

@@ -1,5 +1,5 @@
 //! Listeners: the accept loop (never dies, never stops accepting), one task
-//! and span per connection, TLS with ALPN (which pins the HTTP version) or
+//! and span per connection on a worker thread ([`crate::workers`]), TLS with ALPN (which pins the HTTP version) or
 //! cleartext HTTP/1.1 + HTTP/2 prior knowledge on one port (told apart by
 //! the preface), and the connection lifecycle: caps (per listener and per
 //! client IP), a first-bytes timeout, the HTTP/2 first-frame check, idle
@@ -35,6 +35,7 @@ use crate::{
     conn::{self, ConnState, Counted, FirstBytes, PrematureReset, Rewind, Stream, TrackedBody},
     metrics::ListenerMetrics,
     proxy::{self, ConnCtx, ListenerCtx, Shared},
+    workers::Workers,
 };
 
 /// Pause after a failed accept (e.g. out of file descriptors).
@@ -159,6 +160,7 @@ enum CloseReason {
 pub(crate) async fn run(
     l: Listener,
     shared: Arc<Shared>,
+    workers: Arc<Workers>,
     drain_timeout: Duration,
     shutdown: CancellationToken,
 ) {
@@ -228,13 +230,24 @@ pub(crate) async fn run(
         let open = metrics.open_connection();
         let watcher = graceful.watcher();
         let span = debug_span!("conn", client.addr = %peer, listener = %l.ctx.name);
-        tokio::spawn(
+        // Off this runtime's reactor, onto the worker's.
+        let tcp = match tcp.into_std() {
+            Ok(tcp) => tcp,
+            Err(error) => {
+                warn!(%error, listener = %l.ctx.name, "Accepted connection unusable");
+                continue;
+            }
+        };
+        workers.spawn_conn(move || {
             async move {
                 let _slot = (permit, entry, watcher, open);
-                task.serve(tcp, ctx).await;
+                match TcpStream::from_std(tcp) {
+                    Ok(tcp) => task.serve(tcp, ctx).await,
+                    Err(error) => warn!(%error, "Accepted connection unusable"),
+                }
             }
-            .instrument(span),
-        );
+            .instrument(span)
+        });
     }
     drop(l.tcp);
     // Every connection gets GOAWAY (HTTP/2) or closes when idle (HTTP/1.1);

@@ -182,6 +182,45 @@ async fn server_stream_limit_opens_another_connection() {
     }
 }
 
+/// Each worker thread owns its client connections and its own upstream
+/// connections (Envoy's per-worker pools): two client connections go to
+/// the two workers (the one with fewer connections first), so the backend
+/// sees one upstream connection from each; with one worker both clients
+/// share one. `workers = 0` starts one per core.
+#[tokio::test]
+async fn each_worker_owns_its_client_and_upstream_connections() {
+    for (workers, want_conns) in [(2usize, 2u64), (1, 1)] {
+        let s = spawn_sample("w").await;
+        let gw = spawn_gateway(&format!(
+            "workers = {workers}\n{}",
+            simple_config(&[&s], "")
+        ))
+        .await;
+        assert_eq!(gw.workers(), workers);
+        let (a, b) = (
+            channel(gw.first_addr()).await,
+            channel(gw.first_addr()).await,
+        );
+        for ch in [&a, &b, &a, &b] {
+            EchoClient::new(ch.clone())
+                .unary(EchoRequest::default())
+                .await
+                .expect("call");
+        }
+        assert_eq!(s.stats.requests(), 4);
+        assert_eq!(
+            s.stats.connections(),
+            want_conns,
+            "upstream connections with {workers} worker(s)"
+        );
+        gw.shutdown().await;
+    }
+    let s = spawn_sample("w").await;
+    let gw = spawn_gateway(&simple_config(&[&s], "")).await;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    assert_eq!(gw.workers(), cores, "one worker per core by default");
+}
+
 #[tokio::test]
 async fn idle_upstream_connections_close_after_the_idle_timeout() {
     let mut opts = ServerOptions::new("four-streams");

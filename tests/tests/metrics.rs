@@ -19,10 +19,11 @@ const TOKEN: &str = "metrics-test-token";
 
 /// Listener `front` (catch-all route, plus a route naming
 /// `/CodenameCreator/GetCodename` that needs `x-pass: ok`), listener `small`
-/// (one connection at most), listener `tls`, admin with a token.
+/// (one connection at most), listener `tls`, admin with a token; one worker
+/// thread, so the upstream connections are known (one per worker).
 fn config(s: &SampleServer, pki: &TestPki) -> String {
     format!(
-        "[[listeners]]\nname = \"front\"\naddress = \"127.0.0.1:0\"\n\
+        "workers = 1\n[[listeners]]\nname = \"front\"\naddress = \"127.0.0.1:0\"\n\
          [[listeners]]\nname = \"small\"\naddress = \"127.0.0.1:0\"\nmax_connections = 1\n\
          [[listeners]]\nname = \"tls\"\naddress = \"127.0.0.1:0\"\n\
          tls = {{ cert_file = \"{}\", key_file = \"{}\" }}\n\

@@ -143,7 +143,7 @@ impl Cluster {
                 match crate::h2conn::send(slot, req).await {
                     Ok(r) => Ok(r.map(UpstreamIncoming::H2)),
                     Err(SendError::NotSent(e)) => {
-                        ep.pool.invalidate_conn(&conn);
+                        ep.invalidate_conn(&conn);
                         Err(Failure::NotSent(Box::new(e)))
                     }
                     Err(SendError::Failed(e)) => Err(Failure::Failed(Box::new(e))),
@@ -157,7 +157,7 @@ impl Cluster {
             Conn::H1(mut s) => match s.try_send_request(req).await {
                 Ok(r) => {
                     // Reusable once this response is read (`is_ready` then).
-                    ep.pool.put_h1(s);
+                    ep.pool().put_h1(s);
                     Ok(r.map(UpstreamIncoming::H1))
                 }
                 Err(mut e) => {
@@ -216,12 +216,12 @@ impl Cluster {
     async fn connect(&self, ep: &Endpoint, timings: &mut Timings) -> Result<Conn, BalancerError> {
         let start = Instant::now();
         let (conn, opened) = if self.connector.http1 {
-            ep.pool
+            ep.pool()
                 .get_h1(&self.connector, ep.addr, &ep.host)
                 .await
                 .map(|(s, o)| (Conn::H1(s), o))?
         } else {
-            ep.pool
+            ep.pool()
                 .get(&self.connector, ep.addr, &ep.host)
                 .await
                 .map(|(s, o)| (Conn::H2(s), o))?
@@ -236,7 +236,7 @@ impl Cluster {
     /// Counts a failed connect: the endpoint leaves the rotation for a
     /// back-off, unless other connections to it still serve.
     fn connect_failed(&self, ep: &Endpoint, error: &BalancerError) {
-        if ep.pool.connections() > 0 {
+        if ep.h2_connections() > 0 {
             // An extra connection failed; the open ones serve on.
             ep.record_failure();
             warn!(cluster = %self.name, endpoint = %ep.name, error = %ErrorChain(error), "Upstream connect failed (another connection to a busy server)");

@@ -104,6 +104,11 @@ pub struct GatewayConfig {
     /// Time in-flight requests get to finish on shutdown.
     #[serde(default = "default_drain_timeout_ms")]
     pub drain_timeout_ms: u64,
+    /// Data-plane worker threads, each owning its client connections and
+    /// its own upstream connections (Envoy's `--concurrency`, HAProxy's
+    /// `nbthread`); 0 = one per available core.
+    #[serde(default)]
+    pub workers: usize,
 }
 
 /// `[registry]`: descriptor sets.
@@ -303,6 +308,9 @@ impl Default for AccessLogConfig {
 fn yes() -> bool {
     true
 }
+/// Most data-plane worker threads a config may ask for.
+const MAX_WORKERS: usize = 1024;
+
 fn default_drain_timeout_ms() -> u64 {
     DEFAULT_DRAIN_TIMEOUT_MS
 }
@@ -400,6 +408,12 @@ impl GatewayConfig {
         use balancer::config::ConfigError as E;
         if self.listeners.is_empty() {
             return Err(E::new("listeners", "at least one listener is needed"));
+        }
+        if self.workers > MAX_WORKERS {
+            return Err(E::new(
+                "workers",
+                format!("at most {MAX_WORKERS} (0 = one per core)"),
+            ));
         }
         let mut names = std::collections::HashSet::new();
         for (i, l) in self.listeners.iter().enumerate() {
@@ -525,6 +539,10 @@ mod tests {
                 "unknown field `bogus`",
             ),
             ("[[listeners]]\nname='a'\naddress='nope'\n", "address"),
+            (
+                "workers=1025\n[[listeners]]\nname='a'\naddress='127.0.0.1:0'\n",
+                "workers: at most 1024 (0 = one per core)",
+            ),
             (
                 "[[listeners]]\nname='a'\naddress='127.0.0.1:0'\n[[clusters]]\nname='c'\nendpoints=[]\n",
                 "clusters[0].endpoints: a cluster needs at least one endpoint",
