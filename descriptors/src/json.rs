@@ -199,11 +199,45 @@ fn parse_with(
     // Refused (too deep, or an `Any` whose `@type` is not first): the
     // prost-reflect reader says why, with the JSON path, exactly as before
     // (its depth pre-scan first).
-    let desc = match desc {
-        Desc::Input(method) if root.is_some() && !has_any(json) => method.input_of_own_files()?,
-        desc => desc.get()?,
+    match desc {
+        Desc::Input(method) if root.is_some() => own_files_first(codec, method, |desc| {
+            let start = out.len();
+            legacy::json_to_proto(desc, json, opts, out).inspect_err(|_| out.truncate(start))
+        }),
+        desc => legacy::json_to_proto(&desc.get()?, json, opts, out),
+    }
+}
+
+/// Runs the prost-reflect reader `read` with the request type of a pool of
+/// the method's own file and its imports (built in under a millisecond and
+/// kept until idle), and again with the whole pool only when it failed for
+/// want of a type defined elsewhere (an `Any`'s type, an extension) that
+/// the registry has: the whole pool's answer, without building it for every
+/// refused request (a build takes as long as decoding every registered set,
+/// on the request's thread).
+fn own_files_first(
+    codec: &Codec,
+    method: &MethodInfo,
+    mut read: impl FnMut(&MessageDescriptor) -> Result<(), DescriptorError>,
+) -> Result<(), DescriptorError> {
+    match read(&method.input_of_own_files()?) {
+        Err(e) if wants_other_files(codec, &e) => read(&method.input()?),
+        result => result,
+    }
+}
+
+/// Whether prost-reflect's error `e` names a message type the registry has
+/// (`message 'T' not found`: an `Any`'s type) or an extension
+/// (`unrecognized field name '[x.y]'`): a pool of more files may accept it.
+fn wants_other_files(codec: &Codec, e: &DescriptorError) -> bool {
+    let text = e.to_string();
+    let quoted = |after: &str, before: &str| {
+        let start = text.find(after)? + after.len();
+        let len = text[start..].find(before)?;
+        Some(text[start..start + len].to_owned())
     };
-    legacy::json_to_proto(&desc, json, opts, out)
+    quoted("message '", "' not found").is_some_and(|name| codec.find(&name).is_some())
+        || quoted("unrecognized field name '[", "]'").is_some()
 }
 
 /// Builds the request message of an HTTP match and appends its protobuf encoding to `out`.
@@ -623,16 +657,30 @@ pub mod legacy {
         opts: &JsonOptions,
         out: &mut Vec<u8>,
     ) -> Result<(), DescriptorError> {
+        let plans = m.method.plans();
+        // The method's own files first, unless the type is one the codec
+        // does not cover (extensions may be defined anywhere).
+        if plans.input.is_some() {
+            return own_files_first(&plans.codec, &m.method, |desc| {
+                build_with(m, desc, body, query, opts, out)
+            });
+        }
+        build_with(m, &m.method.input()?, body, query, opts, out)
+    }
+
+    /// [`build_request`] with the request type `desc`; `out` as it was on
+    /// an error.
+    fn build_with(
+        m: &HttpMatch,
+        desc: &MessageDescriptor,
+        body: &[u8],
+        query: Option<&str>,
+        opts: &JsonOptions,
+        out: &mut Vec<u8>,
+    ) -> Result<(), DescriptorError> {
         let binding = &*m.binding;
         let plans = m.method.plans();
-        // The method's own files suffice unless the body has an `Any` (its type
-        // may be anywhere) or the type is one the codec does not cover
-        // (extensions may be defined anywhere).
-        let desc = if plans.input.is_some() && !has_any(body) {
-            m.method.input_of_own_files()?
-        } else {
-            m.method.input()?
-        };
+        let desc = desc.clone();
         let prog = plans.codec.program();
         let root = plans.input_type();
         let query = query.filter(|q| !q.is_empty() && binding.body != BodySpec::Whole);
@@ -757,12 +805,6 @@ pub fn status_to_json(
 }
 
 // === helpers: parsing ===
-
-/// Whether `json` may hold an `Any` (its `"@type"` key, escaped or not:
-/// any backslash counts).
-fn has_any(json: &[u8]) -> bool {
-    memchr::memmem::find(json, b"@type").is_some() || memchr::memchr(b'\\', json).is_some()
-}
 
 fn is_blank(json: &[u8]) -> bool {
     json.iter().all(u8::is_ascii_whitespace)

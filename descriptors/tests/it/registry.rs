@@ -571,6 +571,77 @@ fn the_descriptor_pool_is_built_only_when_asked_for() {
     );
 }
 
+/// A refused request names its error from the method's own files; the
+/// whole pool is built only when that answer wants a type defined in
+/// another file the registry has (an `Any` read by prost-reflect because
+/// its `@type` is not first).
+#[test]
+fn refused_requests_build_the_whole_pool_only_for_types_of_other_files() {
+    use descriptors::{JsonOptions, json};
+    let holder = compile_source(
+        "holder.proto",
+        r#"syntax = "proto3";
+package holder.v1;
+import "google/protobuf/any.proto";
+message Holder { google.protobuf.Any payload = 1; string name = 2; }
+service Holders { rpc Keep(Holder) returns (Holder); }"#,
+    );
+    let other = compile_source(
+        "other.proto",
+        "syntax = \"proto3\";\npackage other.v1;\nmessage Thing { string label = 1; }",
+    );
+    let registry = Registry::new();
+    registry.put("holder", &holder).unwrap();
+    registry.put("other", &other).unwrap();
+    let snapshot = registry.snapshot();
+    let keep = snapshot.method("/holder.v1.Holders/Keep").unwrap();
+    let opts = JsonOptions::default();
+    let mut out = Vec::new();
+    let mut call = |body: &str| {
+        assert!(registry.release_idle_pool(std::time::Duration::ZERO) || !registry.pool_is_built());
+        out.clear();
+        let result = json::request_to_proto(keep, body.as_bytes(), &opts, &mut out);
+        (result, registry.pool_is_built())
+    };
+    // Through the codec: `@type` first, whatever file defines it.
+    let (ok, built) =
+        call(r#"{"payload": {"@type": "type.googleapis.com/other.v1.Thing", "label": "x"}}"#);
+    ok.unwrap();
+    assert!(!built);
+    // Refused, with escapes and an `@` but no other file's type: own files.
+    let (err, built) = call(
+        r#"{"name": "a\nb@c", "bogus": 1}"#,
+    );
+    let err = err.unwrap_err().to_string();
+    assert!(err.contains("bogus"), "{err}");
+    assert!(!built, "an escape or an @ built the whole pool");
+    // A type the registry does not have: the same error either way.
+    let (err, built) =
+        call(r#"{"payload": {"label": "x", "@type": "type.googleapis.com/nowhere.v1.T"}}"#);
+    assert!(
+        err.unwrap_err()
+            .to_string()
+            .contains("'nowhere.v1.T' not found")
+    );
+    assert!(!built);
+    // Another file's type after its fields: the codec leaves it to
+    // prost-reflect, whose own-files pool does not have it; the whole pool
+    // does, and accepts it.
+    let (ok, built) =
+        call(r#"{"payload": {"label": "x", "@type": "type.googleapis.com/other.v1.Thing"}}"#);
+    ok.unwrap();
+    assert!(built, "the whole pool answers for other files' types");
+    let mut first = Vec::new();
+    json::request_to_proto(
+        keep,
+        br#"{"payload": {"@type": "type.googleapis.com/other.v1.Thing", "label": "x"}}"#,
+        &opts,
+        &mut first,
+    )
+    .unwrap();
+    assert_eq!(out, first, "the same message whatever the key order");
+}
+
 /// A custom `json_name` that JSON must escape: the codec's plan keeps such
 /// names apart from its quoted keys, and reads and writes them as the
 /// prost-reflect codec does.
