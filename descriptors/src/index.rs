@@ -80,6 +80,20 @@ impl MethodInfo {
         self.plans.codec.program().messages[self.plans.output_type as usize].full_name()
     }
 
+    /// Whether converting this method's messages needs the snapshot's
+    /// prost-reflect pool (the codec does not cover its request or reply
+    /// type: proto2 groups, extensions) and it is not built: a caller on an
+    /// event loop builds it elsewhere first ([`MethodInfo::build_pool`]).
+    pub fn needs_pool_built(&self) -> bool {
+        (self.plans.input.is_none() || self.plans.output.is_none()) && !self.pool.is_cached()
+    }
+
+    /// Builds the snapshot's pool if it is not cached (CPU proportional to
+    /// every registered set: for a blocking thread).
+    pub fn build_pool(&self) {
+        let _ = self.pool.get();
+    }
+
     /// The request message type's descriptor, from the snapshot's pool
     /// (built if not cached: not for the request path).
     pub fn input(&self) -> Result<MessageDescriptor, DescriptorError> {

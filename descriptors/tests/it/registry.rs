@@ -609,9 +609,7 @@ service Holders { rpc Keep(Holder) returns (Holder); }"#,
     ok.unwrap();
     assert!(!built);
     // Refused, with escapes and an `@` but no other file's type: own files.
-    let (err, built) = call(
-        r#"{"name": "a\nb@c", "bogus": 1}"#,
-    );
+    let (err, built) = call(r#"{"name": "a\nb@c", "bogus": 1}"#);
     let err = err.unwrap_err().to_string();
     assert!(err.contains("bogus"), "{err}");
     assert!(!built, "an escape or an @ built the whole pool");
@@ -640,6 +638,32 @@ service Holders { rpc Keep(Holder) returns (Holder); }"#,
     )
     .unwrap();
     assert_eq!(out, first, "the same message whatever the key order");
+}
+
+/// A method whose types the codec does not cover (a proto2 group, an
+/// extension range) needs the whole pool: it says so while the pool is not
+/// built, so an event loop can build it on another thread first.
+#[test]
+fn methods_with_types_the_codec_leaves_to_prost_reflect_say_they_need_the_pool() {
+    let set = compile_source(
+        "legacy.proto",
+        r#"syntax = "proto2";
+package legacy.v1;
+message Old { optional group Inner = 1 { optional int32 n = 2; } extensions 100 to 200; }
+message Plain { optional string s = 1; }
+service Legacy { rpc Get(Old) returns (Plain); rpc Put(Plain) returns (Plain); }"#,
+    );
+    let registry = Registry::new();
+    registry.put("legacy", &set).unwrap();
+    assert!(registry.release_idle_pool(std::time::Duration::ZERO));
+    let snapshot = registry.snapshot();
+    let get = snapshot.method("/legacy.v1.Legacy/Get").unwrap();
+    let put = snapshot.method("/legacy.v1.Legacy/Put").unwrap();
+    assert!(get.needs_pool_built());
+    assert!(!put.needs_pool_built(), "the codec covers Plain");
+    get.build_pool();
+    assert!(registry.pool_is_built());
+    assert!(!get.needs_pool_built());
 }
 
 /// A custom `json_name` that JSON must escape: the codec's plan keeps such

@@ -234,6 +234,12 @@ pub(crate) async fn forward_json(
         method,
         rule,
     } = call;
+    if method.needs_pool_built() {
+        // A type the codec does not cover goes through the prost-reflect
+        // pool: built on a blocking thread, not on this connection's worker.
+        let m = method.clone();
+        let _ = tokio::task::spawn_blocking(move || m.build_pool()).await;
+    }
     let (parts, body) = req.into_parts();
     let mut headers = settings.headers.metadata(&parts.headers);
     let deadline = deadline(&mut headers, route, settings.default_timeout, started);
