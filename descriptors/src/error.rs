@@ -129,6 +129,11 @@ pub enum DescriptorError {
     /// registered sets (never expected: the same bytes built the index).
     #[error("message type `{0}` is not in the registry")]
     UnknownMessage(String),
+    /// The conversion needs the whole prost-reflect pool, which is not
+    /// built, and the caller asked not to build it on its thread
+    /// ([`crate::without_pool_builds`]).
+    #[error("the descriptor pool is not built yet")]
+    PoolNotBuilt,
     /// A `commit` hook (e.g. persisting an upload to disk) failed; nothing
     /// was changed.
     #[error("storing descriptor set `{name}` failed: {message}")]
@@ -191,7 +196,9 @@ impl DescriptorError {
             | Self::TooDeepMessage { .. }
             | Self::AnyTooLarge { .. }
             | Self::JsonTooLarge { .. } => ErrorKind::InvalidResponse,
-            Self::Storage { .. } | Self::UnknownMessage(_) => ErrorKind::Internal,
+            Self::Storage { .. } | Self::UnknownMessage(_) | Self::PoolNotBuilt => {
+                ErrorKind::Internal
+            }
         }
     }
 

@@ -19,6 +19,7 @@
 //! nor keeps the whole pool, and costs one such build per file.
 
 use std::{
+    cell::Cell,
     collections::{HashMap, HashSet},
     sync::{Arc, Mutex, PoisonError},
     time::{Duration, Instant},
@@ -45,6 +46,27 @@ pub(crate) struct LazyPool {
     cached: Mutex<Option<Cached>>,
     /// Pools of one file and its imports, by file ([`LazyPool::partial`]).
     partials: Mutex<Vec<(Arc<str>, Cached)>>,
+}
+
+thread_local! {
+    /// Inside [`without_pool_builds`] on this thread.
+    static NO_BUILDS: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `f` with whole-pool builds refused on this thread: a conversion
+/// that needs the prost-reflect pool while it is not built fails with
+/// [`DescriptorError::PoolNotBuilt`] instead of building it here (CPU
+/// proportional to every registered set). An event loop then builds it on
+/// a blocking thread ([`crate::MethodInfo::build_pool`]) and runs `f` again.
+pub fn without_pool_builds<T>(f: impl FnOnce() -> T) -> T {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            NO_BUILDS.with(|c| c.set(self.0));
+        }
+    }
+    let _restore = Restore(NO_BUILDS.with(|c| c.replace(true)));
+    f()
 }
 
 /// Most pools of one file kept at once; past that, the whole pool serves.
@@ -118,6 +140,9 @@ impl LazyPool {
         if let Some(cached) = cached.as_mut() {
             cached.last_used = Instant::now();
             return Ok(cached.pool.clone());
+        }
+        if NO_BUILDS.with(Cell::get) {
+            return Err(DescriptorError::PoolNotBuilt);
         }
         let mut pool = self.bundled.clone();
         for (name, bytes) in &self.sets {

@@ -508,6 +508,56 @@ async fn a_mid_stream_error_ends_each_format_with_an_error_record() {
     assert_eq!((status.as_u16(), text.as_str()), (200, "[]"));
 }
 
+/// An `Any` whose `@type` comes after its fields, naming a type of another
+/// file, is read by prost-reflect with the whole descriptor pool: when the
+/// pool was released, the gateway builds it on a blocking thread (never on
+/// the connection's worker thread) and the call goes on, unary and NDJSON
+/// client streams alike.
+#[tokio::test]
+async fn an_any_read_by_prost_reflect_has_the_pool_built_off_the_worker() {
+    let s = spawn_sample("s0").await;
+    let gw = json_gateway(&[&s], "").await;
+    let any = r#"{"message":"hi","@type":"type.googleapis.com/sample.echo.v1.EchoRequest"}"#;
+    assert!(gw.registry().release_idle_pool(Duration::ZERO));
+    let req = json_request(
+        "POST",
+        "/v1/types:echo",
+        &format!(r#"{{"s":"x","any":{any}}}"#),
+    );
+    let r = http_call(gw.first_addr(), HttpVersion::H1, req).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["any"]["message"], "hi", "{}", r.text());
+    assert!(gw.registry().pool_is_built());
+
+    // A client stream of such messages, to a method the backend does not
+    // implement: the line is converted (after the build) and sent, and the
+    // backend's UNIMPLEMENTED comes back.
+    let set = descriptors::compile_protos(&[descriptors::SourceFile {
+        path: "keep.proto".to_owned(),
+        source: "syntax = \"proto3\";\npackage keep.v1;\nimport \"google/protobuf/any.proto\";\n\
+                 message Holder { google.protobuf.Any payload = 1; }\n\
+                 service Keeper { rpc Collect(stream Holder) returns (Holder); }\n"
+            .to_owned(),
+    }])
+    .expect("compile keep.proto");
+    gw.registry()
+        .put("keep", &set)
+        .expect("register keep.proto");
+    assert!(gw.registry().release_idle_pool(Duration::ZERO));
+    let req = http::Request::post("/keep.v1.Keeper/Collect")
+        .header("content-type", "application/x-ndjson")
+        .body(body(format!("{{\"payload\":{any}}}\n")))
+        .expect("req");
+    let r = http_call(gw.first_addr(), HttpVersion::H1, req).await;
+    assert_eq!(
+        r.json()["code"],
+        12,
+        "UNIMPLEMENTED from the backend: {}",
+        r.text()
+    );
+    assert!(gw.registry().pool_is_built());
+}
+
 #[tokio::test]
 async fn client_streaming_and_bidi_take_ndjson() {
     let s = spawn_sample("s0").await;

@@ -638,6 +638,23 @@ service Holders { rpc Keep(Holder) returns (Holder); }"#,
     )
     .unwrap();
     assert_eq!(out, first, "the same message whatever the key order");
+
+    // An event loop refuses the build and does it elsewhere.
+    assert!(registry.release_idle_pool(std::time::Duration::ZERO));
+    let late = br#"{"payload": {"label": "x", "@type": "type.googleapis.com/other.v1.Thing"}}"#;
+    let refused = descriptors::without_pool_builds(|| {
+        json::request_to_proto(keep, late, &opts, &mut Vec::new())
+    });
+    assert!(
+        matches!(refused, Err(DescriptorError::PoolNotBuilt)),
+        "{refused:?}"
+    );
+    assert!(!registry.pool_is_built());
+    keep.build_pool();
+    let mut again = Vec::new();
+    descriptors::without_pool_builds(|| json::request_to_proto(keep, late, &opts, &mut again))
+        .unwrap();
+    assert_eq!(again, first);
 }
 
 /// A method whose types the codec does not cover (a proto2 group, an

@@ -81,7 +81,35 @@ impl TranscodeSettings {
 type FailureSlot = Arc<OnceLock<GatewayError>>;
 
 fn invalid(e: &descriptors::DescriptorError) -> GatewayError {
-    GatewayError::InvalidRequest(e.to_string())
+    if e.is_client_error() {
+        GatewayError::InvalidRequest(e.to_string())
+    } else {
+        tracing::warn!(error = %e, "Request conversion failed on our side");
+        GatewayError::Internal
+    }
+}
+
+/// Runs a conversion with no whole-pool build on this worker thread: when
+/// it needs the prost-reflect pool (a type the codec leaves to it), the
+/// pool is built on a blocking thread and the conversion runs again.
+async fn off_loop<T>(
+    method: &Arc<MethodInfo>,
+    mut convert: impl FnMut() -> Result<T, descriptors::DescriptorError>,
+) -> Result<T, descriptors::DescriptorError> {
+    match descriptors::without_pool_builds(&mut convert) {
+        Err(descriptors::DescriptorError::PoolNotBuilt) => {
+            build_pool(method).await;
+            descriptors::without_pool_builds(convert)
+        }
+        result => result,
+    }
+}
+
+/// Builds the registry snapshot's prost-reflect pool of `method` on a
+/// blocking thread.
+async fn build_pool(method: &Arc<MethodInfo>) {
+    let m = method.clone();
+    let _ = tokio::task::spawn_blocking(move || m.build_pool()).await;
 }
 
 /// The JSON codec's metrics for one call's method (none without metrics).
@@ -237,8 +265,7 @@ pub(crate) async fn forward_json(
     if method.needs_pool_built() {
         // A type the codec does not cover goes through the prost-reflect
         // pool: built on a blocking thread, not on this connection's worker.
-        let m = method.clone();
-        let _ = tokio::task::spawn_blocking(move || m.build_pool()).await;
+        build_pool(&method).await;
     }
     let (parts, body) = req.into_parts();
     let mut headers = settings.headers.metadata(&parts.headers);
@@ -282,10 +309,16 @@ pub(crate) async fn forward_json(
         rec.counts.add_request_bytes(bytes.len());
         let mut msg = Vec::with_capacity(bytes.len());
         let began = Instant::now();
-        let built = timed(&codec, TranscodeDirection::JsonToProto, || match &rule {
-            Some(m) => json::build_request(m, &bytes, parts.uri.query(), &settings.json, &mut msg),
-            None => json::request_to_proto(&method, &bytes, &settings.json, &mut msg),
-        });
+        let built = off_loop(&method, || {
+            msg.clear();
+            timed(&codec, TranscodeDirection::JsonToProto, || match &rule {
+                Some(m) => {
+                    json::build_request(m, &bytes, parts.uri.query(), &settings.json, &mut msg)
+                }
+                None => json::request_to_proto(&method, &bytes, &settings.json, &mut msg),
+            })
+        })
+        .await;
         if let Some(t) = &rec.trace {
             t.transcoded("json_to_proto", began);
         }
@@ -436,9 +469,19 @@ pub(crate) async fn forward_json(
                         let mut out = Vec::with_capacity(msg.len() * 2 + 16);
                         let binding = rule.as_ref().map(|m| &*m.binding);
                         let began = Instant::now();
-                        let rendered = timed(&codec, TranscodeDirection::ProtoToJson, || {
-                            json::response_to_json(&method, binding, &msg, &settings.json, &mut out)
-                        });
+                        let rendered = off_loop(&method, || {
+                            out.clear();
+                            timed(&codec, TranscodeDirection::ProtoToJson, || {
+                                json::response_to_json(
+                                    &method,
+                                    binding,
+                                    &msg,
+                                    &settings.json,
+                                    &mut out,
+                                )
+                            })
+                        })
+                        .await;
                         exchange.transcoded("proto_to_json", began);
                         match rendered {
                             Ok(()) => {

@@ -4,6 +4,7 @@
 //! sending. A bad line fails the call with INVALID_ARGUMENT.
 
 use std::{
+    future::Future,
     pin::Pin,
     task::{Context, Poll},
 };
@@ -13,7 +14,7 @@ use http_body::{Body, Frame};
 use hyper::body::Incoming;
 
 use balancer::body::BoxError;
-use descriptors::{JsonOptions, MethodInfo, json};
+use descriptors::{DescriptorError, JsonOptions, MethodInfo, json};
 
 use super::{Codec, FailureSlot, count_error, invalid, request_error_kind, timed, too_large};
 use balancer::grpc::frame as grpc_frame;
@@ -40,6 +41,18 @@ pub(super) struct NdjsonBody {
     codec: Codec,
     /// Bytes received and messages built (metrics).
     counts: std::sync::Arc<BodyCounts>,
+    /// A line waiting for the descriptor pool, built on a blocking thread
+    /// (a type the codec leaves to prost-reflect; never built on the
+    /// connection's worker).
+    waiting: Option<(tokio::task::JoinHandle<()>, BytesMut)>,
+}
+
+/// What became of one line.
+enum Line {
+    Message(Bytes),
+    Blank,
+    /// Set aside in `waiting`.
+    Waiting,
 }
 
 impl NdjsonBody {
@@ -67,6 +80,7 @@ impl NdjsonBody {
             held,
             codec,
             counts,
+            waiting: None,
         }
     }
 
@@ -76,22 +90,35 @@ impl NdjsonBody {
         msg.into()
     }
 
-    /// Converts one line; None for a blank line.
-    fn convert(&mut self, line: &[u8]) -> Result<Option<Bytes>, BoxError> {
+    /// Converts one line. When it needs the descriptor pool, the pool is
+    /// built on a blocking thread and the line waits (once: a line back
+    /// from waiting fails instead).
+    fn convert(&mut self, line: BytesMut, may_wait: bool) -> Result<Line, BoxError> {
         if line.iter().all(u8::is_ascii_whitespace) {
-            return Ok(None);
+            return Ok(Line::Blank);
         }
         self.scratch.clear();
         let (method, opts, scratch) = (&*self.method, &self.opts, &mut self.scratch);
         let built = timed(&self.codec, TranscodeDirection::JsonToProto, || {
-            json::request_to_proto(method, line, opts, scratch)
+            descriptors::without_pool_builds(|| {
+                json::request_to_proto(method, &line, opts, scratch)
+            })
         });
-        if let Err(e) = built {
-            count_error(&self.codec, request_error_kind(&e));
-            return Err(self.fail(invalid(&e)));
+        match built {
+            Ok(()) => {}
+            Err(DescriptorError::PoolNotBuilt) if may_wait => {
+                let m = self.method.clone();
+                let build = tokio::task::spawn_blocking(move || m.build_pool());
+                self.waiting = Some((build, line));
+                return Ok(Line::Waiting);
+            }
+            Err(e) => {
+                count_error(&self.codec, request_error_kind(&e));
+                return Err(self.fail(invalid(&e)));
+            }
         }
         self.counts.add_request_messages(1);
-        Ok(Some(grpc_frame::encode(&self.scratch)))
+        Ok(Line::Message(grpc_frame::encode(&self.scratch)))
     }
 }
 
@@ -105,13 +132,24 @@ impl Body for NdjsonBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         loop {
+            if let Some((mut build, line)) = this.waiting.take() {
+                if Pin::new(&mut build).poll(cx).is_pending() {
+                    this.waiting = Some((build, line));
+                    return Poll::Pending;
+                }
+                match this.convert(line, false) {
+                    Ok(Line::Message(frame)) => return Poll::Ready(Some(Ok(Frame::data(frame)))),
+                    Ok(Line::Blank | Line::Waiting) => {}
+                    Err(e) => return Poll::Ready(Some(Err(e))),
+                }
+            }
             if let Some(pos) = this.buf[this.scanned..].iter().position(|b| *b == b'\n') {
                 let line = this.buf.split_to(this.scanned + pos + 1);
                 this.scanned = 0;
                 this.held.set(this.buf.len());
-                match this.convert(&line) {
-                    Ok(Some(frame)) => return Poll::Ready(Some(Ok(Frame::data(frame)))),
-                    Ok(None) => continue,
+                match this.convert(line, true) {
+                    Ok(Line::Message(frame)) => return Poll::Ready(Some(Ok(Frame::data(frame)))),
+                    Ok(Line::Blank | Line::Waiting) => continue,
                     Err(e) => return Poll::Ready(Some(Err(e))),
                 }
             }
@@ -127,9 +165,10 @@ impl Body for NdjsonBody {
                 }
                 let line = this.buf.split();
                 this.scanned = 0;
-                match this.convert(&line) {
-                    Ok(Some(frame)) => return Poll::Ready(Some(Ok(Frame::data(frame)))),
-                    Ok(None) => return Poll::Ready(None),
+                match this.convert(line, true) {
+                    Ok(Line::Message(frame)) => return Poll::Ready(Some(Ok(Frame::data(frame)))),
+                    Ok(Line::Blank) => return Poll::Ready(None),
+                    Ok(Line::Waiting) => continue,
                     Err(e) => return Poll::Ready(Some(Err(e))),
                 }
             }
