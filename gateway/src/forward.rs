@@ -16,11 +16,11 @@ use std::{
     time::{Duration, Instant},
 };
 
+use crate::linger::FrontBody;
 use bytes::Bytes;
 use http::{HeaderMap, Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use tokio::time::Sleep;
 use tracing::debug;
 
@@ -390,14 +390,14 @@ impl Idle {
 /// The downstream request body on its way upstream, noting activity for
 /// the idle timeout.
 pub(crate) struct ActivityBody {
-    inner: Incoming,
+    inner: FrontBody,
     last: Arc<AtomicU64>,
     started: Instant,
 }
 
 impl ActivityBody {
     /// Wraps `inner`, noting its frames as activity for `idle`.
-    pub(crate) fn new(inner: Incoming, idle: &Idle) -> Self {
+    pub(crate) fn new(inner: FrontBody, idle: &Idle) -> Self {
         Self {
             inner,
             last: idle.last.clone(),

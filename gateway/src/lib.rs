@@ -18,6 +18,7 @@ mod edge;
 pub mod error;
 mod forward;
 mod limits;
+mod linger;
 mod listener;
 pub mod metrics;
 mod proxy;

@@ -8,9 +8,9 @@
 use std::time::Duration;
 
 pub(crate) use crate::config::limits::LimitsConfig;
+use crate::linger::FrontBody;
 use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 
 pub(crate) use balancer::budget::{MemoryBudget, Reservation};
 
@@ -51,9 +51,9 @@ impl Limits {
     /// Reads a whole request body of at most `max` bytes, taking its bytes
     /// from the budget as they arrive, within the body timeouts. The
     /// reservation holds them until dropped.
-    pub async fn collect(
+    pub(crate) async fn collect(
         &self,
-        mut body: Incoming,
+        mut body: FrontBody,
         max: usize,
     ) -> Result<(Bytes, Reservation), GatewayError> {
         let mut held = self.budget.reserve_empty();

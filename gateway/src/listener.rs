@@ -33,6 +33,7 @@ use tracing::{Instrument, debug, debug_span, info, warn};
 use crate::{
     config::ListenerConfig,
     conn::{self, ConnState, Counted, FirstBytes, PrematureReset, Rewind, Stream, TrackedBody},
+    linger::Lingering,
     metrics::ListenerMetrics,
     proxy::{self, ConnCtx, ListenerCtx, Shared},
     workers::Workers,
@@ -347,6 +348,7 @@ impl ConnTask {
             // Counted from here until the response body ends or is dropped.
             let guard = state.open_stream();
             let ctx = ctx.clone();
+            let req = req.map(Lingering::new);
             async move {
                 let resp = proxy::handle(ctx, req).await;
                 Ok::<_, Infallible>(resp.map(|b| TrackedBody::new(b, guard)))

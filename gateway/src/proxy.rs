@@ -12,8 +12,8 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
+use crate::linger::FrontBody;
 use http::{HeaderName, Method, Request, Response, header};
-use hyper::body::Incoming;
 use tracing::debug;
 
 use balancer::{Clusters, HeaderMatch, RouteTable};
@@ -92,7 +92,7 @@ pub(crate) struct ConnCtx {
 /// Handles one request; never fails (errors become responses).
 pub(crate) async fn handle(
     conn: Arc<ConnCtx>,
-    mut req: Request<Incoming>,
+    mut req: Request<FrontBody>,
 ) -> Response<ResponseBody> {
     let started = Instant::now();
     let listener = &conn.listener;
@@ -167,7 +167,7 @@ pub(crate) async fn handle(
 async fn pipeline(
     conn: &Arc<ConnCtx>,
     protocol: Protocol,
-    mut req: Request<Incoming>,
+    mut req: Request<FrontBody>,
     rec: &mut LogRecord,
     started: Instant,
 ) -> Result<Response<ResponseBody>, GatewayError> {

@@ -790,3 +790,91 @@ async fn a_slow_reader_does_not_stop_the_gateway() {
     assert_eq!(status, "0");
     drop(resp);
 }
+
+/// Answers that end before their request does (here `deny_unless` refusing
+/// at once) leave the connection as it was: the rest of each body is read
+/// and dropped. HTTP/2 then needs no reset for them (h2 closes a connection
+/// with GOAWAY `ENHANCE_YOUR_CALM` once 1,024 frames have arrived for
+/// streams it reset), and HTTP/1.1 keeps the connection alive.
+#[tokio::test]
+async fn answers_before_the_request_ends_keep_the_connection() {
+    use futures_util::StreamExt as _;
+    use http_body_util::BodyExt as _;
+    let s = spawn_sample("s0").await;
+    let gw = spawn_gateway(&simple_config(&[&s], "").replacen(
+        "address = \"127.0.0.1:0\"\n",
+        "address = \"127.0.0.1:0\"\ndeny_unless = [{ name = \"x-pass\", exact = \"ok\" }]\n",
+        1,
+    ))
+    .await;
+    let addr = gw.first_addr();
+
+    // HTTP/2: 3,000 refused gRPC calls on one connection, 32 at a time,
+    // each body's DATA frame sent after its HEADERS.
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    let (send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .expect("h2 handshake");
+    tokio::spawn(conn);
+    let denied = futures_util::stream::iter(0..3_000)
+        .map(|_| {
+            let mut send = send.clone();
+            async move {
+                let req = http::Request::post(format!("http://{addr}/sample.echo.v1.Echo/Unary"))
+                    .header("content-type", "application/grpc")
+                    .header("te", "trailers")
+                    .body(body(&b"\0\0\0\0\0"[..]))
+                    .expect("req");
+                send.ready().await.expect("connection usable");
+                let resp = send.send_request(req).await.expect("response");
+                resp.headers()
+                    .get("grpc-status")
+                    .map(|v| v.to_str().unwrap_or_default().to_owned())
+            }
+        })
+        .buffer_unordered(32)
+        .collect::<Vec<_>>();
+    let denied = within(60, "3,000 refused calls", denied).await;
+    assert!(
+        denied.iter().all(|s| s.as_deref() == Some("7")),
+        "PERMISSION_DENIED each"
+    );
+
+    // HTTP/1.1: refused before its body is sent, then the body, then a
+    // second request on the same connection.
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    let (mut send, conn) =
+        hyper::client::conn::http1::handshake::<_, ReqBody>(hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .expect("h1 handshake");
+    tokio::spawn(conn);
+    let (tx, chunked) = channel_body();
+    let req = http::Request::post("/v1/shelves")
+        .header("host", "gw")
+        .header("content-type", "application/json")
+        .body(chunked)
+        .expect("req");
+    let resp = within(5, "early answer", send.send_request(req))
+        .await
+        .expect("response");
+    assert_eq!(resp.status(), 403);
+    tx.send(Bytes::from_static(b"{\"theme\":\"late\"}"))
+        .await
+        .expect("send the body after the answer");
+    drop(tx);
+    resp.into_body().collect().await.expect("answer body");
+    within(5, "connection ready again", send.ready())
+        .await
+        .expect("still open");
+    let again = http::Request::get("/v1/shelves/1")
+        .header("host", "gw")
+        .body(body(""))
+        .expect("req");
+    let resp = within(5, "second request", send.send_request(again))
+        .await
+        .expect("the same connection serves the next request");
+    assert_eq!(resp.status(), 403);
+}

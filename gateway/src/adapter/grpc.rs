@@ -5,8 +5,8 @@
 
 use std::{sync::Arc, time::Instant};
 
+use crate::linger::FrontBody;
 use http::{Request, Version};
-use hyper::body::Incoming;
 
 use balancer::{Route, headers::strip_hop_by_hop};
 
@@ -19,7 +19,7 @@ use crate::{
 /// The upstream request for a native gRPC call; its body's bytes and
 /// messages are added to `counts` as they pass.
 pub(crate) fn outbound(
-    req: Request<Incoming>,
+    req: Request<FrontBody>,
     route: Option<&Route>,
     started: Instant,
     counts: Arc<BodyCounts>,

@@ -6,8 +6,8 @@
 
 use std::{sync::Arc, time::Instant};
 
+use crate::linger::FrontBody;
 use http::{Request, Version, header};
-use hyper::body::Incoming;
 
 use balancer::{Route, config::UpstreamProtocol, headers::strip_hop_by_hop};
 
@@ -17,7 +17,7 @@ use crate::{access_log::BodyCounts, forward::Outbound};
 /// The upstream request for a plain HTTP request to a cluster speaking
 /// `protocol`; its body's bytes are added to `counts` as they pass.
 pub(crate) fn outbound(
-    req: Request<Incoming>,
+    req: Request<FrontBody>,
     route: Option<&Route>,
     protocol: UpstreamProtocol,
     started: Instant,

@@ -16,11 +16,11 @@ use std::{
 };
 
 pub(crate) use crate::config::transcode::TranscodeConfig;
+use crate::linger::FrontBody;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Version, header};
 use http_body::Body as _;
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 
 use balancer::{
     body::{boxed, full},
@@ -248,7 +248,7 @@ pub(crate) struct JsonCall<'a> {
 pub(crate) async fn forward_json(
     conn: &ConnCtx,
     call: JsonCall<'_>,
-    req: Request<Incoming>,
+    req: Request<FrontBody>,
     rec: &mut LogRecord,
     started: Instant,
 ) -> Result<Response<ResponseBody>, GatewayError> {

@@ -9,9 +9,9 @@ use std::{
     task::{Context, Poll},
 };
 
+use crate::linger::FrontBody;
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame};
-use hyper::body::Incoming;
 
 use balancer::body::BoxError;
 use descriptors::{DescriptorError, JsonOptions, MethodInfo, json};
@@ -26,7 +26,7 @@ use crate::{
 };
 
 pub(super) struct NdjsonBody {
-    inner: Incoming,
+    inner: FrontBody,
     buf: BytesMut,
     /// Bytes of `buf` already searched for a newline.
     scanned: usize,
@@ -58,7 +58,7 @@ enum Line {
 impl NdjsonBody {
     #[allow(clippy::too_many_arguments)]
     pub(super) fn new(
-        inner: Incoming,
+        inner: FrontBody,
         method: std::sync::Arc<MethodInfo>,
         opts: JsonOptions,
         max_line: usize,
