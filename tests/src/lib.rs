@@ -327,6 +327,20 @@ pub fn channel_body() -> (tokio::sync::mpsc::Sender<bytes::Bytes>, ReqBody) {
 
 use tokio_stream::StreamExt as _;
 
+/// An h2c connection to `addr` (hyper's client), for raw HTTP/2 requests
+/// on one connection (any path, any headers).
+pub async fn h2_sender(addr: SocketAddr) -> hyper::client::conn::http2::SendRequest<ReqBody> {
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .expect("h2 handshake");
+    tokio::spawn(conn);
+    send
+}
+
 /// Which HTTP version a helper speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HttpVersion {

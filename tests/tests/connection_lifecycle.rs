@@ -811,14 +811,7 @@ async fn answers_before_the_request_ends_keep_the_connection() {
 
     // HTTP/2: 3,000 refused gRPC calls on one connection, 32 at a time,
     // each body's DATA frame sent after its HEADERS.
-    let tcp = TcpStream::connect(addr).await.expect("connect");
-    let (send, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(tcp),
-    )
-    .await
-    .expect("h2 handshake");
-    tokio::spawn(conn);
+    let send = h2_sender(addr).await;
     let denied = futures_util::stream::iter(0..3_000)
         .map(|_| {
             let mut send = send.clone();

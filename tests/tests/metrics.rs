@@ -827,19 +827,6 @@ async fn ejection_shows_in_upstream_series() {
     assert_eq!(state(ejected[0], "UP"), 0.0);
 }
 
-/// An h2c connection sending raw gRPC requests (any path).
-async fn h2_client(addr: SocketAddr) -> hyper::client::conn::http2::SendRequest<ReqBody> {
-    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let (send, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(tcp),
-    )
-    .await
-    .expect("h2 handshake");
-    tokio::spawn(conn);
-    send
-}
-
 #[tokio::test]
 async fn unknown_paths_add_no_label_values() {
     let s = spawn_sample("s0").await;
@@ -848,7 +835,7 @@ async fn unknown_paths_add_no_label_values() {
         .put("samples", sample_services::FILE_DESCRIPTOR_SET)
         .expect("register");
     let addr = gw.first_addr();
-    let send = h2_client(addr).await;
+    let send = h2_sender(addr).await;
     // Path kinds: an unknown service, an unknown method of a registered
     // service (gRPC), and an unknown JSON path.
     let call = |i: u64| {
@@ -1018,7 +1005,7 @@ async fn upstream_connects_retries_goaways_and_resets() {
     }
     let gw = spawn_gateway(&toml).await;
     let addr = gw.first_addr();
-    let send = h2_client(addr).await;
+    let send = h2_sender(addr).await;
     for name in ["goaway", "refuse", "nobudget", "down"] {
         let mut send = send.clone();
         let r = http::Request::post(format!("http://{addr}/t.T/{name}"))

@@ -133,14 +133,7 @@ fn web_config(web: SocketAddr, cluster_extra: &str) -> String {
 
 /// `count` GETs at once over one HTTP/2 connection; their statuses.
 async fn concurrent_gets(addr: SocketAddr, count: usize) -> Vec<u16> {
-    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let (send, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(tcp),
-    )
-    .await
-    .expect("h2 handshake");
-    tokio::spawn(conn);
+    let send = h2_sender(addr).await;
     let calls: Vec<_> = (0..count)
         .map(|i| {
             let mut send = send.clone();

@@ -24,7 +24,7 @@ use prost_reflect::{Cardinality, DescriptorPool, EnumDescriptor, Kind, MessageDe
 
 pub(crate) mod from_json;
 pub(crate) mod nesting;
-mod time;
+pub mod time;
 pub(crate) mod to_json;
 
 /// The compiled plans of every message type of one descriptor pool, built

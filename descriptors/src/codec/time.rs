@@ -165,9 +165,9 @@ fn days_from_civil(year: u32, month: u32, day: u32) -> i64 {
     era * DAYS_PER_ERA + doe - EPOCH_SHIFT_DAYS
 }
 
-/// The date of a day since 1970-01-01 (H. Hinnant's `civil_from_days`);
-/// the year is within 1..=9999 for the timestamp range.
-fn civil_from_days(days: i64) -> (u32, u32, u32) {
+/// The date `(year, month, day)` of a day since 1970-01-01 (H. Hinnant's
+/// `civil_from_days`); the year is within 1..=9999 for the timestamp range.
+pub fn civil_from_days(days: i64) -> (u32, u32, u32) {
     let z = days + EPOCH_SHIFT_DAYS;
     let era = z.div_euclid(DAYS_PER_ERA);
     let doe = z - era * DAYS_PER_ERA;
