@@ -39,8 +39,9 @@ pub struct Codec {
 pub(crate) struct Program {
     pub(crate) messages: Vec<MessagePlan>,
     pub(crate) enums: Vec<EnumPlan>,
-    /// Message indexes sorted by full name.
-    by_full_name: Box<[u32]>,
+    /// `(hash of full name, message index)`, sorted: a call's type is
+    /// found by one hash and, mostly, one comparison.
+    by_full_name: Box<[(u32, u32)]>,
 }
 
 /// A byte range of a plan's `text`.
@@ -265,12 +266,10 @@ impl Program {
         }
         let mut messages: Vec<MessagePlan> = descs.iter().map(|d| compiler.plan(d)).collect();
         mark_unsupported_within(&mut messages);
-        let mut by_full_name: Vec<u32> = (0..messages.len() as u32).collect();
-        by_full_name.sort_unstable_by(|&a, &b| {
-            messages[a as usize]
-                .full_name()
-                .cmp(messages[b as usize].full_name())
-        });
+        let mut by_full_name: Vec<(u32, u32)> = (0..messages.len() as u32)
+            .map(|m| (name_hash(messages[m as usize].full_name().as_bytes()), m))
+            .collect();
+        by_full_name.sort_unstable();
         Program {
             messages,
             enums: compiler.enums,
@@ -280,10 +279,13 @@ impl Program {
 
     /// The index of message type `full_name`.
     pub(crate) fn find(&self, full_name: &str) -> Option<u32> {
-        self.by_full_name
-            .binary_search_by(|&m| self.messages[m as usize].full_name().cmp(full_name))
-            .ok()
-            .map(|i| self.by_full_name[i])
+        let hash = name_hash(full_name.as_bytes());
+        let from = self.by_full_name.partition_point(|&(h, _)| h < hash);
+        self.by_full_name[from..]
+            .iter()
+            .take_while(|&&(h, _)| h == hash)
+            .map(|&(_, m)| m)
+            .find(|&m| self.messages[m as usize].full_name() == full_name)
     }
 }
 
@@ -680,6 +682,22 @@ fn fnv32(bytes: &[u8]) -> u32 {
         h = h.wrapping_mul(0x0100_0193);
     }
     h
+}
+
+/// A hash of a type's full name, eight bytes at a time (names share long
+/// package prefixes, so a binary search by name compared many bytes per
+/// step: 30 % of rendering a small message).
+#[inline]
+fn name_hash(bytes: &[u8]) -> u32 {
+    let (chunks, tail) = bytes.as_chunks::<8>();
+    let mut last = [0u8; 8];
+    last[..tail.len()].copy_from_slice(tail);
+    let mut h = bytes.len() as u64;
+    for chunk in chunks.iter().chain([&last]) {
+        h = (h ^ u64::from_le_bytes(*chunk)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        h ^= h >> 32;
+    }
+    h as u32
 }
 
 fn wkt_of(full_name: &str) -> Option<Wkt> {
