@@ -25,17 +25,13 @@ use descriptors::{
 };
 use prost_reflect::MessageDescriptor;
 
-fn small_json() -> String {
-    r#"{"name":"shelves/1/books/2","author":"Le Guin","title":"Lathe","pages":387}"#.to_owned()
-}
-
 #[path = "common/cpu_time.rs"]
 mod cpu_time;
 use cpu_time::CpuTime;
 
 #[path = "../examples/common/bodies.rs"]
 mod bodies;
-use bodies::{everything_json, nested_json, registry};
+use bodies::{everything_json, nested_json, registry, small_json};
 
 type Codec = fn(
     &MessageDescriptor,

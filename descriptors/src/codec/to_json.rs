@@ -21,6 +21,9 @@ use super::{
 };
 use crate::{error::DescriptorError, json::JsonOptions};
 
+mod in_order;
+use in_order::in_order;
+
 /// Why a rendering stopped.
 #[derive(Debug)]
 pub(crate) enum Stop {
@@ -155,6 +158,11 @@ impl<'o, 'a> Writer<'o, 'a> {
         first: &mut bool,
     ) -> Result<()> {
         let plan = &prog.messages[m as usize];
+        if let [bytes] = chunks
+            && in_order(plan, bytes)?
+        {
+            return self.fields_in_order(prog, plan, bytes, first);
+        }
         let mut occs = self.pool.pop().unwrap_or_default();
         scan(plan, chunks, &mut occs)?;
         if plan.oneof_count() != 0 {
@@ -266,12 +274,7 @@ impl<'o, 'a> Writer<'o, 'a> {
         match card {
             Card::Explicit => true,
             Card::Map => true,
-            Card::Repeated => {
-                // Packed records may be empty.
-                group
-                    .iter()
-                    .any(|o| o.wire != WIRE_LEN || !o.data.is_empty() || !packable(ty))
-            }
+            Card::Repeated => group.iter().any(|o| counts(ty, o)),
             Card::Implicit => !is_default(prog, ty, last),
         }
     }
@@ -304,37 +307,43 @@ impl<'o, 'a> Writer<'o, 'a> {
                 self.out.push(b'[');
                 let mut first = true;
                 for occ in group {
-                    if occ.wire == WIRE_LEN && packable(field.ty) {
-                        let mut data = occ.data;
-                        let wire = element_wire(field.ty);
-                        while !data.is_empty() {
-                            let num = match wire {
-                                WIRE_VARINT => read_varint(&mut data)?,
-                                WIRE_FIXED32 => read_fixed32(&mut data)?,
-                                _ => read_fixed64(&mut data)?,
-                            };
-                            if !first {
-                                self.out.push(b',');
-                            }
-                            first = false;
-                            self.value_num(prog, field.ty, num)?;
-                        }
-                    } else {
-                        if !first {
-                            self.out.push(b',');
-                        }
-                        first = false;
-                        match field.ty {
-                            Ty::Message(m) => self.message(prog, m, &[occ.data])?,
-                            ty => self.value(prog, ty, occ)?,
-                        }
-                    }
+                    self.elements(prog, field.ty, occ, &mut first)?;
                     self.check_limit()?;
                 }
                 self.out.push(b']');
                 Ok(())
             }
             Card::Map => self.map(prog, field.ty, group),
+        }
+    }
+
+    /// Writes the elements of one occurrence of a repeated field (a packed
+    /// record may hold several), after a comma unless `first`.
+    fn elements(&mut self, prog: &Program, ty: Ty, occ: &Occ<'a>, first: &mut bool) -> Result<()> {
+        if occ.wire == WIRE_LEN && packable(ty) {
+            let mut data = occ.data;
+            let wire = element_wire(ty);
+            while !data.is_empty() {
+                let num = match wire {
+                    WIRE_VARINT => read_varint(&mut data)?,
+                    WIRE_FIXED32 => read_fixed32(&mut data)?,
+                    _ => read_fixed64(&mut data)?,
+                };
+                if !*first {
+                    self.out.push(b',');
+                }
+                *first = false;
+                self.value_num(prog, ty, num)?;
+            }
+            return Ok(());
+        }
+        if !*first {
+            self.out.push(b',');
+        }
+        *first = false;
+        match ty {
+            Ty::Message(m) => self.message(prog, m, &[occ.data]),
+            ty => self.value(prog, ty, occ),
         }
     }
 
@@ -670,30 +679,40 @@ fn scan<'a>(plan: &MessagePlan, chunks: &[&'a [u8]], occs: &mut Vec<Occ<'a>>) ->
     for chunk in chunks {
         let mut data = *chunk;
         while !data.is_empty() {
-            let (number, wire) = read_key(&mut data)?;
-            let Some(slot) = plan.slot(number) else {
-                skip_value(&mut data, number, wire)?;
-                continue;
-            };
-            let field = &plan.fields[slot];
-            let mut occ = if field.card == Card::Map {
-                // As prost-reflect decodes a map field: length-delimited
-                // whatever the wire type says.
-                Occ {
-                    data: read_len(&mut data)?,
-                    num: 0,
-                    slot: 0,
-                    wire: WIRE_LEN,
-                }
-            } else {
-                check_wire(field.ty, field.card, wire)?;
-                read_value(&mut data, number, wire)?
-            };
-            occ.slot = slot as u32;
-            occs.push(occ);
+            if let Some(occ) = read_field(plan, &mut data)? {
+                occs.push(occ);
+            }
         }
     }
     Ok(())
+}
+
+/// Reads the next field of a message's bytes: an occurrence of a known
+/// field (checked against its wire type), or `None` for an unknown one
+/// (checked and skipped).
+#[inline(always)]
+fn read_field<'a>(plan: &MessagePlan, data: &mut &'a [u8]) -> Result<Option<Occ<'a>>> {
+    let (number, wire) = read_key(data)?;
+    let Some(slot) = plan.slot(number) else {
+        skip_value(data, number, wire)?;
+        return Ok(None);
+    };
+    let field = &plan.fields[slot];
+    let mut occ = if field.card == Card::Map {
+        // As prost-reflect decodes a map field: length-delimited
+        // whatever the wire type says.
+        Occ {
+            data: read_len(data)?,
+            num: 0,
+            slot: 0,
+            wire: WIRE_LEN,
+        }
+    } else {
+        check_wire(field.ty, field.card, wire)?;
+        read_value(data, number, wire)?
+    };
+    occ.slot = slot as u32;
+    Ok(Some(occ))
 }
 
 /// A map entry's key and last value, read as a decoder reads it (wire
@@ -854,6 +873,12 @@ fn utf8(data: &[u8]) -> Result<&str> {
             "failed to decode Protobuf message: invalid string value: data is not UTF-8 encoded",
         )
     })
+}
+
+/// Whether an occurrence of a repeated field makes it present (a packed
+/// record may be empty).
+fn counts(ty: Ty, occ: &Occ<'_>) -> bool {
+    occ.wire != WIRE_LEN || !occ.data.is_empty() || !packable(ty)
 }
 
 fn packable(ty: Ty) -> bool {
