@@ -22,7 +22,7 @@ use super::{
 use crate::{error::DescriptorError, json::JsonOptions};
 
 mod in_order;
-use in_order::in_order;
+use in_order::{FEW, in_order};
 
 /// Why a rendering stopped.
 #[derive(Debug)]
@@ -61,6 +61,16 @@ struct Occ<'a> {
     num: u64,
     slot: u32,
     wire: u8,
+}
+
+impl Occ<'_> {
+    /// A placeholder.
+    const NONE: Occ<'static> = Occ {
+        data: &[],
+        num: 0,
+        slot: 0,
+        wire: 0,
+    };
 }
 
 /// Writes messages of one program family (Any payloads switch programs).
@@ -158,10 +168,11 @@ impl<'o, 'a> Writer<'o, 'a> {
         first: &mut bool,
     ) -> Result<()> {
         let plan = &prog.messages[m as usize];
-        if let [bytes] = chunks
-            && in_order(plan, bytes)?
-        {
-            return self.fields_in_order(prog, plan, bytes, first);
+        if let [bytes] = chunks {
+            let mut few = [Occ::NONE; FEW];
+            if let Some(n) = in_order(plan, bytes, &mut few)? {
+                return self.write_fields(prog, plan, &few[..n], first);
+            }
         }
         let mut occs = self.pool.pop().unwrap_or_default();
         scan(plan, chunks, &mut occs)?;
@@ -173,6 +184,21 @@ impl<'o, 'a> Writer<'o, 'a> {
         if !occs.windows(2).all(|w| w[0].slot <= w[1].slot) {
             occs.sort_by_key(|o| o.slot);
         }
+        self.write_fields(prog, plan, &occs, first)?;
+        occs.clear();
+        self.pool.push(occs);
+        Ok(())
+    }
+
+    /// Writes the fields of a message from its occurrences (in field
+    /// number order, oneofs resolved), after a comma unless `first`.
+    fn write_fields(
+        &mut self,
+        prog: &Program,
+        plan: &MessagePlan,
+        occs: &[Occ<'a>],
+        first: &mut bool,
+    ) -> Result<()> {
         let mut next_slot = 0usize;
         let mut i = 0usize;
         while i < occs.len() {
@@ -207,8 +233,6 @@ impl<'o, 'a> Writer<'o, 'a> {
         if self.emit_unpopulated {
             self.defaults(prog, plan, next_slot, plan.fields.len(), first)?;
         }
-        occs.clear();
-        self.pool.push(occs);
         Ok(())
     }
 
@@ -274,7 +298,12 @@ impl<'o, 'a> Writer<'o, 'a> {
         match card {
             Card::Explicit => true,
             Card::Map => true,
-            Card::Repeated => group.iter().any(|o| counts(ty, o)),
+            Card::Repeated => {
+                // Packed records may be empty.
+                group
+                    .iter()
+                    .any(|o| o.wire != WIRE_LEN || !o.data.is_empty() || !packable(ty))
+            }
             Card::Implicit => !is_default(prog, ty, last),
         }
     }
@@ -307,43 +336,37 @@ impl<'o, 'a> Writer<'o, 'a> {
                 self.out.push(b'[');
                 let mut first = true;
                 for occ in group {
-                    self.elements(prog, field.ty, occ, &mut first)?;
+                    if occ.wire == WIRE_LEN && packable(field.ty) {
+                        let mut data = occ.data;
+                        let wire = element_wire(field.ty);
+                        while !data.is_empty() {
+                            let num = match wire {
+                                WIRE_VARINT => read_varint(&mut data)?,
+                                WIRE_FIXED32 => read_fixed32(&mut data)?,
+                                _ => read_fixed64(&mut data)?,
+                            };
+                            if !first {
+                                self.out.push(b',');
+                            }
+                            first = false;
+                            self.value_num(prog, field.ty, num)?;
+                        }
+                    } else {
+                        if !first {
+                            self.out.push(b',');
+                        }
+                        first = false;
+                        match field.ty {
+                            Ty::Message(m) => self.message(prog, m, &[occ.data])?,
+                            ty => self.value(prog, ty, occ)?,
+                        }
+                    }
                     self.check_limit()?;
                 }
                 self.out.push(b']');
                 Ok(())
             }
             Card::Map => self.map(prog, field.ty, group),
-        }
-    }
-
-    /// Writes the elements of one occurrence of a repeated field (a packed
-    /// record may hold several), after a comma unless `first`.
-    fn elements(&mut self, prog: &Program, ty: Ty, occ: &Occ<'a>, first: &mut bool) -> Result<()> {
-        if occ.wire == WIRE_LEN && packable(ty) {
-            let mut data = occ.data;
-            let wire = element_wire(ty);
-            while !data.is_empty() {
-                let num = match wire {
-                    WIRE_VARINT => read_varint(&mut data)?,
-                    WIRE_FIXED32 => read_fixed32(&mut data)?,
-                    _ => read_fixed64(&mut data)?,
-                };
-                if !*first {
-                    self.out.push(b',');
-                }
-                *first = false;
-                self.value_num(prog, ty, num)?;
-            }
-            return Ok(());
-        }
-        if !*first {
-            self.out.push(b',');
-        }
-        *first = false;
-        match ty {
-            Ty::Message(m) => self.message(prog, m, &[occ.data]),
-            ty => self.value(prog, ty, occ),
         }
     }
 
@@ -873,12 +896,6 @@ fn utf8(data: &[u8]) -> Result<&str> {
             "failed to decode Protobuf message: invalid string value: data is not UTF-8 encoded",
         )
     })
-}
-
-/// Whether an occurrence of a repeated field makes it present (a packed
-/// record may be empty).
-fn counts(ty: Ty, occ: &Occ<'_>) -> bool {
-    occ.wire != WIRE_LEN || !occ.data.is_empty() || !packable(ty)
 }
 
 fn packable(ty: Ty) -> bool {
