@@ -551,7 +551,14 @@ impl MessagePlan {
     /// mostly come in field order: the slot after the last one read).
     #[inline]
     pub(crate) fn field_by_name_after(&self, name: &str, hint: usize) -> Option<u16> {
-        if self.json_names_unique && hint < self.fields.len() && self.names(hint).0 == name {
+        if self.json_names_unique
+            && let Some(field) = self.fields.get(hint)
+            && !field.escaped
+            // `"name":` holds `name` between its quote and `":`.
+            && field.json_key.len as usize == name.len() + 3
+            && let Some(key) = self.text.as_bytes().get(field.json_key.start as usize + 1..)
+            && short_eq(name.as_bytes(), key)
+        {
             return Some(hint as u16);
         }
         self.field_by_name(name)
@@ -671,6 +678,22 @@ impl EnumPlan {
     }
 }
 
+/// Whether `b` starts with `a`: eight bytes at a time (a JSON key is mostly
+/// short; `==` called `memcmp` for each key, 5 % of JSON -> wire).
+#[inline]
+fn short_eq(a: &[u8], b: &[u8]) -> bool {
+    let Some(b) = b.get(..a.len()) else {
+        return false;
+    };
+    let (a_chunks, a_tail) = a.as_chunks::<8>();
+    let (b_chunks, b_tail) = b.as_chunks::<8>();
+    a_chunks
+        .iter()
+        .zip(b_chunks)
+        .all(|(x, y)| u64::from_ne_bytes(*x) == u64::from_ne_bytes(*y))
+        && a_tail.iter().zip(b_tail).all(|(x, y)| x == y)
+}
+
 /// FNV-1a, 32 bits, for the name tables: short keys, looked up once per
 /// JSON key (SipHash was 9 % of JSON -> wire). The tables are built from
 /// descriptors; a colliding key costs a comparison more.
@@ -728,4 +751,28 @@ fn quoted(s: &str) -> Box<str> {
     let mut out = Vec::with_capacity(s.len() + 2);
     to_json::write_str(&mut out, s);
     String::from_utf8(out).unwrap_or_default().into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::short_eq;
+
+    /// `short_eq(a, b)` is `b.starts_with(a)`, around the eight-byte steps.
+    #[test]
+    fn short_eq_is_starts_with() {
+        for len in 0..20 {
+            let a: Vec<u8> = (0..len as u8).map(|i| b'a' + i).collect();
+            for extra in 0..3 {
+                let mut b = a.clone();
+                b.extend(std::iter::repeat_n(b'"', extra));
+                assert!(short_eq(&a, &b));
+                for at in 0..len {
+                    let mut c = b.clone();
+                    c[at] ^= 1;
+                    assert!(!short_eq(&a, &c));
+                }
+            }
+            assert_eq!(short_eq(&a, &a[..len.saturating_sub(1)]), len == 0);
+        }
+    }
 }
