@@ -17,7 +17,10 @@
 
 use std::{
     collections::{HashMap, VecDeque},
-    sync::{Arc, PoisonError, RwLock, Weak},
+    sync::{
+        Arc, PoisonError, RwLock, Weak,
+        atomic::{AtomicU32, Ordering},
+    },
 };
 
 use prost_reflect::{Cardinality, DescriptorPool, EnumDescriptor, Kind, MessageDescriptor};
@@ -77,6 +80,9 @@ pub(crate) struct MessagePlan {
     /// The full name, then each field's keys and names.
     text: Box<str>,
     full_name: Span,
+    /// JSON bytes per wire byte of the last message of this type written
+    /// whole, in 64ths (0: none yet): sizes the output of the next one.
+    json_per_wire: AtomicU32,
 }
 
 /// How one field is read and written.
@@ -492,6 +498,7 @@ impl Compiler {
             oneofs,
             text: text.0.into(),
             full_name,
+            json_per_wire: AtomicU32::new(0),
         };
         for (slot, field) in plan.fields.iter().enumerate() {
             if field.number < MAX_DENSE_NUMBER {
@@ -638,6 +645,29 @@ impl MessagePlan {
     /// The message type's full name.
     pub(crate) fn full_name(&self) -> &str {
         self.str(self.full_name)
+    }
+
+    /// The JSON size of a `wire_len`-byte message of this type, from the
+    /// last one written (a sixteenth more, and 8 bytes); `None` before one.
+    pub(crate) fn json_size(&self, wire_len: usize) -> Option<usize> {
+        let per_wire = self.json_per_wire.load(Ordering::Relaxed);
+        (per_wire != 0).then(|| {
+            (wire_len.saturating_mul(per_wire as usize) / 64)
+                .saturating_add(wire_len / 16)
+                .saturating_add(8)
+        })
+    }
+
+    /// Notes that a `wire_len`-byte message of this type was `json_len`
+    /// bytes of JSON (stored when it changed by more than a sixteenth).
+    pub(crate) fn learn_json_size(&self, wire_len: usize, json_len: usize) {
+        let per_wire = u32::try_from(json_len.saturating_mul(64) / wire_len.max(1))
+            .unwrap_or(u32::MAX)
+            .max(1);
+        let old = self.json_per_wire.load(Ordering::Relaxed);
+        if per_wire.abs_diff(old) > old / 16 {
+            self.json_per_wire.store(per_wire, Ordering::Relaxed);
+        }
     }
 }
 

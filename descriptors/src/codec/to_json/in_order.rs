@@ -19,12 +19,13 @@ pub(super) fn in_order<'a>(
     plan: &MessagePlan,
     mut bytes: &'a [u8],
     few: &mut [Occ<'a>; FEW],
+    checked: bool,
 ) -> Result<Option<usize>> {
     let mut n: usize = 0;
     // Oneofs with a member seen (a oneof past the 64th: not this path).
     let mut oneofs = 0u64;
     while !bytes.is_empty() {
-        let Some(occ) = read_field(plan, &mut bytes)? else {
+        let Some(occ) = read_field(plan, &mut bytes, checked)? else {
             continue;
         };
         let field = &plan.fields[occ.slot as usize];
