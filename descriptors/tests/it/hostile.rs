@@ -79,7 +79,12 @@ impl Rev {
 
 /// `Node { any: Any(Node { any: ... Node { name: "leaf" } }) }`, `levels` Anys.
 pub(crate) fn nested_any(levels: usize) -> Vec<u8> {
-    let mut rev = Rev::new(b"\x12\x04leaf");
+    anys_around(levels, b"\x12\x04leaf")
+}
+
+/// `levels` Anys as in [`nested_any`] around a `Node` of fields `inner`.
+fn anys_around(levels: usize, inner: &[u8]) -> Vec<u8> {
+    let mut rev = Rev::new(inner);
     for _ in 0..levels {
         rev.wrap(2); // Any.value
         rev.prepend_field(1, NODE_URL.as_bytes()); // Any.type_url
@@ -404,13 +409,7 @@ fn any_payloads_beyond_their_budget_are_refused() {
     // when rendered, 40 x 200 KB of work for a 200 KB message.
     let mut blob = Vec::new();
     prost::encoding::bytes::encode(12, &vec![7u8; 200_000], &mut blob);
-    let mut rev = Rev::new(&blob);
-    for _ in 0..40 {
-        rev.wrap(2);
-        rev.prepend_field(1, NODE_URL.as_bytes());
-        rev.wrap(8);
-    }
-    let err = to_json(&node(&snapshot), &rev.finish()).unwrap_err();
+    let err = to_json(&node(&snapshot), &anys_around(40, &blob)).unwrap_err();
     assert!(
         matches!(err, DescriptorError::AnyTooLarge { .. }),
         "{err:?}"
@@ -504,13 +503,7 @@ fn replies_after_the_first_are_judged_as_the_first() {
     let bad_string = b"\x12\x01\xff"; // name: invalid UTF-8
     let mut blob = Vec::new();
     prost::encoding::bytes::encode(12, &vec![7u8; 200_000], &mut blob);
-    let mut big_any = Rev::new(&blob);
-    for _ in 0..12 {
-        big_any.wrap(2);
-        big_any.prepend_field(1, NODE_URL.as_bytes());
-        big_any.wrap(8);
-    }
-    let big_any = big_any.finish();
+    let big_any = anys_around(12, &blob);
     let list_group = {
         // A Struct value whose Value holds a list with an unknown group.
         let mut rev = Rev::new(&unknown_groups(3));
