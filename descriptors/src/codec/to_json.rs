@@ -1,16 +1,19 @@
 //! Wire bytes → JSON text, driven by a [`Program`].
 //!
 //! Each message level is read once into a list of field occurrences (tag,
-//! wire type, value or slice; unknown fields are checked and skipped), put in
-//! field number order when the bytes were not (a stable sort, so the last
-//! occurrence of a singular field still wins), and written straight into the
-//! output: scalars last-wins, singular messages merged across occurrences,
-//! repeated fields packed or not, maps in sorted key order (last entry of a
-//! key wins), oneofs as a decoder sees them (the member set last wins, and
-//! only its occurrences after another member was set count).
+//! wire type, value or slice; unknown fields are checked and skipped; kept
+//! on the stack when few and in canonical order, see `to_json/in_order.rs`),
+//! put in field number order when the bytes were not (a stable sort, so the
+//! last occurrence of a singular field still wins), and written straight
+//! into the output: scalars last-wins, singular messages merged across
+//! occurrences, repeated fields packed or not, maps in sorted key order (last
+//! entry of a key wins), oneofs as a decoder sees them (the member set last
+//! wins, and only its occurrences after another member was set count).
 //!
-//! Recursion is bounded by the caller: [`super::nesting::check_nesting`] runs
-//! first and refuses bytes nesting deeper than the limits.
+//! Recursion is bounded: by [`super::nesting::check_nesting`], which the
+//! caller runs first, or, for a type written before ([`write_unchecked`]),
+//! by the writer itself, which stops wherever that pre-pass might refuse
+//! the bytes (then the caller runs it, and the writer again).
 
 use base64::Engine as _;
 use prost::Message as _;
