@@ -220,11 +220,12 @@ fn read_fields<'de, A: MapAccess<'de>>(
     map: &mut A,
 ) -> Result<(), A::Error> {
     let base = buf.len();
-    let first_segment = ctx.segments.borrow().len();
+    // Where this message's segments start on the stack, once out of order
+    // (the levels inside it have then taken theirs off).
+    let mut first_segment = None;
     // Oneofs set so far: a bit each (a list past 64).
     let mut oneof_bits = 0u64;
     let mut oneof_more = vec![false; plan.oneof_count().saturating_sub(64)];
-    let mut in_order = true;
     let mut last_slot: Option<u16> = None;
     while let Some(key) =
         map.next_key_seed(KeySeed(plan, last_slot.map_or(0, |s| s as usize + 1)))?
@@ -260,24 +261,28 @@ fn read_fields<'de, A: MapAccess<'de>>(
                 return Err(de::Error::custom("multiple fields provided for oneof"));
             }
         }
+        // In order so far, the fields need no segments (nor reordering).
+        let out_of_order = last_slot.is_some_and(|last| last >= slot);
+        last_slot = Some(slot);
+        if first_segment.is_none() && !out_of_order {
+            continue;
+        }
         let mut segments = ctx.segments.borrow_mut();
-        if in_order && last_slot.is_some_and(|last| last >= slot) {
+        if first_segment.is_none() {
             // The first key out of order: the fields before it, read back.
-            in_order = false;
+            first_segment = Some(segments.len());
             split_fields(plan, buf, base, start, &mut segments)
                 .ok_or_else(|| de::Error::custom("unreadable encoding"))?;
         }
-        last_slot = Some(slot);
-        // In order so far, the fields need no segments (nor reordering).
-        if !in_order {
-            segments.push((slot, start, buf.len()));
+        segments.push((slot, start, buf.len()));
+    }
+    if let Some(first) = first_segment {
+        let mut segments = ctx.segments.borrow_mut();
+        if let Some(own) = segments.get_mut(first..) {
+            reorder(buf, base, own);
         }
+        segments.truncate(first);
     }
-    let mut segments = ctx.segments.borrow_mut();
-    if !in_order {
-        reorder(buf, base, &mut segments[first_segment..]);
-    }
-    segments.truncate(first_segment);
     Ok(())
 }
 
