@@ -5,26 +5,33 @@
 //! with repeated messages, maps, strings and WKTs, ~16 KiB).
 //!
 //! Throughput is counted in JSON bytes both ways (the group name gives the
-//! wire size too). Run with `cargo bench -p descriptors --bench json`.
+//! wire size too), per second of the benchmark thread's CPU time
+//! (`common/cpu_time.rs`: steady on a shared, noisy machine); `BENCH_CLOCK=wall`
+//! measures wall-clock time instead. Run with
+//! `cargo bench -p descriptors --bench json` (a filter such as
+//! `-- wire_to_json` picks directions or shapes).
 
 use std::hint::black_box;
 
 use std::time::Duration;
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{
+    Criterion, Throughput,
+    measurement::{Measurement, WallTime},
+};
 use descriptors::{
     JsonOptions,
     json::{json_to_proto, legacy, proto_to_json},
 };
 use prost_reflect::MessageDescriptor;
 
-fn small_json() -> String {
-    r#"{"name":"shelves/1/books/2","author":"Le Guin","title":"Lathe","pages":387}"#.to_owned()
-}
+#[path = "common/cpu_time.rs"]
+mod cpu_time;
+use cpu_time::CpuTime;
 
 #[path = "../examples/common/bodies.rs"]
 mod bodies;
-use bodies::{everything_json, nested_json, registry};
+use bodies::{everything_json, nested_json, registry, small_json};
 
 type Codec = fn(
     &MessageDescriptor,
@@ -33,7 +40,12 @@ type Codec = fn(
     &mut Vec<u8>,
 ) -> Result<(), descriptors::DescriptorError>;
 
-fn bench_message(c: &mut Criterion, shape: &str, desc: &MessageDescriptor, json: &str) {
+fn bench_message<M: Measurement>(
+    c: &mut Criterion<M>,
+    shape: &str,
+    desc: &MessageDescriptor,
+    json: &str,
+) {
     let opts = JsonOptions::default();
     let mut proto = Vec::new();
     json_to_proto(desc, json.as_bytes(), &opts, &mut proto).expect("bench JSON is valid");
@@ -66,7 +78,7 @@ fn bench_message(c: &mut Criterion, shape: &str, desc: &MessageDescriptor, json:
     group.finish();
 }
 
-fn json(c: &mut Criterion) {
+fn json<M: Measurement>(c: &mut Criterion<M>) {
     let registry = registry();
     let snapshot = registry.snapshot();
     let pool = &*snapshot.pool();
@@ -84,5 +96,18 @@ fn json(c: &mut Criterion) {
     bench_message(c, "repeated", &everything, &everything_json(52, 100));
 }
 
-criterion_group!(benches, json);
-criterion_main!(benches);
+fn run<M: Measurement>(measurement: M) {
+    let mut c = Criterion::default()
+        .with_measurement(measurement)
+        .configure_from_args();
+    json(&mut c);
+    c.final_summary();
+}
+
+fn main() {
+    if std::env::var("BENCH_CLOCK").is_ok_and(|clock| clock == "wall") {
+        run(WallTime);
+    } else {
+        run(CpuTime);
+    }
+}

@@ -24,7 +24,7 @@ static ALLOC: PeakAlloc = PeakAlloc;
 
 #[path = "common/bodies.rs"]
 mod bodies;
-use bodies::{everything_json, nested_json, registry};
+use bodies::{everything_json, nested_json, registry, small_json};
 
 /// Bytes allocated at the peak of `f`, above what was live before it.
 fn peak_of(f: impl FnOnce()) -> usize {
@@ -40,12 +40,7 @@ fn main() {
     let pool = snapshot.pool();
     let message = |name: &str| pool.get_message_by_name(name).expect("test message");
     let shapes = [
-        (
-            "small",
-            message("example.library.v1.Book"),
-            r#"{"name":"shelves/1/books/2","author":"Le Guin","title":"Lathe","pages":387}"#
-                .to_owned(),
-        ),
+        ("small", message("example.library.v1.Book"), small_json()),
         (
             "nested",
             message("example.types.v1.Nested"),

@@ -100,7 +100,7 @@ impl JsonOptions {
     }
 
     /// `max_depth`, capped at what the recursive codecs are known to survive.
-    fn depth_limit(&self) -> usize {
+    pub(crate) fn depth_limit(&self) -> usize {
         self.max_depth.min(MAX_MESSAGE_NESTING)
     }
 }
@@ -564,6 +564,13 @@ fn render_with(
     opts: &JsonOptions,
     out: &mut Vec<u8>,
 ) -> Result<(), DescriptorError> {
+    // A whole message of a type seen before: written with no pre-pass
+    // unless the writer stops where the pre-pass would judge the bytes.
+    if let (Some(root), None) = (root, field)
+        && to_json::write_unchecked(codec, root, proto, opts, out).is_some()
+    {
+        return Ok(());
+    }
     // The depth and `Any` bounds, on the bytes before anything recursive.
     let messages = match root {
         Some(root) => nesting::check_nesting(codec, root, proto, opts.depth_limit())?,
@@ -598,7 +605,13 @@ fn render_with(
         None => Err(to_json::Stop::Unsupported),
     };
     match result {
-        Ok(()) => Ok(()),
+        Ok(()) => {
+            if let (Some(root), None) = (root, field) {
+                let plan = &codec.program().messages[root as usize];
+                plan.learn_json_size(proto.len(), out.len() - start);
+            }
+            Ok(())
+        }
         Err(stop) => {
             out.truncate(start);
             match stop {
@@ -606,6 +619,10 @@ fn render_with(
                     max: opts.max_json_output_bytes,
                 }),
                 to_json::Stop::Invalid(message) => Err(DescriptorError::InvalidProto(message)),
+                // Only an unchecked writer stops so.
+                to_json::Stop::Recheck => Err(DescriptorError::InvalidProto(
+                    "failed to decode Protobuf message".to_owned(),
+                )),
                 to_json::Stop::Unsupported => {
                     legacy::response_to_json_inner(&desc.get()?, field, proto, opts, out)
                 }

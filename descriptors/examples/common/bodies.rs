@@ -23,6 +23,11 @@ pub(crate) fn registry() -> Registry {
     registry
 }
 
+/// A small `Book` (~75 bytes).
+pub(crate) fn small_json() -> String {
+    r#"{"name":"shelves/1/books/2","author":"Le Guin","title":"Lathe","pages":387}"#.to_owned()
+}
+
 /// An `Everything` with `messages` repeated messages, `entries` map
 /// entries and as many repeated strings, nested messages and WKTs.
 pub(crate) fn everything_json(messages: usize, entries: usize) -> String {

@@ -221,11 +221,12 @@ fn read_fields<'de, A: MapAccess<'de>>(
     map: &mut A,
 ) -> Result<(), A::Error> {
     let base = buf.len();
-    let first_segment = ctx.segments.borrow().len();
+    // Where this message's segments start on the stack, once out of order
+    // (the levels inside it have then taken theirs off).
+    let mut first_segment = None;
     // Oneofs set so far: a bit each (a list past 64).
     let mut oneof_bits = 0u64;
     let mut oneof_more = vec![false; plan.oneof_count().saturating_sub(64)];
-    let mut in_order = true;
     let mut last_slot: Option<u16> = None;
     while let Some(key) =
         map.next_key_seed(KeySeed(plan, last_slot.map_or(0, |s| s as usize + 1)))?
@@ -261,16 +262,67 @@ fn read_fields<'de, A: MapAccess<'de>>(
                 return Err(de::Error::custom("multiple fields provided for oneof"));
             }
         }
-        in_order &= last_slot.is_none_or(|last| last < slot);
+        // In order so far, the fields need no segments (nor reordering).
+        let out_of_order = last_slot.is_some_and(|last| last >= slot);
         last_slot = Some(slot);
-        ctx.segments.borrow_mut().push((slot, start, buf.len()));
+        if first_segment.is_none() && !out_of_order {
+            continue;
+        }
+        let mut segments = ctx.segments.borrow_mut();
+        if first_segment.is_none() {
+            // The first key out of order: the fields before it, read back.
+            first_segment = Some(segments.len());
+            split_fields(plan, buf, base, start, &mut segments)
+                .ok_or_else(|| de::Error::custom("unreadable encoding"))?;
+        }
+        segments.push((slot, start, buf.len()));
     }
-    let mut segments = ctx.segments.borrow_mut();
-    if !in_order {
-        reorder(buf, base, &mut segments[first_segment..]);
+    if let Some(first) = first_segment {
+        let mut segments = ctx.segments.borrow_mut();
+        if let Some(own) = segments.get_mut(first..) {
+            reorder(buf, base, own);
+        }
+        segments.truncate(first);
     }
-    segments.truncate(first_segment);
     Ok(())
+}
+
+/// Appends the segments of the field encodings in `buf[from..to]` (fields
+/// in field number order, each written by one key: its records together);
+/// `None` if not an encoding (not reached: this reader wrote it).
+fn split_fields(
+    plan: &MessagePlan,
+    buf: &[u8],
+    from: usize,
+    to: usize,
+    segments: &mut Vec<(u16, usize, usize)>,
+) -> Option<()> {
+    let bytes = buf.get(from..to)?;
+    let mut rest = bytes;
+    let mut current: Option<(u16, usize, usize)> = None;
+    while !rest.is_empty() {
+        let start = from + bytes.len() - rest.len();
+        let key = super::to_json::read_varint(&mut rest).ok()?;
+        let len = match key as u8 & 7 {
+            WIRE_VARINT => {
+                super::to_json::read_varint(&mut rest).ok()?;
+                0
+            }
+            WIRE_FIXED64 => 8,
+            WIRE_FIXED32 => 4,
+            WIRE_LEN => usize::try_from(super::to_json::read_varint(&mut rest).ok()?).ok()?,
+            _ => return None,
+        };
+        rest = rest.get(len..)?;
+        let end = from + bytes.len() - rest.len();
+        let slot = u16::try_from(plan.slot(u32::try_from(key >> 3).ok()?)?).ok()?;
+        match &mut current {
+            Some(segment) if segment.0 == slot => segment.2 = end,
+            _ => segments.extend(current.replace((slot, start, end))),
+        }
+    }
+    segments.extend(current);
+    Some(())
 }
 
 /// Puts the field encodings after `base` in field number order, the last

@@ -1,16 +1,19 @@
 //! Wire bytes → JSON text, driven by a [`Program`].
 //!
 //! Each message level is read once into a list of field occurrences (tag,
-//! wire type, value or slice; unknown fields are checked and skipped), put in
-//! field number order when the bytes were not (a stable sort, so the last
-//! occurrence of a singular field still wins), and written straight into the
-//! output: scalars last-wins, singular messages merged across occurrences,
-//! repeated fields packed or not, maps in sorted key order (last entry of a
-//! key wins), oneofs as a decoder sees them (the member set last wins, and
-//! only its occurrences after another member was set count).
+//! wire type, value or slice; unknown fields are checked and skipped; kept
+//! on the stack when few and in canonical order, see `to_json/in_order.rs`),
+//! put in field number order when the bytes were not (a stable sort, so the
+//! last occurrence of a singular field still wins), and written straight
+//! into the output: scalars last-wins, singular messages merged across
+//! occurrences, repeated fields packed or not, maps in sorted key order (last
+//! entry of a key wins), oneofs as a decoder sees them (the member set last
+//! wins, and only its occurrences after another member was set count).
 //!
-//! Recursion is bounded by the caller: [`super::nesting::check_nesting`] runs
-//! first and refuses bytes nesting deeper than the limits.
+//! Recursion is bounded: by [`super::nesting::check_nesting`], which the
+//! caller runs first, or, for a type written before ([`write_unchecked`]),
+//! by the writer itself, which stops wherever that pre-pass might refuse
+//! the bytes (then the caller runs it, and the writer again).
 
 use base64::Engine as _;
 use prost::Message as _;
@@ -21,6 +24,9 @@ use super::{
 };
 use crate::{error::DescriptorError, json::JsonOptions};
 
+mod in_order;
+use in_order::{FEW, in_order};
+
 /// Why a rendering stopped.
 #[derive(Debug)]
 pub(crate) enum Stop {
@@ -30,6 +36,10 @@ pub(crate) enum Stop {
     TooLarge,
     /// A type the plan does not cover (groups, extensions): use prost-reflect.
     Unsupported,
+    /// Writing bytes no pre-pass has bounded ([`Writer::unchecked`]): they
+    /// might nest deeper than the pre-pass allows, hold groups (whose depth
+    /// it counts) or `Any` payloads past its budget; it has to judge them.
+    Recheck,
 }
 
 impl From<Stop> for DescriptorError {
@@ -38,6 +48,7 @@ impl From<Stop> for DescriptorError {
             Stop::Invalid(message) => DescriptorError::InvalidProto(message),
             Stop::TooLarge => DescriptorError::JsonTooLarge { max: 0 },
             Stop::Unsupported => DescriptorError::InvalidProto("unsupported type".to_owned()),
+            Stop::Recheck => DescriptorError::InvalidProto("not checked".to_owned()),
         }
     }
 }
@@ -60,6 +71,16 @@ struct Occ<'a> {
     wire: u8,
 }
 
+impl Occ<'_> {
+    /// A placeholder.
+    const NONE: Occ<'static> = Occ {
+        data: &[],
+        num: 0,
+        slot: 0,
+        wire: 0,
+    };
+}
+
 /// Writes messages of one program family (Any payloads switch programs).
 pub(crate) struct Writer<'o, 'a> {
     codec: &'o Codec,
@@ -71,6 +92,15 @@ pub(crate) struct Writer<'o, 'a> {
     enums_as_ints: bool,
     /// Cleared occurrence lists, reused across message levels.
     pool: Vec<Vec<Occ<'a>>>,
+    /// The pre-pass ([`super::nesting::check_nesting`]) has bounded the
+    /// bytes; else (see [`Writer::unchecked`]) what it would judge stops
+    /// the writing with [`Stop::Recheck`].
+    checked: bool,
+    /// Message levels entered (the root is 1), and how many may be.
+    level: usize,
+    max_level: usize,
+    /// `Any` payload bytes still allowed.
+    any_left: usize,
 }
 
 impl<'o, 'a> Writer<'o, 'a> {
@@ -84,6 +114,34 @@ impl<'o, 'a> Writer<'o, 'a> {
             proto_names: opts.preserve_proto_field_names,
             enums_as_ints: opts.enums_as_ints,
             pool: Vec::new(),
+            checked: true,
+            level: 0,
+            max_level: usize::MAX,
+            any_left: usize::MAX,
+        }
+    }
+
+    /// A writer for bytes no pre-pass has bounded, which stops with
+    /// [`Stop::Recheck`] (or another error) wherever the pre-pass might
+    /// refuse them, so that a message written whole is one the pre-pass
+    /// accepts: past `max_level` message levels (a level adds at most two
+    /// JSON levels and two of the pre-pass's frames: a map entry and its
+    /// value), at a group, past `any_budget` bytes of `Any` payloads, at an
+    /// `Any` payload of a type the plans do not cover, or where a message is
+    /// only checked, not written (a cleared oneof member, an overwritten
+    /// map value).
+    pub(crate) fn unchecked(
+        codec: &'o Codec,
+        opts: &JsonOptions,
+        out: &'o mut Vec<u8>,
+        max_level: usize,
+        any_budget: usize,
+    ) -> Self {
+        Self {
+            checked: false,
+            max_level,
+            any_left: any_budget,
+            ..Self::new(codec, opts, out)
         }
     }
 
@@ -97,6 +155,16 @@ impl<'o, 'a> Writer<'o, 'a> {
 
     /// Writes message `m` of `prog`, whose encoding is the concatenation of `chunks`.
     pub(crate) fn message(&mut self, prog: &Program, m: u32, chunks: &[&'a [u8]]) -> Result<()> {
+        if self.level >= self.max_level {
+            return Err(Stop::Recheck);
+        }
+        self.level += 1;
+        let written = self.message_in_level(prog, m, chunks);
+        self.level -= 1;
+        written
+    }
+
+    fn message_in_level(&mut self, prog: &Program, m: u32, chunks: &[&'a [u8]]) -> Result<()> {
         let plan = &prog.messages[m as usize];
         if plan.unsupported {
             return Err(Stop::Unsupported);
@@ -125,9 +193,9 @@ impl<'o, 'a> Writer<'o, 'a> {
             return Err(Stop::Unsupported);
         }
         let mut occs = Vec::new();
-        scan(plan, &[bytes], &mut occs)?;
+        scan(plan, &[bytes], &mut occs, self.checked)?;
         for occ in resolve_oneofs(plan, &mut occs) {
-            validate_occ(prog, plan, &occ)?;
+            validate_occ(prog, plan, &occ, self.checked)?;
         }
         let Some(slot) = plan.slot(number) else {
             return Err(invalid("no such field"));
@@ -155,16 +223,37 @@ impl<'o, 'a> Writer<'o, 'a> {
         first: &mut bool,
     ) -> Result<()> {
         let plan = &prog.messages[m as usize];
+        if let [bytes] = chunks {
+            let mut few = [Occ::NONE; FEW];
+            if let Some(n) = in_order(plan, bytes, &mut few, self.checked)? {
+                return self.write_fields(prog, plan, &few[..n], first);
+            }
+        }
         let mut occs = self.pool.pop().unwrap_or_default();
-        scan(plan, chunks, &mut occs)?;
+        scan(plan, chunks, &mut occs, self.checked)?;
         if plan.oneof_count() != 0 {
             for occ in resolve_oneofs(plan, &mut occs) {
-                validate_occ(prog, plan, &occ)?;
+                validate_occ(prog, plan, &occ, self.checked)?;
             }
         }
         if !occs.windows(2).all(|w| w[0].slot <= w[1].slot) {
             occs.sort_by_key(|o| o.slot);
         }
+        self.write_fields(prog, plan, &occs, first)?;
+        occs.clear();
+        self.pool.push(occs);
+        Ok(())
+    }
+
+    /// Writes the fields of a message from its occurrences (in field
+    /// number order, oneofs resolved), after a comma unless `first`.
+    fn write_fields(
+        &mut self,
+        prog: &Program,
+        plan: &MessagePlan,
+        occs: &[Occ<'a>],
+        first: &mut bool,
+    ) -> Result<()> {
         let mut next_slot = 0usize;
         let mut i = 0usize;
         while i < occs.len() {
@@ -185,7 +274,7 @@ impl<'o, 'a> Writer<'o, 'a> {
                 // Overwritten values were decoded all the same.
                 if let (Ty::String, Some((_, overwritten))) = (field.ty, group.split_last()) {
                     for occ in overwritten {
-                        validate_occ(prog, plan, occ)?;
+                        validate_occ(prog, plan, occ, self.checked)?;
                     }
                 }
             }
@@ -199,8 +288,6 @@ impl<'o, 'a> Writer<'o, 'a> {
         if self.emit_unpopulated {
             self.defaults(prog, plan, next_slot, plan.fields.len(), first)?;
         }
-        occs.clear();
-        self.pool.push(occs);
         Ok(())
     }
 
@@ -342,6 +429,10 @@ impl<'o, 'a> Writer<'o, 'a> {
         let Ty::Message(entry) = ty else {
             return Err(invalid("map field without an entry type"));
         };
+        // The entries are a level down (the pre-pass's frames).
+        if self.level >= self.max_level {
+            return Err(Stop::Recheck);
+        }
         let entry_plan = &prog.messages[entry as usize];
         let (Some(key_field), Some(value_field)) = (
             entry_plan.slot(1).map(|s| &entry_plan.fields[s]),
@@ -354,7 +445,7 @@ impl<'o, 'a> Writer<'o, 'a> {
         let mut entries: Vec<(MapKey<'a>, u32)> = Vec::with_capacity(group.len());
         let mut merged: Vec<Occ<'a>> = Vec::new();
         for (i, occ) in group.iter().enumerate() {
-            let (key, _) = map_entry(occ.data, key_field, value_field, &mut merged)?;
+            let (key, _) = map_entry(occ.data, key_field, value_field, &mut merged, self.checked)?;
             entries.push((key, i as u32));
         }
         // Stable: the last entry of a key stays last.
@@ -374,7 +465,10 @@ impl<'o, 'a> Writer<'o, 'a> {
                 // Overwritten entries were decoded all the same.
                 for &(_, index) in &entries[i..j] {
                     let data = group[index as usize].data;
-                    let value = entry_value(data, true, &mut merged)?;
+                    if !self.checked {
+                        return Err(Stop::Recheck);
+                    }
+                    let value = entry_value(data, true, &mut merged, self.checked)?;
                     for o in merged.iter().chain(&value) {
                         validate_message(prog, m, o.data)?;
                     }
@@ -383,7 +477,7 @@ impl<'o, 'a> Writer<'o, 'a> {
             let (key, index) = &entries[j];
             let data = group[*index as usize].data;
             let message_value = matches!(value_field.ty, Ty::Message(_));
-            let value = entry_value(data, message_value, &mut merged)?;
+            let value = entry_value(data, message_value, &mut merged, self.checked)?;
             i = j + 1;
             if !first {
                 self.out.push(b',');
@@ -484,6 +578,14 @@ impl<'o, 'a> Writer<'o, 'a> {
             }
         };
         let decode_err = |e: prost::DecodeError| invalid(format!("error decoding: {e}"));
+        let walked = matches!(
+            wkt,
+            Wkt::Any | Wkt::Struct | Wkt::Value | Wkt::ListValue | Wkt::Empty
+        );
+        if !self.checked && !walked {
+            // prost skips groups the pre-pass would count.
+            check_wire_bytes(bytes, false)?;
+        }
         match wkt {
             Wkt::Any => return self.any(plan, chunks),
             Wkt::Timestamp => {
@@ -523,7 +625,7 @@ impl<'o, 'a> Writer<'o, 'a> {
                 write_str(self.out, &result);
             }
             Wkt::Empty => {
-                check_wire_bytes(bytes)?;
+                check_wire_bytes(bytes, self.checked)?;
                 self.out.extend_from_slice(b"{}");
             }
             Wkt::Struct | Wkt::Value | Wkt::ListValue => {
@@ -559,7 +661,7 @@ impl<'o, 'a> Writer<'o, 'a> {
         chunks: &[&'a [u8]],
     ) -> Result<()> {
         let mut occs: Vec<Occ<'a>> = Vec::new();
-        scan(plan, chunks, &mut occs)?;
+        scan(plan, chunks, &mut occs, self.checked)?;
         match wkt {
             Wkt::Struct => {
                 let Some(field) = plan.fields.first().filter(|f| f.number == 1) else {
@@ -588,7 +690,7 @@ impl<'o, 'a> Writer<'o, 'a> {
             }
             _ => {
                 for occ in resolve_oneofs(plan, &mut occs) {
-                    validate_occ(prog, plan, &occ)?;
+                    validate_occ(prog, plan, &occ, self.checked)?;
                 }
                 let Some(last) = occs.last().copied() else {
                     self.out.extend_from_slice(b"null");
@@ -625,7 +727,7 @@ impl<'o, 'a> Writer<'o, 'a> {
     fn any(&mut self, plan: &MessagePlan, chunks: &[&'a [u8]]) -> Result<()> {
         // The last `type_url` (1) and `value` (2), borrowed from the input.
         let mut occs = self.pool.pop().unwrap_or_default();
-        scan(plan, chunks, &mut occs)?;
+        scan(plan, chunks, &mut occs, self.checked)?;
         let mut type_url = "";
         let mut value: &'a [u8] = &[];
         for occ in &occs {
@@ -650,6 +752,16 @@ impl<'o, 'a> Writer<'o, 'a> {
         if root.unsupported {
             return Err(Stop::Unsupported);
         }
+        if !self.checked {
+            // The pre-pass's walk: types it covers, within its budget.
+            if root.unsupported_within {
+                return Err(Stop::Recheck);
+            }
+            self.any_left = self
+                .any_left
+                .checked_sub(value.len())
+                .ok_or(Stop::Recheck)?;
+        }
         self.out.extend_from_slice(b"{\"@type\":");
         write_str(self.out, type_url);
         if root.wkt.is_some() {
@@ -664,38 +776,101 @@ impl<'o, 'a> Writer<'o, 'a> {
     }
 }
 
+/// Writes message `root` of `codec` from `proto` with no pre-pass (see
+/// [`Writer::unchecked`]), its output sized from the last message of its
+/// type (the pre-pass's message count sizes it otherwise): `None` when no
+/// message of the type was written yet, or when the writer stopped (`out`
+/// then as it was), for the caller to check the bytes and write them.
+pub(crate) fn write_unchecked(
+    codec: &Codec,
+    root: u32,
+    proto: &[u8],
+    opts: &JsonOptions,
+    out: &mut Vec<u8>,
+) -> Option<()> {
+    let prog = codec.program();
+    let plan = &prog.messages[root as usize];
+    let estimate = plan
+        .json_size(proto.len())?
+        .min(opts.max_json_output_bytes.saturating_add(1));
+    if out.capacity() - out.len() < estimate {
+        out.reserve_exact(estimate);
+    }
+    let start = out.len();
+    // The pre-pass's bounds (`nesting::check_nesting`): its JSON depth and
+    // frames, at most two per level, and its `Any` budget.
+    let max_level = opts.depth_limit().saturating_add(1) / 2;
+    let any_budget = proto
+        .len()
+        .saturating_mul(crate::wire::MAX_ANY_EXPANSION)
+        .saturating_add(crate::wire::ANY_ALLOWANCE_BYTES);
+    let mut writer = Writer::unchecked(codec, opts, out, max_level, any_budget);
+    if writer.message(prog, root, &[proto]).is_ok() {
+        plan.learn_json_size(proto.len(), out.len() - start);
+        return Some(());
+    }
+    out.truncate(start);
+    None
+}
+
 // === scanning ===
 
 /// Reads every field of a message (the concatenation of `chunks`) into
 /// `occs`: known fields checked against their wire type, unknown ones skipped.
-fn scan<'a>(plan: &MessagePlan, chunks: &[&'a [u8]], occs: &mut Vec<Occ<'a>>) -> Result<()> {
+/// `checked`: the pre-pass has walked the bytes (else [`read_field`]
+/// stops where it might not have).
+fn scan<'a>(
+    plan: &MessagePlan,
+    chunks: &[&'a [u8]],
+    occs: &mut Vec<Occ<'a>>,
+    checked: bool,
+) -> Result<()> {
     for chunk in chunks {
         let mut data = *chunk;
         while !data.is_empty() {
-            let (number, wire) = read_key(&mut data)?;
-            let Some(slot) = plan.slot(number) else {
-                skip_value(&mut data, number, wire)?;
-                continue;
-            };
-            let field = &plan.fields[slot];
-            let mut occ = if field.card == Card::Map {
-                // As prost-reflect decodes a map field: length-delimited
-                // whatever the wire type says.
-                Occ {
-                    data: read_len(&mut data)?,
-                    num: 0,
-                    slot: 0,
-                    wire: WIRE_LEN,
-                }
-            } else {
-                check_wire(field.ty, field.card, wire)?;
-                read_value(&mut data, number, wire)?
-            };
-            occ.slot = slot as u32;
-            occs.push(occ);
+            if let Some(occ) = read_field(plan, &mut data, checked)? {
+                occs.push(occ);
+            }
         }
     }
     Ok(())
+}
+
+/// Reads the next field of a message's bytes: an occurrence of a known
+/// field (checked against its wire type), or `None` for an unknown one
+/// (checked and skipped). Unless `checked` (by the pre-pass), what the
+/// pre-pass reads otherwise stops it ([`Stop::Recheck`]): an unknown group,
+/// a map entry not length-delimited.
+#[inline(always)]
+fn read_field<'a>(
+    plan: &MessagePlan,
+    data: &mut &'a [u8],
+    checked: bool,
+) -> Result<Option<Occ<'a>>> {
+    let (number, wire) = read_key(data)?;
+    let Some(slot) = plan.slot(number) else {
+        skip_unknown(data, number, wire, checked)?;
+        return Ok(None);
+    };
+    let field = &plan.fields[slot];
+    let mut occ = if field.card == Card::Map {
+        if wire != WIRE_LEN && !checked {
+            return Err(Stop::Recheck);
+        }
+        // As prost-reflect decodes a map field: length-delimited
+        // whatever the wire type says.
+        Occ {
+            data: read_len(data)?,
+            num: 0,
+            slot: 0,
+            wire: WIRE_LEN,
+        }
+    } else {
+        check_wire(field.ty, field.card, wire)?;
+        read_value(data, number, wire)?
+    };
+    occ.slot = slot as u32;
+    Ok(Some(occ))
 }
 
 /// A map entry's key and last value, read as a decoder reads it (wire
@@ -706,6 +881,7 @@ fn map_entry<'a>(
     key_field: &FieldPlan,
     value_field: &FieldPlan,
     merged: &mut Vec<Occ<'a>>,
+    checked: bool,
 ) -> Result<(MapKey<'a>, Option<Occ<'a>>)> {
     merged.clear();
     let message_value = matches!(value_field.ty, Ty::Message(_));
@@ -729,7 +905,7 @@ fn map_entry<'a>(
                 }
                 value = Some(o);
             }
-            _ => skip_value(&mut data, number, wire)?,
+            _ => skip_unknown(&mut data, number, wire, checked)?,
         }
     }
     let absent = Occ {
@@ -748,13 +924,14 @@ fn entry_value<'a>(
     mut data: &'a [u8],
     message_value: bool,
     merged: &mut Vec<Occ<'a>>,
+    checked: bool,
 ) -> Result<Option<Occ<'a>>> {
     merged.clear();
     let mut value: Option<Occ<'a>> = None;
     while !data.is_empty() {
         let (number, wire) = read_key(&mut data)?;
         if number != 2 {
-            skip_value(&mut data, number, wire)?;
+            skip_unknown(&mut data, number, wire, checked)?;
             continue;
         }
         let o = read_value(&mut data, number, wire)?;
@@ -818,9 +995,12 @@ fn resolve_oneofs<'a>(plan: &MessagePlan, occs: &mut Vec<Occ<'a>>) -> Vec<Occ<'a
 
 /// Checks an occurrence that is not rendered the way a decoder would have
 /// decoded it (UTF-8 strings, well-formed messages, packed records).
-fn validate_occ(prog: &Program, plan: &MessagePlan, occ: &Occ<'_>) -> Result<()> {
+/// `checked`: else a message, which only the pre-pass has walked, stops
+/// with [`Stop::Recheck`] (see [`Writer::unchecked`]).
+fn validate_occ(prog: &Program, plan: &MessagePlan, occ: &Occ<'_>, checked: bool) -> Result<()> {
     let field = &plan.fields[occ.slot as usize];
     match (field.card, field.ty) {
+        (_, Ty::Message(_)) if !checked => Err(Stop::Recheck),
         (Card::Map, Ty::Message(entry)) => validate_message(prog, entry, occ.data),
         (_, Ty::Message(m)) => validate_message(prog, m, occ.data),
         (_, Ty::String) => utf8(occ.data).map(|_| ()),
@@ -843,9 +1023,9 @@ fn validate_occ(prog: &Program, plan: &MessagePlan, occ: &Occ<'_>) -> Result<()>
 fn validate_message(prog: &Program, m: u32, data: &[u8]) -> Result<()> {
     let plan = &prog.messages[m as usize];
     let mut occs = Vec::new();
-    scan(plan, &[data], &mut occs)?;
+    scan(plan, &[data], &mut occs, true)?;
     for occ in &occs {
-        validate_occ(prog, plan, occ)?;
+        validate_occ(prog, plan, occ, true)?;
     }
     Ok(())
 }
@@ -1080,11 +1260,22 @@ fn skip_value(data: &mut &[u8], number: u32, wire: u8) -> Result<()> {
     Ok(())
 }
 
-/// Checks that `bytes` are well-formed fields (for `Empty`).
-fn check_wire_bytes(mut bytes: &[u8]) -> Result<()> {
+/// Skips an unknown field's value; a group only if `checked` by the
+/// pre-pass, which counts its depth (else [`Stop::Recheck`]).
+#[inline]
+fn skip_unknown(data: &mut &[u8], number: u32, wire: u8, checked: bool) -> Result<()> {
+    if wire == WIRE_START_GROUP && !checked {
+        return Err(Stop::Recheck);
+    }
+    skip_value(data, number, wire)
+}
+
+/// Checks that `bytes` are well-formed fields (for `Empty`; groups as in
+/// [`skip_unknown`]).
+fn check_wire_bytes(mut bytes: &[u8], checked: bool) -> Result<()> {
     while !bytes.is_empty() {
         let (number, wire) = read_key(&mut bytes)?;
-        skip_value(&mut bytes, number, wire)?;
+        skip_unknown(&mut bytes, number, wire, checked)?;
     }
     Ok(())
 }

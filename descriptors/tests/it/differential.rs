@@ -665,3 +665,146 @@ proptest! {
         prop_assert!(covered > 0);
     }
 }
+
+/// A field record: `number` with a varint value.
+fn varint_rec(number: u32, value: u64) -> Vec<u8> {
+    let mut out = Vec::new();
+    prost::encoding::encode_key(number, prost::encoding::WireType::Varint, &mut out);
+    prost::encoding::encode_varint(value, &mut out);
+    out
+}
+
+/// A field record: `number` with a length-delimited value.
+fn len_rec(number: u32, value: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    prost::encoding::encode_key(number, prost::encoding::WireType::LengthDelimited, &mut out);
+    prost::encoding::encode_varint(value.len() as u64, &mut out);
+    out.extend_from_slice(value);
+    out
+}
+
+/// Levels written straight from their canonical order (`codec/to_json/
+/// in_order.rs`) and levels that are not canonical (sorted, last wins,
+/// merged, oneofs resolved) give what the prost-reflect codec gives, under
+/// every option: for each case, the records as given and with the order
+/// of the records of `Everything` reversed.
+#[test]
+fn occurrence_orders_agree_with_prost_reflect() {
+    let snapshot = shared_registry().snapshot();
+    let pool = snapshot.pool();
+    let everything = pool
+        .get_message_by_name("example.types.v1.Everything")
+        .unwrap();
+    let nested = pool.get_message_by_name("example.types.v1.Nested").unwrap();
+    // Scalars: f_int32 (3), f_string (14), f_optional (16).
+    let scalars = [varint_rec(3, 7), len_rec(14, b"s"), varint_rec(16, 0)].concat();
+    let unknown = varint_rec(900, 5);
+    let entry = |key: &[u8], value: u64| [len_rec(1, key), varint_rec(2, value)].concat();
+    let cases: Vec<(&str, Vec<Vec<u8>>)> = vec![
+        ("canonical", vec![len_rec(1, &scalars), varint_rec(13, 1)]),
+        ("descending", vec![varint_rec(13, 1), len_rec(1, &scalars)]),
+        ("singular twice", vec![varint_rec(13, 1), varint_rec(13, 2)]),
+        (
+            "singular twice, back to default",
+            vec![varint_rec(13, 2), varint_rec(13, 0)],
+        ),
+        (
+            "message twice (merged)",
+            vec![len_rec(1, &scalars), len_rec(1, &varint_rec(3, 9))],
+        ),
+        (
+            "string twice inside",
+            vec![len_rec(1, &[len_rec(14, b"a"), len_rec(14, b"b")].concat())],
+        ),
+        (
+            "repeated split by another field",
+            vec![varint_rec(2, 1), len_rec(3, b"x"), varint_rec(2, 2)],
+        ),
+        (
+            "packed and unpacked mixed",
+            vec![
+                len_rec(2, &[1, 2]),
+                varint_rec(2, 3),
+                len_rec(2, &[4]),
+                len_rec(3, b"y"),
+            ],
+        ),
+        (
+            "empty packed record only",
+            vec![len_rec(2, &[]), varint_rec(13, 1)],
+        ),
+        (
+            "empty packed records around",
+            vec![len_rec(2, &[]), varint_rec(2, 5), len_rec(2, &[])],
+        ),
+        (
+            "unknown fields between",
+            vec![
+                len_rec(3, b"a"),
+                unknown.clone(),
+                len_rec(3, b"b"),
+                unknown.clone(),
+            ],
+        ),
+        (
+            "oneof members both present",
+            vec![len_rec(10, b"str"), varint_rec(12, 2)],
+        ),
+        (
+            "oneof member twice",
+            vec![len_rec(11, &scalars), len_rec(11, &varint_rec(4, 3))],
+        ),
+        (
+            "map with a duplicate key",
+            vec![
+                len_rec(6, &entry(b"a", 1)),
+                len_rec(6, &entry(b"b", 2)),
+                len_rec(6, &entry(b"a", 3)),
+            ],
+        ),
+        (
+            "more than sixteen occurrences",
+            (0..40u64).map(|i| varint_rec(2, i)).collect(),
+        ),
+        (
+            "nested levels, one out of order",
+            vec![len_rec(
+                14,
+                &[
+                    len_rec(2, &[len_rec(1, b"in")].concat()),
+                    len_rec(1, b"out"),
+                ]
+                .concat(),
+            )],
+        ),
+        (
+            "truncated after canonical fields",
+            vec![varint_rec(13, 1), vec![0x0a, 0x05, 0x08]],
+        ),
+        (
+            "malformed after a bad string",
+            vec![len_rec(3, b"\xff"), vec![0x80]],
+        ),
+    ];
+    for (name, recs) in cases {
+        let reversed: Vec<Vec<u8>> = recs.iter().rev().cloned().collect();
+        for (order, bytes) in [("given", recs.concat()), ("reversed", reversed.concat())] {
+            for opts in all_options() {
+                agree(&everything, &bytes, &opts)
+                    .unwrap_or_else(|e| panic!("{name}, {order}: {e}"));
+            }
+        }
+    }
+    // A `Nested` whose child is canonical and whose grandchild is not.
+    let grandchild = [len_rec(1, b"b"), len_rec(1, b"a")].concat();
+    let child = [
+        len_rec(1, b"c"),
+        len_rec(2, &grandchild),
+        len_rec(3, &grandchild),
+    ]
+    .concat();
+    let bytes = [len_rec(1, b"root"), len_rec(2, &child), len_rec(3, &child)].concat();
+    for opts in all_options() {
+        agree(&nested, &bytes, &opts).unwrap();
+    }
+}

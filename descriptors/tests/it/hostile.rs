@@ -79,7 +79,12 @@ impl Rev {
 
 /// `Node { any: Any(Node { any: ... Node { name: "leaf" } }) }`, `levels` Anys.
 pub(crate) fn nested_any(levels: usize) -> Vec<u8> {
-    let mut rev = Rev::new(b"\x12\x04leaf");
+    anys_around(levels, b"\x12\x04leaf")
+}
+
+/// `levels` Anys as in [`nested_any`] around a `Node` of fields `inner`.
+fn anys_around(levels: usize, inner: &[u8]) -> Vec<u8> {
+    let mut rev = Rev::new(inner);
     for _ in 0..levels {
         rev.wrap(2); // Any.value
         rev.prepend_field(1, NODE_URL.as_bytes()); // Any.type_url
@@ -404,13 +409,7 @@ fn any_payloads_beyond_their_budget_are_refused() {
     // when rendered, 40 x 200 KB of work for a 200 KB message.
     let mut blob = Vec::new();
     prost::encoding::bytes::encode(12, &vec![7u8; 200_000], &mut blob);
-    let mut rev = Rev::new(&blob);
-    for _ in 0..40 {
-        rev.wrap(2);
-        rev.prepend_field(1, NODE_URL.as_bytes());
-        rev.wrap(8);
-    }
-    let err = to_json(&node(&snapshot), &rev.finish()).unwrap_err();
+    let err = to_json(&node(&snapshot), &anys_around(40, &blob)).unwrap_err();
     assert!(
         matches!(err, DescriptorError::AnyTooLarge { .. }),
         "{err:?}"
@@ -471,6 +470,114 @@ fn deep_status_details_render_as_no_details() {
     let bin = status_with_detail(NODE_URL, &nested_any(3));
     let json = status_to_json(snapshot.codec(), 3, "bad", Some(&bin));
     assert_eq!(json["details"][0]["@type"], NODE_URL);
+}
+
+/// `levels` of `Node.child` around `inner` (a `Node`'s fields).
+fn child_around(levels: usize, inner: &[u8]) -> Vec<u8> {
+    let mut rev = Rev::new(inner);
+    for _ in 0..levels {
+        rev.wrap(1);
+    }
+    rev.finish()
+}
+
+/// Unknown field 20 as a group `levels` deep, closed.
+fn unknown_groups(levels: usize) -> Vec<u8> {
+    use prost::encoding::{WireType, encode_key};
+    let mut out = Vec::new();
+    for _ in 0..levels {
+        encode_key(20, WireType::StartGroup, &mut out);
+    }
+    for _ in 0..levels {
+        encode_key(20, WireType::EndGroup, &mut out);
+    }
+    out
+}
+
+/// A reply of a type written before is written with no pre-pass
+/// (`to_json::write_unchecked`), the writer stopping where the pre-pass
+/// might judge the bytes: every reply, at and past every bound, gets what
+/// the first reply of its type gets (checked first), error text included.
+#[test]
+fn replies_after_the_first_are_judged_as_the_first() {
+    let bad_string = b"\x12\x01\xff"; // name: invalid UTF-8
+    let mut blob = Vec::new();
+    prost::encoding::bytes::encode(12, &vec![7u8; 200_000], &mut blob);
+    let big_any = anys_around(12, &blob);
+    let list_group = {
+        // A Struct value whose Value holds a list with an unknown group.
+        let mut rev = Rev::new(&unknown_groups(3));
+        rev.wrap(6); // Value.list_value
+        rev.wrap(10); // Node.value
+        rev.finish()
+    };
+    let mut cases: Vec<(String, Vec<u8>)> = Vec::new();
+    for levels in [0, 2, 16, 17, 32, 33, 64, 65, 100, 101] {
+        cases.push((format!("child {levels}"), nested_child(levels)));
+        cases.push((
+            format!("bad string then child {levels}"),
+            [&bad_string[..], &nested_child(levels)].concat(),
+        ));
+        cases.push((
+            format!("groups in child {levels}"),
+            child_around(levels, &unknown_groups(3)),
+        ));
+        let mut loser = Rev::new(&nested_child(levels));
+        loser.wrap(7); // Node.other, then label: other is cleared
+        cases.push((
+            format!("cleared oneof member {levels}"),
+            [&loser.finish()[..], b"\x2a\x01x"].concat(),
+        ));
+        let mut overwritten = Rev::new(&nested_child(levels));
+        overwritten.wrap(2); // entry.value
+        overwritten.prepend_field(1, b"k");
+        overwritten.wrap(4); // Node.named, then the same key again
+        cases.push((
+            format!("overwritten map value {levels}"),
+            [&overwritten.finish()[..], b"\x22\x05\x0a\x01k\x12\x00"].concat(),
+        ));
+        cases.push((format!("any {levels}"), nested_any(levels)));
+        cases.push((format!("struct {levels}"), nested_struct(levels)));
+    }
+    cases.push(("groups 120 deep".into(), unknown_groups(120)));
+    cases.push(("any past its budget".into(), big_any));
+    cases.push(("list with a group".into(), list_group));
+    // A map field as a varint: the writer reads an entry, the pre-pass a
+    // child `Node` and in it a wire type 7.
+    cases.push((
+        "map as a varint".into(),
+        b"\x20\x05\x0a\x03\x0a\x01\x7f".to_vec(),
+    ));
+    let options = [0, 3, 32, 33, 64, 200].map(|max_depth| JsonOptions {
+        max_depth,
+        ..JsonOptions::default()
+    });
+    let render = |snapshot: &Snapshot, bytes: &[u8], opts: &JsonOptions| {
+        let mut out = b"keep".to_vec();
+        match proto_to_json(&node(snapshot), bytes, opts, &mut out) {
+            Ok(()) => Ok(String::from_utf8(out[4..].to_vec()).unwrap()),
+            Err(e) => {
+                assert_eq!(out, b"keep");
+                Err(e.to_string())
+            }
+        }
+    };
+    let warm = snapshot();
+    // No reply of its type written yet (a refused one teaches nothing).
+    let mut cold = snapshot();
+    for opts in &options {
+        for (name, bytes) in &cases {
+            // The type's first reply (no size known: checked first), then
+            // one after a reply of the type.
+            let first = render(&cold, bytes, opts);
+            if first.is_ok() {
+                cold = snapshot();
+            }
+            render(&warm, b"\x12\x01a", opts).unwrap();
+            let later = render(&warm, bytes, opts);
+            assert_eq!(first, later, "{name}, max_depth {}", opts.max_depth);
+        }
+    }
 }
 
 #[test]
