@@ -19,7 +19,7 @@ use std::{
     collections::{HashMap, VecDeque},
     sync::{
         Arc, PoisonError, RwLock, Weak,
-        atomic::{AtomicU32, Ordering},
+        atomic::{AtomicU16, Ordering},
     },
 };
 
@@ -67,9 +67,10 @@ pub(crate) struct MessagePlan {
     pub(crate) fields: Box<[FieldPlan]>,
     /// Slot in `fields` by field number, for numbers below its length.
     pub(crate) dense: Box<[u16]>,
-    /// `(hash of name, slot)` of the JSON names and the proto names that
-    /// differ from them, sorted.
-    lookup: Box<[(u32, u16)]>,
+    /// The JSON names and the proto names that differ from them, each as
+    /// the high 16 bits of its name's hash over its slot, sorted (4 bytes
+    /// an entry; a name is compared after its hash matches).
+    lookup: Box<[u32]>,
     /// No two fields share a JSON name (so a key equal to a field's JSON
     /// name names that field).
     json_names_unique: bool,
@@ -83,7 +84,7 @@ pub(crate) struct MessagePlan {
     full_name: Span,
     /// JSON bytes per wire byte of the last message of this type written
     /// whole, in 64ths (0: none yet): sizes the output of the next one.
-    json_per_wire: AtomicU32,
+    json_per_wire: AtomicU16,
 }
 
 /// How one field is read and written.
@@ -499,7 +500,7 @@ impl Compiler {
             oneofs,
             text: text.0.into(),
             full_name,
-            json_per_wire: AtomicU32::new(0),
+            json_per_wire: AtomicU16::new(0),
         };
         for (slot, field) in plan.fields.iter().enumerate() {
             if field.number < MAX_DENSE_NUMBER {
@@ -510,9 +511,9 @@ impl Compiler {
                 dense[n] = slot as u16;
             }
             let (json_name, proto_name) = plan.names(slot);
-            lookup.push((fnv32(json_name.as_bytes()), slot as u16));
+            lookup.push(lookup_entry(json_name, slot));
             if proto_name != json_name {
-                lookup.push((fnv32(proto_name.as_bytes()), slot as u16));
+                lookup.push(lookup_entry(proto_name, slot));
             }
         }
         lookup.sort_unstable();
@@ -583,13 +584,14 @@ impl MessagePlan {
     /// one whose other name is.
     #[inline]
     fn lookup_name(&self, name: &str, proto_first: bool) -> Option<u16> {
-        let hash = fnv32(name.as_bytes());
-        let from = self.lookup.partition_point(|&(h, _)| h < hash);
+        let hash = lookup_entry(name, 0);
+        let from = self.lookup.partition_point(|&e| e < hash);
         let mut second = None;
-        for &(h, slot) in &self.lookup[from..] {
-            if h != hash {
+        for &entry in &self.lookup[from..] {
+            if entry & LOOKUP_HASH != hash {
                 break;
             }
+            let slot = entry as u16;
             let (json_name, proto_name) = self.names(slot as usize);
             let (first_name, other_name) = if proto_first {
                 (proto_name, json_name)
@@ -662,8 +664,8 @@ impl MessagePlan {
     /// Notes that a `wire_len`-byte message of this type was `json_len`
     /// bytes of JSON (stored when it changed by more than a sixteenth).
     pub(crate) fn learn_json_size(&self, wire_len: usize, json_len: usize) {
-        let per_wire = u32::try_from(json_len.saturating_mul(64) / wire_len.max(1))
-            .unwrap_or(u32::MAX)
+        let per_wire = u16::try_from(json_len.saturating_mul(64) / wire_len.max(1))
+            .unwrap_or(u16::MAX)
             .max(1);
         let old = self.json_per_wire.load(Ordering::Relaxed);
         if per_wire.abs_diff(old) > old / 16 {
@@ -723,6 +725,14 @@ fn short_eq(a: &[u8], b: &[u8]) -> bool {
         .zip(b_chunks)
         .all(|(x, y)| u64::from_ne_bytes(*x) == u64::from_ne_bytes(*y))
         && a_tail.iter().zip(b_tail).all(|(x, y)| x == y)
+}
+
+/// The bits of a [`MessagePlan::lookup`] entry that hold the name's hash.
+const LOOKUP_HASH: u32 = 0xFFFF_0000;
+
+/// A [`MessagePlan::lookup`] entry: `name`'s hash above `slot`.
+fn lookup_entry(name: &str, slot: usize) -> u32 {
+    (fnv32(name.as_bytes()) & LOOKUP_HASH) | (slot as u32 & !LOOKUP_HASH)
 }
 
 /// FNV-1a, 32 bits, for the name tables: short keys, looked up once per
