@@ -4,10 +4,10 @@
 //! for its life, with every task it starts and the upstream connections its
 //! requests use (the balancer keeps a connection pool per worker,
 //! [`balancer::worker`]). A request therefore never wakes another thread:
-//! on a multi-threaded work-stealing runtime, one request at a time cost
-//! about 40 % more CPU in cross-thread wake-ups (futex and eventfd writes)
-//! and 70 % more latency. The accept loops, the admin API, health checks
-//! and registry work stay on the main runtime.
+//! on a multi-threaded work-stealing runtime, one JSON call at a time took
+//! 13 system calls, 4 of them wake-ups between the threads (`futex`,
+//! `eventfd`), against 7 here. The accept loops, the admin API, health
+//! checks and registry work stay on the main runtime.
 
 use std::{
     future::Future,
