@@ -697,14 +697,13 @@ pub mod legacy {
     ) -> Result<(), DescriptorError> {
         let binding = &*m.binding;
         let plans = m.method.plans();
-        let desc = desc.clone();
         let prog = plans.codec.program();
         let root = plans.input_type();
         let query = query.filter(|q| !q.is_empty() && binding.body != BodySpec::Whole);
         let mut message = match &binding.body {
-            BodySpec::Whole if !is_blank(body) => parse_message(&desc, body, opts, None)?,
+            BodySpec::Whole if !is_blank(body) => parse_message(desc, body, opts, None)?,
             BodySpec::Field(field) if !is_blank(body) => {
-                parse_message(&desc, body, opts, Some(field))?
+                parse_message(desc, body, opts, Some(field))?
             }
             _ => DynamicMessage::new(desc.clone()),
         };
@@ -716,7 +715,7 @@ pub mod legacy {
                     .map(|chain| numbers_of(prog, &chain))
                     .ok_or_else(|| DescriptorError::invalid_path(path, "no such field"))?,
             };
-            let chain = descriptor_chain(&desc, &numbers)
+            let chain = descriptor_chain(desc, &numbers)
                 .ok_or_else(|| DescriptorError::invalid_path(path, "no such field"))?;
             set_from_str(&mut message, &chain, path, value)?;
         }

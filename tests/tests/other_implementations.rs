@@ -70,3 +70,47 @@ async fn python_grpcio_unary_and_bidi_through_gateway() {
     );
     assert!(SPACE.iter().any(|a| names[7].starts_with(a)), "{names:?}");
 }
+
+/// A grpcio client whose calls are all refused at once (`deny_unless`,
+/// answered before the body is read): 3,000 of them on one channel, 64 in
+/// flight, all end PERMISSION_DENIED in grpcio's own status handling, none
+/// UNAVAILABLE or UNKNOWN, and none reaches the backend. (grpcio sends each
+/// small body with its headers, so the lingering read of late bodies is
+/// covered by `connection_lifecycle::answers_before_the_request_ends_keep_the_connection`.)
+#[tokio::test]
+async fn grpcio_calls_refused_at_once_keep_their_connection() {
+    let s = spawn_sample("s0").await;
+    let gw = spawn_gateway(&simple_config(&[&s], "").replacen(
+        "address = \"127.0.0.1:0\"\n",
+        "address = \"127.0.0.1:0\"\ndeny_unless = [{ name = \"x-pass\", exact = \"ok\" }]\n",
+        1,
+    ))
+    .await;
+    let addr = gw.first_addr().to_string();
+    let script = repo_path("tests/python/grpcio_refused_calls.py");
+    let protos = repo_path("sample-services/proto");
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("python3")
+            .arg(script)
+            .arg(addr)
+            .arg(protos)
+            .arg("3000")
+            .output()
+    })
+    .await
+    .expect("join")
+    .expect("run python");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "python client failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_str(stdout.trim()).expect("json output");
+    assert_eq!(
+        v["codes"],
+        serde_json::json!({ "PERMISSION_DENIED": 3000 }),
+        "{stdout}"
+    );
+    assert_eq!(s.stats.requests(), 0);
+}
