@@ -23,7 +23,7 @@ use serde::de::{self, DeserializeSeed, MapAccess, Visitor};
 use serde_path_to_error::{Path, Segment, Track};
 
 use crate::{
-    codec::{Card, Codec, FieldPlan, Program, Ty, Wkt, from_json, nesting, to_json},
+    codec::{Card, Codec, FieldPlan, Program, Ty, Wkt, from_json, nesting, scan, to_json},
     error::DescriptorError,
     http_rule::{BodySpec, HttpBinding, HttpMatch},
     index::MethodInfo,
@@ -158,24 +158,75 @@ fn codec_parse(
     let start = out.len();
     // The protobuf encoding is rarely longer than its JSON.
     out.reserve(json.len());
-    let segments = std::cell::RefCell::new(Vec::new());
-    let seed = from_json::MessageSeed {
-        ctx: from_json::Ctx {
-            codec,
-            prog: codec.program(),
-            deny_unknown: !opts.ignore_unknown_fields,
-            segments: &segments,
-            depth_left: opts.depth_limit(),
-        },
-        m: root,
-        buf: &mut *out,
-    };
-    let mut de = serde_json::Deserializer::from_str(text);
-    if seed.deserialize(&mut de).and_then(|()| de.end()).is_ok() {
+    if codec_read(codec, root, text, opts, out, Reader::Scan) {
         return true;
     }
     out.truncate(start);
     false
+}
+
+/// A reader of the codec: the scanner (what requests use), or serde_json
+/// driving `from_json`'s seeds alone (the scanner's reference in tests).
+#[derive(Clone, Copy)]
+enum Reader {
+    Scan,
+    Serde,
+}
+
+/// Appends `text` read as message `root` by `reader` to `out`; false when
+/// refused (`out` then part-written).
+fn codec_read(
+    codec: &Codec,
+    root: u32,
+    text: &str,
+    opts: &JsonOptions,
+    out: &mut Vec<u8>,
+    reader: Reader,
+) -> bool {
+    let segments = std::cell::RefCell::new(Vec::new());
+    let ctx = from_json::Ctx {
+        codec,
+        prog: codec.program(),
+        deny_unknown: !opts.ignore_unknown_fields,
+        segments: &segments,
+        depth_left: opts.depth_limit(),
+    };
+    match reader {
+        Reader::Scan => scan::document(ctx, root, text, out).is_ok(),
+        Reader::Serde => {
+            let seed = from_json::MessageSeed {
+                ctx,
+                m: root,
+                buf: out,
+            };
+            let mut de = serde_json::Deserializer::from_str(text);
+            seed.deserialize(&mut de).and_then(|()| de.end()).is_ok()
+        }
+    }
+}
+
+/// What the codec's scanner and its serde reader give one document: the
+/// encoding each writes, `None` where one refuses it.
+#[doc(hidden)]
+pub type ReadersOutput = (Option<Vec<u8>>, Option<Vec<u8>>);
+
+/// The encodings the codec's two readers give `json` as a `desc` message,
+/// for differential tests; `None` when the codec leaves the type to
+/// prost-reflect or the text is not UTF-8.
+#[doc(hidden)]
+pub fn codec_readers(
+    desc: &MessageDescriptor,
+    json: &[u8],
+    opts: &JsonOptions,
+) -> Option<ReadersOutput> {
+    let codec = Codec::for_pool(desc.parent_pool());
+    let root = codec.root(desc.full_name())?;
+    let text = std::str::from_utf8(json).ok()?;
+    let read = |reader| {
+        let mut out = Vec::new();
+        codec_read(&codec, root, text, opts, &mut out, reader).then_some(out)
+    };
+    Some((read(Reader::Scan), read(Reader::Serde)))
 }
 
 /// JSON -> wire with `program` (the plan of `desc`), else the prost-reflect

@@ -42,7 +42,7 @@ impl Ctx<'_> {
     /// `self` one object or array deeper; refused past the depth limit (the
     /// prost-reflect reader's pre-scan then reports it).
     #[inline]
-    fn enter<E: de::Error>(self) -> Result<Self, E> {
+    pub(super) fn enter<E: de::Error>(self) -> Result<Self, E> {
         Ok(Ctx {
             depth_left: enter(self.depth_left)?,
             ..self
@@ -110,7 +110,7 @@ struct MessageVisitor<'c, 'b> {
 
 /// A JSON key: a field slot, or unknown. The slot expected next is tried
 /// before the name table.
-struct KeySeed<'c>(&'c MessagePlan, usize);
+pub(super) struct KeySeed<'c>(pub(super) &'c MessagePlan, pub(super) usize);
 
 impl<'de> DeserializeSeed<'de> for KeySeed<'_> {
     type Value = Option<u16>;
@@ -220,17 +220,8 @@ fn read_fields<'de, A: MapAccess<'de>>(
     buf: &mut Vec<u8>,
     map: &mut A,
 ) -> Result<(), A::Error> {
-    let base = buf.len();
-    // Where this message's segments start on the stack, once out of order
-    // (the levels inside it have then taken theirs off).
-    let mut first_segment = None;
-    // Oneofs set so far: a bit each (a list past 64).
-    let mut oneof_bits = 0u64;
-    let mut oneof_more = vec![false; plan.oneof_count().saturating_sub(64)];
-    let mut last_slot: Option<u16> = None;
-    while let Some(key) =
-        map.next_key_seed(KeySeed(plan, last_slot.map_or(0, |s| s as usize + 1)))?
-    {
+    let mut fields = FieldsRead::new(plan, buf.len());
+    while let Some(key) = map.next_key_seed(KeySeed(plan, fields.hint()))? {
         let Some(slot) = key else {
             if ctx.deny_unknown {
                 return Err(de::Error::custom("unrecognized field name"));
@@ -245,46 +236,119 @@ fn read_fields<'de, A: MapAccess<'de>>(
             slot: slot as usize,
             buf: &mut *buf,
         })?;
-        if !set {
-            continue; // null (or an ignored enum name): the field is not set
+        if set {
+            fields
+                .set(ctx, plan, slot, start, buf)
+                .map_err(de::Error::custom)?;
         }
+    }
+    fields.finish(ctx, buf);
+    Ok(())
+}
+
+/// What reading one message's fields keeps between its keys: the oneofs
+/// set, and where the fields stand when keys come out of field order.
+pub(super) struct FieldsRead {
+    /// Where the message's field encodings start in the buffer.
+    base: usize,
+    /// Where this message's segments start on the stack, once out of order
+    /// (the levels inside it have then taken theirs off).
+    first_segment: Option<usize>,
+    /// Oneofs set so far: a bit each (a list past 64).
+    oneof_bits: u64,
+    oneof_more: Vec<bool>,
+    last_slot: Option<u16>,
+}
+
+impl FieldsRead {
+    pub(super) fn new(plan: &MessagePlan, base: usize) -> Self {
+        FieldsRead {
+            base,
+            first_segment: None,
+            oneof_bits: 0,
+            oneof_more: vec![false; plan.oneof_count().saturating_sub(64)],
+            last_slot: None,
+        }
+    }
+
+    /// The slot the next key most likely names: the one after the last.
+    #[inline]
+    pub(super) fn hint(&self) -> usize {
+        self.last_slot.map_or(0, |s| s as usize + 1)
+    }
+
+    /// Notes that field `slot` was set by the encoding at `buf[start..]`;
+    /// refused when it is the second member of a oneof.
+    #[inline]
+    pub(super) fn set(
+        &mut self,
+        ctx: Ctx<'_>,
+        plan: &MessagePlan,
+        slot: u16,
+        start: usize,
+        buf: &[u8],
+    ) -> Result<(), &'static str> {
         if let Some(o) = plan.fields[slot as usize].oneof {
-            let o = o as usize;
-            let was_set = match o {
-                0..64 => {
-                    let was = oneof_bits & (1 << o) != 0;
-                    oneof_bits |= 1 << o;
-                    was
-                }
-                _ => std::mem::replace(&mut oneof_more[o - 64], true),
-            };
-            if was_set {
-                return Err(de::Error::custom("multiple fields provided for oneof"));
-            }
+            self.set_oneof(o as usize)?;
         }
         // In order so far, the fields need no segments (nor reordering).
-        let out_of_order = last_slot.is_some_and(|last| last >= slot);
-        last_slot = Some(slot);
-        if first_segment.is_none() && !out_of_order {
-            continue;
+        let out_of_order = self.last_slot.is_some_and(|last| last >= slot);
+        self.last_slot = Some(slot);
+        if self.first_segment.is_none() && !out_of_order {
+            return Ok(());
         }
+        self.push_segment(ctx, plan, slot, start, buf)
+    }
+
+    /// Notes that oneof `o` is set; refused when it was.
+    fn set_oneof(&mut self, o: usize) -> Result<(), &'static str> {
+        let was_set = match o {
+            0..64 => {
+                let was = self.oneof_bits & (1 << o) != 0;
+                self.oneof_bits |= 1 << o;
+                was
+            }
+            _ => std::mem::replace(&mut self.oneof_more[o - 64], true),
+        };
+        if was_set {
+            return Err("multiple fields provided for oneof");
+        }
+        Ok(())
+    }
+
+    /// Out of order: field `slot`'s encoding at `buf[start..]` as a segment
+    /// (the fields before it as theirs, the first time).
+    #[inline(never)]
+    fn push_segment(
+        &mut self,
+        ctx: Ctx<'_>,
+        plan: &MessagePlan,
+        slot: u16,
+        start: usize,
+        buf: &[u8],
+    ) -> Result<(), &'static str> {
         let mut segments = ctx.segments.borrow_mut();
-        if first_segment.is_none() {
+        if self.first_segment.is_none() {
             // The first key out of order: the fields before it, read back.
-            first_segment = Some(segments.len());
-            split_fields(plan, buf, base, start, &mut segments)
-                .ok_or_else(|| de::Error::custom("unreadable encoding"))?;
+            self.first_segment = Some(segments.len());
+            split_fields(plan, buf, self.base, start, &mut segments)
+                .ok_or("unreadable encoding")?;
         }
         segments.push((slot, start, buf.len()));
+        Ok(())
     }
-    if let Some(first) = first_segment {
-        let mut segments = ctx.segments.borrow_mut();
-        if let Some(own) = segments.get_mut(first..) {
-            reorder(buf, base, own);
+
+    /// Puts the fields in field number order, if they came out of it.
+    #[inline]
+    pub(super) fn finish(self, ctx: Ctx<'_>, buf: &mut Vec<u8>) {
+        if let Some(first) = self.first_segment {
+            let mut segments = ctx.segments.borrow_mut();
+            if let Some(own) = segments.get_mut(first..) {
+                reorder(buf, self.base, own);
+            }
+            segments.truncate(first);
         }
-        segments.truncate(first);
     }
-    Ok(())
 }
 
 /// Appends the segments of the field encodings in `buf[from..to]` (fields
@@ -326,26 +390,46 @@ fn split_fields(
 }
 
 /// Puts the field encodings after `base` in field number order, the last
-/// one of a field replacing the earlier ones.
+/// one of a field replacing the earlier ones: copied in order behind the
+/// message, then moved down (no allocation but the buffer's growth).
+#[inline(never)]
 fn reorder(buf: &mut Vec<u8>, base: usize, segments: &mut [(u16, usize, usize)]) {
-    segments.sort_by_key(|s| s.0); // stable: the last of a slot stays last
-    let mut ordered = Vec::with_capacity(buf.len() - base);
-    for (i, &(slot, start, end)) in segments.iter().enumerate() {
-        if segments.get(i + 1).is_some_and(|next| next.0 == slot) {
-            continue;
+    let end = buf.len();
+    if u32::try_from(segments.len()).is_ok() && segments.iter().all(|s| s.0 < 64) {
+        // The last segment of each slot, then the slots in order.
+        let mut last = [0u32; 64];
+        let mut present = 0u64;
+        for (i, s) in segments.iter().enumerate() {
+            present |= 1 << s.0;
+            last[s.0 as usize] = i as u32;
         }
-        ordered.extend_from_slice(&buf[start..end]);
+        while present != 0 {
+            let slot = present.trailing_zeros() as usize;
+            present &= present - 1;
+            let (_, start, stop) = segments[last[slot] as usize];
+            buf.extend_from_within(start..stop);
+        }
+    } else {
+        // Starts grow in the order segments were pushed: by start within a
+        // slot is the order they were written, and the last stays last.
+        segments.sort_unstable_by_key(|s| (s.0, s.1));
+        for (i, &(slot, start, stop)) in segments.iter().enumerate() {
+            if segments.get(i + 1).is_some_and(|next| next.0 == slot) {
+                continue;
+            }
+            buf.extend_from_within(start..stop);
+        }
     }
-    buf.truncate(base);
-    buf.extend_from_slice(&ordered);
+    buf.copy_within(end.., base);
+    buf.truncate(base + (buf.len() - end));
 }
 
 /// One field's value; `true` when it sets the field (`null` does not).
-struct FieldSeed<'c, 'b> {
-    ctx: Ctx<'c>,
-    plan: &'c MessagePlan,
-    slot: usize,
-    buf: &'b mut Vec<u8>,
+pub(super) struct FieldSeed<'c, 'b> {
+    pub(super) ctx: Ctx<'c>,
+    pub(super) plan: &'c MessagePlan,
+    pub(super) slot: usize,
+    pub(super) buf: &'b mut Vec<u8>,
 }
 
 impl<'de> DeserializeSeed<'de> for FieldSeed<'_, '_> {
@@ -434,7 +518,7 @@ impl<'de> Visitor<'de> for FieldSeed<'_, '_> {
 
 /// Reads one singular value of type `ty` and writes it as field `number`;
 /// `false` when it leaves the field unset (an ignored enum name).
-fn write_value<'de, D: Deserializer<'de>>(
+pub(super) fn write_value<'de, D: Deserializer<'de>>(
     d: D,
     ctx: Ctx<'_>,
     number: u32,
@@ -496,22 +580,52 @@ fn write_number<'de, D: Deserializer<'de>>(
     implicit: bool,
     buf: &mut Vec<u8>,
 ) -> Result<(), D::Error> {
-    // (is the default, wire type, value bits; fixed widths little-endian)
-    let (zero, wire, bits) = match ty {
+    let bits = number_bits(AnyValue(d), ty)?;
+    emit_number(buf, number, implicit, bits);
+    Ok(())
+}
+
+/// Where a number is read from: a deserializer, or a token the fast reader
+/// (`codec::scan`) took out of the text itself.
+pub(super) trait NumberSource<'de> {
+    type Error: de::Error;
+    fn read<V: Visitor<'de>>(self, v: V) -> Result<V::Value, Self::Error>;
+}
+
+/// A deserializer's next value, whatever it is.
+struct AnyValue<D>(D);
+
+impl<'de, D: Deserializer<'de>> NumberSource<'de> for AnyValue<D> {
+    type Error = D::Error;
+
+    #[inline]
+    fn read<V: Visitor<'de>>(self, v: V) -> Result<V::Value, D::Error> {
+        self.0.deserialize_any(v)
+    }
+}
+
+/// `(is the default, wire type, value bits)` of a numeric or bool value of
+/// type `ty` (fixed widths little-endian), converted as the visitors do.
+#[inline]
+pub(super) fn number_bits<'de, S: NumberSource<'de>>(
+    d: S,
+    ty: Ty,
+) -> Result<(bool, u8, u64), S::Error> {
+    Ok(match ty {
         Ty::Double => {
-            let v = d.deserialize_any(DoubleVisitor)?;
+            let v = d.read(DoubleVisitor)?;
             (v == 0.0, WIRE_FIXED64, v.to_bits())
         }
         Ty::Float => {
-            let v = d.deserialize_any(FloatVisitor)?;
+            let v = d.read(FloatVisitor)?;
             (v == 0.0, WIRE_FIXED32, u64::from(v.to_bits()))
         }
         Ty::Int32 => {
-            let v = d.deserialize_any(Int32Visitor)?;
+            let v = d.read(Int32Visitor)?;
             (v == 0, WIRE_VARINT, v as i64 as u64)
         }
         Ty::Sint32 => {
-            let v = d.deserialize_any(Int32Visitor)?;
+            let v = d.read(Int32Visitor)?;
             (
                 v == 0,
                 WIRE_VARINT,
@@ -519,55 +633,67 @@ fn write_number<'de, D: Deserializer<'de>>(
             )
         }
         Ty::Sfixed32 => {
-            let v = d.deserialize_any(Int32Visitor)?;
+            let v = d.read(Int32Visitor)?;
             (v == 0, WIRE_FIXED32, u64::from(v as u32))
         }
         Ty::Int64 => {
-            let v = d.deserialize_any(Int64Visitor)?;
+            let v = d.read(Int64Visitor)?;
             (v == 0, WIRE_VARINT, v as u64)
         }
         Ty::Sint64 => {
-            let v = d.deserialize_any(Int64Visitor)?;
+            let v = d.read(Int64Visitor)?;
             (v == 0, WIRE_VARINT, ((v << 1) ^ (v >> 63)) as u64)
         }
         Ty::Sfixed64 => {
-            let v = d.deserialize_any(Int64Visitor)?;
+            let v = d.read(Int64Visitor)?;
             (v == 0, WIRE_FIXED64, v as u64)
         }
         Ty::Uint32 => {
-            let v = d.deserialize_any(Uint32Visitor)?;
+            let v = d.read(Uint32Visitor)?;
             (v == 0, WIRE_VARINT, u64::from(v))
         }
         Ty::Fixed32 => {
-            let v = d.deserialize_any(Uint32Visitor)?;
+            let v = d.read(Uint32Visitor)?;
             (v == 0, WIRE_FIXED32, u64::from(v))
         }
         Ty::Uint64 => {
-            let v = d.deserialize_any(Uint64Visitor)?;
+            let v = d.read(Uint64Visitor)?;
             (v == 0, WIRE_VARINT, v)
         }
         Ty::Fixed64 => {
-            let v = d.deserialize_any(Uint64Visitor)?;
+            let v = d.read(Uint64Visitor)?;
             (v == 0, WIRE_FIXED64, v)
         }
         Ty::Bool => {
-            let v = d.deserialize_any(BoolVisitor)?;
+            let v = d.read(BoolVisitor)?;
             (!v, WIRE_VARINT, u64::from(v))
         }
         Ty::String | Ty::Bytes | Ty::Enum(_) | Ty::Message(_) => {
             return Err(de::Error::custom("not a number"));
         }
-    };
+    })
+}
+
+/// Writes field `number` from [`number_bits`], unless it has implicit
+/// presence and is the default.
+#[inline]
+pub(super) fn emit_number(buf: &mut Vec<u8>, number: u32, implicit: bool, bits: (bool, u8, u64)) {
+    let (zero, wire, bits) = bits;
     if implicit && zero {
-        return Ok(());
+        return;
     }
     write_key(buf, number, wire);
+    emit_bits(buf, wire, bits);
+}
+
+/// A value from [`number_bits`] alone (no key).
+#[inline]
+pub(super) fn emit_bits(buf: &mut Vec<u8>, wire: u8, bits: u64) {
     match wire {
         WIRE_FIXED64 => buf.extend_from_slice(&bits.to_le_bytes()),
         WIRE_FIXED32 => buf.extend_from_slice(&(bits as u32).to_le_bytes()),
         _ => write_varint(buf, bits),
     }
-    Ok(())
 }
 
 /// A string field written as it is read (no `Cow` in between).
@@ -611,7 +737,7 @@ fn read_scalar<'de, D: Deserializer<'de>>(d: D, ty: Ty) -> Result<Scalar<'de>, D
 }
 
 /// A converted scalar.
-enum Scalar<'de> {
+pub(super) enum Scalar<'de> {
     F64(f64),
     F32(f32),
     I32(i32),
@@ -644,7 +770,7 @@ impl Scalar<'_> {
     }
 
     /// The value alone (no key), as field type `ty`.
-    fn encode(&self, ty: Ty, buf: &mut Vec<u8>) {
+    pub(super) fn encode(&self, ty: Ty, buf: &mut Vec<u8>) {
         match (self, ty) {
             (Scalar::F64(v), _) => buf.extend_from_slice(&v.to_bits().to_le_bytes()),
             (Scalar::F32(v), _) => buf.extend_from_slice(&v.to_bits().to_le_bytes()),
@@ -683,7 +809,7 @@ fn wire_of(ty: Ty) -> u8 {
 }
 
 /// Writes field `number` = `value`, unless it has implicit presence and is the default.
-fn write_scalar(
+pub(super) fn write_scalar(
     buf: &mut Vec<u8>,
     number: u32,
     ty: Ty,
@@ -756,9 +882,9 @@ impl<'de> Visitor<'de> for ListVisitor<'_, '_> {
 }
 
 /// One element of a packed list (no key); `None` for an ignored enum name.
-struct PackedSeed<'c> {
-    ctx: Ctx<'c>,
-    ty: Ty,
+pub(super) struct PackedSeed<'c> {
+    pub(super) ctx: Ctx<'c>,
+    pub(super) ty: Ty,
 }
 
 impl<'de> DeserializeSeed<'de> for PackedSeed<'_> {
@@ -917,7 +1043,7 @@ impl<'de> MapKey<'de> {
 
 // === wire writing ===
 
-fn write_varint(buf: &mut Vec<u8>, mut v: u64) {
+pub(super) fn write_varint(buf: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         buf.push((v as u8) | 0x80);
         v >>= 7;
@@ -925,13 +1051,13 @@ fn write_varint(buf: &mut Vec<u8>, mut v: u64) {
     buf.push(v as u8);
 }
 
-fn write_key(buf: &mut Vec<u8>, number: u32, wire: u8) {
+pub(super) fn write_key(buf: &mut Vec<u8>, number: u32, wire: u8) {
     write_varint(buf, (u64::from(number) << 3) | u64::from(wire));
 }
 
 /// Sets the one-byte length placeholder at `at` to the length of what
 /// follows it, widening it in place when longer than 127.
-fn patch_len(buf: &mut Vec<u8>, at: usize) {
+pub(super) fn patch_len(buf: &mut Vec<u8>, at: usize) {
     let len = buf.len() - at - 1;
     if len < 0x80 {
         buf[at] = len as u8;
@@ -1140,7 +1266,7 @@ impl Visitor<'_> for BoolVisitor {
     }
 }
 
-struct BytesVisitor;
+pub(super) struct BytesVisitor;
 
 impl Visitor<'_> for BytesVisitor {
     type Value = Vec<u8>;
@@ -1174,7 +1300,7 @@ impl Visitor<'_> for BytesVisitor {
     }
 }
 
-struct EnumVisitor<'c>(Ctx<'c>, u32);
+pub(super) struct EnumVisitor<'c>(pub(super) Ctx<'c>, pub(super) u32);
 
 impl Visitor<'_> for EnumVisitor<'_> {
     type Value = Option<i32>;
@@ -1224,7 +1350,7 @@ impl Visitor<'_> for NullVisitor {
     }
 }
 
-struct TimestampVisitor;
+pub(super) struct TimestampVisitor;
 
 impl Visitor<'_> for TimestampVisitor {
     type Value = prost_types::Timestamp;
@@ -1246,7 +1372,7 @@ impl Visitor<'_> for TimestampVisitor {
     }
 }
 
-struct DurationVisitor;
+pub(super) struct DurationVisitor;
 
 impl Visitor<'_> for DurationVisitor {
     type Value = prost_types::Duration;
@@ -1411,7 +1537,7 @@ impl<'de> Visitor<'de> for ValueVisitor {
 }
 
 /// Skips any value, counting its depth (`IgnoredAny` would not).
-struct Skip(usize);
+pub(super) struct Skip(pub(super) usize);
 
 impl<'de> DeserializeSeed<'de> for Skip {
     type Value = ();

@@ -12,8 +12,9 @@
 //!
 //! - [`to_json`]: wire bytes → JSON text, one pass over the bytes per
 //!   message level, writing straight into the output buffer.
-//! - [`from_json`]: JSON text → wire bytes, one streaming pass over the JSON
-//!   tokens (serde_json driven by seeds that know the plan).
+//! - [`scan`]: JSON text → wire bytes, one pass over the text with a
+//!   tokenizer of its own for the common shapes, handing any other value to
+//! - [`from_json`]: serde_json driven by seeds that know the plan.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -27,6 +28,7 @@ use prost_reflect::{Cardinality, DescriptorPool, EnumDescriptor, Kind, MessageDe
 
 pub(crate) mod from_json;
 pub(crate) mod nesting;
+pub(crate) mod scan;
 pub mod time;
 pub(crate) mod to_json;
 
@@ -563,10 +565,7 @@ impl MessagePlan {
         if self.json_names_unique
             && let Some(field) = self.fields.get(hint)
             && !field.escaped
-            // `"name":` holds `name` between its quote and `":`.
-            && field.json_key.len as usize == name.len() + 3
-            && let Some(key) = self.text.as_bytes().get(field.json_key.start as usize + 1..)
-            && short_eq(name.as_bytes(), key)
+            && self.key_names(field.json_key, name)
         {
             return Some(hint as u16);
         }
@@ -592,6 +591,22 @@ impl MessagePlan {
                 break;
             }
             let slot = entry as u16;
+            let field = &self.fields[slot as usize];
+            if !field.escaped {
+                // The names are inside their keys: compared in place.
+                let (first_key, other_key) = if proto_first {
+                    (field.proto_key, field.json_key)
+                } else {
+                    (field.json_key, field.proto_key)
+                };
+                if self.key_names(first_key, name) {
+                    return Some(slot);
+                }
+                if second.is_none() && self.key_names(other_key, name) {
+                    second = Some(slot);
+                }
+                continue;
+            }
             let (json_name, proto_name) = self.names(slot as usize);
             let (first_name, other_name) = if proto_first {
                 (proto_name, json_name)
@@ -606,6 +621,18 @@ impl MessagePlan {
             }
         }
         second
+    }
+
+    /// Whether `key` (`"name":`, of a field whose names escaping left as
+    /// they are) holds `name`.
+    #[inline]
+    fn key_names(&self, key: Span, name: &str) -> bool {
+        key.len as usize == name.len() + 3
+            && self
+                .text
+                .as_bytes()
+                .get(key.start as usize + 1..)
+                .is_some_and(|inner| short_eq(name.as_bytes(), inner))
     }
 
     /// The JSON name and the proto name of field `slot`.

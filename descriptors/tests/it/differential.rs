@@ -557,12 +557,76 @@ fn scramble(rng: &mut Rng, value: &Json, out: &mut String, wild: bool) {
     }
 }
 
+/// `text` (compact JSON) written otherwise: whitespace between tokens, and
+/// some characters of strings (keys too) as `\uXXXX` or short escapes.
+fn respell(rng: &mut Rng, text: &str) -> String {
+    const SPACE: [&str; 4] = [" ", "\n", "\t", "\r\n  "];
+    let mut out = String::with_capacity(text.len() * 2);
+    let (mut in_string, mut escaped) = (false, false);
+    for c in text.chars() {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_string = false;
+            } else if rng.chance(8) {
+                match c {
+                    '/' => out.push_str("\\/"),
+                    c if (c as u32) < 0x10000 => out.push_str(&format!("\\u{:04x}", c as u32)),
+                    c => out.push(c),
+                }
+                continue;
+            }
+            out.push(c);
+            continue;
+        }
+        if matches!(c, '}' | ']') && rng.chance(3) {
+            out.push_str(SPACE[rng.below(4) as usize]);
+        }
+        out.push(c);
+        if c == '"' {
+            in_string = true;
+        } else if matches!(c, '{' | '[' | ',' | ':') && rng.chance(3) {
+            out.push_str(SPACE[rng.below(4) as usize]);
+        }
+    }
+    out
+}
+
+/// `text` with one byte's worth of damage: cut short, a character dropped,
+/// or one inserted.
+fn damage_text(rng: &mut Rng, text: &str) -> String {
+    const INSERTS: [&str; 14] = [
+        ",", ":", "}", "]", "{", "[", "\"", "\\", "0", "-", ".", "e", " x", "\u{1}",
+    ];
+    let bounds: Vec<usize> = (0..=text.len())
+        .filter(|&i| text.is_char_boundary(i))
+        .collect();
+    let at = bounds[rng.below(bounds.len() as u64) as usize];
+    let mut out = text[..at].to_owned();
+    match rng.below(3) {
+        0 => {}
+        1 => out.push_str(text[at..].chars().skip(1).collect::<String>().as_str()),
+        _ => {
+            out.push_str(INSERTS[rng.below(INSERTS.len() as u64) as usize]);
+            out.push_str(&text[at..]);
+        }
+    }
+    out
+}
+
 /// Both readers on `json`: the same message, or both refuse it with the same error.
 fn agree_json(
     desc: &MessageDescriptor,
     json: &str,
     opts: &JsonOptions,
 ) -> Result<(), TestCaseError> {
+    // The codec's scanner accepts what its serde reader does, with the same bytes.
+    if let Some((scan, serde)) = descriptors::json::codec_readers(desc, json.as_bytes(), opts) {
+        prop_assert_eq!(scan, serde, "json {}", json);
+    }
     let mut new = b"x".to_vec();
     let mut old = b"x".to_vec();
     let new_res = descriptors::json::json_to_proto(desc, json.as_bytes(), opts, &mut new);
@@ -626,6 +690,9 @@ proptest! {
                 let mut text = String::new();
                 scramble(&mut rng, &value, &mut text, true);
                 agree_json(&desc, &text, &opts)?;
+                // The same documents spelled otherwise, and damaged.
+                agree_json(&desc, &respell(&mut rng, &text), &opts)?;
+                agree_json(&desc, &damage_text(&mut rng, &text), &opts)?;
             }
         }
     }
