@@ -1276,28 +1276,37 @@ impl Visitor<'_> for BytesVisitor {
     }
 
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Vec<u8>, E> {
-        use base64::{
-            DecodeError, Engine as _, alphabet,
-            engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig},
-        };
-        const CONFIG: GeneralPurposeConfig = GeneralPurposeConfig::new()
-            .with_decode_allow_trailing_bits(true)
-            .with_decode_padding_mode(DecodePaddingMode::Indifferent);
-        const STANDARD: GeneralPurpose = GeneralPurpose::new(&alphabet::STANDARD, CONFIG);
-        const URL_SAFE: GeneralPurpose = GeneralPurpose::new(&alphabet::URL_SAFE, CONFIG);
         let mut buf = Vec::new();
-        match STANDARD.decode_vec(v, &mut buf) {
-            Ok(()) => Ok(buf),
-            Err(DecodeError::InvalidByte(_, b'-' | b'_')) => {
-                buf.clear();
-                URL_SAFE
-                    .decode_vec(v, &mut buf)
-                    .map(|()| buf)
-                    .map_err(|e| E::custom(format!("invalid base64: {e}")))
-            }
-            Err(e) => Err(E::custom(format!("invalid base64: {e}"))),
-        }
+        decode_base64(v, &mut buf).map_err(E::custom)?;
+        Ok(buf)
     }
+}
+
+/// Appends the bytes of `v`, base64 with or without padding, standard or
+/// URL-safe alphabet (as prost-reflect reads them); `buf` as it was when
+/// refused.
+pub(super) fn decode_base64(v: &str, buf: &mut Vec<u8>) -> Result<(), String> {
+    use base64::{
+        DecodeError, Engine as _, alphabet,
+        engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig},
+    };
+    const CONFIG: GeneralPurposeConfig = GeneralPurposeConfig::new()
+        .with_decode_allow_trailing_bits(true)
+        .with_decode_padding_mode(DecodePaddingMode::Indifferent);
+    const STANDARD: GeneralPurpose = GeneralPurpose::new(&alphabet::STANDARD, CONFIG);
+    const URL_SAFE: GeneralPurpose = GeneralPurpose::new(&alphabet::URL_SAFE, CONFIG);
+    let start = buf.len();
+    let result = match STANDARD.decode_vec(v, buf) {
+        Err(DecodeError::InvalidByte(_, b'-' | b'_')) => {
+            buf.truncate(start);
+            URL_SAFE.decode_vec(v, buf)
+        }
+        result => result,
+    };
+    result.map_err(|e| {
+        buf.truncate(start);
+        format!("invalid base64: {e}")
+    })
 }
 
 pub(super) struct EnumVisitor<'c>(pub(super) Ctx<'c>, pub(super) u32);

@@ -19,8 +19,8 @@ use super::{
     Card, MessagePlan, Ty, WIRE_LEN, Wkt,
     from_json::{
         Ctx, DurationVisitor, EnumVisitor, FieldSeed, FieldsRead, KeySeed, MessageSeed,
-        NumberSource, PackedSeed, Scalar, Skip, TimestampVisitor, emit_bits, emit_number,
-        number_bits, patch_len, write_key, write_scalar, write_value, write_varint,
+        NumberSource, PackedSeed, Scalar, Skip, TimestampVisitor, decode_base64, emit_bits,
+        emit_number, number_bits, patch_len, write_key, write_scalar, write_value, write_varint,
     },
 };
 use prost::Message as _;
@@ -56,6 +56,8 @@ enum Literal<'j> {
     U64(u64),
     /// A negative integer (serde_json's `visit_i64`).
     I64(i64),
+    /// A number with a fraction or an exponent (serde_json's `visit_f64`).
+    F64(f64),
     Str(&'j str),
     Bool(bool),
 }
@@ -68,6 +70,7 @@ impl<'de> NumberSource<'de> for Literal<'_> {
         match self {
             Literal::U64(n) => v.visit_u64(n),
             Literal::I64(n) => v.visit_i64(n),
+            Literal::F64(n) => v.visit_f64(n),
             Literal::Str(s) => v.visit_str(s),
             Literal::Bool(b) => v.visit_bool(b),
         }
@@ -122,42 +125,69 @@ impl<'j> Scanner<'j> {
         Some(s)
     }
 
-    /// At `-` or a digit: an integer with no fraction or exponent, as
-    /// serde_json hands it over (`-0` and integers past 64 bits become
-    /// floats there, so they are not taken here); else `None`, the position
-    /// unmoved.
+    /// At `-` or a digit: a number, as serde_json hands it over: an
+    /// integer as `u64` (not negative) or `i64` (negative), one with a
+    /// fraction or an exponent as `f64` (serde_json's `float_roundtrip`
+    /// reading is correctly rounded, as `f64::from_str`). `-0`, integers past
+    /// 64 bits and floats out of range are not taken here; else `None`, the
+    /// position unmoved.
     #[inline]
-    fn integer(&mut self) -> Option<Literal<'j>> {
+    fn number(&mut self) -> Option<Literal<'j>> {
         let b = self.bytes();
-        let mut i = self.pos;
-        let negative = b.get(i) == Some(&b'-');
-        i += usize::from(negative);
-        let first = i;
+        let start = self.pos;
+        let negative = b.get(start) == Some(&b'-');
+        let first = start + usize::from(negative);
+        let mut i = first;
         let mut v: u64 = 0;
+        let mut overflow = false;
         while let Some(&d) = b.get(i)
             && d.is_ascii_digit()
         {
-            v = v.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
+            match v
+                .checked_mul(10)
+                .and_then(|v| v.checked_add(u64::from(d - b'0')))
+            {
+                Some(next) => v = next,
+                None => overflow = true,
+            }
             i += 1;
         }
         let digits = i - first;
         if digits == 0 || (digits > 1 && b[first] == b'0') {
             return None; // no digits, or a leading zero: not JSON
         }
-        if matches!(b.get(i), Some(b'.' | b'e' | b'E')) {
-            return None;
-        }
-        let literal = if negative {
-            let n = (v as i64).wrapping_neg();
-            if n >= 0 {
+        if !matches!(b.get(i), Some(b'.' | b'e' | b'E')) {
+            if overflow {
                 return None;
             }
-            Literal::I64(n)
-        } else {
-            Literal::U64(v)
-        };
+            let literal = if negative {
+                let n = (v as i64).wrapping_neg();
+                if n >= 0 {
+                    return None;
+                }
+                Literal::I64(n)
+            } else {
+                Literal::U64(v)
+            };
+            self.pos = i;
+            return Some(literal);
+        }
+        if b.get(i) == Some(&b'.') {
+            i = digits_after(b, i + 1)?;
+        }
+        if matches!(b.get(i), Some(b'e' | b'E')) {
+            i += 1;
+            if matches!(b.get(i), Some(b'+' | b'-')) {
+                i += 1;
+            }
+            i = digits_after(b, i)?;
+        }
+        let v: f64 = self.text.get(start..i)?.parse().ok()?;
+        if !v.is_finite() {
+            return None;
+        }
         self.pos = i;
-        Some(literal)
+        Some(Literal::F64(v))
     }
 
     /// At `t` or `f`: the boolean literal; else `None`, the position unmoved.
@@ -180,7 +210,7 @@ impl<'j> Scanner<'j> {
     fn literal(&mut self) -> Option<Literal<'j>> {
         match self.peek()? {
             b'"' => self.plain_str().map(Literal::Str),
-            b'-' | b'0'..=b'9' => self.integer(),
+            b'-' | b'0'..=b'9' => self.number(),
             b't' | b'f' => self.boolean(),
             _ => None,
         }
@@ -365,7 +395,25 @@ impl<'j> Scanner<'j> {
                     return Ok(true);
                 }
             }
-            Ty::Bytes => {}
+            Ty::Bytes => {
+                if self.peek() == Some(b'"')
+                    && let Some(s) = self.plain_str()
+                {
+                    let field_start = buf.len();
+                    write_key(buf, number, WIRE_LEN);
+                    let at = buf.len();
+                    buf.push(0);
+                    if decode_base64(s, buf).is_ok() {
+                        if implicit && buf.len() == at + 1 {
+                            buf.truncate(field_start); // empty: the default
+                        } else {
+                            patch_len(buf, at);
+                        }
+                        return Ok(true);
+                    }
+                    buf.truncate(field_start);
+                }
+            }
             _ => {
                 if let Some(bits) = self.literal().and_then(|l| number_bits(l, ty).ok()) {
                     emit_number(buf, number, implicit, bits);
@@ -392,7 +440,7 @@ impl<'j> Scanner<'j> {
             literal @ (Literal::U64(_) | Literal::I64(_)) => {
                 literal.read(EnumVisitor(ctx, e)).ok().flatten()
             }
-            Literal::Bool(_) => None,
+            Literal::F64(_) | Literal::Bool(_) => None,
         };
         if n.is_none() {
             self.pos = start;
@@ -468,6 +516,17 @@ impl<'j> Scanner<'j> {
             true
         }))
     }
+}
+
+/// The index after the digits that start at `i`; `None` when none does.
+#[inline]
+fn digits_after(b: &[u8], i: usize) -> Option<usize> {
+    let end = i + b
+        .get(i..)?
+        .iter()
+        .take_while(|d| d.is_ascii_digit())
+        .count();
+    (end > i).then_some(end)
 }
 
 /// Field `number` as a message whose fields `write` appends.

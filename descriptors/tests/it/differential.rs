@@ -875,3 +875,113 @@ fn occurrence_orders_agree_with_prost_reflect() {
         agree(&nested, &bytes, &opts).unwrap();
     }
 }
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// Number literals of every shape (long mantissas, fractions, exponents
+    /// near the ends of the range, leading zeros, signs) in every numeric
+    /// field: the scanner reads them as the serde reader does, or both refuse.
+    #[test]
+    fn the_scanner_reads_numbers_as_the_serde_reader(
+        negative in any::<bool>(),
+        int in prop_oneof![Just("0".to_owned()), "[1-9][0-9]{0,21}", "0[0-9]{1,3}"],
+        frac in proptest::option::of("[0-9]{0,20}"),
+        exp in proptest::option::of((prop::sample::select(vec!["e", "E"]), prop::sample::select(vec!["", "+", "-"]), 0u32..420)),
+        quoted in any::<bool>(),
+    ) {
+        let mut text = String::new();
+        if negative {
+            text.push('-');
+        }
+        text.push_str(&int);
+        if let Some(frac) = &frac {
+            text.push('.');
+            text.push_str(frac);
+        }
+        if let Some((e, sign, n)) = &exp {
+            text.push_str(&format!("{e}{sign}{n}"));
+        }
+        if quoted {
+            text = format!("\"{text}\"");
+        }
+        numbers_agree(&text)?;
+    }
+}
+
+/// Numbers at the edges of each type's range and of `f64`'s.
+#[test]
+fn the_scanner_reads_edge_numbers_as_the_serde_reader() {
+    for text in [
+        "0",
+        "-0",
+        "-0.0",
+        "0.0",
+        "1.0",
+        "1e2",
+        "1E+2",
+        "1e-2",
+        "0.1",
+        "-1",
+        "1e400",
+        "-1e400",
+        "1e-400",
+        "1.5e-320",
+        "2.2250738585072014e-308",
+        "1.7976931348623157e308",
+        "18446744073709551615",
+        "18446744073709551616",
+        "9223372036854775807",
+        "9223372036854775808",
+        "-9223372036854775808",
+        "-9223372036854775809",
+        "4294967295",
+        "4294967296",
+        "2147483647",
+        "2147483648",
+        "-2147483648",
+        "-2147483649",
+        "123456789012345678901234567890",
+        "00",
+        "01",
+        "-",
+        "1.",
+        ".5",
+        "1e",
+        "1e+",
+        "+1",
+        "\"1\"",
+        "\"-0\"",
+        "\"+1\"",
+        "\"007\"",
+        "\"1.5\"",
+        "\"1e3\"",
+        "\"NaN\"",
+        "\"-Infinity\"",
+    ] {
+        numbers_agree(text).unwrap();
+    }
+}
+
+/// `text` as the value of every numeric field of `Scalars`: the scanner
+/// and the serde reader write the same bytes, or both refuse.
+fn numbers_agree(text: &str) -> Result<(), TestCaseError> {
+    let snapshot = shared_registry().snapshot();
+    let desc = snapshot
+        .pool()
+        .get_message_by_name("example.types.v1.Scalars")
+        .unwrap();
+    for field in desc.fields() {
+        if !matches!(
+            field.kind(),
+            Kind::Bool | Kind::String | Kind::Bytes | Kind::Message(_) | Kind::Enum(_)
+        ) {
+            let json = format!("{{\"{}\":{text}}}", field.json_name());
+            let (scan, serde) =
+                descriptors::json::codec_readers(&desc, json.as_bytes(), &JsonOptions::default())
+                    .unwrap();
+            prop_assert_eq!(scan, serde, "{}", json);
+        }
+    }
+    Ok(())
+}
