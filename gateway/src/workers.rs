@@ -26,6 +26,14 @@ use tracing::warn;
 /// How long a stopping worker waits for its blocking tasks.
 const STOP_GRACE: Duration = Duration::from_secs(1);
 
+/// The longest a worker's timer driver goes without a timer due: tokio wakes
+/// the driver (an `eventfd` write, then one more `epoll_wait`) whenever a
+/// timer is set to fire before every armed one, which without another timer
+/// is every request's (the header-read and request timeouts, seconds away).
+/// With this one always due within half a second, they set nothing off:
+/// one JSON call at a time takes 6 system calls instead of 8.
+const TIMER_HEARTBEAT: Duration = Duration::from_millis(500);
+
 /// The running workers; dropping this stops them (their tasks are dropped).
 pub(crate) struct Workers {
     workers: Vec<Worker>,
@@ -95,6 +103,13 @@ impl Worker {
             .thread_name("gateway-blocking")
             .build()?;
         let handle = rt.handle().clone();
+        handle.spawn(async {
+            let mut beat = tokio::time::interval(TIMER_HEARTBEAT);
+            beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                beat.tick().await;
+            }
+        });
         let (stop, stopped) = oneshot::channel::<()>();
         let thread = thread::Builder::new()
             .name(format!("gateway-worker-{index}"))
