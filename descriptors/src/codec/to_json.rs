@@ -25,7 +25,7 @@ use super::{
 use crate::{error::DescriptorError, json::JsonOptions};
 
 mod in_order;
-use in_order::{FEW, in_order};
+use in_order::{FEW, Level, in_order};
 
 /// Why a rendering stopped.
 #[derive(Debug)]
@@ -223,14 +223,24 @@ impl<'o, 'a> Writer<'o, 'a> {
         first: &mut bool,
     ) -> Result<()> {
         let plan = &prog.messages[m as usize];
-        if let [bytes] = chunks {
+        let mut occs = if let [bytes] = chunks {
             let mut few = [Occ::NONE; FEW];
-            if let Some(n) = in_order(plan, bytes, &mut few, self.checked)? {
-                return self.write_fields(prog, plan, &few[..n], first);
+            match in_order(plan, bytes, &mut few, self.checked)? {
+                Level::Whole(n) => return self.write_fields(prog, plan, &few[..n], first),
+                Level::Stopped { n, next, rest } => {
+                    // Go on from there: nothing is read twice.
+                    let mut occs = self.occ_list();
+                    occs.extend_from_slice(&few[..n]);
+                    occs.push(next);
+                    scan(plan, &[rest], &mut occs, self.checked)?;
+                    occs
+                }
             }
-        }
-        let mut occs = self.pool.pop().unwrap_or_default();
-        scan(plan, chunks, &mut occs, self.checked)?;
+        } else {
+            let mut occs = self.occ_list();
+            scan(plan, chunks, &mut occs, self.checked)?;
+            occs
+        };
         if plan.oneof_count() != 0 {
             for occ in resolve_oneofs(plan, &mut occs) {
                 validate_occ(prog, plan, &occ, self.checked)?;
@@ -243,6 +253,14 @@ impl<'o, 'a> Writer<'o, 'a> {
         occs.clear();
         self.pool.push(occs);
         Ok(())
+    }
+
+    /// A cleared occurrence list (reused across levels), with room for
+    /// more than [`FEW`] (what a level that is not on the stack mostly needs).
+    fn occ_list(&mut self) -> Vec<Occ<'a>> {
+        let mut occs = self.pool.pop().unwrap_or_default();
+        occs.reserve(2 * FEW);
+        occs
     }
 
     /// Writes the fields of a message from its occurrences (in field
