@@ -1157,8 +1157,17 @@ pub(crate) fn read_varint(data: &mut &[u8]) -> Result<u64> {
     read_varint_slow(data)
 }
 
+/// A varint whose first byte has its high bit set ([`read_varint`] read
+/// the others): one of two bytes (lengths and numbers below 2^14) without
+/// the loop.
 fn read_varint_slow(data: &mut &[u8]) -> Result<u64> {
     let bytes = *data;
+    if let [b0, b1, rest @ ..] = bytes
+        && *b1 < 0x80
+    {
+        *data = rest;
+        return Ok(u64::from(b0 & 0x7f) | u64::from(*b1) << 7);
+    }
     let mut value = 0u64;
     for (i, &b) in bytes.iter().enumerate().take(10) {
         if i == 9 && b > 1 {
