@@ -600,14 +600,23 @@ impl<'o, 'a> Writer<'o, 'a> {
             wkt,
             Wkt::Any | Wkt::Struct | Wkt::Value | Wkt::ListValue | Wkt::Empty
         );
-        if !self.checked && !walked {
+        // Timestamp and Duration as encoders write them, read here (the
+        // checks and prost's decoding below cost more than the printing).
+        let seconds_nanos = match wkt {
+            Wkt::Timestamp | Wkt::Duration => seconds_nanos(bytes),
+            _ => None,
+        };
+        if !self.checked && !walked && seconds_nanos.is_none() {
             // prost skips groups the pre-pass would count.
             check_wire_bytes(bytes, false)?;
         }
         match wkt {
             Wkt::Any => return self.any(plan, chunks),
             Wkt::Timestamp => {
-                let t = prost_types::Timestamp::decode(bytes).map_err(decode_err)?;
+                let t = match seconds_nanos {
+                    Some((seconds, nanos)) => prost_types::Timestamp { seconds, nanos },
+                    None => prost_types::Timestamp::decode(bytes).map_err(decode_err)?,
+                };
                 if !time::TIMESTAMP_SECONDS.contains(&t.seconds) {
                     return Err(invalid("timestamp out of range"));
                 }
@@ -616,7 +625,10 @@ impl<'o, 'a> Writer<'o, 'a> {
                 }
             }
             Wkt::Duration => {
-                let d = prost_types::Duration::decode(bytes).map_err(decode_err)?;
+                let d = match seconds_nanos {
+                    Some((seconds, nanos)) => prost_types::Duration { seconds, nanos },
+                    None => prost_types::Duration::decode(bytes).map_err(decode_err)?,
+                };
                 if d.seconds.unsigned_abs() > 315_576_000_000
                     || d.nanos.unsigned_abs() > 999_999_999
                 {
@@ -792,6 +804,24 @@ impl<'o, 'a> Writer<'o, 'a> {
         self.out.push(b'}');
         self.check_limit()
     }
+}
+
+/// The `seconds` (1, int64) and `nanos` (2, int32) of a Timestamp or a
+/// Duration whose bytes hold each at most once, in that order, and nothing
+/// else (as encoders write them): what prost decodes from them. `None` for
+/// any other bytes, which prost decodes (and judges) instead.
+fn seconds_nanos(mut bytes: &[u8]) -> Option<(i64, i32)> {
+    let mut seconds = 0;
+    let mut nanos = 0;
+    if let [0x08, rest @ ..] = bytes {
+        bytes = rest;
+        seconds = read_varint(&mut bytes).ok()? as i64;
+    }
+    if let [0x10, rest @ ..] = bytes {
+        bytes = rest;
+        nanos = read_varint(&mut bytes).ok()? as i32;
+    }
+    bytes.is_empty().then_some((seconds, nanos))
 }
 
 /// Writes message `root` of `codec` from `proto` with no pre-pass (see
@@ -1541,6 +1571,33 @@ mod tests {
             let mut out = b"[".to_vec();
             write_wire_str(&mut out, s.as_bytes()).expect("UTF-8");
             assert_eq!(String::from_utf8_lossy(&out[1..]), expected);
+        }
+    }
+
+    /// `seconds_nanos` reads what prost reads from the bytes it accepts, and
+    /// leaves any other field order or content to prost.
+    #[test]
+    fn seconds_nanos_agrees_with_prost() {
+        for (seconds, nanos) in [
+            (0, 0),
+            (1, 0),
+            (0, 1),
+            (-1, -1),
+            (i64::MAX, i32::MIN),
+            (1_700_000_000, 999_999_999),
+        ] {
+            let t = prost_types::Timestamp { seconds, nanos };
+            assert_eq!(seconds_nanos(&t.encode_to_vec()), Some((seconds, nanos)));
+        }
+        assert_eq!(seconds_nanos(&[]), Some((0, 0)));
+        for other in [
+            &[0x10, 1, 0x08, 1][..],
+            &[0x08, 1, 0x08, 2],
+            &[0x08, 1, 0x18, 2],
+            &[0x08, 0x80],
+            &[0x09, 0, 0, 0, 0, 0, 0, 0, 0],
+        ] {
+            assert_eq!(seconds_nanos(other), None);
         }
     }
 
