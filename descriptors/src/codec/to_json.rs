@@ -314,8 +314,7 @@ impl<'o, 'a> Writer<'o, 'a> {
             self.out.push(b',');
         }
         *first = false;
-        self.out
-            .extend_from_slice(plan.key(slot, self.proto_names).as_bytes());
+        put_short(self.out, plan.key(slot, self.proto_names));
     }
 
     /// Writes the defaults of the absent fields `from..to` that have no presence.
@@ -1407,15 +1406,13 @@ fn special_bits(x: u64, stop: u64) -> u64 {
 fn escape_into(out: &mut Vec<u8>, bytes: &[u8], ascii_only: bool) -> bool {
     let stop = if ascii_only { HIGH_BITS } else { 0 };
     // Most strings need nothing: one test over all of it, one copy.
-    let (chunks, tail) = bytes.as_chunks::<8>();
-    let mut last = [b'a'; 8];
-    last[..tail.len()].copy_from_slice(tail);
-    let mut found = special_bits(u64::from_le_bytes(last), stop);
+    let (chunks, _) = bytes.as_chunks::<8>();
+    let mut found = special_bits(tail_word(bytes), stop);
     for chunk in chunks {
         found |= special_bits(u64::from_le_bytes(*chunk), stop);
     }
     if found == 0 {
-        out.extend_from_slice(bytes);
+        put_short(out, bytes);
         return true;
     }
     let mut start = 0;
@@ -1452,6 +1449,58 @@ fn escape_into(out: &mut Vec<u8>, bytes: &[u8], ascii_only: bool) -> bool {
     }
     out.extend_from_slice(&bytes[start..]);
     true
+}
+
+/// A word holding the last bytes of `bytes` (the last eight, or all of
+/// them and copies of some, or only `a`s when empty), read without a
+/// `memcpy` call: what [`escape_bits`] finds in it is in `bytes`.
+#[inline]
+fn tail_word(bytes: &[u8]) -> u64 {
+    let n = bytes.len();
+    if let Some(last) = bytes.last_chunk::<8>() {
+        return u64::from_le_bytes(*last);
+    }
+    let fill = LOW_BITS * u64::from(b'a');
+    if let (Some(head), Some(last)) = (bytes.first_chunk::<4>(), bytes.last_chunk::<4>()) {
+        return u64::from(u32::from_le_bytes(*head)) | u64::from(u32::from_le_bytes(*last)) << 32;
+    }
+    match bytes {
+        [] => fill,
+        // One to three bytes: the first, the middle and the last.
+        [first, ..] => {
+            let word =
+                u64::from(*first) | u64::from(bytes[n / 2]) << 8 | u64::from(bytes[n - 1]) << 16;
+            word | (fill & !0xff_ffff)
+        }
+    }
+}
+
+/// Appends `bytes`; when short (a key, most strings) as one 16-byte move
+/// and a truncation rather than a `memcpy` call.
+#[inline]
+fn put_short(out: &mut Vec<u8>, bytes: &[u8]) {
+    let n = bytes.len();
+    let mut buf = [0u8; 16];
+    if n <= 16
+        && let (Some(head), Some(last)) = (bytes.first_chunk::<8>(), bytes.last_chunk::<8>())
+    {
+        // Two overlapping words.
+        buf[..8].copy_from_slice(head);
+        buf[n - 8..n].copy_from_slice(last);
+    } else if let (Some(head), Some(last)) = (bytes.first_chunk::<4>(), bytes.last_chunk::<4>())
+        && n < 8
+    {
+        buf[..4].copy_from_slice(head);
+        buf[n - 4..n].copy_from_slice(last);
+    } else if n < 4 {
+        buf[..n].copy_from_slice(bytes);
+    } else {
+        out.extend_from_slice(bytes);
+        return;
+    }
+    let at = out.len();
+    out.extend_from_slice(&buf);
+    out.truncate(at + n);
 }
 
 fn write_base64(out: &mut Vec<u8>, data: &[u8]) {
@@ -1554,7 +1603,7 @@ mod tests {
             "héllo, wörld: ✓ 🦀".to_owned(),
             "🦀\"\\\u{7f}\u{1f}é".repeat(5),
         ];
-        for len in [1, 7, 8, 9, 15, 16, 17, 24] {
+        for len in [1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 24] {
             for at in 0..len {
                 for b in 0u8..0x80 {
                     let mut s = vec![b'a'; len];
@@ -1598,6 +1647,20 @@ mod tests {
             &[0x09, 0, 0, 0, 0, 0, 0, 0, 0],
         ] {
             assert_eq!(seconds_nanos(other), None);
+        }
+    }
+
+    /// `put_short` appends exactly its bytes, at every length around its
+    /// moves, after any output.
+    #[test]
+    fn put_short_appends_its_bytes() {
+        for len in 0..40u8 {
+            let bytes: Vec<u8> = (1..=len).collect();
+            for before in [&b""[..], b"{", b"{\"key\":"] {
+                let mut out = before.to_vec();
+                put_short(&mut out, &bytes);
+                assert_eq!(out, [before, &bytes].concat());
+            }
         }
     }
 
