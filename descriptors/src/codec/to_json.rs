@@ -457,13 +457,19 @@ impl<'o, 'a> Writer<'o, 'a> {
         ) else {
             return Err(invalid("map entry without key or value"));
         };
-        // (key, index of the entry in `group`): each entry is read whole
-        // (and checked) here, and read again for its value when written.
+        let message_value = matches!(value_field.ty, Ty::Message(_));
+        // (key, index of the entry in `group`), and each entry's last value
+        // by that index (apart: the sort moves less): each entry is read
+        // whole (and checked) here; one with a message value is read again
+        // for its value's chunks when written.
         let mut entries: Vec<(MapKey<'a>, u32)> = Vec::with_capacity(group.len());
+        let mut values: Vec<Option<Occ<'a>>> = Vec::with_capacity(group.len());
         let mut merged: Vec<Occ<'a>> = Vec::new();
         for (i, occ) in group.iter().enumerate() {
-            let (key, _) = map_entry(occ.data, key_field, value_field, &mut merged, self.checked)?;
+            let (key, value) =
+                map_entry(occ.data, key_field, value_field, &mut merged, self.checked)?;
             entries.push((key, i as u32));
+            values.push(value);
         }
         // Stable: the last entry of a key stays last.
         if !entries.is_sorted_by(|a, b| a.0 <= b.0) {
@@ -492,9 +498,13 @@ impl<'o, 'a> Writer<'o, 'a> {
                 }
             }
             let (key, index) = &entries[j];
-            let data = group[*index as usize].data;
-            let message_value = matches!(value_field.ty, Ty::Message(_));
-            let value = entry_value(data, message_value, &mut merged, self.checked)?;
+            let value = if message_value {
+                let data = group[*index as usize].data;
+                entry_value(data, true, &mut merged, self.checked)?
+            } else {
+                merged.clear();
+                values.get(*index as usize).copied().flatten()
+            };
             i = j + 1;
             if !first {
                 self.out.push(b',');
