@@ -655,15 +655,21 @@ impl MessagePlan {
         )
     }
 
-    /// `"name":` of field `slot`, by its proto name or its JSON name.
+    /// `"name":` of field `slot`, by its proto name or its JSON name (bytes:
+    /// no UTF-8 boundary checks on the writer's path).
     #[inline]
-    pub(crate) fn key(&self, slot: usize, proto_names: bool) -> &str {
+    pub(crate) fn key(&self, slot: usize, proto_names: bool) -> &[u8] {
         let field = &self.fields[slot];
-        self.str(if proto_names {
+        let key = if proto_names {
             field.proto_key
         } else {
             field.json_key
-        })
+        };
+        let start = key.start as usize;
+        self.text
+            .as_bytes()
+            .get(start..start + key.len as usize)
+            .unwrap_or_default()
     }
 
     /// The number of oneofs.

@@ -118,11 +118,28 @@ fn digits(b: &[u8]) -> Option<u32> {
     })
 }
 
-/// Writes `n` as `dst.len()` decimal digits, zero-padded (n fits).
+/// `00` to `99`, two bytes each.
+const PAIRS: &[u8; 200] = b"\
+    0001020304050607080910111213141516171819\
+    2021222324252627282930313233343536373839\
+    4041424344454647484950515253545556575859\
+    6061626364656667686970717273747576777879\
+    8081828384858687888990919293949596979899";
+
+/// Writes `n` as `dst.len()` decimal digits, zero-padded (n fits), two at
+/// a time from the right.
 fn put_digits(dst: &mut [u8], mut n: u32) {
-    for d in dst.iter_mut().rev() {
-        *d = b'0' + (n % 10) as u8;
-        n /= 10;
+    for d in dst.rchunks_mut(2) {
+        match d {
+            [hi, lo] => {
+                let i = (n % 100) as usize * 2;
+                *hi = PAIRS[i];
+                *lo = PAIRS[i + 1];
+                n /= 100;
+            }
+            [one] => *one = b'0' + (n % 10) as u8,
+            _ => {}
+        }
     }
 }
 

@@ -25,7 +25,7 @@ use super::{
 use crate::{error::DescriptorError, json::JsonOptions};
 
 mod in_order;
-use in_order::{FEW, in_order};
+use in_order::{FEW, Level, in_order};
 
 /// Why a rendering stopped.
 #[derive(Debug)]
@@ -223,14 +223,24 @@ impl<'o, 'a> Writer<'o, 'a> {
         first: &mut bool,
     ) -> Result<()> {
         let plan = &prog.messages[m as usize];
-        if let [bytes] = chunks {
+        let mut occs = if let [bytes] = chunks {
             let mut few = [Occ::NONE; FEW];
-            if let Some(n) = in_order(plan, bytes, &mut few, self.checked)? {
-                return self.write_fields(prog, plan, &few[..n], first);
+            match in_order(plan, bytes, &mut few, self.checked)? {
+                Level::Whole(n) => return self.write_fields(prog, plan, &few[..n], first),
+                Level::Stopped { n, next, rest } => {
+                    // Go on from there: nothing is read twice.
+                    let mut occs = self.occ_list();
+                    occs.extend_from_slice(&few[..n]);
+                    occs.push(next);
+                    scan(plan, &[rest], &mut occs, self.checked)?;
+                    occs
+                }
             }
-        }
-        let mut occs = self.pool.pop().unwrap_or_default();
-        scan(plan, chunks, &mut occs, self.checked)?;
+        } else {
+            let mut occs = self.occ_list();
+            scan(plan, chunks, &mut occs, self.checked)?;
+            occs
+        };
         if plan.oneof_count() != 0 {
             for occ in resolve_oneofs(plan, &mut occs) {
                 validate_occ(prog, plan, &occ, self.checked)?;
@@ -243,6 +253,14 @@ impl<'o, 'a> Writer<'o, 'a> {
         occs.clear();
         self.pool.push(occs);
         Ok(())
+    }
+
+    /// A cleared occurrence list (reused across levels), with room for
+    /// more than [`FEW`] (what a level that is not on the stack mostly needs).
+    fn occ_list(&mut self) -> Vec<Occ<'a>> {
+        let mut occs = self.pool.pop().unwrap_or_default();
+        occs.reserve(2 * FEW);
+        occs
     }
 
     /// Writes the fields of a message from its occurrences (in field
@@ -296,8 +314,7 @@ impl<'o, 'a> Writer<'o, 'a> {
             self.out.push(b',');
         }
         *first = false;
-        self.out
-            .extend_from_slice(plan.key(slot, self.proto_names).as_bytes());
+        put_short(self.out, plan.key(slot, self.proto_names));
     }
 
     /// Writes the defaults of the absent fields `from..to` that have no presence.
@@ -440,13 +457,19 @@ impl<'o, 'a> Writer<'o, 'a> {
         ) else {
             return Err(invalid("map entry without key or value"));
         };
-        // (key, index of the entry in `group`): each entry is read whole
-        // (and checked) here, and read again for its value when written.
+        let message_value = matches!(value_field.ty, Ty::Message(_));
+        // (key, index of the entry in `group`), and each entry's last value
+        // by that index (apart: the sort moves less): each entry is read
+        // whole (and checked) here; one with a message value is read again
+        // for its value's chunks when written.
         let mut entries: Vec<(MapKey<'a>, u32)> = Vec::with_capacity(group.len());
+        let mut values: Vec<Option<Occ<'a>>> = Vec::with_capacity(group.len());
         let mut merged: Vec<Occ<'a>> = Vec::new();
         for (i, occ) in group.iter().enumerate() {
-            let (key, _) = map_entry(occ.data, key_field, value_field, &mut merged, self.checked)?;
+            let (key, value) =
+                map_entry(occ.data, key_field, value_field, &mut merged, self.checked)?;
             entries.push((key, i as u32));
+            values.push(value);
         }
         // Stable: the last entry of a key stays last.
         if !entries.is_sorted_by(|a, b| a.0 <= b.0) {
@@ -475,9 +498,13 @@ impl<'o, 'a> Writer<'o, 'a> {
                 }
             }
             let (key, index) = &entries[j];
-            let data = group[*index as usize].data;
-            let message_value = matches!(value_field.ty, Ty::Message(_));
-            let value = entry_value(data, message_value, &mut merged, self.checked)?;
+            let value = if message_value {
+                let data = group[*index as usize].data;
+                entry_value(data, true, &mut merged, self.checked)?
+            } else {
+                merged.clear();
+                values.get(*index as usize).copied().flatten()
+            };
             i = j + 1;
             if !first {
                 self.out.push(b',');
@@ -582,14 +609,23 @@ impl<'o, 'a> Writer<'o, 'a> {
             wkt,
             Wkt::Any | Wkt::Struct | Wkt::Value | Wkt::ListValue | Wkt::Empty
         );
-        if !self.checked && !walked {
+        // Timestamp and Duration as encoders write them, read here (the
+        // checks and prost's decoding below cost more than the printing).
+        let seconds_nanos = match wkt {
+            Wkt::Timestamp | Wkt::Duration => seconds_nanos(bytes),
+            _ => None,
+        };
+        if !self.checked && !walked && seconds_nanos.is_none() {
             // prost skips groups the pre-pass would count.
             check_wire_bytes(bytes, false)?;
         }
         match wkt {
             Wkt::Any => return self.any(plan, chunks),
             Wkt::Timestamp => {
-                let t = prost_types::Timestamp::decode(bytes).map_err(decode_err)?;
+                let t = match seconds_nanos {
+                    Some((seconds, nanos)) => prost_types::Timestamp { seconds, nanos },
+                    None => prost_types::Timestamp::decode(bytes).map_err(decode_err)?,
+                };
                 if !time::TIMESTAMP_SECONDS.contains(&t.seconds) {
                     return Err(invalid("timestamp out of range"));
                 }
@@ -598,7 +634,10 @@ impl<'o, 'a> Writer<'o, 'a> {
                 }
             }
             Wkt::Duration => {
-                let d = prost_types::Duration::decode(bytes).map_err(decode_err)?;
+                let d = match seconds_nanos {
+                    Some((seconds, nanos)) => prost_types::Duration { seconds, nanos },
+                    None => prost_types::Duration::decode(bytes).map_err(decode_err)?,
+                };
                 if d.seconds.unsigned_abs() > 315_576_000_000
                     || d.nanos.unsigned_abs() > 999_999_999
                 {
@@ -774,6 +813,24 @@ impl<'o, 'a> Writer<'o, 'a> {
         self.out.push(b'}');
         self.check_limit()
     }
+}
+
+/// The `seconds` (1, int64) and `nanos` (2, int32) of a Timestamp or a
+/// Duration whose bytes hold each at most once, in that order, and nothing
+/// else (as encoders write them): what prost decodes from them. `None` for
+/// any other bytes, which prost decodes (and judges) instead.
+fn seconds_nanos(mut bytes: &[u8]) -> Option<(i64, i32)> {
+    let mut seconds = 0;
+    let mut nanos = 0;
+    if let [0x08, rest @ ..] = bytes {
+        bytes = rest;
+        seconds = read_varint(&mut bytes).ok()? as i64;
+    }
+    if let [0x10, rest @ ..] = bytes {
+        bytes = rest;
+        nanos = read_varint(&mut bytes).ok()? as i32;
+    }
+    bytes.is_empty().then_some((seconds, nanos))
 }
 
 /// Writes message `root` of `codec` from `proto` with no pre-pass (see
@@ -1139,8 +1196,17 @@ pub(crate) fn read_varint(data: &mut &[u8]) -> Result<u64> {
     read_varint_slow(data)
 }
 
+/// A varint whose first byte has its high bit set ([`read_varint`] read
+/// the others): one of two bytes (lengths and numbers below 2^14) without
+/// the loop.
 fn read_varint_slow(data: &mut &[u8]) -> Result<u64> {
     let bytes = *data;
+    if let [b0, b1, rest @ ..] = bytes
+        && *b1 < 0x80
+    {
+        *data = rest;
+        return Ok(u64::from(b0 & 0x7f) | u64::from(*b1) << 7);
+    }
     let mut value = 0u64;
     for (i, &b) in bytes.iter().enumerate().take(10) {
         if i == 9 && b > 1 {
@@ -1350,15 +1416,13 @@ fn special_bits(x: u64, stop: u64) -> u64 {
 fn escape_into(out: &mut Vec<u8>, bytes: &[u8], ascii_only: bool) -> bool {
     let stop = if ascii_only { HIGH_BITS } else { 0 };
     // Most strings need nothing: one test over all of it, one copy.
-    let (chunks, tail) = bytes.as_chunks::<8>();
-    let mut last = [b'a'; 8];
-    last[..tail.len()].copy_from_slice(tail);
-    let mut found = special_bits(u64::from_le_bytes(last), stop);
+    let (chunks, _) = bytes.as_chunks::<8>();
+    let mut found = special_bits(tail_word(bytes), stop);
     for chunk in chunks {
         found |= special_bits(u64::from_le_bytes(*chunk), stop);
     }
     if found == 0 {
-        out.extend_from_slice(bytes);
+        put_short(out, bytes);
         return true;
     }
     let mut start = 0;
@@ -1395,6 +1459,58 @@ fn escape_into(out: &mut Vec<u8>, bytes: &[u8], ascii_only: bool) -> bool {
     }
     out.extend_from_slice(&bytes[start..]);
     true
+}
+
+/// A word holding the last bytes of `bytes` (the last eight, or all of
+/// them and copies of some, or only `a`s when empty), read without a
+/// `memcpy` call: what [`escape_bits`] finds in it is in `bytes`.
+#[inline]
+fn tail_word(bytes: &[u8]) -> u64 {
+    let n = bytes.len();
+    if let Some(last) = bytes.last_chunk::<8>() {
+        return u64::from_le_bytes(*last);
+    }
+    let fill = LOW_BITS * u64::from(b'a');
+    if let (Some(head), Some(last)) = (bytes.first_chunk::<4>(), bytes.last_chunk::<4>()) {
+        return u64::from(u32::from_le_bytes(*head)) | u64::from(u32::from_le_bytes(*last)) << 32;
+    }
+    match bytes {
+        [] => fill,
+        // One to three bytes: the first, the middle and the last.
+        [first, ..] => {
+            let word =
+                u64::from(*first) | u64::from(bytes[n / 2]) << 8 | u64::from(bytes[n - 1]) << 16;
+            word | (fill & !0xff_ffff)
+        }
+    }
+}
+
+/// Appends `bytes`; when short (a key, most strings) as one 16-byte move
+/// and a truncation rather than a `memcpy` call.
+#[inline]
+fn put_short(out: &mut Vec<u8>, bytes: &[u8]) {
+    let n = bytes.len();
+    let mut buf = [0u8; 16];
+    if n <= 16
+        && let (Some(head), Some(last)) = (bytes.first_chunk::<8>(), bytes.last_chunk::<8>())
+    {
+        // Two overlapping words.
+        buf[..8].copy_from_slice(head);
+        buf[n - 8..n].copy_from_slice(last);
+    } else if let (Some(head), Some(last)) = (bytes.first_chunk::<4>(), bytes.last_chunk::<4>())
+        && n < 8
+    {
+        buf[..4].copy_from_slice(head);
+        buf[n - 4..n].copy_from_slice(last);
+    } else if n < 4 {
+        buf[..n].copy_from_slice(bytes);
+    } else {
+        out.extend_from_slice(bytes);
+        return;
+    }
+    let at = out.len();
+    out.extend_from_slice(&buf);
+    out.truncate(at + n);
 }
 
 fn write_base64(out: &mut Vec<u8>, data: &[u8]) {
@@ -1497,7 +1613,7 @@ mod tests {
             "héllo, wörld: ✓ 🦀".to_owned(),
             "🦀\"\\\u{7f}\u{1f}é".repeat(5),
         ];
-        for len in [1, 7, 8, 9, 15, 16, 17, 24] {
+        for len in [1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 24] {
             for at in 0..len {
                 for b in 0u8..0x80 {
                     let mut s = vec![b'a'; len];
@@ -1514,6 +1630,47 @@ mod tests {
             let mut out = b"[".to_vec();
             write_wire_str(&mut out, s.as_bytes()).expect("UTF-8");
             assert_eq!(String::from_utf8_lossy(&out[1..]), expected);
+        }
+    }
+
+    /// `seconds_nanos` reads what prost reads from the bytes it accepts, and
+    /// leaves any other field order or content to prost.
+    #[test]
+    fn seconds_nanos_agrees_with_prost() {
+        for (seconds, nanos) in [
+            (0, 0),
+            (1, 0),
+            (0, 1),
+            (-1, -1),
+            (i64::MAX, i32::MIN),
+            (1_700_000_000, 999_999_999),
+        ] {
+            let t = prost_types::Timestamp { seconds, nanos };
+            assert_eq!(seconds_nanos(&t.encode_to_vec()), Some((seconds, nanos)));
+        }
+        assert_eq!(seconds_nanos(&[]), Some((0, 0)));
+        for other in [
+            &[0x10, 1, 0x08, 1][..],
+            &[0x08, 1, 0x08, 2],
+            &[0x08, 1, 0x18, 2],
+            &[0x08, 0x80],
+            &[0x09, 0, 0, 0, 0, 0, 0, 0, 0],
+        ] {
+            assert_eq!(seconds_nanos(other), None);
+        }
+    }
+
+    /// `put_short` appends exactly its bytes, at every length around its
+    /// moves, after any output.
+    #[test]
+    fn put_short_appends_its_bytes() {
+        for len in 0..40u8 {
+            let bytes: Vec<u8> = (1..=len).collect();
+            for before in [&b""[..], b"{", b"{\"key\":"] {
+                let mut out = before.to_vec();
+                put_short(&mut out, &bytes);
+                assert_eq!(out, [before, &bytes].concat());
+            }
         }
     }
 
