@@ -70,8 +70,10 @@ pub(crate) struct MessagePlan {
     /// Slot in `fields` by field number, for numbers below its length.
     pub(crate) dense: Box<[u16]>,
     /// The JSON names and the proto names that differ from them, each as
-    /// the high 16 bits of its name's hash over its slot, sorted (4 bytes
-    /// an entry; a name is compared after its hash matches).
+    /// the high 16 bits of its name's hash over its slot, in an open
+    /// addressing table (a power of two at most two-thirds full, probed
+    /// linearly from the hash's low bits; [`LOOKUP_EMPTY`] where free). A
+    /// name is compared after its hash matches.
     lookup: Box<[u32]>,
     /// No two fields share a JSON name (so a key equal to a field's JSON
     /// name names that field).
@@ -513,17 +515,16 @@ impl Compiler {
                 dense[n] = slot as u16;
             }
             let (json_name, proto_name) = plan.names(slot);
-            lookup.push(lookup_entry(json_name, slot));
+            lookup.push((fnv32(json_name.as_bytes()), slot));
             if proto_name != json_name {
-                lookup.push(lookup_entry(proto_name, slot));
+                lookup.push((fnv32(proto_name.as_bytes()), slot));
             }
         }
-        lookup.sort_unstable();
         let mut json_names: Vec<&str> = (0..plan.fields.len()).map(|s| plan.names(s).0).collect();
         json_names.sort_unstable();
         plan.json_names_unique = json_names.windows(2).all(|w| w[0] != w[1]);
         plan.dense = dense.into();
-        plan.lookup = lookup.into();
+        plan.lookup = lookup_table(&lookup);
         plan
     }
 }
@@ -583,12 +584,18 @@ impl MessagePlan {
     /// one whose other name is.
     #[inline]
     fn lookup_name(&self, name: &str, proto_first: bool) -> Option<u16> {
-        let hash = lookup_entry(name, 0);
-        let from = self.lookup.partition_point(|&e| e < hash);
+        let hash = fnv32(name.as_bytes());
+        let mask = self.lookup.len().wrapping_sub(1);
+        let mut at = hash as usize & mask;
         let mut second = None;
-        for &entry in &self.lookup[from..] {
-            if entry & LOOKUP_HASH != hash {
-                break;
+        // Up to the first free entry (there is one: the table is at most
+        // two-thirds full).
+        while let Some(&entry) = self.lookup.get(at)
+            && entry != LOOKUP_EMPTY
+        {
+            at = (at + 1) & mask;
+            if entry & LOOKUP_HASH != hash & LOOKUP_HASH {
+                continue;
             }
             let slot = entry as u16;
             let field = &self.fields[slot as usize];
@@ -763,9 +770,31 @@ fn short_eq(a: &[u8], b: &[u8]) -> bool {
 /// The bits of a [`MessagePlan::lookup`] entry that hold the name's hash.
 const LOOKUP_HASH: u32 = 0xFFFF_0000;
 
-/// A [`MessagePlan::lookup`] entry: `name`'s hash above `slot`.
-fn lookup_entry(name: &str, slot: usize) -> u32 {
-    (fnv32(name.as_bytes()) & LOOKUP_HASH) | (slot as u32 & !LOOKUP_HASH)
+/// A free [`MessagePlan::lookup`] entry (slot `u16::MAX` is never a field's).
+const LOOKUP_EMPTY: u32 = u32::MAX;
+
+/// The [`MessagePlan::lookup`] table of `names` (`(hash, slot)`).
+fn lookup_table(names: &[(u32, usize)]) -> Box<[u32]> {
+    let names: Vec<(u32, u16)> = names
+        .iter()
+        .filter_map(|&(hash, slot)| {
+            Some((hash, u16::try_from(slot).ok().filter(|&s| s != u16::MAX)?))
+        })
+        .collect();
+    if names.is_empty() {
+        return Box::default();
+    }
+    let size = (names.len() * 3 / 2 + 1).next_power_of_two();
+    let mask = size - 1;
+    let mut table = vec![LOOKUP_EMPTY; size];
+    for (hash, slot) in names {
+        let mut at = hash as usize & mask;
+        while table[at] != LOOKUP_EMPTY {
+            at = (at + 1) & mask;
+        }
+        table[at] = (hash & LOOKUP_HASH) | u32::from(slot);
+    }
+    table.into()
 }
 
 /// FNV-1a, 32 bits, for the name tables: short keys, looked up once per
