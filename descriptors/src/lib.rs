@@ -35,7 +35,7 @@ pub use error::{DescriptorError, ErrorKind};
 pub use http_rule::{BodySpec, HttpBinding, HttpMatch};
 pub use index::MethodInfo;
 pub use json::{JsonOptions, decode_base64};
-pub use pool::without_pool_builds;
+pub use pool::{refuse_pool_builds_on_this_thread, without_pool_builds};
 pub use registry::{PutOutcome, Registry, SetInfo, SetMeta, Snapshot};
 
 /// Encoded `google.protobuf.FileDescriptorSet` of the protos every snapshot

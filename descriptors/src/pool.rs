@@ -69,6 +69,16 @@ pub fn without_pool_builds<T>(f: impl FnOnce() -> T) -> T {
     f()
 }
 
+/// Refuses whole-pool builds on this thread from now on, as
+/// [`without_pool_builds`] does for one call: for the gateway's data-plane
+/// worker threads, where a build (CPU proportional to every registered set)
+/// would stall every connection the thread owns. Whatever runs there and
+/// needs the pool gets [`DescriptorError::PoolNotBuilt`] and has it built
+/// on a blocking thread.
+pub fn refuse_pool_builds_on_this_thread() {
+    NO_BUILDS.with(|c| c.set(true));
+}
+
 /// Most pools of one file kept at once; past that, the whole pool serves.
 pub(crate) const MAX_PARTIAL_POOLS: usize = 8;
 

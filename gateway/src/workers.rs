@@ -115,6 +115,9 @@ impl Worker {
             .name(format!("gateway-worker-{index}"))
             .spawn(move || {
                 balancer::worker::enter(index);
+                // A descriptor pool build would stall every connection here:
+                // what needs one has it built on a blocking thread.
+                descriptors::refuse_pool_builds_on_this_thread();
                 // Returns when the sender is dropped.
                 let _ = rt.block_on(stopped);
                 rt.shutdown_timeout(STOP_GRACE);

@@ -14,6 +14,12 @@ tested against a server that is not tonic.
 - `message == "headers-first"`: initial metadata is sent before the status,
   so the answer is HEADERS then trailers with no DATA in between.
 
+Also `mirror.v1.Mirror/Grouped` (server streaming, raw bytes, any request):
+two `mirror.v1.Holder` messages whose `payload` is an `Any` of
+`mirror.v1.Grouped { G { x: 5 } }` (a proto2 group: a type the gateway's
+codec leaves to prost-reflect), written by hand (the test registers the
+protos with the gateway).
+
 Usage: grpcio_echo_server.py PROTO_DIR; prints the bound port on the first
 line of standard output, then serves until killed.
 """
@@ -83,9 +89,24 @@ class Echo(pb_grpc.EchoServicer):
         return pb.EchoResponse(server_id="py")
 
 
+def grouped_holder():
+    """mirror.v1.Holder { payload: Any(mirror.v1.Grouped { G { x: 5 } }) }."""
+    url = b"type.googleapis.com/mirror.v1.Grouped"
+    grouped = b"\x0b\x10\x05\x0c"  # group G (1) { x (2) = 5 }
+    any_ = b"\x0a" + bytes([len(url)]) + url + b"\x12" + bytes([len(grouped)]) + grouped
+    return b"\x0a" + bytes([len(any_)]) + any_
+
+
+def grouped(request, context):
+    for _ in range(2):
+        yield grouped_holder()
+
+
 def main():
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
     pb_grpc.add_EchoServicer_to_server(Echo(), server)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
+        "mirror.v1.Mirror", {"Grouped": grpc.unary_stream_rpc_method_handler(grouped)}),))
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     print(port, flush=True)

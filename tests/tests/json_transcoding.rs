@@ -558,6 +558,57 @@ async fn an_any_read_by_prost_reflect_has_the_pool_built_off_the_worker() {
     assert!(gw.registry().pool_is_built());
 }
 
+/// A stream reply whose `Any` holds a type the codec leaves to prost-reflect
+/// (a proto2 group), from a grpcio backend: a worker thread builds no
+/// descriptor pool, so the message waits while one is built on a blocking
+/// thread, then is rendered (the stream ended INTERNAL without the wait).
+#[tokio::test]
+async fn a_stream_reply_that_needs_the_descriptor_pool_waits_for_it() {
+    let py = spawn_py_backend().await;
+    let gw = spawn_gateway(&cluster_config(
+        &[format!("{{ name = \"py\", address = \"{}\" }}", py.addr)],
+        "",
+    ))
+    .await;
+    let source = |path: &str, source: &str| descriptors::SourceFile {
+        path: path.to_owned(),
+        source: source.to_owned(),
+    };
+    let set = descriptors::compile_protos(&[
+        source(
+            "mirror_group.proto",
+            "syntax = \"proto2\";\npackage mirror.v1;\n\
+             message Grouped { optional group G = 1 { optional int32 x = 2; } }\n",
+        ),
+        source(
+            "mirror.proto",
+            "syntax = \"proto3\";\npackage mirror.v1;\nimport \"google/protobuf/any.proto\";\n\
+             message Holder { google.protobuf.Any payload = 1; }\nmessage Ask {}\n\
+             service Mirror { rpc Grouped(Ask) returns (stream Holder); }\n",
+        ),
+    ])
+    .expect("compile the mirror protos");
+    gw.registry().put("mirror", &set).expect("register them");
+    assert!(gw.registry().release_idle_pool(Duration::ZERO));
+    let req = json_request("POST", "/mirror.v1.Mirror/Grouped", "{}");
+    let r = http_call(gw.first_addr(), HttpVersion::H1, req).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let lines: Vec<Value> = r
+        .text()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert_eq!(lines.len(), 2, "{}", r.text());
+    for line in &lines {
+        assert_eq!(
+            line["payload"]["@type"], "type.googleapis.com/mirror.v1.Grouped",
+            "{line}"
+        );
+        assert_eq!(line["payload"]["g"]["x"], 5, "{line}");
+    }
+    assert!(gw.registry().pool_is_built());
+}
+
 #[tokio::test]
 async fn client_streaming_and_bidi_take_ndjson() {
     let s = spawn_sample("s0").await;

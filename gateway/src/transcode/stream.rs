@@ -18,7 +18,7 @@ use http_body::{Body, Frame};
 use tokio::time::Sleep;
 
 use balancer::{body::BoxError, grpc::frame::FrameDecoder};
-use descriptors::{HttpBinding, JsonOptions, MethodInfo, Snapshot, json};
+use descriptors::{DescriptorError, HttpBinding, JsonOptions, MethodInfo, Snapshot, json};
 
 use super::{Codec, FailureSlot, UpstreamStatus, count_error, reply_error_kind, timed};
 use crate::{
@@ -126,6 +126,9 @@ pub(super) struct JsonStream {
     pending: Option<Event>,
     done: bool,
     scratch: Vec<u8>,
+    /// A message whose conversion waits for the descriptor pool, being
+    /// built on a blocking thread (a worker thread builds none).
+    waiting: Option<(tokio::task::JoinHandle<()>, Bytes)>,
     codec: Codec,
     /// Messages decoded (metrics).
     counts: Arc<BodyCounts>,
@@ -148,6 +151,7 @@ impl JsonStream {
             pending: None,
             done: false,
             scratch: Vec::new(),
+            waiting: None,
             codec: p.codec,
             counts: p.counts,
         }
@@ -190,8 +194,10 @@ impl JsonStream {
 
     /// Appends message `msg` to `scratch`, framed for the stream's format:
     /// [`Event::Message`], or the error that ends the stream (`scratch` as
-    /// it was).
-    fn convert(&mut self, msg: &[u8]) -> Event {
+    /// it was). `None` when the conversion needs the descriptor pool: it is
+    /// being built on a blocking thread, and `msg` waits in `waiting` (once:
+    /// a message back from waiting ends the stream instead).
+    fn convert(&mut self, msg: &[u8], may_wait: bool) -> Option<Event> {
         let start = self.scratch.len();
         self.scratch.extend_from_slice(match self.format {
             StreamFormat::Ndjson => b"",
@@ -199,15 +205,19 @@ impl JsonStream {
             StreamFormat::JsonArray if self.sent == 0 => b"[",
             StreamFormat::JsonArray => b",",
         });
-        self.counts.add_response_messages(1);
+        if may_wait {
+            self.counts.add_response_messages(1);
+        }
         let res = timed(&self.codec, TranscodeDirection::ProtoToJson, || {
-            json::response_to_json(
-                &self.method,
-                self.binding.as_deref(),
-                msg,
-                &self.opts,
-                &mut self.scratch,
-            )
+            descriptors::without_pool_builds(|| {
+                json::response_to_json(
+                    &self.method,
+                    self.binding.as_deref(),
+                    msg,
+                    &self.opts,
+                    &mut self.scratch,
+                )
+            })
         });
         match res {
             Ok(()) => {
@@ -217,13 +227,20 @@ impl JsonStream {
                     StreamFormat::JsonArray => b"",
                 });
                 self.sent += 1;
-                Event::Message
+                Some(Event::Message)
+            }
+            Err(DescriptorError::PoolNotBuilt) if may_wait => {
+                self.scratch.truncate(start);
+                let method = self.method.clone();
+                let build = tokio::task::spawn_blocking(move || method.build_pool());
+                self.waiting = Some((build, Bytes::copy_from_slice(msg)));
+                None
             }
             Err(e) => {
                 self.scratch.truncate(start);
                 count_error(&self.codec, reply_error_kind(&e));
                 tracing::debug!(error = %e, "Bad upstream message");
-                end(Code::Internal, super::unrenderable(&e))
+                Some(end(Code::Internal, super::unrenderable(&e)))
             }
         }
     }
@@ -235,12 +252,14 @@ impl JsonStream {
     fn coalesce(&mut self) {
         while self.scratch.len() < COALESCE_BYTES {
             match self.decoder.next_message() {
-                Ok(Some(msg)) => {
-                    if let ev @ Event::End(_) = self.convert(&msg) {
+                Ok(Some(msg)) => match self.convert(&msg, true) {
+                    Some(Event::Message) => {}
+                    Some(ev) => {
                         self.pending = Some(ev);
                         return;
                     }
-                }
+                    None => return, // waits for the pool
+                },
                 // Errors are reported by the next `poll_event`.
                 Ok(None) | Err(_) => return,
             }
@@ -249,8 +268,21 @@ impl JsonStream {
 
     fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Event> {
         loop {
+            if let Some((build, _)) = &mut self.waiting {
+                if Pin::new(build).poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                if let Some((_, msg)) = self.waiting.take()
+                    && let Some(ev) = self.convert(&msg, false)
+                {
+                    return Poll::Ready(ev);
+                }
+            }
             match self.decoder.next_message() {
-                Ok(Some(msg)) => return Poll::Ready(self.convert(&msg)),
+                Ok(Some(msg)) => match self.convert(&msg, true) {
+                    Some(ev) => return Poll::Ready(ev),
+                    None => continue, // polls the build
+                },
                 Ok(None) => {}
                 Err(e) => {
                     let (code, kind) = match e {
