@@ -391,10 +391,32 @@ fn split_fields(
 
 /// Puts the field encodings after `base` in field number order, the last
 /// one of a field replacing the earlier ones: copied in order behind the
-/// message, then moved down (no allocation but the buffer's growth).
+/// message, then moved down, when the buffer has room behind it; else
+/// through a side buffer of the message's size (growing the buffer to copy
+/// behind would double it, and hold old and new at once: three times a
+/// large message's bytes at the peak instead of two).
 #[inline(never)]
 fn reorder(buf: &mut Vec<u8>, base: usize, segments: &mut [(u16, usize, usize)]) {
     let end = buf.len();
+    let len = end - base;
+    if buf.capacity() - end >= len {
+        in_order(segments, |start, stop| buf.extend_from_within(start..stop));
+        buf.copy_within(end.., base);
+        buf.truncate(base + (buf.len() - end));
+    } else {
+        let mut side = Vec::with_capacity(len);
+        in_order(segments, |start, stop| {
+            side.extend_from_slice(buf.get(start..stop).unwrap_or_default());
+        });
+        buf.truncate(base);
+        buf.extend_from_slice(&side);
+    }
+}
+
+/// Calls `copy` with each segment to keep, `(start, stop)`, in field number
+/// order: the last of each slot.
+#[inline(always)]
+fn in_order(segments: &mut [(u16, usize, usize)], mut copy: impl FnMut(usize, usize)) {
     if u32::try_from(segments.len()).is_ok() && segments.iter().all(|s| s.0 < 64) {
         // The last segment of each slot, then the slots in order.
         let mut last = [0u32; 64];
@@ -407,7 +429,7 @@ fn reorder(buf: &mut Vec<u8>, base: usize, segments: &mut [(u16, usize, usize)])
             let slot = present.trailing_zeros() as usize;
             present &= present - 1;
             let (_, start, stop) = segments[last[slot] as usize];
-            buf.extend_from_within(start..stop);
+            copy(start, stop);
         }
     } else {
         // Starts grow in the order segments were pushed: by start within a
@@ -417,11 +439,9 @@ fn reorder(buf: &mut Vec<u8>, base: usize, segments: &mut [(u16, usize, usize)])
             if segments.get(i + 1).is_some_and(|next| next.0 == slot) {
                 continue;
             }
-            buf.extend_from_within(start..stop);
+            copy(start, stop);
         }
     }
-    buf.copy_within(end.., base);
-    buf.truncate(base + (buf.len() - end));
 }
 
 /// One field's value; `true` when it sets the field (`null` does not).
@@ -1663,4 +1683,30 @@ fn validate_strict_rfc3339(v: &str) -> Result<(), &'static str> {
         return Err("invalid rfc3339 timestamp: expected end of string");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::reorder;
+
+    /// The same order whether the buffer has room behind the message or
+    /// has to go through a side buffer; what is before `base` untouched.
+    #[test]
+    fn reorder_is_the_same_with_or_without_room_behind() {
+        // Slots 2, 0, 1, then 0 again (it replaces the first 0).
+        let message: &[u8] = b"ccccAAbbbA2";
+        let segments = [(2, 2, 6), (0, 6, 8), (1, 8, 11), (0, 11, 13)];
+        let expected = b"--A2bbbcccc";
+        let mut with_room = Vec::with_capacity(64);
+        with_room.extend_from_slice(b"--");
+        with_room.extend_from_slice(message);
+        reorder(&mut with_room, 2, &mut segments.clone());
+        assert_eq!(with_room, expected);
+        let mut tight = Vec::with_capacity(13);
+        tight.extend_from_slice(b"--");
+        tight.extend_from_slice(message);
+        assert!(tight.capacity() - tight.len() < message.len());
+        reorder(&mut tight, 2, &mut segments.clone());
+        assert_eq!(tight, expected);
+    }
 }
