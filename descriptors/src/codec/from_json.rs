@@ -183,8 +183,15 @@ impl<'de> Visitor<'de> for AnyVisitor<'_, '_> {
         };
         let payload = &pctx.prog.messages[m as usize];
         if payload.wkt.is_some() {
-            if map.next_key_seed(CowStrSeed)?.as_deref() != Some("value") {
-                return Err(de::Error::custom("expected 'value' next"));
+            match map.next_key_seed(CowStrSeed)?.as_deref() {
+                Some("value") => {}
+                // Python's json_format writes an `Any` of `Empty` as an
+                // ordinary message's fields (none), with no "value".
+                None if payload.wkt == Some(Wkt::Empty) => {
+                    buf.truncate(value_start); // empty bytes are not written
+                    return Ok(());
+                }
+                _ => return Err(de::Error::custom("expected 'value' next")),
             }
             map.next_value_seed(MessageSeed {
                 ctx: pctx,

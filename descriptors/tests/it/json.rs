@@ -134,6 +134,33 @@ fn lenient_input_forms() {
     }
 }
 
+/// An `Any` of `Empty` is read as Python's json_format writes it (no
+/// "value": Empty's fields, none) and as prost-reflect and this codec do
+/// (`"value": {}`), and written the second way.
+#[test]
+fn an_any_of_empty_is_read_with_or_without_value() {
+    let registry = registry();
+    let snapshot = registry.snapshot();
+    let desc = everything(&snapshot);
+    let opts = JsonOptions::default();
+    let url = "type.googleapis.com/google.protobuf.Empty";
+    let with = to_proto(
+        &desc,
+        &json!({"any": {"@type": url, "value": {}}}).to_string(),
+        &opts,
+    )
+    .unwrap();
+    let without = to_proto(&desc, &json!({"any": {"@type": url}}).to_string(), &opts).unwrap();
+    assert_eq!(with, without);
+    assert_eq!(
+        to_json(&desc, &without, &opts),
+        json!({"any": {"@type": url, "value": {}}})
+    );
+    // Other well-known types still need their "value".
+    let duration = json!({"any": {"@type": "type.googleapis.com/google.protobuf.Duration"}});
+    assert!(to_proto(&desc, &duration.to_string(), &opts).is_err());
+}
+
 #[test]
 fn empty_body_is_empty_message() {
     let registry = registry();
