@@ -649,9 +649,10 @@ fn agree_json(
         }
         (Err(n), Err(o)) => {
             // Errors come from the prost-reflect reader both ways (whose
-            // `Any` reader buffers keys in a hash map: its message may vary).
+            // `Any` reader buffers keys in a hash map: its message may vary,
+            // `@type` damaged by one character included).
             prop_assert_eq!(n.kind(), o.kind());
-            if !json.contains("@type") {
+            if !json.contains('@') && !json.contains("type\"") {
                 prop_assert_eq!(n.to_string(), o.to_string());
             }
             prop_assert_eq!(&new, b"x", "out left as it was");
