@@ -9,7 +9,11 @@ JSON), and the reply is read back by json_format: it must be the same
 message, and the reply the same JSON as json_format writes (numbers by
 value).
 
-    json_format_oracle.py GATEWAY_ADDR PROTO_DIR GOOGLEAPIS_DIR COUNT SEED
+    json_format_oracle.py GATEWAY_ADDR PROTO_DIR GOOGLEAPIS_DIR COUNT SEED [OPTIONS]
+
+OPTIONS: the gateway's [transcoding.json] options that are on, comma-
+separated (emit_unpopulated, preserve_proto_field_names, enums_as_ints):
+json_format writes the expected reply with the same ones.
 
 Prints one JSON line: {"checked": N, "mismatches": [...]} and exits 1 on a
 mismatch."""
@@ -293,6 +297,13 @@ def same(a, b):
 
 def main():
     addr, proto_dir, googleapis, count, seed = sys.argv[1:6]
+    options = set(filter(None, (sys.argv[6] if len(sys.argv) > 6 else "").split(",")))
+    printing = {
+        "always_print_fields_with_no_presence": "emit_unpopulated" in options,
+        "preserving_proto_field_name": "preserve_proto_field_names" in options,
+        "use_integers_for_enums": "enums_as_ints" in options,
+        "indent": None,
+    }
     lib, _ = load_stubs(proto_dir, "library.proto", includes=[googleapis])
     rng = random.Random(int(seed))
     host, port = addr.rsplit(":", 1)
@@ -323,11 +334,11 @@ def main():
             else:
                 if canonical(lib, back) != canonical(lib, msg):
                     problem = "another message came back"
-                elif not same(as_float32(written), as_float32(json.loads(json_format.MessageToJson(msg, indent=None)))):
+                elif not same(as_float32(written), as_float32(json.loads(json_format.MessageToJson(msg, **printing)))):
                     problem = "the reply is not the JSON json_format writes"
         if problem:
             mismatches.append({"case": i, "problem": problem, "sent": text[:2000], "reply": reply[:2000],
-                               "expected": json_format.MessageToJson(msg, indent=None)[:2000]})
+                               "expected": json_format.MessageToJson(msg, **printing)[:2000]})
             if len(mismatches) >= 5:
                 break
     print(json.dumps({"checked": checked, "mismatches": mismatches}))

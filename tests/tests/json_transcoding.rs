@@ -134,44 +134,56 @@ async fn every_type_round_trips_through_a_real_backend() {
 }
 
 /// Google's protobuf for Python (`json_format`, upb) as the oracle of the
-/// JSON mapping: 2,000 random `AllTypes` messages (every scalar at its
-/// edges, control and non-BMP characters, unknown enum numbers, maps, oneof,
+/// JSON mapping: random `AllTypes` messages (every scalar at its edges,
+/// control and non-BMP characters, unknown enum numbers, maps, oneof,
 /// optional, every well-known type, `Any` of six types) written by
 /// json_format, keys shuffled at times, through the gateway and a real
 /// backend; json_format must read the same message back, and the reply must
-/// be the JSON it writes (`tests/python/json_format_oracle.py`).
+/// be the JSON it writes with the same options: 1,000 with the defaults,
+/// 1,000 with every output option on (`tests/python/json_format_oracle.py`).
 #[tokio::test]
 async fn python_protobufs_json_format_reads_back_what_it_wrote() {
     let s = spawn_sample("s0").await;
-    let gw = json_gateway(&[&s], "").await;
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(1, |d| d.as_secs() % 100_000);
-    let script = repo_path("tests/python/json_format_oracle.py");
-    let args = [
-        gw.first_addr().to_string(),
-        repo_path("sample-services/proto").display().to_string(),
-        repo_path("proto").display().to_string(),
-        "2000".to_owned(),
-        seed.to_string(),
-    ];
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new("python3")
-            .arg(script)
-            .args(args)
-            .output()
-    })
-    .await
-    .expect("join")
-    .expect("python3 with protobuf and grpcio-tools (scripts/test.sh installs them)");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "seed {seed}:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_str(stdout.trim()).expect("a JSON line");
-    assert_eq!(v["checked"], 2000, "{stdout}");
+    for options in [
+        "",
+        "emit_unpopulated,preserve_proto_field_names,enums_as_ints",
+    ] {
+        let config: String = options
+            .split(',')
+            .filter(|o| !o.is_empty())
+            .map(|o| format!("{o} = true\n"))
+            .collect();
+        let gw = json_gateway(&[&s], &format!("[transcoding.json]\n{config}")).await;
+        let script = repo_path("tests/python/json_format_oracle.py");
+        let args = [
+            gw.first_addr().to_string(),
+            repo_path("sample-services/proto").display().to_string(),
+            repo_path("proto").display().to_string(),
+            "1000".to_owned(),
+            seed.to_string(),
+            options.to_owned(),
+        ];
+        let out = tokio::task::spawn_blocking(move || {
+            std::process::Command::new("python3")
+                .arg(script)
+                .args(args)
+                .output()
+        })
+        .await
+        .expect("join")
+        .expect("python3 with protobuf and grpcio-tools (scripts/test.sh installs them)");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "seed {seed}, options {options:?}:\n{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: Value = serde_json::from_str(stdout.trim()).expect("a JSON line");
+        assert_eq!(v["checked"], 1000, "{stdout}");
+    }
 }
 
 #[tokio::test]
