@@ -120,39 +120,32 @@ def rand_shelf(rng, lib, shelf):
         shelf.book_count = rand_int(rng, INT64)
 
 
+def rand_bytes(rng, most):
+    return bytes(rng.randint(0, 255) for _ in range(rng.randint(0, most)))
+
+
+# AllTypes' scalar fields and wrapper fields, each with its value maker.
+SCALARS = [
+    ("d", rand_double), ("f", rand_float32),
+    ("i32", lambda r: rand_int(r, INT32)), ("i64", lambda r: rand_int(r, INT64)),
+    ("u32", lambda r: rand_int(r, UINT32)), ("u64", lambda r: rand_int(r, UINT64)),
+    ("s32", lambda r: rand_int(r, INT32)), ("s64", lambda r: rand_int(r, INT64)),
+    ("fx32", lambda r: rand_int(r, UINT32)), ("fx64", lambda r: rand_int(r, UINT64)),
+    ("sfx32", lambda r: rand_int(r, INT32)), ("sfx64", lambda r: rand_int(r, INT64)),
+    ("b", lambda r: r.random() < 0.5), ("s", rand_text), ("by", lambda r: rand_bytes(r, 40)),
+]
+WRAPPERS = [
+    ("w_i64", lambda r: rand_int(r, INT64)), ("w_s", rand_text), ("w_b", lambda r: r.random() < 0.5),
+    ("w_by", lambda r: rand_bytes(r, 8)), ("w_d", rand_double), ("w_u32", lambda r: rand_int(r, UINT32)),
+]
+
+
 def rand_message(rng, lib):
     m = lib.AllTypes()
     maybe = lambda: rng.random() < 0.6  # noqa: E731
-    if maybe():
-        m.d = rand_double(rng)
-    if maybe():
-        m.f = rand_float32(rng)
-    if maybe():
-        m.i32 = rand_int(rng, INT32)
-    if maybe():
-        m.i64 = rand_int(rng, INT64)
-    if maybe():
-        m.u32 = rand_int(rng, UINT32)
-    if maybe():
-        m.u64 = rand_int(rng, UINT64)
-    if maybe():
-        m.s32 = rand_int(rng, INT32)
-    if maybe():
-        m.s64 = rand_int(rng, INT64)
-    if maybe():
-        m.fx32 = rand_int(rng, UINT32)
-    if maybe():
-        m.fx64 = rand_int(rng, UINT64)
-    if maybe():
-        m.sfx32 = rand_int(rng, INT32)
-    if maybe():
-        m.sfx64 = rand_int(rng, INT64)
-    if maybe():
-        m.b = rng.random() < 0.5
-    if maybe():
-        m.s = rand_text(rng)
-    if maybe():
-        m.by = bytes(rng.randint(0, 255) for _ in range(rng.randint(0, 40)))
+    for name, make in SCALARS:
+        if maybe():
+            setattr(m, name, make(rng))
     if maybe():
         m.genre = rng.choice([0, 1, 2, 3, 7, -5, 2**31 - 1])
     if maybe():
@@ -190,18 +183,9 @@ def rand_message(rng, lib):
         rand_value(rng, m.val, 0)
     if maybe():
         rand_list(rng, m.list, 0)
-    if maybe():
-        m.w_i64.value = rand_int(rng, INT64)
-    if maybe():
-        m.w_s.value = rand_text(rng)
-    if maybe():
-        m.w_b.value = rng.random() < 0.5
-    if maybe():
-        m.w_by.value = bytes(rng.randint(0, 255) for _ in range(rng.randint(0, 8)))
-    if maybe():
-        m.w_d.value = rand_double(rng)
-    if maybe():
-        m.w_u32.value = rand_int(rng, UINT32)
+    for name, make in WRAPPERS:
+        if maybe():
+            getattr(m, name).value = make(rng)
     if maybe():
         m.empty.SetInParent()
     if maybe():
