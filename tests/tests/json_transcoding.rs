@@ -136,7 +136,7 @@ async fn every_type_round_trips_through_a_real_backend() {
 /// Google's protobuf for Python (`json_format`, upb) as the oracle of the
 /// JSON mapping: random `AllTypes` messages (every scalar at its edges,
 /// control and non-BMP characters, unknown enum numbers, maps, oneof,
-/// optional, every well-known type, `Any` of six types) written by
+/// optional, every well-known type, `Any` of seven types) written by
 /// json_format, keys shuffled at times, through the gateway and a real
 /// backend; json_format must read the same message back, and the reply must
 /// be the JSON it writes with the same options: 1,000 with the defaults,
