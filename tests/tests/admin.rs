@@ -553,6 +553,15 @@ async fn replacing_a_set_under_load_fails_no_call() {
             .expect("reply ok")
             .expect("reply");
         assert_eq!(reply.title, format!("echo: {i}"));
+        // At least two more unary calls after each swap, however fast the
+        // swaps go.
+        let done = (i + 1) * 2;
+        within(5, "unary calls after a swap", async {
+            while ok.load(Ordering::Relaxed) + failed.load(Ordering::Relaxed) < done {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+        .await;
     }
     drop(tx);
     stop.store(true, Ordering::Relaxed);
