@@ -108,8 +108,14 @@ async fn off_loop<T>(
 /// Builds the registry snapshot's prost-reflect pool of `method` on a
 /// blocking thread.
 async fn build_pool(method: &Arc<MethodInfo>) {
+    let _ = spawn_pool_build(method).await;
+}
+
+/// Starts [`build_pool`] for a body or stream that polls for it: a message
+/// waits in it meanwhile (a worker thread builds no pool).
+fn spawn_pool_build(method: &Arc<MethodInfo>) -> tokio::task::JoinHandle<()> {
     let m = method.clone();
-    let _ = tokio::task::spawn_blocking(move || m.build_pool()).await;
+    tokio::task::spawn_blocking(move || m.build_pool())
 }
 
 /// The JSON codec's metrics for one call's method (none without metrics).

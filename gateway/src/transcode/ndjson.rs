@@ -16,7 +16,10 @@ use http_body::{Body, Frame};
 use balancer::body::BoxError;
 use descriptors::{DescriptorError, JsonOptions, MethodInfo, json};
 
-use super::{Codec, FailureSlot, count_error, invalid, request_error_kind, timed, too_large};
+use super::{
+    Codec, FailureSlot, count_error, invalid, request_error_kind, spawn_pool_build, timed,
+    too_large,
+};
 use balancer::grpc::frame as grpc_frame;
 
 use crate::{
@@ -107,9 +110,7 @@ impl NdjsonBody {
         match built {
             Ok(()) => {}
             Err(DescriptorError::PoolNotBuilt) if may_wait => {
-                let m = self.method.clone();
-                let build = tokio::task::spawn_blocking(move || m.build_pool());
-                self.waiting = Some((build, line));
+                self.waiting = Some((spawn_pool_build(&self.method), line));
                 return Ok(Line::Waiting);
             }
             Err(e) => {

@@ -20,7 +20,9 @@ use tokio::time::Sleep;
 use balancer::{body::BoxError, grpc::frame::FrameDecoder};
 use descriptors::{DescriptorError, HttpBinding, JsonOptions, MethodInfo, Snapshot, json};
 
-use super::{Codec, FailureSlot, UpstreamStatus, count_error, reply_error_kind, timed};
+use super::{
+    Codec, FailureSlot, UpstreamStatus, count_error, reply_error_kind, spawn_pool_build, timed,
+};
 use crate::{
     access_log::BodyCounts,
     error::Termination,
@@ -197,7 +199,7 @@ impl JsonStream {
     /// it was). `None` when the conversion needs the descriptor pool: it is
     /// being built on a blocking thread, and `msg` waits in `waiting` (once:
     /// a message back from waiting ends the stream instead).
-    fn convert(&mut self, msg: &[u8], may_wait: bool) -> Option<Event> {
+    fn convert(&mut self, msg: Bytes, may_wait: bool) -> Option<Event> {
         let start = self.scratch.len();
         self.scratch.extend_from_slice(match self.format {
             StreamFormat::Ndjson => b"",
@@ -206,6 +208,7 @@ impl JsonStream {
             StreamFormat::JsonArray => b",",
         });
         if may_wait {
+            // Counted once: a message back from waiting was counted then.
             self.counts.add_response_messages(1);
         }
         let res = timed(&self.codec, TranscodeDirection::ProtoToJson, || {
@@ -213,7 +216,7 @@ impl JsonStream {
                 json::response_to_json(
                     &self.method,
                     self.binding.as_deref(),
-                    msg,
+                    &msg,
                     &self.opts,
                     &mut self.scratch,
                 )
@@ -231,9 +234,7 @@ impl JsonStream {
             }
             Err(DescriptorError::PoolNotBuilt) if may_wait => {
                 self.scratch.truncate(start);
-                let method = self.method.clone();
-                let build = tokio::task::spawn_blocking(move || method.build_pool());
-                self.waiting = Some((build, Bytes::copy_from_slice(msg)));
+                self.waiting = Some((spawn_pool_build(&self.method), msg));
                 None
             }
             Err(e) => {
@@ -252,7 +253,7 @@ impl JsonStream {
     fn coalesce(&mut self) {
         while self.scratch.len() < COALESCE_BYTES {
             match self.decoder.next_message() {
-                Ok(Some(msg)) => match self.convert(&msg, true) {
+                Ok(Some(msg)) => match self.convert(msg, true) {
                     Some(Event::Message) => {}
                     Some(ev) => {
                         self.pending = Some(ev);
@@ -273,13 +274,13 @@ impl JsonStream {
                     return Poll::Pending;
                 }
                 if let Some((_, msg)) = self.waiting.take()
-                    && let Some(ev) = self.convert(&msg, false)
+                    && let Some(ev) = self.convert(msg, false)
                 {
                     return Poll::Ready(ev);
                 }
             }
             match self.decoder.next_message() {
-                Ok(Some(msg)) => match self.convert(&msg, true) {
+                Ok(Some(msg)) => match self.convert(msg, true) {
                     Some(ev) => return Poll::Ready(ev),
                     None => continue, // polls the build
                 },
