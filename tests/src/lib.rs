@@ -476,6 +476,37 @@ pub async fn spawn_python_server(script: &str, args: &[PathBuf]) -> PyBackend {
     }
 }
 
+/// Runs `tests/python/<script>` with `args` to its end (at most `secs`
+/// seconds; killed when the test ends first) and returns the JSON its
+/// standard output holds; panics with its output and `context` when it
+/// fails. The clients of another implementation than ours.
+pub async fn run_python_script(
+    script: &str,
+    args: &[String],
+    secs: u64,
+    context: &str,
+) -> serde_json::Value {
+    let out = within(
+        secs,
+        script,
+        tokio::process::Command::new("python3")
+            .arg(repo_path(&format!("tests/python/{script}")))
+            .args(args)
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("python3 with grpcio, grpcio-tools and grpcio-status (scripts/test.sh installs them)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{script} failed ({context}):\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("{script} printed no JSON ({e}):\n{stdout}"))
+}
+
 /// The Python grpcio Echo backend (`tests/python/grpcio_echo_server.py`;
 /// needs grpcio-status too).
 pub async fn spawn_py_backend() -> PyBackend {

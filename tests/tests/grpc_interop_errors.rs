@@ -28,26 +28,15 @@ fn message_for(code: i32) -> String {
 
 /// Runs the grpcio error matrix client against `addr`.
 async fn grpcio_matrix(addr: SocketAddr) -> BTreeMap<String, Value> {
-    let script = repo_path("tests/python/grpcio_error_matrix.py");
-    let protos = repo_path("sample-services/proto");
-    let out = within(
+    let protos = repo_path("sample-services/proto").display().to_string();
+    let out = run_python_script(
+        "grpcio_error_matrix.py",
+        &[addr.to_string(), protos],
         120,
         "grpcio matrix",
-        tokio::process::Command::new("python3")
-            .arg(script)
-            .arg(addr.to_string())
-            .arg(protos)
-            .output(),
     )
-    .await
-    .expect("run python");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "grpcio matrix failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let rows: Vec<Value> = serde_json::from_str(stdout.trim()).expect("json output");
+    .await;
+    let rows: Vec<Value> = serde_json::from_value(out).expect("a list of rows");
     rows.into_iter()
         .map(|r| (r["case"].as_str().expect("case").to_string(), r))
         .collect()

@@ -157,7 +157,6 @@ async fn python_protobufs_json_format_reads_back_what_it_wrote() {
             .map(|o| format!("{o} = true\n"))
             .collect();
         let gw = json_gateway(&[&s], &format!("[transcoding.json]\n{config}")).await;
-        let script = repo_path("tests/python/json_format_oracle.py");
         let args = [
             gw.first_addr().to_string(),
             repo_path("sample-services/proto").display().to_string(),
@@ -166,23 +165,9 @@ async fn python_protobufs_json_format_reads_back_what_it_wrote() {
             seed.to_string(),
             options.to_owned(),
         ];
-        let out = tokio::task::spawn_blocking(move || {
-            std::process::Command::new("python3")
-                .arg(script)
-                .args(args)
-                .output()
-        })
-        .await
-        .expect("join")
-        .expect("python3 with protobuf and grpcio-tools (scripts/test.sh installs them)");
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "seed {seed}, options {options:?}:\n{stdout}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let v: Value = serde_json::from_str(stdout.trim()).expect("a JSON line");
-        assert_eq!(v["checked"], 1000, "{stdout}");
+        let context = format!("seed {seed}, options {options:?}");
+        let v = run_python_script("json_format_oracle.py", &args, 120, &context).await;
+        assert_eq!(v["checked"], 1000, "{v}");
     }
 }
 

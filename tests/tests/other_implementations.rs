@@ -21,25 +21,8 @@ async fn python_grpcio_unary_and_bidi_through_gateway() {
     let s = spawn_sample_with(opts).await;
     let gw = spawn_gateway(&simple_config(&[&s], "")).await;
     let addr = gw.first_addr().to_string();
-    let script = repo_path("tests/python/grpcio_client.py");
-    let protos = repo_path("sample-services/proto");
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new("python3")
-            .arg(script)
-            .arg(addr)
-            .arg(protos)
-            .output()
-    })
-    .await
-    .expect("join")
-    .expect("run python");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "python client failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_str(stdout.trim()).expect("json output");
+    let protos = repo_path("sample-services/proto").display().to_string();
+    let v = run_python_script("grpcio_client.py", &[addr, protos], 60, "unary and bidi").await;
     assert_eq!(v["unary_server"], "py-backend");
     assert_eq!(v["unary"].as_str().expect("name").split(' ').count(), 2);
     let names: Vec<&str> = v["stream"]
@@ -87,30 +70,18 @@ async fn grpcio_calls_refused_at_once_keep_their_connection() {
     ))
     .await;
     let addr = gw.first_addr().to_string();
-    let script = repo_path("tests/python/grpcio_refused_calls.py");
-    let protos = repo_path("sample-services/proto");
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new("python3")
-            .arg(script)
-            .arg(addr)
-            .arg(protos)
-            .arg("3000")
-            .output()
-    })
-    .await
-    .expect("join")
-    .expect("run python");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "python client failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_str(stdout.trim()).expect("json output");
+    let protos = repo_path("sample-services/proto").display().to_string();
+    let v = run_python_script(
+        "grpcio_refused_calls.py",
+        &[addr, protos, "3000".to_owned()],
+        120,
+        "refused calls",
+    )
+    .await;
     assert_eq!(
         v["codes"],
         serde_json::json!({ "PERMISSION_DENIED": 3000 }),
-        "{stdout}"
+        "{v}"
     );
     assert_eq!(s.stats.requests(), 0);
 }
