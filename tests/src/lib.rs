@@ -291,6 +291,18 @@ impl HttpResponse {
             .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", String::from_utf8_lossy(&self.body)))
     }
 
+    /// The body as NDJSON: one JSON value per line (panics with the body
+    /// text on a line that is not).
+    pub fn json_lines(&self) -> Vec<serde_json::Value> {
+        let text = self.text();
+        text.lines()
+            .map(|l| {
+                serde_json::from_str(l)
+                    .unwrap_or_else(|e| panic!("not a JSON line ({e}): {text:?}"))
+            })
+            .collect()
+    }
+
     /// The body as text.
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()

@@ -270,11 +270,7 @@ async fn json_callers_get_the_grpcio_backends_statuses_and_details() {
         ),
     )
     .await;
-    let lines: Vec<Value> = r
-        .text()
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("ndjson line"))
-        .collect();
+    let lines = r.json_lines();
     assert_eq!(lines.len(), 3, "{}", r.text());
     assert_eq!(lines[2]["error"]["code"], 9);
     assert_eq!(lines[2]["error"]["message"], "stop ✋");

@@ -631,11 +631,7 @@ async fn a_stream_reply_that_needs_the_descriptor_pool_waits_for_it() {
     let req = json_request("POST", "/mirror.v1.Mirror/Grouped", "{}");
     let r = http_call(gw.first_addr(), HttpVersion::H1, req).await;
     assert_eq!(r.status, 200, "{}", r.text());
-    let lines: Vec<Value> = r
-        .text()
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("a JSON line"))
-        .collect();
+    let lines = r.json_lines();
     assert_eq!(lines.len(), 2, "{}", r.text());
     for line in &lines {
         assert_eq!(
