@@ -110,7 +110,7 @@ struct MessageVisitor<'c, 'b> {
 
 /// A JSON key: a field slot, or unknown. The slot expected next is tried
 /// before the name table.
-pub(super) struct KeySeed<'c>(pub(super) &'c MessagePlan, pub(super) usize);
+pub(super) struct KeySeed<'c>(pub(super) &'c MessagePlan, pub(super) Option<u16>);
 
 impl<'de> DeserializeSeed<'de> for KeySeed<'_> {
     type Value = Option<u16>;
@@ -228,7 +228,7 @@ fn read_fields<'de, A: MapAccess<'de>>(
     map: &mut A,
 ) -> Result<(), A::Error> {
     let mut fields = FieldsRead::new(plan, buf.len());
-    while let Some(key) = map.next_key_seed(KeySeed(plan, fields.hint()))? {
+    while let Some(key) = map.next_key_seed(KeySeed(plan, fields.last()))? {
         let Some(slot) = key else {
             if ctx.deny_unknown {
                 return Err(de::Error::custom("unrecognized field name"));
@@ -278,10 +278,11 @@ impl FieldsRead {
         }
     }
 
-    /// The slot the next key most likely names: the one after the last.
+    /// The slot of the last key read, if any (where the next key is looked
+    /// for first).
     #[inline]
-    pub(super) fn hint(&self) -> usize {
-        self.last_slot.map_or(0, |s| s as usize + 1)
+    pub(super) fn last(&self) -> Option<u16> {
+        self.last_slot
     }
 
     /// Notes that field `slot` was set by the encoding at `buf[start..]`;
@@ -1028,7 +1029,7 @@ impl<'de> DeserializeSeed<'de> for MapValueSeed<'_, '_> {
 }
 
 #[derive(PartialEq, Eq, PartialOrd, Ord)]
-enum MapKey<'de> {
+pub(super) enum MapKey<'de> {
     Bool(bool),
     Int(i64),
     Uint(u64),
@@ -1036,7 +1037,7 @@ enum MapKey<'de> {
 }
 
 impl<'de> MapKey<'de> {
-    fn parse(ty: Ty, key: Cow<'de, str>) -> Result<Self, String> {
+    pub(super) fn parse(ty: Ty, key: Cow<'de, str>) -> Result<Self, String> {
         let k = key.as_ref();
         Ok(match ty {
             Ty::Int32 | Ty::Sint32 | Ty::Sfixed32 => {
@@ -1055,7 +1056,7 @@ impl<'de> MapKey<'de> {
         })
     }
 
-    fn encode(&self, buf: &mut Vec<u8>, ty: Ty, card: Card, ctx: Ctx<'_>) {
+    pub(super) fn encode(&self, buf: &mut Vec<u8>, ty: Ty, card: Card, ctx: Ctx<'_>) {
         let scalar = match (self, ty) {
             (MapKey::Bool(b), _) => Scalar::Bool(*b),
             (MapKey::Int(i), Ty::Int32 | Ty::Sint32 | Ty::Sfixed32) => Scalar::I32(*i as i32),

@@ -78,6 +78,9 @@ pub(crate) struct MessagePlan {
     /// No two fields share a JSON name (so a key equal to a field's JSON
     /// name names that field).
     json_names_unique: bool,
+    /// The slot whose JSON name comes first in byte order ([`NO_SLOT`]
+    /// when none).
+    json_first: u16,
     /// `(slot, JSON name, proto name)` of the fields whose names escaping
     /// changed (a custom `json_name` with a quote, say): rare.
     raw_names: Box<[(u16, Span, Span)]>,
@@ -108,7 +111,15 @@ pub(crate) struct FieldPlan {
     /// A name changed by escaping: the names are in `MessagePlan::raw_names`
     /// (else they are the keys without quotes and colon).
     escaped: bool,
+    /// The slot whose JSON name comes next in byte order ([`NO_SLOT`] for
+    /// the last): where a key after this one most likely is when a writer
+    /// sorts its keys (serde_json's `Value`, Go's maps, `jq -S`, Python's
+    /// `sort_keys`).
+    json_next: u16,
 }
+
+/// No slot: the end of the [`FieldPlan::json_next`] chain.
+const NO_SLOT: u16 = u16::MAX;
 
 /// Cardinality, with presence.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -480,6 +491,7 @@ impl Compiler {
                 json_key,
                 proto_key,
                 escaped,
+                json_next: NO_SLOT,
             });
         }
         fields.sort_by_key(|f| f.number);
@@ -494,6 +506,7 @@ impl Compiler {
         let mut lookup = Vec::new();
         let mut plan = MessagePlan {
             json_names_unique: false,
+            json_first: NO_SLOT,
             wkt: wkt_of(desc.full_name()),
             unsupported,
             unsupported_within: false,
@@ -520,9 +533,17 @@ impl Compiler {
                 lookup.push((fnv32(proto_name.as_bytes()), slot));
             }
         }
-        let mut json_names: Vec<&str> = (0..plan.fields.len()).map(|s| plan.names(s).0).collect();
-        json_names.sort_unstable();
-        plan.json_names_unique = json_names.windows(2).all(|w| w[0] != w[1]);
+        let mut by_json_name: Vec<(&str, u16)> = (0..plan.fields.len())
+            .map(|s| (plan.names(s).0, s as u16))
+            .collect();
+        by_json_name.sort_unstable();
+        let unique = by_json_name.windows(2).all(|w| w[0].0 != w[1].0);
+        let order: Vec<u16> = by_json_name.iter().map(|&(_, s)| s).collect();
+        plan.json_names_unique = unique;
+        plan.json_first = order.first().copied().unwrap_or(NO_SLOT);
+        for pair in order.windows(2) {
+            plan.fields[pair[0] as usize].json_next = pair[1];
+        }
         plan.dense = dense.into();
         plan.lookup = lookup_table(&lookup);
         plan
@@ -559,16 +580,29 @@ impl MessagePlan {
         self.lookup_name(name, false)
     }
 
-    /// [`MessagePlan::field_by_name`], trying slot `hint` first (keys
-    /// mostly come in field order: the slot after the last one read).
+    /// [`MessagePlan::field_by_name`], trying first the slots a key after
+    /// `last` (the slot of the key before it) most likely names: the next
+    /// in field order, then the next by JSON name (keys written sorted).
     #[inline]
-    pub(crate) fn field_by_name_after(&self, name: &str, hint: usize) -> Option<u16> {
-        if self.json_names_unique
-            && let Some(field) = self.fields.get(hint)
-            && !field.escaped
-            && self.key_names(field.json_key, name)
-        {
-            return Some(hint as u16);
+    pub(crate) fn field_by_name_after(&self, name: &str, last: Option<u16>) -> Option<u16> {
+        if self.json_names_unique {
+            let (in_order, sorted) = match last {
+                Some(last) => (
+                    last as usize + 1,
+                    self.fields
+                        .get(last as usize)
+                        .map_or(NO_SLOT, |f| f.json_next),
+                ),
+                None => (0, self.json_first),
+            };
+            for slot in [in_order, sorted as usize] {
+                if let Some(field) = self.fields.get(slot)
+                    && !field.escaped
+                    && self.key_names(field.json_key, name)
+                {
+                    return Some(slot as u16);
+                }
+            }
         }
         self.field_by_name(name)
     }

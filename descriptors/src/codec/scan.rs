@@ -1,24 +1,28 @@
 //! JSON text → wire bytes for the shapes requests mostly have, without
 //! serde's visitor machinery: a hand-written tokenizer reads objects, lists,
-//! keys, plain strings, integers and booleans itself and writes what
+//! keys, plain strings, numbers, booleans, enums, base64 bytes, Timestamp
+//! and Duration, and maps whose keys come in order, and writes what
 //! [`from_json`]'s seeds would write for them.
 //!
-//! Any other value (a string with an escape, a number with a fraction or an
-//! exponent, `null`, a map, a well-known type other than Timestamp and
-//! Duration, an unknown key's value, a conversion that fails) is found by
-//! its extent and handed to `from_json`'s seed for that value, on a
-//! serde_json deserializer over just those bytes. What is accepted, and the
-//! bytes written, therefore stay `from_json`'s: scalars are converted by its
-//! visitors (called with the token this reader took out), nested fields are
-//! bookkept by its [`FieldsRead`], and the depth limit is counted at the same
-//! places. This reader refuses only what is not JSON, or what a seed refused.
+//! Any other value (a string with an escape, `null`, a map whose keys are
+//! not plain strings in increasing order, a well-known type other than
+//! Timestamp and Duration, an unknown key's value, a conversion that fails)
+//! is found by its extent and handed to `from_json`'s seed for that value,
+//! on a serde_json deserializer over just those bytes. What is accepted, and
+//! the bytes written, therefore stay `from_json`'s: scalars are converted
+//! by its visitors (called with the token this reader took out), nested
+//! fields are bookkept by its [`FieldsRead`], and the depth limit is counted
+//! at the same places. This reader refuses only what is not JSON, or what a
+//! seed refused.
+
+use std::borrow::Cow;
 
 use serde::de::{DeserializeSeed, Visitor, value::Error as ValueError};
 
 use super::{
     Card, MessagePlan, Ty, WIRE_LEN, Wkt,
     from_json::{
-        Ctx, DurationVisitor, EnumVisitor, FieldSeed, FieldsRead, KeySeed, MessageSeed,
+        Ctx, DurationVisitor, EnumVisitor, FieldSeed, FieldsRead, KeySeed, MapKey, MessageSeed,
         NumberSource, PackedSeed, Scalar, Skip, TimestampVisitor, decode_base64, emit_bits,
         emit_number, number_bits, patch_len, write_key, write_scalar, write_value, write_varint,
     },
@@ -268,10 +272,10 @@ impl<'j> Scanner<'j> {
                 return Err(Refused);
             }
             let key = match self.plain_str() {
-                Some(name) => plan.field_by_name_after(name, fields.hint()),
+                Some(name) => plan.field_by_name_after(name, fields.last()),
                 None => {
-                    let hint = fields.hint();
-                    self.delegate(|de| KeySeed(plan, hint).deserialize(de))?
+                    let last = fields.last();
+                    self.delegate(|de| KeySeed(plan, last).deserialize(de))?
                 }
             };
             self.expect(b':')?;
@@ -319,6 +323,24 @@ impl<'j> Scanner<'j> {
             }
             (Card::Implicit | Card::Explicit, Some(first)) if first != b'n' => {
                 self.value(ctx, field.number, field.ty, field.card, buf)
+            }
+            (Card::Map, Some(b'{')) => {
+                let (pos, len) = (self.pos, buf.len());
+                if self.map(ctx, field.number, field.ty, buf)? {
+                    return Ok(true);
+                }
+                // Keys out of order, repeated or escaped: the visitor sorts.
+                self.pos = pos;
+                buf.truncate(len);
+                self.delegate(|de| {
+                    FieldSeed {
+                        ctx,
+                        plan,
+                        slot,
+                        buf,
+                    }
+                    .deserialize(de)
+                })
             }
             _ => self.delegate(|de| {
                 FieldSeed {
@@ -423,6 +445,70 @@ impl<'j> Scanner<'j> {
         }
         self.pos = start;
         self.delegate(|de| write_value(de, ctx, number, ty, card, buf))
+    }
+
+    /// At `{`: a map field's entries (`from_json`'s `MapVisitor`) when
+    /// their keys are plain strings in increasing order, each entry written
+    /// where it is read; `false` (the position and `buf` then to be reset
+    /// by the caller) when a key has an escape or is not after the one
+    /// before, for the visitor to sort.
+    fn map(
+        &mut self,
+        ctx: Ctx<'_>,
+        number: u32,
+        ty: Ty,
+        buf: &mut Vec<u8>,
+    ) -> Result<bool, Refused> {
+        let Ty::Message(entry) = ty else {
+            return Err(Refused);
+        };
+        let entry = &ctx.prog.messages[entry as usize];
+        let (Some(key_field), Some(value_field)) = (
+            entry.slot(1).map(|s| &entry.fields[s]),
+            entry.slot(2).map(|s| &entry.fields[s]),
+        ) else {
+            return Err(Refused);
+        };
+        let ctx = ctx.enter::<ValueError>().map_err(|_| Refused)?;
+        self.pos += 1;
+        self.skip_ws();
+        if self.peek() == Some(b'}') {
+            self.pos += 1;
+            return Ok(true);
+        }
+        let mut last: Option<MapKey<'j>> = None;
+        loop {
+            self.skip_ws();
+            if self.peek() != Some(b'"') {
+                return Err(Refused);
+            }
+            let Some(text) = self.plain_str() else {
+                return Ok(false);
+            };
+            let key = MapKey::parse(key_field.ty, Cow::Borrowed(text)).map_err(|_| Refused)?;
+            if last.as_ref().is_some_and(|last| *last >= key) {
+                return Ok(false);
+            }
+            self.expect(b':')?;
+            self.skip_ws();
+            let start = buf.len();
+            write_key(buf, number, WIRE_LEN);
+            let at = buf.len();
+            buf.push(0);
+            key.encode(buf, key_field.ty, key_field.card, ctx);
+            if self.value(ctx, 2, value_field.ty, value_field.card, buf)? {
+                patch_len(buf, at);
+            } else {
+                buf.truncate(start);
+            }
+            last = Some(key);
+            self.skip_ws();
+            match self.next() {
+                Some(b',') => {}
+                Some(b'}') => return Ok(true),
+                _ => return Err(Refused),
+            }
+        }
     }
 
     /// A known enum value's name or an in-range number, of an enum other

@@ -986,3 +986,60 @@ fn numbers_agree(text: &str) -> Result<(), TestCaseError> {
     }
     Ok(())
 }
+
+/// Map fields: the scanner writes entries in place when their keys come in
+/// increasing order and hands the map to the serde reader otherwise (keys
+/// out of order, repeated or escaped): both ways the bytes are the serde
+/// reader's, which sorts the entries by key with the last of a key winning.
+#[test]
+fn map_entries_are_read_in_place_or_sorted_as_the_serde_reader_does() {
+    let snapshot = shared_registry().snapshot();
+    let desc = snapshot
+        .pool()
+        .get_message_by_name("example.types.v1.Everything")
+        .unwrap();
+    let maps = [
+        r#""mStrInt":{}"#,
+        r#""mStrInt":{"a":1}"#,
+        r#""mStrInt":{"a":1,"b":2,"c":0}"#,
+        r#""mStrInt":{"c":1,"a":2,"b":3}"#,
+        r#""mStrInt":{"a":1,"a":2}"#,
+        r#""mStrInt":{"b":1,"a":2,"b":3}"#,
+        r#""mStrInt":{"a":1,"\u0062":2,"c":3}"#,
+        r#""mStrInt":{"":5,"a":null}"#,
+        r#""mStrInt":{ "a" : 1 , "b" : 2 }"#,
+        r#""mStrInt":{"a":"7","b":1e1}"#,
+        r#""mStrInt":{"a":1,"b":"x"}"#,
+        r#""mStrInt":{"a":1,}"#,
+        r#""mStrInt":{"a":1"#,
+        r#""mIntStr":{"-5":"x","2":"y","10":"z"}"#,
+        r#""mIntStr":{"10":"z","2":"y"}"#,
+        r#""mIntStr":{"1":"a","x":"b"}"#,
+        r#""mIntStr":{"01":"a"}"#,
+        r#""mBoolMsg":{"false":{"fInt32":1},"true":{}}"#,
+        r#""mBoolMsg":{"true":{"fInt32":1},"false":{"fString":"s"}}"#,
+        r#""mBoolMsg":{"yes":{}}"#,
+        r#""mColor":{"a":"RED","b":2,"c":"NOT_A_COLOR"}"#,
+        r#""mColor":{"b":"RED","a":null}"#,
+    ];
+    let mut accepted = 0;
+    for map in maps {
+        let json = format!(r#"{{"color":"RED",{map},"nested":{{"name":"n"}}}}"#);
+        for opts in [
+            JsonOptions::default(),
+            JsonOptions {
+                ignore_unknown_fields: true,
+                ..JsonOptions::default()
+            },
+        ] {
+            let (scan, serde) =
+                descriptors::json::codec_readers(&desc, json.as_bytes(), &opts).unwrap();
+            assert_eq!(scan, serde, "{json}");
+            accepted += usize::from(scan.is_some());
+            agree_json(&desc, &json, &opts).unwrap();
+        }
+    }
+    // Refused alike, the rest: a `null` value, a key or a value not of its
+    // type, an unknown enum name (unless ignored), text that is not JSON.
+    assert_eq!(accepted, 29);
+}
