@@ -332,26 +332,29 @@ impl<'j> Scanner<'j> {
                 // Keys out of order, repeated or escaped: the visitor sorts.
                 self.pos = pos;
                 buf.truncate(len);
-                self.delegate(|de| {
-                    FieldSeed {
-                        ctx,
-                        plan,
-                        slot,
-                        buf,
-                    }
-                    .deserialize(de)
-                })
+                self.field_by_seed(ctx, plan, slot, buf)
             }
-            _ => self.delegate(|de| {
-                FieldSeed {
-                    ctx,
-                    plan,
-                    slot,
-                    buf,
-                }
-                .deserialize(de)
-            }),
+            _ => self.field_by_seed(ctx, plan, slot, buf),
         }
+    }
+
+    /// Field `slot`'s value read by `from_json`'s `FieldSeed`.
+    fn field_by_seed(
+        &mut self,
+        ctx: Ctx<'_>,
+        plan: &MessagePlan,
+        slot: usize,
+        buf: &mut Vec<u8>,
+    ) -> Result<bool, Refused> {
+        self.delegate(|de| {
+            FieldSeed {
+                ctx,
+                plan,
+                slot,
+                buf,
+            }
+            .deserialize(de)
+        })
     }
 
     /// One singular value of type `ty`, written as field `number`
