@@ -1108,7 +1108,7 @@ pub(super) fn patch_len(buf: &mut Vec<u8>, at: usize) {
 
 // === visitors (prost-reflect's conversions) ===
 
-struct CowStrSeed;
+pub(super) struct CowStrSeed;
 
 impl<'de> DeserializeSeed<'de> for CowStrSeed {
     type Value = Cow<'de, str>;

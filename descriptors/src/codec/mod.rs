@@ -585,26 +585,37 @@ impl MessagePlan {
     /// in field order, then the next by JSON name (keys written sorted).
     #[inline]
     pub(crate) fn field_by_name_after(&self, name: &str, last: Option<u16>) -> Option<u16> {
-        if self.json_names_unique {
-            let (in_order, sorted) = match last {
-                Some(last) => (
-                    last as usize + 1,
-                    self.fields
-                        .get(last as usize)
-                        .map_or(NO_SLOT, |f| f.json_next),
-                ),
-                None => (0, self.json_first),
-            };
-            for slot in [in_order, sorted as usize] {
-                if let Some(field) = self.fields.get(slot)
-                    && !field.escaped
-                    && self.key_names(field.json_key, name)
-                {
-                    return Some(slot as u16);
-                }
-            }
+        let next = last.map_or(0, |last| last as usize + 1);
+        if self.json_names_unique && self.is_json_name(next, name) {
+            return Some(next as u16);
+        }
+        self.field_by_name_sorted_after(name, last)
+    }
+
+    /// [`MessagePlan::field_by_name_after`] past the slot next in field
+    /// order.
+    #[inline(never)]
+    fn field_by_name_sorted_after(&self, name: &str, last: Option<u16>) -> Option<u16> {
+        let next = match last {
+            Some(last) => self
+                .fields
+                .get(last as usize)
+                .map_or(NO_SLOT, |f| f.json_next),
+            None => self.json_first,
+        };
+        if self.json_names_unique && self.is_json_name(next as usize, name) {
+            return Some(next);
         }
         self.field_by_name(name)
+    }
+
+    /// Whether `name` is the JSON name of field `slot` (one whose names
+    /// escaping left as they are).
+    #[inline]
+    fn is_json_name(&self, slot: usize, name: &str) -> bool {
+        self.fields
+            .get(slot)
+            .is_some_and(|field| !field.escaped && self.key_names(field.json_key, name))
     }
 
     /// The slot of the field named `name` in a path or query parameter: its

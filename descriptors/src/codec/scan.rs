@@ -1,12 +1,12 @@
 //! JSON text → wire bytes for the shapes requests mostly have, without
 //! serde's visitor machinery: a hand-written tokenizer reads objects, lists,
-//! keys, plain strings, numbers, booleans, enums, base64 bytes, Timestamp
-//! and Duration, and maps whose keys come in order, and writes what
-//! [`from_json`]'s seeds would write for them.
+//! maps, keys, plain strings, numbers, booleans, enums, base64 bytes,
+//! Timestamp and Duration, and writes what [`from_json`]'s seeds would
+//! write for them.
 //!
-//! Any other value (a string with an escape, `null`, a map whose keys are
-//! not plain strings in increasing order, a well-known type other than
-//! Timestamp and Duration, an unknown key's value, a conversion that fails)
+//! Any other value (a string with an escape, `null`, a well-known type other
+//! than Timestamp and Duration, an unknown key's value, a conversion that
+//! fails)
 //! is found by its extent and handed to `from_json`'s seed for that value,
 //! on a serde_json deserializer over just those bytes. What is accepted, and
 //! the bytes written, therefore stay `from_json`'s: scalars are converted
@@ -22,9 +22,10 @@ use serde::de::{DeserializeSeed, Visitor, value::Error as ValueError};
 use super::{
     Card, MessagePlan, Ty, WIRE_LEN, Wkt,
     from_json::{
-        Ctx, DurationVisitor, EnumVisitor, FieldSeed, FieldsRead, KeySeed, MapKey, MessageSeed,
-        NumberSource, PackedSeed, Scalar, Skip, TimestampVisitor, decode_base64, emit_bits,
-        emit_number, number_bits, patch_len, write_key, write_scalar, write_value, write_varint,
+        CowStrSeed, Ctx, DurationVisitor, EnumVisitor, FieldSeed, FieldsRead, KeySeed, MapKey,
+        MessageSeed, NumberSource, PackedSeed, Scalar, Skip, TimestampVisitor, decode_base64,
+        emit_bits, emit_number, number_bits, patch_len, write_key, write_scalar, write_value,
+        write_varint,
     },
 };
 use prost::Message as _;
@@ -37,7 +38,11 @@ pub(crate) struct Refused;
 /// Reads `text`, a whole document, as message `m`, appending its encoding
 /// to `buf` (which is left part-written when refused).
 pub(crate) fn document(ctx: Ctx<'_>, m: u32, text: &str, buf: &mut Vec<u8>) -> Result<(), Refused> {
-    let mut s = Scanner { text, pos: 0 };
+    let mut s = Scanner {
+        text,
+        pos: 0,
+        entries: Vec::new(),
+    };
     s.skip_ws();
     let plan = &ctx.prog.messages[m as usize];
     if plan.wkt.is_none() && s.peek() == Some(b'{') {
@@ -85,6 +90,9 @@ impl<'de> NumberSource<'de> for Literal<'_> {
 struct Scanner<'j> {
     text: &'j str,
     pos: usize,
+    /// The entries of the maps being read (a map's after its enclosing
+    /// map's): key, and where the entry's encoding is in the buffer.
+    entries: Vec<(MapKey<'j>, usize, usize)>,
 }
 
 impl<'j> Scanner<'j> {
@@ -325,14 +333,8 @@ impl<'j> Scanner<'j> {
                 self.value(ctx, field.number, field.ty, field.card, buf)
             }
             (Card::Map, Some(b'{')) => {
-                let (pos, len) = (self.pos, buf.len());
-                if self.map(ctx, field.number, field.ty, buf)? {
-                    return Ok(true);
-                }
-                // Keys out of order, repeated or escaped: the visitor sorts.
-                self.pos = pos;
-                buf.truncate(len);
-                self.field_by_seed(ctx, plan, slot, buf)
+                self.map(ctx, field.number, field.ty, buf)?;
+                Ok(true)
             }
             _ => self.field_by_seed(ctx, plan, slot, buf),
         }
@@ -450,18 +452,10 @@ impl<'j> Scanner<'j> {
         self.delegate(|de| write_value(de, ctx, number, ty, card, buf))
     }
 
-    /// At `{`: a map field's entries (`from_json`'s `MapVisitor`) when
-    /// their keys are plain strings in increasing order, each entry written
-    /// where it is read; `false` (the position and `buf` then to be reset
-    /// by the caller) when a key has an escape or is not after the one
-    /// before, for the visitor to sort.
-    fn map(
-        &mut self,
-        ctx: Ctx<'_>,
-        number: u32,
-        ty: Ty,
-        buf: &mut Vec<u8>,
-    ) -> Result<bool, Refused> {
+    /// At `{`: a map field's entries (`from_json`'s `MapVisitor`), each
+    /// written whole where it is read, then put in key order (the last entry
+    /// of a key winning) unless they came in it.
+    fn map(&mut self, ctx: Ctx<'_>, number: u32, ty: Ty, buf: &mut Vec<u8>) -> Result<(), Refused> {
         let Ty::Message(entry) = ty else {
             return Err(Refused);
         };
@@ -477,21 +471,20 @@ impl<'j> Scanner<'j> {
         self.skip_ws();
         if self.peek() == Some(b'}') {
             self.pos += 1;
-            return Ok(true);
+            return Ok(());
         }
-        let mut last: Option<MapKey<'j>> = None;
+        let (base, first) = (buf.len(), self.entries.len());
+        let mut in_order = true;
         loop {
             self.skip_ws();
             if self.peek() != Some(b'"') {
                 return Err(Refused);
             }
-            let Some(text) = self.plain_str() else {
-                return Ok(false);
+            let text = match self.plain_str() {
+                Some(text) => Cow::Borrowed(text),
+                None => self.delegate(|de| CowStrSeed.deserialize(de))?,
             };
-            let key = MapKey::parse(key_field.ty, Cow::Borrowed(text)).map_err(|_| Refused)?;
-            if last.as_ref().is_some_and(|last| *last >= key) {
-                return Ok(false);
-            }
+            let key = MapKey::parse(key_field.ty, text).map_err(|_| Refused)?;
             self.expect(b':')?;
             self.skip_ws();
             let start = buf.len();
@@ -501,17 +494,34 @@ impl<'j> Scanner<'j> {
             key.encode(buf, key_field.ty, key_field.card, ctx);
             if self.value(ctx, 2, value_field.ty, value_field.card, buf)? {
                 patch_len(buf, at);
+                if let Some((last, _, _)) = self.entries.get(first..).and_then(<[_]>::last) {
+                    in_order &= *last < key;
+                }
+                self.entries.push((key, start, buf.len()));
             } else {
                 buf.truncate(start);
             }
-            last = Some(key);
             self.skip_ws();
             match self.next() {
                 Some(b',') => {}
-                Some(b'}') => return Ok(true),
+                Some(b'}') => break,
                 _ => return Err(Refused),
             }
         }
+        if !in_order {
+            let entries = &mut self.entries[first..];
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            let mut sorted = Vec::with_capacity(buf.len() - base);
+            for (i, (key, start, end)) in entries.iter().enumerate() {
+                if entries.get(i + 1).is_none_or(|next| next.0 != *key) {
+                    sorted.extend_from_slice(&buf[*start..*end]);
+                }
+            }
+            buf.truncate(base);
+            buf.extend_from_slice(&sorted);
+        }
+        self.entries.truncate(first);
+        Ok(())
     }
 
     /// A known enum value's name or an in-range number, of an enum other

@@ -987,10 +987,10 @@ fn numbers_agree(text: &str) -> Result<(), TestCaseError> {
     Ok(())
 }
 
-/// Map fields: the scanner writes entries in place when their keys come in
-/// increasing order and hands the map to the serde reader otherwise (keys
-/// out of order, repeated or escaped): both ways the bytes are the serde
-/// reader's, which sorts the entries by key with the last of a key winning.
+/// Map fields: the scanner writes each entry where it reads it and sorts
+/// them afterwards when their keys did not come in increasing order (out of
+/// order, repeated, escaped): the bytes are the serde reader's, which sorts
+/// the entries by key with the last of a key winning.
 #[test]
 fn map_entries_are_read_in_place_or_sorted_as_the_serde_reader_does() {
     let snapshot = shared_registry().snapshot();
