@@ -336,27 +336,16 @@ impl<'j> Scanner<'j> {
                 self.map(ctx, field.number, field.ty, buf)?;
                 Ok(true)
             }
-            _ => self.field_by_seed(ctx, plan, slot, buf),
+            _ => self.delegate(|de| {
+                FieldSeed {
+                    ctx,
+                    plan,
+                    slot,
+                    buf,
+                }
+                .deserialize(de)
+            }),
         }
-    }
-
-    /// Field `slot`'s value read by `from_json`'s `FieldSeed`.
-    fn field_by_seed(
-        &mut self,
-        ctx: Ctx<'_>,
-        plan: &MessagePlan,
-        slot: usize,
-        buf: &mut Vec<u8>,
-    ) -> Result<bool, Refused> {
-        self.delegate(|de| {
-            FieldSeed {
-                ctx,
-                plan,
-                slot,
-                buf,
-            }
-            .deserialize(de)
-        })
     }
 
     /// One singular value of type `ty`, written as field `number`
