@@ -61,7 +61,8 @@ struct Span {
 #[derive(Debug)]
 pub(crate) struct MessagePlan {
     pub(crate) wkt: Option<Wkt>,
-    /// Groups or extensions: handled by the prost-reflect codec instead.
+    /// Groups, extensions, or 65,535 fields or more: handled by the
+    /// prost-reflect codec instead.
     pub(crate) unsupported: bool,
     /// This message or one it can contain is `unsupported`.
     pub(crate) unsupported_within: bool,
@@ -417,14 +418,17 @@ impl Compiler {
     }
 
     fn plan(&mut self, desc: &MessageDescriptor) -> MessagePlan {
-        let mut unsupported = desc.extension_ranges().len() > 0;
+        // Slots (and oneof indexes) are `u16`s, `u16::MAX` none: a message
+        // with more fields is left to prost-reflect, its fields not planned.
+        let too_wide = desc.fields().len() >= usize::from(u16::MAX);
+        let mut unsupported = desc.extension_ranges().len() > 0 || too_wide;
         let mut text = Text::default();
         let full_name = text.push(desc.full_name());
         let mut oneofs: u16 = 0;
         let mut oneof_index: HashMap<String, u16> = HashMap::new();
         let mut fields = Vec::new();
         let mut raw: Vec<(u32, Span, Span)> = Vec::new();
-        for field in desc.fields() {
+        for field in desc.fields().take(if too_wide { 0 } else { usize::MAX }) {
             let kind = field.kind();
             if field.is_group() {
                 unsupported = true;

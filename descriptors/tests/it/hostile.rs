@@ -634,3 +634,78 @@ fn unknown_syntax_upload_is_refused_not_a_panic() {
         "{err:?}"
     );
 }
+
+/// A message of more fields than the codec's `u16` slots hold is converted
+/// all the same (by the prost-reflect codec), field numbers kept: not
+/// mapped to the wrong slots, and no overflow (a debug build panicked on the
+/// 65,536th oneof).
+#[test]
+fn a_message_of_70000_fields_and_oneofs_converts_both_ways() {
+    use prost_types::{
+        DescriptorProto, FieldDescriptorProto, FileDescriptorProto, FileDescriptorSet,
+        OneofDescriptorProto,
+        field_descriptor_proto::{Label, Type},
+    };
+    // 70,000 numbers, the reserved 19000-19999 left out.
+    let numbers: Vec<i32> = (1..=71_000)
+        .filter(|n| !(19_000..20_000).contains(n))
+        .collect();
+    let message = DescriptorProto {
+        name: Some("Wide".to_owned()),
+        field: numbers
+            .iter()
+            .zip(0..)
+            .map(|(&n, i)| FieldDescriptorProto {
+                name: Some(format!("f{n}")),
+                number: Some(n),
+                label: Some(Label::Optional as i32),
+                r#type: Some(Type::Int32 as i32),
+                json_name: Some(format!("f{n}")),
+                oneof_index: Some(i),
+                ..Default::default()
+            })
+            .collect(),
+        oneof_decl: numbers
+            .iter()
+            .map(|n| OneofDescriptorProto {
+                name: Some(format!("o{n}")),
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    };
+    let set = FileDescriptorSet {
+        file: vec![FileDescriptorProto {
+            name: Some("wide/v1/wide.proto".to_owned()),
+            package: Some("wide.v1".to_owned()),
+            syntax: Some("proto3".to_owned()),
+            message_type: vec![message],
+            ..Default::default()
+        }],
+    };
+    let registry = Registry::new();
+    registry
+        .put("wide", &prost::Message::encode_to_vec(&set))
+        .unwrap();
+    let snapshot = registry.snapshot();
+    let desc = snapshot.pool().get_message_by_name("wide.v1.Wide").unwrap();
+    let mut wire = Vec::new();
+    json_to_proto(
+        &desc,
+        br#"{"f69999": 5, "f3": 7, "f65536": 9}"#,
+        &JsonOptions::default(),
+        &mut wire,
+    )
+    .unwrap();
+    // Field number order: 3, 65536, 69999.
+    let mut want = vec![3 << 3, 7];
+    prost::encoding::encode_varint(65_536 << 3, &mut want);
+    want.push(9);
+    prost::encoding::encode_varint(69_999 << 3, &mut want);
+    want.push(5);
+    assert_eq!(wire, want);
+    assert_eq!(
+        to_json(&desc, &wire).unwrap(),
+        r#"{"f3":7,"f65536":9,"f69999":5}"#
+    );
+}
