@@ -58,6 +58,9 @@ pub(crate) fn document(ctx: Ctx<'_>, m: u32, text: &str, buf: &mut Vec<u8>) -> R
     }
 }
 
+/// Map entries whose list a document keeps between its maps.
+const KEPT_ENTRIES: usize = 64;
+
 /// A token this reader took out of the text, for `from_json`'s visitors.
 #[derive(Clone, Copy)]
 enum Literal<'j> {
@@ -510,6 +513,11 @@ impl<'j> Scanner<'j> {
             buf.extend_from_slice(&sorted);
         }
         self.entries.truncate(first);
+        if first == 0 && self.entries.capacity() > KEPT_ENTRIES {
+            // A large map's list is not kept while the rest of the document
+            // is read (and the buffer grows).
+            self.entries = Vec::new();
+        }
         Ok(())
     }
 
