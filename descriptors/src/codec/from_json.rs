@@ -20,8 +20,8 @@ use prost::Message as _;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 use super::{
-    Card, Codec, MessagePlan, Program, Ty, WIRE_FIXED32, WIRE_FIXED64, WIRE_LEN, WIRE_VARINT, Wkt,
-    time,
+    Card, Codec, FieldPlan, MessagePlan, Program, Ty, WIRE_FIXED32, WIRE_FIXED64, WIRE_LEN,
+    WIRE_VARINT, Wkt, time,
 };
 
 /// What a reader needs besides the buffer.
@@ -970,19 +970,16 @@ impl<'de> Visitor<'de> for MapVisitor<'_, '_> {
             buf,
         } = self;
         let ctx = ctx.enter()?;
-        let (Some(key_field), Some(value_field)) = (
-            entry.slot(1).map(|s| &entry.fields[s]),
-            entry.slot(2).map(|s| &entry.fields[s]),
-        ) else {
+        let Some((key_field, value_field)) = entry.map_entry() else {
             return Err(de::Error::custom("map entry without key or value"));
         };
         let base = buf.len();
-        // (key, start, end) of each entry's key and value encoding in `buf`.
+        // (key, start, end) of each entry's encoding in `buf`.
         let mut entries: Vec<(MapKey<'de>, usize, usize)> = Vec::new();
         while let Some(key) = map.next_key_seed(CowStrSeed)? {
             let key = MapKey::parse(key_field.ty, key).map_err(de::Error::custom)?;
             let start = buf.len();
-            key.encode(buf, key_field.ty, key_field.card, ctx);
+            let at = key.open_entry(buf, number, key_field, ctx);
             let set = map.next_value_seed(MapValueSeed {
                 ctx,
                 ty: value_field.ty,
@@ -990,26 +987,37 @@ impl<'de> Visitor<'de> for MapVisitor<'_, '_> {
                 buf: &mut *buf,
             })?;
             if set {
+                patch_len(buf, at);
                 entries.push((key, start, buf.len()));
             } else {
                 buf.truncate(start);
             }
         }
-        // Key order; the last entry of a key wins.
-        entries.sort_by(|a, b| a.0.cmp(&b.0));
-        let mut out = Vec::with_capacity(buf.len() - base + 2 * entries.len());
-        for (i, (key, start, end)) in entries.iter().enumerate() {
-            if entries.get(i + 1).is_some_and(|next| next.0 == *key) {
-                continue;
-            }
-            write_key(&mut out, number, WIRE_LEN);
-            write_varint(&mut out, (end - start) as u64);
-            out.extend_from_slice(&buf[*start..*end]);
-        }
-        buf.truncate(base);
-        buf.extend_from_slice(&out);
+        sort_map_entries(buf, base, &mut entries);
         Ok(())
     }
+}
+
+/// Puts the map entries written after `base` (`(key, start, end)` each, in
+/// the order written) in key order, the last entry of a key winning, unless
+/// their keys already increase.
+pub(super) fn sort_map_entries(
+    buf: &mut Vec<u8>,
+    base: usize,
+    entries: &mut [(MapKey<'_>, usize, usize)],
+) {
+    if entries.windows(2).all(|w| w[0].0 < w[1].0) {
+        return;
+    }
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut sorted = Vec::with_capacity(buf.len() - base);
+    for (i, (key, start, end)) in entries.iter().enumerate() {
+        if entries.get(i + 1).is_none_or(|next| next.0 != *key) {
+            sorted.extend_from_slice(buf.get(*start..*end).unwrap_or_default());
+        }
+    }
+    buf.truncate(base);
+    buf.extend_from_slice(&sorted);
 }
 
 /// A map value (no `null` unless the type reads it): field 2 of the entry.
@@ -1056,7 +1064,24 @@ impl<'de> MapKey<'de> {
         })
     }
 
-    pub(super) fn encode(&self, buf: &mut Vec<u8>, ty: Ty, card: Card, ctx: Ctx<'_>) {
+    /// Starts an entry of map field `number` with this key: its tag, a
+    /// length placeholder (its position returned, for [`patch_len`] once
+    /// the value is written) and the key field.
+    pub(super) fn open_entry(
+        &self,
+        buf: &mut Vec<u8>,
+        number: u32,
+        key_field: &FieldPlan,
+        ctx: Ctx<'_>,
+    ) -> usize {
+        write_key(buf, number, WIRE_LEN);
+        let at = buf.len();
+        buf.push(0);
+        self.encode(buf, key_field.ty, key_field.card, ctx);
+        at
+    }
+
+    fn encode(&self, buf: &mut Vec<u8>, ty: Ty, card: Card, ctx: Ctx<'_>) {
         let scalar = match (self, ty) {
             (MapKey::Bool(b), _) => Scalar::Bool(*b),
             (MapKey::Int(i), Ty::Int32 | Ty::Sint32 | Ty::Sfixed32) => Scalar::I32(*i as i32),

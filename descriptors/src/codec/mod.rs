@@ -564,6 +564,13 @@ impl MessagePlan {
             .unwrap_or_default()
     }
 
+    /// A map entry type's key and value fields (its fields 1 and 2).
+    #[inline]
+    pub(crate) fn map_entry(&self) -> Option<(&FieldPlan, &FieldPlan)> {
+        let field = |number| self.slot(number).map(|s| &self.fields[s]);
+        Some((field(1)?, field(2)?))
+    }
+
     /// The slot of field `number`.
     #[inline]
     pub(crate) fn slot(&self, number: u32) -> Option<usize> {

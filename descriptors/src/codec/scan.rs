@@ -6,14 +6,13 @@
 //!
 //! Any other value (a string with an escape, `null`, a well-known type other
 //! than Timestamp and Duration, an unknown key's value, a conversion that
-//! fails)
-//! is found by its extent and handed to `from_json`'s seed for that value,
-//! on a serde_json deserializer over just those bytes. What is accepted, and
-//! the bytes written, therefore stay `from_json`'s: scalars are converted
-//! by its visitors (called with the token this reader took out), nested
-//! fields are bookkept by its [`FieldsRead`], and the depth limit is counted
-//! at the same places. This reader refuses only what is not JSON, or what a
-//! seed refused.
+//! fails) is found by its extent and handed to `from_json`'s seed for that
+//! value, on a serde_json deserializer over just those bytes. What is
+//! accepted, and the bytes written, therefore stay `from_json`'s: scalars
+//! are converted by its visitors (called with the token this reader took
+//! out), nested fields are bookkept by its [`FieldsRead`], and the depth
+//! limit is counted at the same places. This reader refuses only what is
+//! not JSON, or what a seed refused.
 
 use std::borrow::Cow;
 
@@ -24,8 +23,8 @@ use super::{
     from_json::{
         CowStrSeed, Ctx, DurationVisitor, EnumVisitor, FieldSeed, FieldsRead, KeySeed, MapKey,
         MessageSeed, NumberSource, PackedSeed, Scalar, Skip, TimestampVisitor, decode_base64,
-        emit_bits, emit_number, number_bits, patch_len, write_key, write_scalar, write_value,
-        write_varint,
+        emit_bits, emit_number, number_bits, patch_len, sort_map_entries, write_key, write_scalar,
+        write_value, write_varint,
     },
 };
 use prost::Message as _;
@@ -445,17 +444,12 @@ impl<'j> Scanner<'j> {
     }
 
     /// At `{`: a map field's entries (`from_json`'s `MapVisitor`), each
-    /// written whole where it is read, then put in key order (the last entry
-    /// of a key winning) unless they came in it.
+    /// written whole where it is read, then put in key order.
     fn map(&mut self, ctx: Ctx<'_>, number: u32, ty: Ty, buf: &mut Vec<u8>) -> Result<(), Refused> {
         let Ty::Message(entry) = ty else {
             return Err(Refused);
         };
-        let entry = &ctx.prog.messages[entry as usize];
-        let (Some(key_field), Some(value_field)) = (
-            entry.slot(1).map(|s| &entry.fields[s]),
-            entry.slot(2).map(|s| &entry.fields[s]),
-        ) else {
+        let Some((key_field, value_field)) = ctx.prog.messages[entry as usize].map_entry() else {
             return Err(Refused);
         };
         let ctx = ctx.enter::<ValueError>().map_err(|_| Refused)?;
@@ -466,7 +460,6 @@ impl<'j> Scanner<'j> {
             return Ok(());
         }
         let (base, first) = (buf.len(), self.entries.len());
-        let mut in_order = true;
         loop {
             self.skip_ws();
             if self.peek() != Some(b'"') {
@@ -480,15 +473,9 @@ impl<'j> Scanner<'j> {
             self.expect(b':')?;
             self.skip_ws();
             let start = buf.len();
-            write_key(buf, number, WIRE_LEN);
-            let at = buf.len();
-            buf.push(0);
-            key.encode(buf, key_field.ty, key_field.card, ctx);
+            let at = key.open_entry(buf, number, key_field, ctx);
             if self.value(ctx, 2, value_field.ty, value_field.card, buf)? {
                 patch_len(buf, at);
-                if let Some((last, _, _)) = self.entries.get(first..).and_then(<[_]>::last) {
-                    in_order &= *last < key;
-                }
                 self.entries.push((key, start, buf.len()));
             } else {
                 buf.truncate(start);
@@ -500,17 +487,8 @@ impl<'j> Scanner<'j> {
                 _ => return Err(Refused),
             }
         }
-        if !in_order {
-            let entries = &mut self.entries[first..];
-            entries.sort_by(|a, b| a.0.cmp(&b.0));
-            let mut sorted = Vec::with_capacity(buf.len() - base);
-            for (i, (key, start, end)) in entries.iter().enumerate() {
-                if entries.get(i + 1).is_none_or(|next| next.0 != *key) {
-                    sorted.extend_from_slice(&buf[*start..*end]);
-                }
-            }
-            buf.truncate(base);
-            buf.extend_from_slice(&sorted);
+        if let Some(entries) = self.entries.get_mut(first..) {
+            sort_map_entries(buf, base, entries);
         }
         self.entries.truncate(first);
         if first == 0 && self.entries.capacity() > KEPT_ENTRIES {

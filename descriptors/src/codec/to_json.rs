@@ -450,11 +450,7 @@ impl<'o, 'a> Writer<'o, 'a> {
         if self.level >= self.max_level {
             return Err(Stop::Recheck);
         }
-        let entry_plan = &prog.messages[entry as usize];
-        let (Some(key_field), Some(value_field)) = (
-            entry_plan.slot(1).map(|s| &entry_plan.fields[s]),
-            entry_plan.slot(2).map(|s| &entry_plan.fields[s]),
-        ) else {
+        let Some((key_field, value_field)) = prog.messages[entry as usize].map_entry() else {
             return Err(invalid("map entry without key or value"));
         };
         let message_value = matches!(value_field.ty, Ty::Message(_));
